@@ -1,0 +1,66 @@
+# skelang developer commands. `make test` on a fresh Linux machine (Python 3.11, no GPU)
+# installs everything it needs into .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+TORCH_VERSION ?= 2.13.0
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export CCACHE_DIR ?= $(HOME)/.cache/skelang-ccache
+
+BUILD_DEPS := scikit-build-core pybind11 cmeel-eigen ninja "cmake>=3.25"
+RUNTIME_DEPS := numpy pyyaml tqdm
+TEST_DEPS := pytest hypothesis nbmake expecttest ipykernel
+DEPS_STAMP := $(VENV)/.deps-torch-$(TORCH_VERSION)
+BUILD_STAMP := $(VENV)/.built
+SOURCES := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml python/skelang/_build_config.py.in
+
+.PHONY: install build test demo bench cuda-check clean
+
+# Dependencies (once per torch version), then the incremental build of skelang._C.
+install: $(DEPS_STAMP)
+	@$(MAKE) --no-print-directory build
+
+$(DEPS_STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
+	$(PIP) install --quiet $(BUILD_DEPS) $(RUNTIME_DEPS) $(TEST_DEPS)
+	@command -v ccache >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -qq ccache >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq ccache >/dev/null 2>&1)); } || \
+	  echo "skelang: ccache not available, rebuilds after 'make clean' will compile from scratch"
+	rm -f $(VENV)/.deps-torch-*
+	touch $@
+
+# Editable install; the CMake build directory build/<wheel tag> persists, so a change to
+# one .cpp file recompiles that file only.
+build: $(DEPS_STAMP)
+	$(PIP) install --quiet --no-build-isolation --no-deps -e .
+	@touch $(BUILD_STAMP)
+
+$(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
+	@$(MAKE) --no-print-directory build
+
+# pytest exits 5 when it collected no test: that is a failure too (make stops on any non-zero).
+test: $(BUILD_STAMP)
+	@$(PY) -m pytest tests --nbmake notebooks -q $(PYTEST_ARGS); status=$$?; \
+	  [ $$status -ne 5 ] || echo "make test: pytest collected no tests"; exit $$status
+
+demo: $(BUILD_STAMP)
+	$(VENV)/bin/skelang bench --quick
+
+bench: $(BUILD_STAMP)
+	$(VENV)/bin/skelang bench
+
+# Compile every CUDA source against torch's headers, without linking or running: keeps the
+# CUDA kernels compiling on machines without a GPU or a CUDA build of torch.
+cuda-check: $(BUILD_STAMP)
+	@command -v nvcc >/dev/null || { echo "cuda-check: nvcc not found"; exit 1; }
+	@flags=$$($(PY) -c "import torch, torch.utils.cpp_extension as c; print(' '.join(['-I' + p for p in c.include_paths()] + ['-D_GLIBCXX_USE_CXX11_ABI=%d' % torch.compiled_with_cxx11_abi()]))"); \
+	for f in $$(find csrc -name '*.cu'); do \
+	  echo "nvcc -c $$f"; \
+	  nvcc -c -std=c++20 -O2 --expt-relaxed-constexpr -Xcompiler -fPIC \
+	    -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE $$flags -Icsrc "$$f" -o /dev/null || exit 1; \
+	done
+
+clean:
+	rm -rf build $(BUILD_STAMP)

@@ -1,0 +1,141 @@
+"""Benchmark harness: each case runs the skelang op and its reference in one process and
+reports median times, their ratio, peak memory, and achieved GFLOP/s against the
+machine's peak, measured by a large float32 matmul in the same run.
+
+A benchmark module (``bench_*.py`` beside this file) defines ``cases(config, device)``
+returning a list of :class:`Case`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import platform
+from typing import Callable
+
+import torch
+import torch.utils.benchmark as tb
+
+
+@dataclasses.dataclass
+class Case:
+    name: str  # e.g. "graph_aggregate fwd+bwd"
+    params: str  # e.g. "C=64 A=(1,C,V,V)"
+    flops: float  # floating-point operations of one call of `skelang` (and `reference`)
+    skelang: Callable[[], object]
+    reference: Callable[[], object]
+
+
+def median_seconds(fn: Callable[[], object], min_run_time: float) -> float:
+    timer = tb.Timer("fn()", globals={"fn": fn})
+    return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def _cpu_peak_rss() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("VmHWM not found in /proc/self/status")
+
+
+def _cpu_rss() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("VmRSS not found in /proc/self/status")
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
+    """Memory that one call of `fn` needs above what was allocated before it.
+
+    CUDA: the caching allocator's peak. CPU (Linux): growth of the resident-set high-water
+    mark, reset through /proc/self/clear_refs before the call. None where neither works.
+    """
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # resets VmHWM to the current VmRSS
+        before = _cpu_rss()
+        fn()
+        return max(0, _cpu_peak_rss() - before)
+    except OSError:
+        return None
+
+
+def machine_peak_gflops(device: torch.device, size: int = 2048, min_run_time: float = 1.0) -> float:
+    """float32 GFLOP/s of a large square matmul: the machine's practical peak."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def matmul():
+        torch.mm(a, b)
+        sync()
+
+    return 2 * size**3 / median_seconds(matmul, min_run_time) / 1e9
+
+
+def run_case(case: Case, device: torch.device, peak_gflops: float, min_run_time: float) -> dict:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    row = {"name": case.name, "params": case.params}
+    for label, fn in (("skelang", case.skelang), ("reference", case.reference)):
+        def call(fn=fn):
+            fn()
+            sync()
+
+        call()  # warm-up
+        seconds = median_seconds(call, min_run_time)
+        memory = peak_memory_bytes(call, device)
+        row[f"{label}_ms"] = seconds * 1e3
+        row[f"{label}_gflops"] = case.flops / seconds / 1e9
+        row[f"{label}_peak_mib"] = None if memory is None else memory / 2**20
+    row["speedup"] = row["reference_ms"] / row["skelang_ms"]
+    row["skelang_fraction_of_peak"] = row["skelang_gflops"] / peak_gflops
+    if row["skelang_peak_mib"] is not None and row["reference_peak_mib"]:
+        row["memory_ratio"] = row["skelang_peak_mib"] / row["reference_peak_mib"]
+    else:
+        row["memory_ratio"] = None
+    return row
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def format_table(rows: list[dict]) -> str:
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    header = ("case", "params", "skelang ms", "ref ms", "speedup", "GFLOP/s", "% peak",
+              "skelang MiB", "ref MiB", "mem ratio")
+    lines = [header]
+    for r in rows:
+        lines.append((r["name"], r["params"], fmt(r["skelang_ms"], ".2f"), fmt(r["reference_ms"], ".2f"),
+                      fmt(r["speedup"], ".2f") + "x", fmt(r["skelang_gflops"], ".1f"),
+                      fmt(100 * r["skelang_fraction_of_peak"], ".1f"), fmt(r["skelang_peak_mib"], ".1f"),
+                      fmt(r["reference_peak_mib"], ".1f"), fmt(r["memory_ratio"], ".2f")))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    out = []
+    for k, line in enumerate(lines):
+        out.append("  ".join(str(cell).ljust(w) if i < 2 else str(cell).rjust(w)
+                             for i, (cell, w) in enumerate(zip(line, widths))))
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)

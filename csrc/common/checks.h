@@ -1,0 +1,41 @@
+// Input checks shared by every skelang op. Each check names the op, the tensor and what
+// was expected, so a wrong call from Python is a readable RuntimeError, never a crash.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <initializer_list>
+#include <string>
+
+namespace skelang {
+
+inline void check_rank(const char* op, const char* name, const at::Tensor& t, int64_t rank,
+                       const char* layout) {
+  TORCH_CHECK(t.dim() == rank, op, ": ", name, " must be a ", rank, "-D tensor ", layout,
+              ", got a ", t.dim(), "-D tensor of shape ", t.sizes());
+}
+
+inline void check_floating(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
+              " must be float32 or float64, got ", t.scalar_type());
+}
+
+inline void check_same_dtype(const char* op, const char* name_a, const at::Tensor& a,
+                             const char* name_b, const at::Tensor& b) {
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), op, ": ", name_a, " and ", name_b,
+              " must have the same dtype, got ", a.scalar_type(), " and ", b.scalar_type());
+}
+
+inline void check_same_device(const char* op, const char* name_a, const at::Tensor& a,
+                              const char* name_b, const at::Tensor& b) {
+  TORCH_CHECK(a.device() == b.device(), op, ": ", name_a, " and ", name_b,
+              " must be on the same device, got ", a.device(), " and ", b.device());
+}
+
+// `size` must be 1 (broadcast) or equal to `full`.
+inline void check_broadcastable(const char* op, const char* what, int64_t size, int64_t full) {
+  TORCH_CHECK(size == 1 || size == full, op, ": ", what, " must be 1 or ", full, ", got ", size);
+}
+
+}  // namespace skelang

@@ -1,0 +1,47 @@
+// skelang._C: declares the `skelang` operator library (each component adds its schemas with
+// TORCH_LIBRARY_FRAGMENT in csrc/<component>/) and exposes non-tensor helpers to Python.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <torch/library.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+TORCH_LIBRARY(skelang, m) {}
+
+namespace {
+
+// Names of the registered skelang::* operators, and the devices each has kernels for.
+std::map<std::string, std::vector<std::string>> registered_ops() {
+  std::map<std::string, std::vector<std::string>> ops;
+  for (const c10::OperatorName& name : c10::Dispatcher::singleton().getAllOpNames()) {
+    if (name.name.rfind("skelang::", 0) != 0) continue;
+    auto handle = c10::Dispatcher::singleton().findOp(name);
+    std::vector<std::string> devices;
+    for (auto key : {c10::DispatchKey::CPU, c10::DispatchKey::CUDA}) {
+      if (handle && handle->hasKernelForDispatchKey(key)) devices.emplace_back(c10::toString(key));
+    }
+    ops[name.name.substr(9)] = devices;
+  }
+  return ops;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "skelang's C++ core: operators in torch.ops.skelang, and build information";
+  m.def("torch_version", [] { return std::string(SKELANG_TORCH_VERSION); },
+        "The torch version this extension was compiled against.");
+  m.def("skelang_version", [] { return std::string(SKELANG_VERSION); });
+  m.def("with_cuda", [] {
+#ifdef SKELANG_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  }, "Whether the CUDA kernels were compiled into this build.");
+  m.def("registered_ops", &registered_ops,
+        "skelang operator names mapped to the devices (CPU, CUDA) that have kernels for them.");
+}

@@ -1,0 +1,50 @@
+"""The `skelang` command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SKELANG = shutil.which("skelang", path=str(Path(sys.executable).parent)) or "skelang"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SKELANG, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_info_json_lists_the_ops():
+    result = run("info", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["ops"]["graph_aggregate"] == ["CPU"] + (["CUDA"] if info["cuda_kernels_built"] else [])
+    assert info["torch"] == info["built_against_torch"]
+    assert set(info) >= {"skelang", "torch", "cuda_kernels_built", "ops"}
+
+
+def test_info_text():
+    result = run("info")
+    assert result.returncode == 0 and "skelang::graph_aggregate" in result.stdout
+
+
+def test_bench_quick_json_reports_ratios():
+    result = run("bench", "--quick", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["peak_gflops_fp32_matmul"] > 0
+    rows = report["results"]
+    assert {r["params"].split("A=")[1] for r in rows} == {
+        "shared", "per_channel", "per_sample", "per_sample_channel"}
+    for r in rows:
+        assert r["skelang_ms"] > 0 and r["reference_ms"] > 0
+        assert r["speedup"] == pytest.approx(r["reference_ms"] / r["skelang_ms"])
+
+
+def test_unknown_command_and_options_are_refused():
+    assert run("frobnicate").returncode == 2
+    result = run("info", "--frobnicate")
+    assert result.returncode == 2 and "unrecognized arguments: --frobnicate" in result.stderr
