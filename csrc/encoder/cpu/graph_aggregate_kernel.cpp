@@ -80,7 +80,7 @@ inline __attribute__((always_inline)) void aggregate_frames(const scalar_t* __re
 template <typename scalar_t, int NV>
 inline __attribute__((always_inline)) void aggregate_slice_nv(const scalar_t* x, const scalar_t* At,
                                                                scalar_t* y, int64_t T, int64_t V) {
-  constexpr int RB = NV <= 1 ? 8 : (NV <= 2 ? 6 : (NV <= 4 ? 3 : 1));
+  constexpr int RB = NV == 1 ? 8 : (NV == 2 ? 6 : 3);
   int64_t t = 0;
   for (; t + RB <= T; t += RB) aggregate_frames<scalar_t, NV, RB>(x + t * V, At, y + t * V, V);
   for (; t < T; ++t) aggregate_frames<scalar_t, NV, 1>(x + t * V, At, y + t * V, V);
@@ -113,15 +113,15 @@ inline __attribute__((always_inline)) void accumulate_topology_grad_nv(const sca
                                                                         const scalar_t* x,
                                                                         scalar_t* G, int64_t T,
                                                                         int64_t V) {
-  constexpr int RB = NV <= 1 ? 8 : (NV <= 2 ? 6 : (NV <= 4 ? 3 : 1));
+  constexpr int RB = NV == 1 ? 8 : (NV == 2 ? 6 : 3);
   constexpr int64_t Vp = NV * kWidth<scalar_t>;
   int64_t u = 0;
   for (; u + RB <= V; u += RB) accumulate_rows<scalar_t, NV, RB>(grad_y + u, x, G + u * Vp, T, V);
   for (; u < V; ++u) accumulate_rows<scalar_t, NV, 1>(grad_y + u, x, G + u * Vp, T, V);
 }
 
-// Plain loops for skeletons too large for the register-blocked kernels (more than 8
-// vectors per row: over 128 float or 64 double joints). Same padded layouts.
+// Plain loops for skeletons too large for the register-blocked kernels (more than 4
+// vectors per row: over 64 float or 32 double joints). Same padded layouts.
 template <typename scalar_t>
 inline __attribute__((always_inline)) void aggregate_slice_generic(const scalar_t* x,
                                                                     const scalar_t* At, scalar_t* y,
@@ -156,10 +156,6 @@ inline int64_t vectors_per_row(int64_t V) {
     case 2: { constexpr int NV = 2; CALL; break; }       \
     case 3: { constexpr int NV = 3; CALL; break; }       \
     case 4: { constexpr int NV = 4; CALL; break; }       \
-    case 5: { constexpr int NV = 5; CALL; break; }       \
-    case 6: { constexpr int NV = 6; CALL; break; }       \
-    case 7: { constexpr int NV = 7; CALL; break; }       \
-    case 8: { constexpr int NV = 8; CALL; break; }       \
     default: GENERIC;                                    \
   }
 
