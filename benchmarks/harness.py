@@ -8,6 +8,8 @@ returning a list of :class:`Case`.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import gc
 import platform
@@ -15,6 +17,23 @@ from typing import Callable
 
 import torch
 import torch.utils.benchmark as tb
+
+
+def return_large_blocks_to_the_system() -> None:
+    """Make glibc serve every block over 64 KiB with mmap and give it back on free.
+
+    By default glibc raises its mmap threshold after large frees and keeps the memory for
+    reuse, so the resident-set size would not show what a call allocates. With a fixed
+    threshold, the growth of the high-water mark during a call is its peak memory.
+    """
+    libc_name = ctypes.util.find_library("c")
+    if platform.system() != "Linux" or libc_name is None:
+        return
+    libc = ctypes.CDLL(libc_name)
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+    libc.mallopt(M_TRIM_THRESHOLD, 64 * 1024)
+    libc.malloc_trim(0)  # hand back what the heap already holds
 
 
 @dataclasses.dataclass
@@ -84,22 +103,38 @@ def machine_peak_gflops(device: torch.device, size: int = 2048, min_run_time: fl
     return 2 * size**3 / median_seconds(matmul, min_run_time) / 1e9
 
 
-def run_case(case: Case, device: torch.device, peak_gflops: float, min_run_time: float) -> dict:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+def _synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
+    if device.type != "cuda":
+        return fn
+
+    def call():
+        fn()
+        torch.cuda.synchronize(device)
+
+    return call
+
+
+def time_case(case: Case, device: torch.device, peak_gflops: float, min_run_time: float) -> dict:
+    """Median times of the skelang op and its reference, their ratio and GFLOP/s."""
     row = {"name": case.name, "params": case.params}
     for label, fn in (("skelang", case.skelang), ("reference", case.reference)):
-        def call(fn=fn):
-            fn()
-            sync()
-
+        call = _synchronized(fn, device)
         call()  # warm-up
         seconds = median_seconds(call, min_run_time)
-        memory = peak_memory_bytes(call, device)
         row[f"{label}_ms"] = seconds * 1e3
         row[f"{label}_gflops"] = case.flops / seconds / 1e9
-        row[f"{label}_peak_mib"] = None if memory is None else memory / 2**20
     row["speedup"] = row["reference_ms"] / row["skelang_ms"]
     row["skelang_fraction_of_peak"] = row["skelang_gflops"] / peak_gflops
+    return row
+
+
+def measure_case_memory(case: Case, device: torch.device) -> dict:
+    """Peak memory of one call of each side; on the CPU, run after every timing (see
+    return_large_blocks_to_the_system, which slows allocation down)."""
+    row = {}
+    for label, fn in (("skelang", case.skelang), ("reference", case.reference)):
+        memory = peak_memory_bytes(_synchronized(fn, device), device)
+        row[f"{label}_peak_mib"] = None if memory is None else memory / 2**20
     if row["skelang_peak_mib"] is not None and row["reference_peak_mib"]:
         row["memory_ratio"] = row["skelang_peak_mib"] / row["reference_peak_mib"]
     else:

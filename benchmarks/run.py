@@ -42,7 +42,7 @@ def run(config_path: Path = DEFAULT_CONFIG, quick: bool = False, only: str | Non
     dev = torch.device(device)
     peak = harness.machine_peak_gflops(dev, size=512 if quick else 2048,
                                        min_run_time=min(1.0, 4 * min_run_time))
-    rows = []
+    cases = []
     for module_path in sorted(BENCHMARKS_DIR.glob("bench_*.py")):
         name = module_path.stem.removeprefix("bench_")
         if only and name != only:
@@ -50,8 +50,12 @@ def run(config_path: Path = DEFAULT_CONFIG, quick: bool = False, only: str | Non
         if name not in config:
             raise ValueError(f"{config_path}: no section '{name}' for benchmarks/{module_path.name}")
         module = importlib.import_module(module_path.stem)
-        for case in module.cases(config[name], dev):
-            rows.append(harness.run_case(case, dev, peak, min_run_time))
+        cases.extend(module.cases(config[name], dev))
+    # Every timing first, with the allocator as users have it; then the memory peaks.
+    rows = [harness.time_case(case, dev, peak, min_run_time) for case in cases]
+    harness.return_large_blocks_to_the_system()
+    for row, case in zip(rows, cases):
+        row.update(harness.measure_case_memory(case, dev))
     return {
         "machine": harness.machine_description(dev),
         "torch": torch.__version__,

@@ -179,3 +179,10 @@ def test_cuda_parity(kind, dtype):
     for grad, grad_ref in zip(grads, grads_ref):
         torch.testing.assert_close(grad.cpu(), grad_ref, **tolerances(dtype))
     torch.library.opcheck(torch.ops.skelang.graph_aggregate.default, (x_cuda, A_cuda))
+
+
+def test_empty_batch_with_per_sample_topology():
+    x = torch.zeros(0, 3, 4, 5)
+    A = torch.zeros(0, 1, 5, 5)
+    assert ops.graph_aggregate(x, A).shape == (0, 3, 4, 5)
+    assert ops.graph_aggregate_grad_topology(x, x, 0, 1).shape == (0, 1, 5, 5)

@@ -241,44 +241,41 @@ at::Tensor graph_aggregate_grad_topology_cpu(const at::Tensor& grad_y_in, const 
   const at::Tensor grad_y = grad_y_in.contiguous();
   const at::Tensor x = x_in.contiguous();
   const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
+  if (N == 0 || C == 0) return at::zeros({Na, Ca, V, V}, x.options());  // no slice to sum
   const int64_t topologies = Na * Ca;
   const int64_t slices_per_topology = (N / Na) * (C / Ca);
   const int64_t chunks = grad_topology_chunks(topologies, slices_per_topology);
-  // partial (topologies, chunks, V, V): chunk k of a topology sums its slices
+  // sums (topologies, chunks, V, V): chunk k of a topology sums its slices
   // [k * R / chunks, (k + 1) * R / chunks); the chunks are added afterwards in order.
-  const int64_t Vp = AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "padded_joints", [&] {
-    return vectors_per_row<scalar_t>(V) * kWidth<scalar_t>;
-  });
-  at::Tensor partial = at::zeros({topologies, chunks, V, Vp}, x.options());
-  if (x.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "graph_aggregate_grad_topology_cpu", [&] {
-      const scalar_t* gy_data = grad_y.const_data_ptr<scalar_t>();
-      const scalar_t* x_data = x.const_data_ptr<scalar_t>();
-      scalar_t* partial_data = partial.mutable_data_ptr<scalar_t>();
-      const int64_t work_per_chunk = std::max<int64_t>(1, slices_per_topology / chunks * T * V * V);
-      const int64_t grain = std::max<int64_t>(1, 16384 / work_per_chunk);
-      at::parallel_for(0, topologies * chunks, grain, [&](int64_t begin, int64_t end) {
-        for (int64_t job = begin; job < end; ++job) {
-          const int64_t topology = job / chunks, k = job % chunks;
-          const int64_t na = topology / Ca, ca = topology % Ca;
-          const int64_t r_begin = k * slices_per_topology / chunks;
-          const int64_t r_end = (k + 1) * slices_per_topology / chunks;
-          scalar_t* G = partial_data + job * V * Vp;
-          std::vector<scalar_t> x_padded(T * Vp, scalar_t(0));  // (T, Vp)
-          for (int64_t r = r_begin; r < r_end; ++r) {
-            int64_t n, c;
-            topology_slice(na, ca, r, N, C, Na, Ca, &n, &c);
-            const int64_t offset = (n * C + c) * T * V;
-            for (int64_t t = 0; t < T; ++t)
-              std::memcpy(x_padded.data() + t * Vp, x_data + offset + t * V, V * sizeof(scalar_t));
-            accumulate_topology_grad_any(gy_data + offset, x_padded.data(), G, T, V);
-          }
+  at::Tensor sums = at::empty({topologies, chunks, V, V}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "graph_aggregate_grad_topology_cpu", [&] {
+    const scalar_t* gy_data = grad_y.const_data_ptr<scalar_t>();
+    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+    scalar_t* sums_data = sums.mutable_data_ptr<scalar_t>();
+    const int64_t Vp = vectors_per_row<scalar_t>(V) * kWidth<scalar_t>;
+    const int64_t work_per_chunk = std::max<int64_t>(1, slices_per_topology / chunks * T * V * V);
+    const int64_t grain = std::max<int64_t>(1, 16384 / work_per_chunk);
+    at::parallel_for(0, topologies * chunks, grain, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> G(V * Vp);                       // (V, Vp) accumulator
+      std::vector<scalar_t> x_padded(T * Vp, scalar_t(0));  // (T, Vp) one slice of x
+      for (int64_t job = begin; job < end; ++job) {
+        const int64_t topology = job / chunks, k = job % chunks;
+        const int64_t na = topology / Ca, ca = topology % Ca;
+        std::fill(G.begin(), G.end(), scalar_t(0));
+        for (int64_t r = k * slices_per_topology / chunks; r < (k + 1) * slices_per_topology / chunks; ++r) {
+          int64_t n, c;
+          topology_slice(na, ca, r, N, C, Na, Ca, &n, &c);
+          const int64_t offset = (n * C + c) * T * V;
+          for (int64_t t = 0; t < T; ++t)
+            std::memcpy(x_padded.data() + t * Vp, x_data + offset + t * V, V * sizeof(scalar_t));
+          accumulate_topology_grad_any(gy_data + offset, x_padded.data(), G.data(), T, V);
         }
-      });
+        for (int64_t u = 0; u < V; ++u)
+          std::memcpy(sums_data + (job * V + u) * V, G.data() + u * Vp, V * sizeof(scalar_t));
+      }
     });
-  }
-  at::Tensor grad_A = chunks == 1 ? partial.select(1, 0) : partial.sum(1);  // (Na * Ca, V, Vp)
-  return grad_A.narrow(2, 0, V).contiguous().view({Na, Ca, V, V});
+  });
+  return (chunks == 1 ? sums : sums.sum(1)).view({Na, Ca, V, V});
 }
 
 }  // namespace

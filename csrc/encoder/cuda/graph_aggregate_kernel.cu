@@ -94,10 +94,11 @@ at::Tensor graph_aggregate_grad_topology_cuda(const at::Tensor& grad_y_in, const
   const at::Tensor grad_y = grad_y_in.contiguous();
   const at::Tensor x = x_in.contiguous();
   const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
+  if (N == 0 || C == 0) return at::zeros({Na, Ca, V, V}, x.options());  // no slice to sum
   const int64_t topologies = Na * Ca;
   const int64_t chunks = grad_topology_chunks(topologies, (N / Na) * (C / Ca));
   at::Tensor partial = at::zeros({topologies, chunks, V, V}, x.options());
-  if (x.numel() > 0) {
+  if (T > 0) {
     auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "graph_aggregate_grad_topology_cuda", [&] {
       graph_aggregate_grad_topology_kernel<scalar_t><<<topologies * chunks, kThreads, 0, stream>>>(
