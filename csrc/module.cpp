@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "data/data_bindings.h"
+
 TORCH_LIBRARY(skelang, m) {}
 
 namespace {
@@ -44,4 +46,5 @@ PYBIND11_MODULE(_C, m) {
   }, "Whether the CUDA kernels were compiled into this build.");
   m.def("registered_ops", &registered_ops,
         "skelang operator names mapped to the devices (CPU, CUDA) that have kernels for them.");
+  skelang::bind_data(m);
 }

@@ -1,0 +1,169 @@
+#include "data/ntu_skeleton.h"
+
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <string_view>
+
+namespace skelang {
+namespace {
+
+// Reads the text one line at a time and numbers on a line with std::from_chars (which
+// rounds exactly as strtod does, so values equal those of NTU's own converter).
+class LineReader {
+ public:
+  LineReader(const std::string& text, const std::string& path) : text_(text), path_(path) {}
+
+  [[noreturn]] void fail(const std::string& message) const {
+    throw SkeletonParseError(path_ + ":" + std::to_string(line_number_) + ": " + message);
+  }
+
+  // Moves to the next line; `what` says what it should hold, for the error at end of file.
+  void next_line(const char* what) {
+    if (pos_ >= text_.size()) {
+      ++line_number_;
+      fail(std::string("unexpected end of file, expected ") + what);
+    }
+    const size_t end = text_.find('\n', pos_);
+    const size_t stop = end == std::string::npos ? text_.size() : end;
+    line_ = std::string_view(text_).substr(pos_, stop - pos_);
+    if (!line_.empty() && line_.back() == '\r') line_.remove_suffix(1);
+    pos_ = end == std::string::npos ? text_.size() : end + 1;
+    ++line_number_;
+    cursor_ = 0;
+  }
+
+  // Parses all numbers of the current line as doubles into `out` (appending). The first
+  // `finite_values` must be finite; later ones may be NaN (Kinect writes NaN projections
+  // for joints it did not track).
+  void doubles(std::vector<double>& out, int64_t expected, int64_t finite_values, const char* what) {
+    int64_t count = 0;
+    while (skip_spaces()) {
+      double value;
+      const char* begin = line_.data() + cursor_;
+      const char* end = line_.data() + line_.size();
+      if (*begin == '+') ++begin;
+      auto [ptr, ec] = std::from_chars(begin, end, value);
+      if (ec != std::errc() || (ptr != end && *ptr != ' ' && *ptr != '\t')) {
+        fail(std::string("expected a number in ") + what + ", got '" + token() + "'");
+      }
+      if (count < finite_values && !std::isfinite(value)) {
+        fail(std::string("non-finite value '") + token() + "' in " + what);
+      }
+      out.push_back(value);
+      ++count;
+      cursor_ = ptr - line_.data();
+    }
+    if (count != expected) {
+      fail(std::string(what) + " must have " + std::to_string(expected) + " values, got " +
+           std::to_string(count));
+    }
+  }
+
+  // The current line as one non-negative integer (a count).
+  int64_t count(const char* what, int64_t max_value) {
+    if (!skip_spaces()) fail(std::string("expected ") + what + ", got an empty line");
+    int64_t value = -1;
+    const char* begin = line_.data() + cursor_;
+    const char* end = line_.data() + line_.size();
+    auto [ptr, ec] = std::from_chars(begin, end, value);
+    if (ec != std::errc() || value < 0) fail(std::string("expected ") + what + ", got '" + token() + "'");
+    cursor_ = ptr - line_.data();
+    if (skip_spaces()) fail(std::string("expected only ") + what + " on this line, got '" + std::string(line_) + "'");
+    if (value > max_value) fail(std::string(what) + " " + std::to_string(value) + " is implausibly large");
+    return value;
+  }
+
+  uint64_t tracking_id() {
+    if (!skip_spaces()) fail("expected a body info line, got an empty line");
+    uint64_t value = 0;
+    const char* begin = line_.data() + cursor_;
+    auto [ptr, ec] = std::from_chars(begin, line_.data() + line_.size(), value);
+    if (ec != std::errc()) fail("expected the body's tracking id, got '" + token() + "'");
+    cursor_ = ptr - line_.data();
+    return value;
+  }
+
+  // True when only blank lines remain.
+  bool at_end() {
+    while (pos_ < text_.size()) {
+      const char c = text_[pos_];
+      if (c != ' ' && c != '\t' && c != '\r' && c != '\n') return false;
+      if (c == '\n') ++line_number_;
+      ++pos_;
+    }
+    return true;
+  }
+
+  int64_t line_number() const { return line_number_; }
+
+ private:
+  bool skip_spaces() {
+    while (cursor_ < line_.size() && (line_[cursor_] == ' ' || line_[cursor_] == '\t')) ++cursor_;
+    return cursor_ < line_.size();
+  }
+  std::string token() const {
+    size_t end = cursor_;
+    while (end < line_.size() && line_[end] != ' ' && line_[end] != '\t') ++end;
+    return std::string(line_.substr(cursor_, std::min<size_t>(end - cursor_, 40)));
+  }
+
+  const std::string& text_;
+  const std::string& path_;
+  size_t pos_ = 0;
+  int64_t line_number_ = 0;
+  std::string_view line_;
+  size_t cursor_ = 0;
+};
+
+}  // namespace
+
+NtuSkeletonFile parse_ntu_skeleton(const std::string& text, const std::string& path,
+                                   int64_t expected_joints) {
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
+    throw SkeletonParseError(path + ":1: empty file, expected the frame count");
+  }
+  LineReader reader(text, path);
+  NtuSkeletonFile file;
+  file.num_joints = expected_joints;
+  reader.next_line("the frame count");
+  file.num_frames = reader.count("the frame count", 1 << 20);
+  file.bodies_per_frame.reserve(file.num_frames);
+  for (int64_t frame = 0; frame < file.num_frames; ++frame) {
+    reader.next_line("a body count");
+    const int64_t bodies = reader.count("a body count", 64);
+    file.bodies_per_frame.push_back(static_cast<int32_t>(bodies));
+    for (int64_t b = 0; b < bodies; ++b) {
+      reader.next_line("a body info line");
+      file.body_frame.push_back(static_cast<int32_t>(frame));
+      file.body_id.push_back(reader.tracking_id());
+      reader.doubles(file.body_info, NtuSkeletonFile::kInfoValues, 0,
+                     "the body info line (after the tracking id)");
+      reader.next_line("a joint count");
+      const int64_t joints = reader.count("a joint count", 1 << 16);
+      if (joints != expected_joints) {
+        reader.fail("expected " + std::to_string(expected_joints) + " joints per body, got " + std::to_string(joints));
+      }
+      for (int64_t j = 0; j < joints; ++j) {
+        reader.next_line("a joint line");
+        reader.doubles(file.joints, NtuSkeletonFile::kJointValues, 3, "a joint line (x y z must be finite)");
+      }
+    }
+  }
+  if (!reader.at_end()) {
+    reader.next_line("");
+    reader.fail("unexpected content after the " + std::to_string(file.num_frames) + " frames the file announced");
+  }
+  return file;
+}
+
+NtuSkeletonFile read_ntu_skeleton_file(const std::string& path, int64_t expected_joints) {
+  std::ifstream stream(path, std::ios::binary);
+  if (!stream) throw SkeletonParseError(path + ": cannot open the file");
+  std::ostringstream contents;
+  contents << stream.rdbuf();
+  return parse_ntu_skeleton(contents.str(), path, expected_joints);
+}
+
+}  // namespace skelang

@@ -1,0 +1,41 @@
+"""The one representation every reader produces."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Sequence:
+    """One skeleton sequence.
+
+    data:   (C, T, V, M) float32: C coordinates (3 for x, y, z; 2D formats add a confidence
+            channel: x, y, score), T frames, V joints of `layout`, M bodies (absent bodies
+            and frames are zeros).
+    layout: name of a registered SkeletonLayout (skelang.data.layouts).
+    label:  0-based class index, or None when unknown.
+    meta:   where it came from and what the benchmarks need: "source" (file path), and as
+            available "subject", "camera"/"view", "setup", "replication", "name" ...
+    """
+
+    data: np.ndarray
+    layout: str
+    label: int | None = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.data.ndim != 4:
+            raise ValueError(f"Sequence data must be (C, T, V, M), got shape {self.data.shape}"
+                             f" ({self.meta.get('source', 'unknown source')})")
+
+    @property
+    def num_frames(self) -> int:
+        return self.data.shape[1]
+
+    @property
+    def num_bodies(self) -> int:
+        """Bodies with at least one non-zero coordinate."""
+        return int(np.count_nonzero(np.abs(self.data).reshape(-1, self.data.shape[3]).sum(0)))
