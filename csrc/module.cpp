@@ -32,19 +32,18 @@ std::map<std::string, std::vector<std::string>> registered_ops() {
 
 }  // namespace
 
-PYBIND11_MODULE(_C, m) {
-  m.doc() = "skelang's C++ core: operators in torch.ops.skelang, and build information";
-  m.def("torch_version", [] { return std::string(SKELANG_TORCH_VERSION); },
+PYBIND11_MODULE(_C, module) {
+  module.doc() = "skelang's C++ core: operators in torch.ops.skelang, and build information";
+  module.def("torch_version", [] { return std::string(SKELANG_TORCH_VERSION); },
         "The torch version this extension was compiled against.");
-  m.def("skelang_version", [] { return std::string(SKELANG_VERSION); });
-  m.def("with_cuda", [] {
+  module.def("with_cuda", [] {
 #ifdef SKELANG_WITH_CUDA
     return true;
 #else
     return false;
 #endif
   }, "Whether the CUDA kernels were compiled into this build.");
-  m.def("registered_ops", &registered_ops,
+  module.def("registered_ops", &registered_ops,
         "skelang operator names mapped to the devices (CPU, CUDA) that have kernels for them.");
-  skelang::bind_data(m);
+  skelang::bind_data(module);
 }

@@ -5,6 +5,6 @@
 namespace skelang {
 
 // Adds the data component's helpers to the module skelang._C.
-void bind_data(pybind11::module_& m);
+void bind_data(pybind11::module_& module);
 
 }  // namespace skelang

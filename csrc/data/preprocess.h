@@ -1,0 +1,47 @@
+// Skeleton geometry with Eigen, on one sequence at a time.
+//
+// Every function takes a sequence `x` of shape (C, T, V, M), float32, contiguous (C >= 3
+// coordinates, the first three x y z; T frames; V joints; M bodies) and returns a new
+// array. A body is absent from a frame when all its coordinates there are zero; absent
+// bodies stay zeros through every function. Randomness stays in Python: augmentations
+// receive the parameters they apply.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <cstdint>
+#include <vector>
+
+namespace skelang {
+
+struct SequenceShape {
+  int64_t C, T, V, M;
+  int64_t numel() const { return C * T * V * M; }
+};
+
+// Frames in which some body is present, in order.
+std::vector<int64_t> present_frames(const float* x, const SequenceShape& s);
+
+// Centre on `centre` (body 0, first frame where it is present), rotate to a canonical body
+// frame (y: the mean spine direction lower -> upper of body 0; x: the mean right -> left
+// shoulder direction made orthogonal to y; z = x cross y) and divide by the mean spine
+// length of body 0. Returns the 3x3 rotation it applied (identity when rotate is false).
+Eigen::Matrix3f normalize_skeleton(float* x, const SequenceShape& s, int64_t centre,
+                                   int64_t spine_lower, int64_t spine_upper,
+                                   int64_t left_shoulder, int64_t right_shoulder, bool rotate,
+                                   bool scale);
+
+// out (C, num_frames, V, M): frames of x at the positions start + i * step, i < num_frames,
+// interpolated linearly between neighbouring frames (positions clamp to [0, T - 1]).
+void resample_frames(const float* x, const SequenceShape& s, double start, double step,
+                     int64_t num_frames, float* out);
+
+// x[0:3] = matrix @ x[0:3] for every joint of every present body (in place).
+void apply_linear_transform(float* x, const SequenceShape& s, const Eigen::Matrix3f& matrix);
+
+// The input streams (see python/skelang/data/streams.py for their definitions).
+enum class Stream { kJoint, kBone, kJointMotion, kBoneMotion, kJointLocal, kBoneDirection };
+void compute_stream(const float* x, const SequenceShape& s, Stream stream,
+                    const std::vector<int64_t>& parents, int64_t centre, float* out);
+
+}  // namespace skelang

@@ -1,0 +1,151 @@
+"""Preprocessing of one sequence: the geometry runs in C++ with Eigen (skelang._C), the
+random choices are drawn here from a numpy Generator, so a pipeline is deterministic under
+its seed. skelang.reference.preprocess holds pure-numpy twins of the C++ functions.
+
+The six input streams (`STREAMS`), each (C, T, V, M) like the joints:
+    joint           joint coordinates
+    bone            joint minus its parent joint (zero at the root)
+    joint_motion    joint at t+1 minus joint at t (zero at the last frame)
+    bone_motion     bone at t+1 minus bone at t
+    joint_local     joint minus the layout's centre joint of the same body and frame:
+                    the pose without the body's global movement
+    bone_direction  bone divided by its length: the unit direction of each bone, free of
+                    body size (the angle features of the six-stream ensembles)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from skelang import _C
+from skelang.data.layouts import get_layout
+from skelang.data.sequence import Sequence
+
+STREAMS = ("joint", "bone", "joint_motion", "bone_motion", "joint_local", "bone_direction")
+
+
+def _with_data(sequence: Sequence, data: np.ndarray, **meta) -> Sequence:
+    return Sequence(data=data, layout=sequence.layout, label=sequence.label,
+                    meta={**sequence.meta, **meta})
+
+
+def drop_empty_frames(sequence: Sequence) -> Sequence:
+    """Frames in which no body is present are removed (a sequence with none keeps one frame)."""
+    frames = _C.present_frames(sequence.data)
+    if len(frames) == sequence.num_frames:
+        return sequence
+    if len(frames) == 0:
+        frames = np.array([0])
+    return _with_data(sequence, np.ascontiguousarray(sequence.data[:, frames]))
+
+
+def normalize(sequence: Sequence, rotate: bool = True, scale: bool = False) -> Sequence:
+    """Centre on the layout's centre joint (body 0, first frame), rotate to the canonical
+    body frame (y along the spine, x from the right to the left shoulder), and with `scale`
+    make body 0's mean spine length 1."""
+    layout = get_layout(sequence.layout)
+    data, rotation = _C.normalize_skeleton(sequence.data, layout.centre, *layout.spine,
+                                           *layout.shoulders, rotate, scale)
+    return _with_data(sequence, data)
+
+
+def resample(sequence: Sequence, num_frames: int, start: float = 0.0, length: float | None = None) -> Sequence:
+    """`num_frames` frames spread evenly over frames [start, start + length) (by default the
+    whole sequence), linearly interpolated."""
+    T = sequence.num_frames
+    length = T if length is None else length
+    step = (length - 1) / (num_frames - 1) if num_frames > 1 else 0.0
+    return _with_data(sequence, _C.resample_frames(sequence.data, start, step, num_frames))
+
+
+def random_crop_resize(sequence: Sequence, num_frames: int, rng: np.random.Generator,
+                       ratio: tuple[float, float] = (0.5, 1.0)) -> Sequence:
+    """Training-time temporal crop as CTR-GCN does: keep a random fraction in `ratio` of the
+    frames at a random start, then resample it to `num_frames`."""
+    T = sequence.num_frames
+    length = max(1, min(T, round(T * rng.uniform(*ratio))))
+    start = int(rng.integers(0, T - length + 1))
+    return resample(sequence, num_frames, start, length)
+
+
+def centre_crop_resize(sequence: Sequence, num_frames: int, ratio: float = 1.0) -> Sequence:
+    """Evaluation-time crop: the central `ratio` of the frames, resampled to `num_frames`."""
+    T = sequence.num_frames
+    length = max(1, min(T, round(T * ratio)))
+    return resample(sequence, num_frames, (T - length) // 2, length)
+
+
+def stream(sequence: Sequence, name: str) -> np.ndarray:
+    """One of STREAMS, (C, T, V, M) float32."""
+    layout = get_layout(sequence.layout)
+    return _C.compute_stream(sequence.data, name, list(layout.parents), layout.centre)
+
+
+@dataclasses.dataclass
+class Augmentation:
+    """Random spatial augmentations for training; each 0 switches one off."""
+
+    rotation_degrees: float = 0.0   # uniform in +-this about each axis
+    scale: float = 0.0              # per-axis factor uniform in [1 - scale, 1 + scale]
+    shear: float = 0.0              # off-diagonal shear entries uniform in +-this
+    joint_dropout: float = 0.0      # probability that a joint is zeroed for the whole sequence
+
+    def matrix(self, rng: np.random.Generator) -> np.ndarray:
+        """The random 3 x 3 linear map: rotation @ scale @ shear."""
+        angles = np.radians(rng.uniform(-self.rotation_degrees, self.rotation_degrees, 3))
+        rotation = np.eye(3)
+        for axis, angle in enumerate(angles):
+            c, s = math.cos(angle), math.sin(angle)
+            i, j = [k for k in range(3) if k != axis]
+            r = np.eye(3)
+            r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+            rotation = r @ rotation
+        scaling = np.diag(rng.uniform(1 - self.scale, 1 + self.scale, 3))
+        shearing = np.eye(3) + (rng.uniform(-self.shear, self.shear, (3, 3)) * (1 - np.eye(3)))
+        return (rotation @ scaling @ shearing).astype(np.float32)
+
+    def __call__(self, sequence: Sequence, rng: np.random.Generator) -> Sequence:
+        data = _C.apply_linear_transform(sequence.data, self.matrix(rng))
+        if self.joint_dropout > 0:
+            dropped = rng.random(data.shape[2]) < self.joint_dropout
+            data[:, :, dropped] = 0.0
+        return _with_data(sequence, data)
+
+
+@dataclasses.dataclass
+class Preprocess:
+    """The whole path from a read Sequence to a model input (C * len(streams), T, V, M).
+
+    Training (`rng` given): random crop-resize and `augmentation`; evaluation (`rng` None):
+    centre crop. Every step can be switched off for ablations.
+    """
+
+    num_frames: int = 64
+    normalize: bool = True
+    rotate: bool = True
+    scale: bool = False
+    train_crop: tuple[float, float] = (0.5, 1.0)
+    eval_crop: float = 1.0
+    streams: tuple[str, ...] = ("joint",)
+    augmentation: Augmentation = dataclasses.field(default_factory=Augmentation)
+
+    def __post_init__(self):
+        unknown = [s for s in self.streams if s not in STREAMS]
+        if unknown or not self.streams:
+            raise ValueError(f"Preprocess.streams: unknown or no stream {unknown}; known: {', '.join(STREAMS)}")
+        if self.num_frames < 1:
+            raise ValueError(f"Preprocess.num_frames must be positive, got {self.num_frames}")
+
+    def __call__(self, sequence: Sequence, rng: np.random.Generator | None = None) -> np.ndarray:
+        sequence = drop_empty_frames(sequence)
+        if self.normalize:
+            sequence = normalize(sequence, rotate=self.rotate, scale=self.scale)
+        if rng is None:
+            sequence = centre_crop_resize(sequence, self.num_frames, self.eval_crop)
+        else:
+            sequence = random_crop_resize(sequence, self.num_frames, rng, self.train_crop)
+            sequence = self.augmentation(sequence, rng)
+        return np.concatenate([stream(sequence, name) for name in self.streams], axis=0)
