@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 export CCACHE_DIR ?= $(HOME)/.cache/skelang-ccache
 
 BUILD_DEPS := scikit-build-core pybind11 cmeel-eigen ninja "cmake>=3.25"
-RUNTIME_DEPS := numpy pyyaml tqdm
+RUNTIME_DEPS := numpy pyyaml tqdm matplotlib
 TEST_DEPS := pytest hypothesis nbmake expecttest ipykernel
 DEPS_STAMP := $(VENV)/.deps-torch-$(TORCH_VERSION)
 BUILD_STAMP := $(VENV)/.built

@@ -40,7 +40,7 @@ def return_large_blocks_to_the_system() -> None:
 class Case:
     name: str  # e.g. "graph_aggregate fwd+bwd"
     params: str  # e.g. "C=64 A=(1,C,V,V)"
-    flops: float  # floating-point operations of one call of `skelang` (and `reference`)
+    flops: float | None  # floating-point operations of one call, None where they do not apply
     skelang: Callable[[], object]
     reference: Callable[[], object]
 
@@ -122,9 +122,9 @@ def time_case(case: Case, device: torch.device, peak_gflops: float, min_run_time
         call()  # warm-up
         seconds = median_seconds(call, min_run_time)
         row[f"{label}_ms"] = seconds * 1e3
-        row[f"{label}_gflops"] = case.flops / seconds / 1e9
+        row[f"{label}_gflops"] = None if case.flops is None else case.flops / seconds / 1e9
     row["speedup"] = row["reference_ms"] / row["skelang_ms"]
-    row["skelang_fraction_of_peak"] = row["skelang_gflops"] / peak_gflops
+    row["skelang_fraction_of_peak"] = None if case.flops is None else row["skelang_gflops"] / peak_gflops
     return row
 
 
@@ -164,7 +164,8 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append((r["name"], r["params"], fmt(r["skelang_ms"], ".2f"), fmt(r["reference_ms"], ".2f"),
                       fmt(r["speedup"], ".2f") + "x", fmt(r["skelang_gflops"], ".1f"),
-                      fmt(100 * r["skelang_fraction_of_peak"], ".1f"), fmt(r["skelang_peak_mib"], ".1f"),
+                      fmt(r["skelang_fraction_of_peak"] and 100 * r["skelang_fraction_of_peak"], ".1f"),
+                      fmt(r["skelang_peak_mib"], ".1f"),
                       fmt(r["reference_peak_mib"], ".1f"), fmt(r["memory_ratio"], ".2f")))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     out = []

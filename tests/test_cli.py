@@ -37,8 +37,10 @@ def test_bench_quick_json_reports_ratios():
     report = json.loads(result.stdout)
     assert report["peak_gflops_fp32_matmul"] > 0
     rows = report["results"]
-    assert {r["params"].split("A=")[1] for r in rows} == {
+    aggregate = [r for r in rows if r["name"].startswith("graph_aggregate")]
+    assert {r["params"].split("A=")[1] for r in aggregate} == {
         "shared", "per_channel", "per_sample", "per_sample_channel"}
+    assert {"ntu .skeleton parse", "ntu read + preprocess"} <= {r["name"] for r in rows}
     for r in rows:
         assert r["skelang_ms"] > 0 and r["reference_ms"] > 0
         assert r["speedup"] == pytest.approx(r["reference_ms"] / r["skelang_ms"])

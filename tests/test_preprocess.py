@@ -149,7 +149,7 @@ def test_bad_arguments():
         _C.normalize_skeleton(x, 30, 0, 20, 4, 8)
     with pytest.raises(ValueError, match=r"must be a \(C, T, V, M\) array, got 3 dimensions"):
         _C.present_frames(x[0])
-    with pytest.raises(ValueError, match="at least 3 coordinates"):
+    with pytest.raises(ValueError, match="at least 3 channels"):
         _C.present_frames(x[:2])
     with pytest.raises(ValueError, match="unknown stream 'angles'"):
         _C.compute_stream(x, "angles", list(NTU.parents), 1)
@@ -157,3 +157,23 @@ def test_bad_arguments():
         _C.compute_stream(x, "bone", [0, 1, 2], 1)
     with pytest.raises(ValueError, match="unknown or no stream"):
         preprocess.Preprocess(streams=("joints",))
+
+
+def test_two_dimensional_data_keeps_its_score_channel():
+    x = random_sequence(9)
+    x[2] = np.abs(x[2]) * (x[0] != 0)  # a score channel, zero where the body is absent
+    args = (NTU.centre, *NTU.spine, *NTU.shoulders, True, True, 2)
+    out, rotation = _C.normalize_skeleton(x, *args)
+    out_ref, _ = reference.normalize_skeleton(x, *args)
+    np.testing.assert_allclose(out, out_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(rotation, np.eye(3))  # 2D data is never rotated
+    np.testing.assert_array_equal(out[2], x[2])
+    for name in preprocess.STREAMS:
+        streamed = _C.compute_stream(x, name, list(NTU.parents), NTU.centre, 2)
+        np.testing.assert_allclose(streamed, reference.compute_stream(x, name, NTU.parents, NTU.centre, 2),
+                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(streamed[2], x[2])
+    sequence = Sequence(x, "ntu25", 0, {"coordinates": "xy"})
+    augmented = preprocess.Augmentation(rotation_degrees=30, scale=0.2, shear=0.2)(sequence, np.random.default_rng(0))
+    np.testing.assert_array_equal(augmented.data[2], x[2])
+    assert not np.allclose(augmented.data[:2], x[:2])

@@ -38,15 +38,19 @@ py::dict ntu_skeleton_to_dict(const NtuSkeletonFile& file) {
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 // The (C, T, V, M) shape of a sequence argument, with a clear error otherwise.
-SequenceShape sequence_shape(const FloatArray& x, const char* function) {
+SequenceShape sequence_shape(const FloatArray& x, const char* function, int64_t coordinates = 3) {
   if (x.ndim() != 4) {
     throw py::value_error(std::string(function) + ": x must be a (C, T, V, M) array, got " +
                           std::to_string(x.ndim()) + " dimensions");
   }
-  const SequenceShape s{x.shape(0), x.shape(1), x.shape(2), x.shape(3)};
+  if (coordinates != 2 && coordinates != 3) {
+    throw py::value_error(std::string(function) + ": coordinates must be 2 (x y) or 3 (x y z), got " +
+                          std::to_string(coordinates));
+  }
+  const SequenceShape s{x.shape(0), x.shape(1), x.shape(2), x.shape(3), coordinates};
   if (s.C < 3) {
-    throw py::value_error(std::string(function) + ": x must have at least 3 coordinates (x, y, z) in "
-                          "its first dimension, got " + std::to_string(s.C));
+    throw py::value_error(std::string(function) + ": x must have at least 3 channels (x y z, or x y "
+                          "score) in its first dimension, got " + std::to_string(s.C));
   }
   return s;
 }
@@ -124,9 +128,9 @@ w x y z, tracking state). Raises SkeletonParseError (a ValueError) naming the fi
   module.def(
       "normalize_skeleton",
       [](const FloatArray& x, int64_t centre, int64_t spine_lower, int64_t spine_upper,
-         int64_t left_shoulder, int64_t right_shoulder, bool rotate, bool scale) {
+         int64_t left_shoulder, int64_t right_shoulder, bool rotate, bool scale, int64_t coordinates) {
         const char* fn = "normalize_skeleton";
-        const SequenceShape s = sequence_shape(x, fn);
+        const SequenceShape s = sequence_shape(x, fn, coordinates);
         check_joint(fn, "centre", centre, s);
         check_joint(fn, "spine_lower", spine_lower, s);
         check_joint(fn, "spine_upper", spine_upper, s);
@@ -143,8 +147,8 @@ w x y z, tracking state). Raises SkeletonParseError (a ValueError) naming the fi
       },
       py::arg("x"), py::arg("centre"), py::arg("spine_lower"), py::arg("spine_upper"),
       py::arg("left_shoulder"), py::arg("right_shoulder"), py::arg("rotate") = true,
-      py::arg("scale") = false,
-      "Centre, rotate to the canonical body frame and scale; returns (x', rotation (3, 3)).");
+      py::arg("scale") = false, py::arg("coordinates") = 3,
+      "Centre, rotate to the canonical body frame (3D only) and scale; returns (x', rotation (3, 3)).");
 
   module.def(
       "resample_frames",
@@ -178,8 +182,8 @@ w x y z, tracking state). Raises SkeletonParseError (a ValueError) naming the fi
   module.def(
       "compute_stream",
       [](const FloatArray& x, const std::string& stream, const std::vector<int64_t>& parents,
-         int64_t centre) {
-        const SequenceShape s = sequence_shape(x, "compute_stream");
+         int64_t centre, int64_t coordinates) {
+        const SequenceShape s = sequence_shape(x, "compute_stream", coordinates);
         const Stream kind = stream_named(stream);
         if (static_cast<int64_t>(parents.size()) != s.V) {
           throw py::value_error("compute_stream: parents must list " + std::to_string(s.V) +
@@ -194,7 +198,7 @@ w x y z, tracking state). Raises SkeletonParseError (a ValueError) naming the fi
         return out;
       },
       py::arg("x"), py::arg("stream"), py::arg("parents"), py::arg("centre"),
-      "One input stream of x (see skelang.data.streams).");
+      py::arg("coordinates") = 3, "One input stream of x (see skelang.data.preprocess).");
 }
 
 }  // namespace skelang

@@ -9,6 +9,23 @@
 namespace skelang {
 namespace {
 
+// File content quoted in an error: printable ASCII as is, any other byte as \xNN, so the
+// message is valid text whatever the file holds.
+std::string printable(std::string_view text) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : text) {
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += digits[c >> 4];
+      out += digits[c & 15];
+    }
+  }
+  return out;
+}
+
 // Reads the text one line at a time and numbers on a line with std::from_chars (which
 // rounds exactly as strtod does, so values equal those of NTU's own converter).
 class LineReader {
@@ -70,7 +87,7 @@ class LineReader {
     auto [ptr, ec] = std::from_chars(begin, end, value);
     if (ec != std::errc() || value < 0) fail(std::string("expected ") + what + ", got '" + token() + "'");
     cursor_ = ptr - line_.data();
-    if (skip_spaces()) fail(std::string("expected only ") + what + " on this line, got '" + std::string(line_) + "'");
+    if (skip_spaces()) fail(std::string("expected only ") + what + " on this line, got '" + printable(line_.substr(0, 60)) + "'");
     if (value > max_value) fail(std::string(what) + " " + std::to_string(value) + " is implausibly large");
     return value;
   }
@@ -106,7 +123,7 @@ class LineReader {
   std::string token() const {
     size_t end = cursor_;
     while (end < line_.size() && line_[end] != ' ' && line_[end] != '\t') ++end;
-    return std::string(line_.substr(cursor_, std::min<size_t>(end - cursor_, 40)));
+    return printable(line_.substr(cursor_, std::min<size_t>(end - cursor_, 40)));
   }
 
   const std::string& text_;

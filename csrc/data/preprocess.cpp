@@ -22,8 +22,9 @@ bool body_present(const float* x, const SequenceShape& s, int64_t t, int64_t m) 
   return false;
 }
 
+// The coordinates of a joint (z = 0 for 2D data).
 Eigen::Vector3f joint(const float* x, const SequenceShape& s, int64_t t, int64_t v, int64_t m) {
-  return {x[at(s, 0, t, v, m)], x[at(s, 1, t, v, m)], x[at(s, 2, t, v, m)]};
+  return {x[at(s, 0, t, v, m)], x[at(s, 1, t, v, m)], s.coordinates == 3 ? x[at(s, 2, t, v, m)] : 0.0f};
 }
 
 }  // namespace
@@ -66,7 +67,7 @@ Eigen::Matrix3f normalize_skeleton(float* x, const SequenceShape& s, int64_t cen
   if (first < 0) return rotation;  // body 0 never present: nothing to measure
   const Eigen::Vector3f origin = joint(x, s, first, centre, 0);
   // Canonical axes as rows: applying `rotation` maps them onto x, y, z.
-  if (rotate && up.norm() > 1e-6f) {
+  if (rotate && s.coordinates == 3 && up.norm() > 1e-6f) {
     const Eigen::Vector3f y_axis = up.normalized();
     Eigen::Vector3f x_axis = across - across.dot(y_axis) * y_axis;
     if (x_axis.norm() < 1e-6f) {  // shoulders along the spine: keep the camera's x
@@ -86,7 +87,7 @@ Eigen::Matrix3f normalize_skeleton(float* x, const SequenceShape& s, int64_t cen
       if (!present[t * s.M + m]) continue;
       for (int64_t v = 0; v < s.V; ++v) {
         const Eigen::Vector3f p = transform * (joint(x, s, t, v, m) - origin);
-        for (int64_t c = 0; c < 3; ++c) x[at(s, c, t, v, m)] = p[c];
+        for (int64_t c = 0; c < s.coordinates; ++c) x[at(s, c, t, v, m)] = p[c];
       }
     }
   }
@@ -154,7 +155,7 @@ void compute_stream(const float* x, const SequenceShape& s, Stream stream,
             for (int64_t m = 0; m < s.M; ++m) {
               const float length = joint(out, s, t, v, m).norm();
               if (length <= 1e-6f) continue;
-              for (int64_t c = 0; c < 3; ++c) out[at(s, c, t, v, m)] /= length;
+              for (int64_t c = 0; c < s.coordinates; ++c) out[at(s, c, t, v, m)] /= length;
             }
       }
       break;
@@ -195,8 +196,8 @@ void compute_stream(const float* x, const SequenceShape& s, Stream stream,
               out[at(s, c, t, v, m)] = x[at(s, c, t, v, m)] - x[at(s, c, t, centre, m)];
       break;
   }
-  // Channels past x y z (a detection score) are copied, never differenced.
-  for (int64_t c = 3; c < s.C; ++c)
+  // Channels past the coordinates (a detection score) are copied, never differenced.
+  for (int64_t c = s.coordinates; c < s.C; ++c)
     std::memcpy(out + at(s, c, 0, 0, 0), x + at(s, c, 0, 0, 0), s.T * s.V * s.M * sizeof(float));
   // Absent bodies stay zeros.
   for (int64_t t = 0; t < s.T; ++t)

@@ -16,6 +16,7 @@ namespace skelang {
 
 struct SequenceShape {
   int64_t C, T, V, M;
+  int64_t coordinates = 3;  // leading channels that are coordinates: 3 (x y z) or 2 (x y)
   int64_t numel() const { return C * T * V * M; }
 };
 
@@ -26,6 +27,7 @@ std::vector<int64_t> present_frames(const float* x, const SequenceShape& s);
 // frame (y: the mean spine direction lower -> upper of body 0; x: the mean right -> left
 // shoulder direction made orthogonal to y; z = x cross y) and divide by the mean spine
 // length of body 0. Returns the 3x3 rotation it applied (identity when rotate is false).
+// 2D data (s.coordinates == 2) is centred and scaled, never rotated.
 Eigen::Matrix3f normalize_skeleton(float* x, const SequenceShape& s, int64_t centre,
                                    int64_t spine_lower, int64_t spine_upper,
                                    int64_t left_shoulder, int64_t right_shoulder, bool rotate,

@@ -2,6 +2,9 @@
 
     skelang info [--json]     package and torch versions, CUDA build, registered operators
     skelang bench [--json]    the benchmarks of benchmarks/ (a source checkout), with ratios
+    skelang data inspect PATH [--json]        what a dataset holds, and its bad files
+    skelang data convert PATH --out DIR       a dataset into a fast-loading cache
+    skelang data render PATH --out FILE.gif   an animation of one sequence
 """
 
 from __future__ import annotations
@@ -45,6 +48,74 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_data_inspect(args) -> int:
+    from skelang.data.inspect import format_report, inspect_dataset
+
+    report = inspect_dataset(args.path, args.format, args.workers, args.benchmark, progress=not args.json)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def cmd_data_convert(args) -> int:
+    from skelang.data.inspect import convert_dataset
+
+    if (args.benchmark is None) != (args.part is None):
+        raise SystemExit("skelang data convert: --benchmark and --part go together")
+    result = convert_dataset(args.path, args.out, args.format, args.workers, args.benchmark, args.part)
+    print(f"wrote {result['sequences']} sequences to {result['cache']}"
+          + (f" ({len(result['skipped'])} files without skeletons skipped)" if result["skipped"] else ""))
+    return 0
+
+
+def cmd_data_render(args) -> int:
+    from skelang.data.readers import open_sequences
+    from skelang.data.render import render_sequence
+
+    sequences = open_sequences(args.path, format=args.format)
+    if not -len(sequences) <= args.index < len(sequences):
+        raise SystemExit(f"skelang data render: --index {args.index} but {args.path} holds {len(sequences)} sequences")
+    out = render_sequence(sequences[args.index], args.out, fps=args.fps)
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_data_commands(commands) -> None:
+    from skelang.data.readers import FORMATS
+    from skelang.data.splits import split_names
+
+    data = commands.add_parser("data", help="inspect, convert and render skeleton datasets")
+    actions = data.add_subparsers(dest="data_command", required=True)
+    path_help = ("a dataset: a file, a folder, an archive, a skelang cache, or 'synthetic[:N]' "
+                 "(the built-in set, N per class)")
+
+    def common(parser):
+        parser.add_argument("path", help=path_help)
+        parser.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
+                            help="the format (default: detected from the path)")
+        parser.add_argument("--workers", type=int, default=1, help="processes that parse files")
+
+    inspect = actions.add_parser("inspect", help="counts per class, frames, bodies, bad files")
+    common(inspect)
+    inspect.add_argument("--benchmark", choices=split_names(), help="also count the train/test split")
+    inspect.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    inspect.set_defaults(func=lambda args, rest: cmd_data_inspect(args))
+
+    convert = actions.add_parser("convert", help="convert a dataset into a cache folder")
+    common(convert)
+    convert.add_argument("--out", required=True, help="the cache folder to write")
+    convert.add_argument("--benchmark", choices=split_names(), help="keep one part of this split")
+    convert.add_argument("--part", choices=("train", "test"), help="the part to keep")
+    convert.set_defaults(func=lambda args, rest: cmd_data_convert(args))
+
+    render = actions.add_parser("render", help="an animated GIF or MP4 of one sequence")
+    render.add_argument("path", help=path_help)
+    render.add_argument("--format", default="auto", choices=("auto",) + FORMATS)
+    render.add_argument("--index", type=int, default=0, help="which sequence (default: the first)")
+    render.add_argument("--out", required=True, help="output .gif or .mp4")
+    render.add_argument("--fps", type=float, default=15.0)
+    render.set_defaults(func=lambda args, rest: cmd_data_render(args))
+
+
 def _load_benchmark_runner():
     """benchmarks/run.py of the source checkout (or of $SKELANG_BENCHMARKS_DIR)."""
     benchmarks_dir = Path(os.environ.get("SKELANG_BENCHMARKS_DIR", SOURCE_ROOT / "benchmarks"))
@@ -72,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("--json", action="store_true", help="print machine-readable JSON")
     info.set_defaults(func=lambda args, rest: cmd_info(args))
 
+    _add_data_commands(commands)
+
     # Options after `bench` belong to benchmarks/run.py (see `skelang bench --help`).
     bench = commands.add_parser("bench", add_help=False,
                                 help="run the benchmarks: each op against its reference")
@@ -80,7 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "bench":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return args.func(args, rest)
+    try:
+        return args.func(args, rest)
+    except (ValueError, KeyError, OSError) as error:  # bad input: the message names it
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"skelang {args.command}: error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -42,13 +42,18 @@ def drop_empty_frames(sequence: Sequence) -> Sequence:
     return _with_data(sequence, np.ascontiguousarray(sequence.data[:, frames]))
 
 
+def coordinates(sequence: Sequence) -> int:
+    """3 for x y z data, 2 for x y score data (2D pose estimates: meta["coordinates"] == "xy")."""
+    return 2 if sequence.meta.get("coordinates") == "xy" else 3
+
+
 def normalize(sequence: Sequence, rotate: bool = True, scale: bool = False) -> Sequence:
     """Centre on the layout's centre joint (body 0, first frame), rotate to the canonical
-    body frame (y along the spine, x from the right to the left shoulder), and with `scale`
-    make body 0's mean spine length 1."""
+    body frame (y along the spine, x from the right to the left shoulder; 3D data only), and
+    with `scale` make body 0's mean spine length 1."""
     layout = get_layout(sequence.layout)
     data, rotation = _C.normalize_skeleton(sequence.data, layout.centre, *layout.spine,
-                                           *layout.shoulders, rotate, scale)
+                                           *layout.shoulders, rotate, scale, coordinates(sequence))
     return _with_data(sequence, data)
 
 
@@ -81,7 +86,7 @@ def centre_crop_resize(sequence: Sequence, num_frames: int, ratio: float = 1.0) 
 def stream(sequence: Sequence, name: str) -> np.ndarray:
     """One of STREAMS, (C, T, V, M) float32."""
     layout = get_layout(sequence.layout)
-    return _C.compute_stream(sequence.data, name, list(layout.parents), layout.centre)
+    return _C.compute_stream(sequence.data, name, list(layout.parents), layout.centre, coordinates(sequence))
 
 
 @dataclasses.dataclass
@@ -108,7 +113,11 @@ class Augmentation:
         return (rotation @ scaling @ shearing).astype(np.float32)
 
     def __call__(self, sequence: Sequence, rng: np.random.Generator) -> Sequence:
-        data = _C.apply_linear_transform(sequence.data, self.matrix(rng))
+        matrix = self.matrix(rng)
+        if coordinates(sequence) == 2:  # x y score: transform the image plane, keep the score
+            matrix[2, :], matrix[:, 2] = 0.0, 0.0
+            matrix[2, 2] = 1.0
+        data = _C.apply_linear_transform(sequence.data, matrix)
         if self.joint_dropout > 0:
             dropped = rng.random(data.shape[2]) < self.joint_dropout
             data[:, :, dropped] = 0.0

@@ -17,6 +17,10 @@ ALLOWED = {
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
     ("builtins", "slice"), ("builtins", "complex"),
+    # Protocol 2 stores bytes through _codecs.encode (mmcv, hence PYSKL, writes protocol 2);
+    # protocol 5 rebuilds arrays with _frombuffer. Both only build data.
+    ("_codecs", "encode"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
 }
 
 

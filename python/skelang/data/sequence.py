@@ -18,7 +18,8 @@ class Sequence:
     layout: name of a registered SkeletonLayout (skelang.data.layouts).
     label:  0-based class index, or None when unknown.
     meta:   where it came from and what the benchmarks need: "source" (file path), and as
-            available "subject", "camera"/"view", "setup", "replication", "name" ...
+            available "subject", "camera"/"view", "setup", "replication", "name" ...;
+            "coordinates": "xy" marks 2D data whose channels are x, y, score.
     """
 
     data: np.ndarray

@@ -17,7 +17,13 @@ def present_frames(x):
 
 
 def normalize_skeleton(x, centre, spine_lower, spine_upper, left_shoulder, right_shoulder,
-                       rotate=True, scale=False):
+                       rotate=True, scale=False, coordinates=3):
+    if coordinates == 2:  # x y score: pad z = 0, never rotate
+        padded = np.concatenate([x[:2], np.zeros_like(x[:1])], axis=0)
+        out, _ = normalize_skeleton(padded, centre, spine_lower, spine_upper, left_shoulder,
+                                    right_shoulder, False, scale)
+        present = _present(x)[None, :, None, :]
+        return np.concatenate([np.where(present, out[:2], x[:2]), x[2:]], axis=0), np.eye(3, dtype=np.float32)
     x = x.astype(np.float64).copy()
     present = _present(x)
     frames = np.flatnonzero(present[:, 0])
@@ -69,7 +75,7 @@ def apply_linear_transform(x, matrix):
     return out
 
 
-def compute_stream(x, stream, parents, centre):
+def compute_stream(x, stream, parents, centre, coordinates=3):
     parents = np.asarray(parents)
     present = _present(x)
     bone = np.where((parents < 0)[None, None, :, None], 0.0, x - x[:, :, np.maximum(parents, 0)])
@@ -85,9 +91,10 @@ def compute_stream(x, stream, parents, centre):
     elif stream == "bone":
         out = bone
     elif stream == "bone_direction":
-        length = np.linalg.norm(bone[:3], axis=0, keepdims=True)
+        D = coordinates
+        length = np.linalg.norm(bone[:D], axis=0, keepdims=True)
         out = bone.copy()
-        out[:3] = np.where(length > 1e-6, bone[:3] / np.where(length > 1e-6, length, 1), bone[:3])
+        out[:D] = np.where(length > 1e-6, bone[:D] / np.where(length > 1e-6, length, 1), bone[:D])
     elif stream == "joint_motion":
         out = motion(x)
     elif stream == "bone_motion":
@@ -96,6 +103,6 @@ def compute_stream(x, stream, parents, centre):
         out = x - x[:, :, [centre]]
     else:
         raise ValueError(f"unknown stream {stream}")
-    out[3:] = x[3:]
+    out[coordinates:] = x[coordinates:]
     out *= present[None, :, None, :]
     return out.astype(np.float32)

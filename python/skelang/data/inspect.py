@@ -1,0 +1,89 @@
+"""`skelang data inspect` and `skelang data convert`: what a dataset holds, and its
+conversion into a cache."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from skelang.data import cache, ntu
+from skelang.data.readers import detect_format, iter_sequences
+from skelang.data.splits import split_of
+
+
+def inspect_dataset(path: str | Path, format: str = "auto", workers: int = 1,
+                    benchmark: str | None = None, progress: bool = False) -> dict:
+    """Counts per class, frames min/mean/max, bodies per sequence, layouts, and the list of
+    bad files with their errors."""
+    kind = detect_format(path) if format == "auto" else format
+    per_class = collections.Counter()
+    per_split = collections.Counter()
+    bodies = collections.Counter()
+    layouts = collections.Counter()
+    frames, bad = [], []
+    for item in tqdm(iter_sequences(path, kind, workers), desc="inspect", unit="seq", disable=not progress):
+        if isinstance(item, ValueError):
+            bad.append({"error": str(item), "missing_skeleton": isinstance(item, ntu.EmptySkeletonError)})
+            continue
+        per_class[-1 if item.label is None else item.label] += 1
+        frames.append(item.num_frames)
+        bodies[item.num_bodies] += 1
+        layouts[item.layout] += 1
+        if benchmark is not None:
+            per_split[split_of(benchmark, item.meta)] += 1
+    report = {
+        "path": str(path),
+        "format": kind,
+        "sequences": len(frames),
+        "layouts": dict(layouts),
+        "classes": len(per_class),
+        "per_class": {str(label): count for label, count in sorted(per_class.items())},
+        "frames": ({"min": int(np.min(frames)), "mean": float(np.mean(frames)), "max": int(np.max(frames))}
+                   if frames else None),
+        "bodies": {str(k): v for k, v in sorted(bodies.items())},
+        "bad_files": bad,
+    }
+    if benchmark is not None:
+        report["split"] = {"benchmark": benchmark, **per_split}
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{report['path']}: {report['format']}, {report['sequences']} sequences, "
+             f"{report['classes']} classes, layouts {report['layouts']}"]
+    if report["frames"]:
+        f = report["frames"]
+        lines.append(f"frames per sequence: min {f['min']}, mean {f['mean']:.1f}, max {f['max']}")
+    lines.append(f"bodies per sequence: {report['bodies']}")
+    if "split" in report:
+        lines.append(f"split: {report['split']}")
+    lines.append("per class: " + ", ".join(f"{k}: {v}" for k, v in report["per_class"].items()))
+    lines.append(f"bad files: {len(report['bad_files'])}")
+    lines += [f"  {bad['error']}" for bad in report["bad_files"]]
+    return "\n".join(lines)
+
+
+def convert_dataset(path: str | Path, out: str | Path, format: str = "auto", workers: int = 1,
+                    benchmark: str | None = None, part: str | None = None, progress: bool = True) -> dict:
+    """Read every sequence at `path` (optionally one part of a benchmark split) into a cache
+    folder `out`. NTU's missing skeletons are skipped; any other bad file stops the
+    conversion with its error (`inspect` lists them all)."""
+    kind = detect_format(path) if format == "auto" else format
+    skipped = []
+
+    def sequences():
+        for item in tqdm(iter_sequences(path, kind, workers), desc="convert", unit="seq", disable=not progress):
+            if isinstance(item, ntu.EmptySkeletonError):
+                skipped.append(str(item))
+                continue
+            if isinstance(item, ValueError):
+                raise item
+            if benchmark is None or split_of(benchmark, item.meta) == part:
+                yield item
+
+    folder = cache.write_cache(sequences(), out)
+    return {"cache": str(folder), "sequences": len(cache.SequenceCache(folder, verify=False)),
+            "skipped": skipped}

@@ -1,0 +1,158 @@
+"""One entry point to every format: detect what a path holds and yield its sequences.
+
+    iter_sequences(path)  -> Sequence, or the ValueError of a bad file, one by one
+    open_sequences(path, benchmark=None, part=None) -> a random-access list of Sequences
+
+Formats: a skelang cache folder; NTU RGB+D .skeleton files (a file or a folder); NW-UCLA
+JSON (a file, a folder or a .tar(.xz) archive); Kinetics-skeleton JSON (ST-GCN); PYSKL
+annotation pickles; CTR-GCN .npz files; BVH motion capture; and the built-in synthetic set
+("synthetic" or "synthetic:<samples per class>").
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import tarfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+from skelang.data import bvh, cache, formats, ntu, nw_ucla
+from skelang.data.sequence import Sequence
+from skelang.data.splits import split_of
+from skelang.data.synthetic import SyntheticSkeletons
+
+FORMATS = ("cache", "ntu", "nw-ucla", "kinetics", "pyskl", "ctrgcn", "bvh", "synthetic")
+
+
+def _json_kind(file: Path) -> str:
+    try:
+        head = json.loads(file.read_bytes())
+    except (ValueError, OSError):
+        return "nw-ucla"  # the reader reports the error with the file's name
+    return "kinetics" if isinstance(head, dict) and "data" in head and "skeletons" not in head else "nw-ucla"
+
+
+def detect_format(path: str | Path) -> str:
+    text = str(path)
+    if text == "synthetic" or text.startswith("synthetic:"):
+        return "synthetic"
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if cache.is_cache(path):
+            return "cache"
+        for suffix, kind in ((".skeleton", "ntu"), (".bvh", "bvh")):
+            if next(path.glob(f"*{suffix}"), None) is not None:
+                return kind
+        first_json = next(iter(sorted(path.glob("*.json"))), None)
+        if first_json is not None:
+            return _json_kind(first_json)
+        raise ValueError(f"{path}: found no .skeleton, .json or .bvh files and no skelang cache")
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    if path.suffix == ".skeleton":
+        return "ntu"
+    if path.suffix == ".json":
+        return _json_kind(path)
+    if path.suffix in (".pkl", ".pickle"):
+        return "pyskl"
+    if path.suffix == ".npz":
+        return "ctrgcn"
+    if path.suffix == ".bvh":
+        return "bvh"
+    if suffixes.endswith((".tar", ".tar.xz", ".tar.gz", ".tgz")) or tarfile.is_tarfile(path):
+        return "nw-ucla"
+    raise ValueError(f"{path}: cannot tell the format from the name; pass format= one of {', '.join(FORMATS)}")
+
+
+def _read_or_error(read: Callable[[Path], Sequence], file: Path) -> Sequence | ValueError:
+    try:
+        return read(file)
+    except ValueError as error:
+        return error
+
+
+def _files(path: Path, pattern: str) -> list[Path]:
+    return sorted(path.glob(pattern)) if path.is_dir() else [path]
+
+
+def _parallel(read: Callable[[Path], Sequence], files: list[Path], workers: int) -> Iterator[Sequence | ValueError]:
+    """read(file) for each file, in order, on `workers` processes."""
+    if workers <= 1 or len(files) < 2 * workers:
+        for file in files:
+            yield _read_or_error(read, file)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(_ReadOrError(read), files, chunksize=16)
+
+
+class _ReadOrError:
+    def __init__(self, read):
+        self.read = read
+
+    def __call__(self, file):
+        return _read_or_error(self.read, file)
+
+
+def iter_sequences(path: str | Path, format: str = "auto", workers: int = 1) -> Iterator[Sequence | ValueError]:
+    """Every sequence at `path`, in a stable order; a malformed file yields its ValueError
+    (which names the file) so callers can list it and go on."""
+    kind = detect_format(path) if format == "auto" else format
+    if kind not in FORMATS:
+        raise ValueError(f"unknown format '{format}'; known: {', '.join(FORMATS)}")
+    if kind == "synthetic":
+        _, _, count = str(path).partition(":")
+        yield from SyntheticSkeletons(samples_per_class=int(count) if count else 40)
+        return
+    path = Path(path)
+    if kind == "cache":
+        yield from cache.SequenceCache(path)
+    elif kind == "ntu":
+        yield from _parallel(ntu.read_ntu_skeleton, _files(path, "*.skeleton"), workers)
+    elif kind == "nw-ucla":
+        if path.is_dir() or path.suffix != ".json":
+            yield from nw_ucla.iter_nw_ucla(path)
+        else:
+            yield _read_or_error(nw_ucla.read_nw_ucla_json, path)
+    elif kind == "kinetics":
+        if path.is_dir():
+            yield from formats.iter_kinetics(path)
+        else:
+            yield _read_or_error(formats.read_kinetics_json, path)
+    elif kind == "pyskl":
+        yield from formats.read_pyskl(path)
+    elif kind == "ctrgcn":
+        import numpy as np
+
+        with np.load(path, allow_pickle=False) as arrays:
+            parts = [part for part in ("train", "test") if f"x_{part}" in arrays.files]
+        if not parts:
+            raise ValueError(f"{path}: no x_train or x_test array: not a CTR-GCN .npz file")
+        for part in parts:
+            yield from formats.read_ctrgcn_npz(path, part=part)
+    elif kind == "bvh":
+        for item in _parallel(bvh.read_bvh, _files(path, "*.bvh"), workers):
+            if isinstance(item, Sequence):  # read in another process: register its layout here
+                bvh.hierarchy_layout_name(item.meta["joint_names"], item.meta["parents"])
+            yield item
+
+
+def open_sequences(path: str | Path, benchmark: str | None = None, part: str | None = None,
+                   format: str = "auto", workers: int = 1) -> list[Sequence] | cache.SequenceCache:
+    """All sequences at `path` (a cache is opened without reading it whole), optionally only
+    those of `part` ("train" or "test") of a benchmark split. NTU files without any body
+    (NTU's missing skeletons) are left out, as the standard protocols do; any other bad
+    file raises its error."""
+    kind = detect_format(path) if format == "auto" else format
+    if kind == "cache" and benchmark is None:
+        return cache.SequenceCache(path)
+    sequences = []
+    for item in iter_sequences(path, kind, workers):
+        if isinstance(item, ntu.EmptySkeletonError):
+            continue
+        if isinstance(item, ValueError):
+            raise item
+        if benchmark is None or split_of(benchmark, item.meta) == part:
+            sequences.append(item)
+    return sequences

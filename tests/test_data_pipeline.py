@@ -1,0 +1,154 @@
+"""From files to batches: format detection, the cache, the dataset and its loader, and the
+`skelang data` commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from skelang.data import cache, readers
+from skelang.data.dataset import SkeletonDataset, make_loader
+from skelang.data.preprocess import Augmentation, Preprocess
+from skelang.data.render import render_sequence
+from skelang.data.synthetic import SyntheticSkeletons
+
+SKELANG = str(Path(sys.executable).parent / "skelang")
+
+
+def skelang(*args):
+    return subprocess.run([SKELANG, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_cache_round_trip(tmp_path):
+    sequences = list(SyntheticSkeletons(samples_per_class=2, seed=3))
+    folder = cache.write_cache(sequences, tmp_path / "synthetic.cache")
+    loaded = cache.SequenceCache(folder)
+    assert len(loaded) == len(sequences)
+    for original, again in zip(sequences, loaded):
+        np.testing.assert_array_equal(original.data, again.data)
+        assert (again.label, again.layout, again.meta["action"]) == (original.label, original.layout, original.meta["action"])
+    # Written again over itself: replaced whole.
+    cache.write_cache(sequences[:3], folder)
+    assert len(cache.SequenceCache(folder)) == 3
+
+
+def test_damaged_cache_is_refused(tmp_path):
+    folder = cache.write_cache(list(SyntheticSkeletons(samples_per_class=1)), tmp_path / "c")
+    frames = folder / "frames.npy"
+    raw = bytearray(frames.read_bytes())
+    raw[-5] ^= 0xFF
+    frames.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        cache.SequenceCache(folder)
+
+
+def test_failed_conversion_leaves_nothing(tmp_path):
+    def sequences():
+        yield from SyntheticSkeletons(samples_per_class=1)
+        raise ValueError("bad.json:3: invalid JSON")
+
+    with pytest.raises(ValueError, match="bad.json:3"):
+        cache.write_cache(sequences(), tmp_path / "c")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dataset_and_loader_are_deterministic():
+    sequences = SyntheticSkeletons(samples_per_class=2, seed=1)
+    preprocess = Preprocess(num_frames=24, augmentation=Augmentation(rotation_degrees=10, scale=0.1))
+    dataset = SkeletonDataset(sequences, preprocess, train=True, seed=5)
+    x, label = dataset[3]
+    assert x.shape == (3, 24, 25, 2) and x.dtype == torch.float32 and label == 3
+    assert torch.equal(dataset[3][0], x)
+    dataset.set_epoch(1)
+    assert not torch.equal(dataset[3][0], x)
+    batches = [b for b in make_loader(dataset, batch_size=8, shuffle=True, seed=0, num_workers=2)]
+    again = [b for b in make_loader(dataset, batch_size=8, shuffle=True, seed=0, num_workers=0)]
+    for (xa, ya), (xb, yb) in zip(batches, again):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert sum(len(y) for _, y in batches) == len(dataset)
+
+
+def test_detect_format(shared_data):
+    assert readers.detect_format(shared_data("ntu60/raw_examples")) == "ntu"
+    assert readers.detect_format(shared_data("nw-ucla/raw_examples")) == "nw-ucla"
+    assert readers.detect_format(shared_data("nw-ucla/all_sqe.tar.xz")) == "nw-ucla"
+    assert readers.detect_format(shared_data("cmu-bvh")) == "bvh"
+    assert readers.detect_format("synthetic:3") == "synthetic"
+
+
+def test_inspect_ntu_lists_the_empty_file(shared_data):
+    result = skelang("data", "inspect", str(shared_data("ntu60/raw_examples")), "--json",
+                     "--benchmark", "ntu60-xsub")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["sequences"] == 21 and report["classes"] == 10
+    assert report["frames"]["max"] == 96
+    assert len(report["bad_files"]) == 1 and report["bad_files"][0]["missing_skeleton"]
+    assert "S005C003P016R002A009.skeleton" in report["bad_files"][0]["error"]
+    assert report["split"]["train"] + report["split"]["test"] == 21
+
+
+def test_inspect_folder_with_a_bad_file(tmp_path, shared_data):
+    for name in ("a01_s04_e05_v01.json", "a02_s09_e04_v02.json"):
+        (tmp_path / name).write_bytes((shared_data("nw-ucla/raw_examples") / name).read_bytes())
+    (tmp_path / "a03_s01_e01_v01.json").write_text('{"skeletons": [[[1, 2]]], "label": 3}')
+    result = skelang("data", "inspect", str(tmp_path), "--json")
+    report = json.loads(result.stdout)
+    assert report["sequences"] == 2 and report["frames"]["min"] == 1
+    assert "a03_s01_e01_v01.json: frame 0: expected 20 joints, got 1" in report["bad_files"][0]["error"]
+
+
+def test_convert_nw_ucla_test_split_and_load_fast(tmp_path, shared_data):
+    out = tmp_path / "ucla-test"
+    result = skelang("data", "convert", str(shared_data("nw-ucla/all_sqe.tar.xz")), "--out", str(out),
+                     "--benchmark", "nw-ucla-view3", "--part", "test")
+    assert result.returncode == 0, result.stderr
+    assert "wrote 464 sequences" in result.stdout
+    start = time.perf_counter()
+    loaded = readers.open_sequences(out)
+    assert len(loaded) == 464 and all(s.meta["view"] == 3 for s in loaded)
+    assert time.perf_counter() - start < 5
+
+
+def test_bad_path_is_a_clear_error(tmp_path):
+    result = skelang("data", "inspect", str(tmp_path / "nothing"))
+    assert result.returncode == 1 and "no such file or folder" in result.stderr
+    (tmp_path / "notes.txt").write_text("hi")
+    result = skelang("data", "inspect", str(tmp_path / "notes.txt"))
+    assert result.returncode == 1 and "cannot tell the format" in result.stderr
+
+
+def test_render_gif(tmp_path, shared_data):
+    result = skelang("data", "render", str(shared_data("nw-ucla/raw_examples/a02_s09_e04_v02.json")),
+                     "--out", str(tmp_path / "one.gif"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "one.gif").read_bytes()[:6] == b"GIF89a"
+    sequence = SyntheticSkeletons(samples_per_class=1, num_frames=4)[0]
+    out = render_sequence(sequence, tmp_path / "wave.gif")
+    assert out.stat().st_size > 1000
+    with pytest.raises(ValueError, match="must be a .gif or an .mp4"):
+        render_sequence(sequence, tmp_path / "wave.png")
+
+
+def test_bvh_folder_with_workers_and_its_cache_in_a_new_process(tmp_path, shared_data):
+    folder = shared_data("cmu-bvh")
+    sequences = list(readers.iter_sequences(folder, workers=2))
+    assert len(sequences) == 3 and all(not isinstance(s, Exception) for s in sequences)
+    from skelang.data.layouts import get_layout
+
+    assert get_layout(sequences[0].layout).num_joints == 31  # registered in this process too
+    out = tmp_path / "bvh.cache"
+    cache.write_cache(sequences, out)
+    code = ("from skelang.data.cache import SequenceCache\n"
+            "from skelang.data.preprocess import Preprocess\n"
+            f"c = SequenceCache({str(out)!r})\n"
+            "print(len(c), Preprocess(num_frames=8)(c[0]).shape)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["3", "(3,", "8,", "31,", "1)"]
