@@ -199,3 +199,17 @@ def test_two_people_fill_two_actor_slots():
     assert np.abs(actors[:, 0]).sum() > 0 and np.abs(actors[:, 1]).sum() > 0
     # the body that moves more is actor 1
     assert np.allclose(actors[5, 0], b - 0.1)
+
+
+decimal_text = st.builds(
+    lambda sign, digits, point: sign + (digits[:point] or "0") + ("." + digits[point:] if point < len(digits) else ""),
+    st.sampled_from(["", "-", "+"]), st.text("0123456789", min_size=1, max_size=18), st.integers(0, 18))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(decimal_text, min_size=12, max_size=12))
+def test_decimals_parse_exactly_as_python_float(values):
+    # Short decimals take a fast path; it must round exactly as strtod (and float()) do.
+    text = "1\n1\n5 0 0 0 0 0 0 0 0 2\n25\n" + (" ".join(values) + "\n") * 25
+    parsed = _C.parse_ntu_skeleton_text(text)
+    assert parsed["joints"][0, 0].tolist() == [float(v) for v in values]

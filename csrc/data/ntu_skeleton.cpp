@@ -3,7 +3,6 @@
 #include <charconv>
 #include <cmath>
 #include <fstream>
-#include <sstream>
 #include <string_view>
 
 namespace skelang {
@@ -24,6 +23,39 @@ std::string printable(std::string_view text) {
     }
   }
   return out;
+}
+
+// Parses a plain decimal "[-]digits[.digits]" of at most 15 digits followed by a space, a
+// tab or the end: the integer of its digits and 10^(fraction digits) are both exact doubles,
+// so their quotient is correctly rounded, equal to what strtod gives. Anything else
+// (exponents, long mantissas, NaN) returns false and goes to std::from_chars.
+inline bool parse_short_decimal(const char* p, const char* end, double* value, const char** stop) {
+  static constexpr double kPowersOfTen[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
+                                            1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+  const bool negative = p < end && *p == '-';
+  p += negative;
+  const char* first = p;
+  uint64_t mantissa = 0;
+  unsigned digit;
+  while (p < end && (digit = static_cast<unsigned char>(*p) - '0') < 10) {
+    mantissa = mantissa * 10 + digit;
+    ++p;
+  }
+  int64_t digits = p - first, fraction = 0;
+  if (p < end && *p == '.') {
+    const char* fraction_start = ++p;
+    while (p < end && (digit = static_cast<unsigned char>(*p) - '0') < 10) {
+      mantissa = mantissa * 10 + digit;
+      ++p;
+    }
+    fraction = p - fraction_start;
+    digits += fraction;
+  }
+  if (digits == 0 || digits > 15 || (p < end && *p != ' ' && *p != '\t')) return false;
+  const double magnitude = static_cast<double>(mantissa) / kPowersOfTen[fraction];
+  *value = negative ? -magnitude : magnitude;
+  *stop = p;
+  return true;
 }
 
 // Reads the text one line at a time and numbers on a line with std::from_chars (which
@@ -61,9 +93,13 @@ class LineReader {
       const char* begin = line_.data() + cursor_;
       const char* end = line_.data() + line_.size();
       if (*begin == '+') ++begin;
-      auto [ptr, ec] = std::from_chars(begin, end, value);
-      if (ec != std::errc() || (ptr != end && *ptr != ' ' && *ptr != '\t')) {
-        fail(std::string("expected a number in ") + what + ", got '" + token() + "'");
+      const char* ptr;
+      if (!parse_short_decimal(begin, end, &value, &ptr)) {
+        auto [stop, ec] = std::from_chars(begin, end, value);
+        if (ec != std::errc() || (stop != end && *stop != ' ' && *stop != '\t')) {
+          fail(std::string("expected a number in ") + what + ", got '" + token() + "'");
+        }
+        ptr = stop;
       }
       if (count < finite_values && !std::isfinite(value)) {
         fail(std::string("non-finite value '") + token() + "' in " + what);
@@ -144,6 +180,7 @@ NtuSkeletonFile parse_ntu_skeleton(const std::string& text, const std::string& p
   LineReader reader(text, path);
   NtuSkeletonFile file;
   file.num_joints = expected_joints;
+  file.joints.reserve(text.size() / 7);  // a joint value takes about 7-10 characters
   reader.next_line("the frame count");
   file.num_frames = reader.count("the frame count", 1 << 20);
   file.bodies_per_frame.reserve(file.num_frames);
@@ -176,11 +213,14 @@ NtuSkeletonFile parse_ntu_skeleton(const std::string& text, const std::string& p
 }
 
 NtuSkeletonFile read_ntu_skeleton_file(const std::string& path, int64_t expected_joints) {
-  std::ifstream stream(path, std::ios::binary);
+  std::ifstream stream(path, std::ios::binary | std::ios::ate);
   if (!stream) throw SkeletonParseError(path + ": cannot open the file");
-  std::ostringstream contents;
-  contents << stream.rdbuf();
-  return parse_ntu_skeleton(contents.str(), path, expected_joints);
+  std::string text(static_cast<size_t>(stream.tellg()), '\0');
+  stream.seekg(0);
+  if (!stream.read(text.data(), static_cast<std::streamsize>(text.size()))) {
+    throw SkeletonParseError(path + ": cannot read the file");
+  }
+  return parse_ntu_skeleton(text, path, expected_joints);
 }
 
 }  // namespace skelang
