@@ -5,6 +5,9 @@
     skelang data inspect PATH [--json]        what a dataset holds, and its bad files
     skelang data convert PATH --out DIR       a dataset into a fast-loading cache
     skelang data render PATH --out FILE.gif   an animation of one sequence
+    skelang train --config FILE [key=value ...] --out DIR [--resume]   train a model
+    skelang eval RUN_DIR [--json] [--data PATH]                        a run's test metrics
+    skelang model profile [--type T | --config FILE] [--json]          parameters and GFLOPs
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ def _add_data_commands(commands) -> None:
 
     data = commands.add_parser("data", help="inspect, convert and render skeleton datasets")
     actions = data.add_subparsers(dest="data_command", required=True)
-    path_help = ("a dataset: a file, a folder, an archive, a skelang cache, or 'synthetic[:N]' "
+    path_help = ("a dataset: a file, a folder, an archive, a skelang cache, or 'synthetic[:N[:SEED]]' "
                  "(the built-in set, N per class)")
 
     def common(parser):
@@ -116,6 +119,83 @@ def _add_data_commands(commands) -> None:
     render.set_defaults(func=lambda args, rest: cmd_data_render(args))
 
 
+def cmd_train(args) -> int:
+    from skelang.train import load_config, train
+
+    config = load_config(args.config, args.overrides)
+    metrics = train(config, args.out, resume=args.resume)
+    print(f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} after {metrics['epochs']} epochs "
+          f"({metrics['wall_time_s']:.0f} s, {metrics['parameters']:,} parameters); wrote {args.out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from skelang.train import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, args.data)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return 0
+    print(f"{args.run_dir} (epoch {metrics['epoch']}) on {args.data or 'its test data'}: "
+          f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} over {metrics['samples']} samples")
+    for label, accuracy in enumerate(metrics["per_class_accuracy"]):
+        print(f"  class {label:>3}: " + ("no samples" if accuracy is None else f"{accuracy:.2%}"))
+    return 0
+
+
+def _add_train_commands(commands) -> None:
+    train = commands.add_parser("train", help="train a model from a YAML configuration")
+    train.add_argument("--config", required=True, help="the configuration (e.g. configs/synthetic_stgcn.yaml)")
+    train.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="configuration overrides, e.g. optim.lr=0.05 data.streams=[joint,bone]")
+    train.add_argument("--out", required=True, help="the run folder to write")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.set_defaults(func=lambda args, rest: cmd_train(args))
+
+    evaluate = commands.add_parser("eval", help="the metrics of a training run's final checkpoint")
+    evaluate.add_argument("run_dir", help="a folder written by skelang train")
+    evaluate.add_argument("--data", help="evaluate on all sequences at this path instead of the run's test data")
+    evaluate.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    evaluate.set_defaults(func=lambda args, rest: cmd_eval(args))
+
+
+def cmd_model_profile(args) -> int:
+    from skelang.encoder import profile
+
+    if args.config:
+        from skelang.train import load_config
+
+        model = load_config(args.config, [])["model"]
+    else:
+        model = {"type": args.type}
+    stats = profile(model, in_channels=args.channels, num_classes=args.classes, layout=args.layout,
+                    num_frames=args.frames, num_bodies=args.bodies)
+    shapes = {"layout": args.layout, "frames": args.frames, "bodies": args.bodies, "channels": args.channels}
+    if args.json:
+        print(json.dumps({"model": model, "input": shapes, **stats}, indent=2))
+    else:
+        print(f"{model.get('type', 'hglnet')}: {stats['parameters']:,} parameters, "
+              f"{stats['gflops']:.2f} GFLOPs per sample ({shapes})")
+    return 0
+
+
+def _add_model_commands(commands) -> None:
+    from skelang.encoder import PRESETS
+
+    model = commands.add_parser("model", help="inspect encoders")
+    actions = model.add_subparsers(dest="model_command", required=True)
+    profile = actions.add_parser("profile", help="parameters and GFLOPs per sample of an encoder")
+    profile.add_argument("--type", default="hglnet", choices=list(PRESETS), help="a preset (default: hglnet)")
+    profile.add_argument("--config", help="take the model section of this training config instead")
+    profile.add_argument("--layout", default="ntu25")
+    profile.add_argument("--frames", type=int, default=64)
+    profile.add_argument("--bodies", type=int, default=2)
+    profile.add_argument("--channels", type=int, default=3, help="input channels (3 per stream)")
+    profile.add_argument("--classes", type=int, default=60)
+    profile.add_argument("--json", action="store_true")
+    profile.set_defaults(func=lambda args, rest: cmd_model_profile(args))
+
+
 def _load_benchmark_runner():
     """benchmarks/run.py of the source checkout (or of $SKELANG_BENCHMARKS_DIR)."""
     benchmarks_dir = Path(os.environ.get("SKELANG_BENCHMARKS_DIR", SOURCE_ROOT / "benchmarks"))
@@ -144,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     info.set_defaults(func=lambda args, rest: cmd_info(args))
 
     _add_data_commands(commands)
+    _add_train_commands(commands)
+    _add_model_commands(commands)
 
     # Options after `bench` belong to benchmarks/run.py (see `skelang bench --help`).
     bench = commands.add_parser("bench", add_help=False,

@@ -6,7 +6,7 @@
 Formats: a skelang cache folder; NTU RGB+D .skeleton files (a file or a folder); NW-UCLA
 JSON (a file, a folder or a .tar(.xz) archive); Kinetics-skeleton JSON (ST-GCN); PYSKL
 annotation pickles; CTR-GCN .npz files; BVH motion capture; and the built-in synthetic set
-("synthetic" or "synthetic:<samples per class>").
+("synthetic", "synthetic:<samples per class>" or "synthetic:<samples per class>:<seed>").
 """
 
 from __future__ import annotations
@@ -102,8 +102,12 @@ def iter_sequences(path: str | Path, format: str = "auto", workers: int = 1) -> 
     if kind not in FORMATS:
         raise ValueError(f"unknown format '{format}'; known: {', '.join(FORMATS)}")
     if kind == "synthetic":
-        _, _, count = str(path).partition(":")
-        yield from SyntheticSkeletons(samples_per_class=int(count) if count else 40)
+        fields = str(path).split(":")[1:]
+        try:
+            count, seed = (int(fields[0]) if fields else 40), (int(fields[1]) if len(fields) > 1 else 0)
+        except ValueError:
+            raise ValueError(f"'{path}': expected synthetic[:samples per class[:seed]]") from None
+        yield from SyntheticSkeletons(samples_per_class=count, seed=seed)
         return
     path = Path(path)
     if kind == "cache":

@@ -1,0 +1,147 @@
+"""HGLNet, HocSLM's skeleton encoder, and the baselines that are configurations of it.
+
+A block: CTS (the local spatial encoder LSE, plus the global spatial module GSM when on)
+then DHT (global temporal attention GTA and the local temporal convolution LTC, in the
+order `temporal_order`), with a residual around the block. The stack follows CTR-GCN's
+channel plan (64 x4, 128 x3, 256 x3, temporal stride 2 at blocks 5 and 8); depth, width,
+strides and every sub-module are set in the config:
+
+    hglnet   LSE composite + GSM + GTA + LTC (multi-scale)
+    ctrgcn   LSE composite + LTC (multi-scale): CTR-GCN
+    stgcn    LSE physical + LTC with one 9 x 1 convolution: ST-GCN
+
+Input x: (N, C, T, V, M); output logits (N, classes); `features(x)` gives the last block's
+(N, M, C', T', V) features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from skelang.data.layouts import get_layout
+from skelang.encoder.spatial import TOPOLOGIES, GlobalSpatialModule, LocalSpatialEncoder
+from skelang.encoder.temporal import GlobalTemporalAttention, LocalTemporalConv
+from skelang.encoder.topology import hop_distances, spatial_partitions
+
+TEMPORAL_ORDERS = ("gta_ltc", "ltc_gta", "parallel")
+
+
+@dataclasses.dataclass
+class EncoderConfig:
+    type: str = "hglnet"
+    channels: tuple[int, ...] = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
+    strides: tuple[int, ...] = (1, 1, 1, 1, 2, 1, 1, 2, 1, 1)
+    gsm: bool = True
+    gta: bool = True
+    lse_topology: str = "composite"
+    ltc_kernel_size: int = 5
+    ltc_dilations: tuple[int, ...] = (1, 2)
+    ltc_pool_branch: bool = True
+    ltc_pointwise_branch: bool = True
+    temporal_order: str = "gta_ltc"
+    attention_heads: int = 4
+    max_hops: int = 8
+    dropout: float = 0.0
+    backend: str = "cpp"
+
+    def __post_init__(self):
+        self.channels, self.strides = tuple(self.channels), tuple(self.strides)
+        self.ltc_dilations = tuple(self.ltc_dilations)
+        if len(self.channels) != len(self.strides) or not self.channels:
+            raise ValueError(f"model.channels and model.strides must have the same non-zero length, "
+                             f"got {len(self.channels)} and {len(self.strides)}")
+        if self.lse_topology not in TOPOLOGIES:
+            raise ValueError(f"model.lse_topology must be one of {TOPOLOGIES}, got {self.lse_topology!r}")
+        if self.temporal_order not in TEMPORAL_ORDERS:
+            raise ValueError(f"model.temporal_order must be one of {TEMPORAL_ORDERS}, got {self.temporal_order!r}")
+
+
+# The baselines, as overrides of HGLNet's defaults.
+PRESETS = {
+    "hglnet": {},
+    "ctrgcn": {"gsm": False, "gta": False},
+    "stgcn": {"gsm": False, "gta": False, "lse_topology": "physical", "ltc_kernel_size": 9,
+              "ltc_dilations": (1,), "ltc_pool_branch": False, "ltc_pointwise_branch": False},
+}
+
+
+def encoder_config(config: dict) -> EncoderConfig:
+    """The `model` section of a config, over the preset of its `type`; unknown keys are errors."""
+    config = dict(config)
+    kind = config.get("type", "hglnet")
+    if kind not in PRESETS:
+        raise ValueError(f"model.type must be one of {', '.join(PRESETS)}, got {kind!r}")
+    known = {field.name for field in dataclasses.fields(EncoderConfig)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) model.{', model.'.join(unknown)}; known: {', '.join(sorted(known))}")
+    return EncoderConfig(**{**PRESETS[kind], **config})
+
+
+class HGLBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, layout: str, config: EncoderConfig):
+        super().__init__()
+        self.order = config.temporal_order
+        self.stride = stride
+        self.lse = LocalSpatialEncoder(in_channels, out_channels, spatial_partitions(layout),
+                                       config.lse_topology, backend=config.backend)
+        self.gsm = (GlobalSpatialModule(out_channels, hop_distances(layout, config.max_hops), config.attention_heads)
+                    if config.gsm else None)
+        self.gta = GlobalTemporalAttention(out_channels, config.attention_heads) if config.gta else None
+        self.ltc = LocalTemporalConv(out_channels, out_channels, stride, config.ltc_kernel_size, config.ltc_dilations,
+                                     config.ltc_pool_branch, config.ltc_pointwise_branch)
+        if in_channels == out_channels and stride == 1:
+            self.residual = nn.Identity()
+        else:
+            self.residual = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, (stride, 1)),
+                                          nn.BatchNorm2d(out_channels))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, T, V) -> (N, C', T / stride, V)
+        y = self.lse(x)
+        if self.gsm is not None:
+            y = self.gsm(y)
+        if self.gta is None:
+            y = self.ltc(y)
+        elif self.order == "gta_ltc":
+            y = self.ltc(self.gta(y))
+        elif self.order == "ltc_gta":
+            y = self.gta(self.ltc(y))
+        else:  # parallel: both read the spatial features; GTA's output is pooled to LTC's stride
+            y = self.ltc(y) + nn.functional.avg_pool2d(self.gta(y) - y, (self.stride, 1), ceil_mode=True)
+        return self.relu(y + self.residual(x))
+
+
+class SkeletonEncoder(nn.Module):
+    def __init__(self, config: EncoderConfig, in_channels: int, num_classes: int, layout: str, num_bodies: int = 2):
+        super().__init__()
+        V = get_layout(layout).num_joints
+        self.config = config
+        self.input_norm = nn.BatchNorm1d(num_bodies * V * in_channels)
+        blocks, channels = [], in_channels
+        for width, stride in zip(config.channels, config.strides):
+            blocks.append(HGLBlock(channels, width, stride, layout, config))
+            channels = width
+        self.blocks = nn.Sequential(*blocks)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, T, V, M) -> (N, M, C', T', V)."""
+        N, C, T, V, M = x.shape
+        x = self.input_norm(x.permute(0, 4, 3, 1, 2).reshape(N, M * V * C, T))
+        x = x.view(N, M, V, C, T).permute(0, 1, 3, 4, 2).reshape(N * M, C, T, V)
+        y = self.blocks(x)
+        return y.view(N, M, *y.shape[1:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.features(x).mean(dim=(1, 3, 4))  # (N, C')
+        return self.classifier(self.dropout(pooled))
+
+
+def build_model(config: dict, in_channels: int, num_classes: int, layout: str, num_bodies: int = 2) -> SkeletonEncoder:
+    """An encoder with a classification head from the `model` section of a config."""
+    return SkeletonEncoder(encoder_config(config), in_channels, num_classes, layout, num_bodies)

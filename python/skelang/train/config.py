@@ -1,0 +1,231 @@
+"""Training configurations: a YAML file with the sections seed, data, model, optim and train,
+`key.sub=value` overrides, and a schema of the known keys with their defaults.
+
+The defaults are CTR-GCN's NW-UCLA recipe: SGD with Nesterov momentum 0.9, lr 0.1, weight
+decay 1e-4, batch 16, 52 frames, 5 warm-up epochs, lr x 0.1 at epochs 35 and 55 of 65.
+The `model` section is passed as it is to skelang.encoder.build_model, which checks it.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+
+import yaml
+
+from skelang.data.preprocess import STREAMS
+from skelang.data.splits import split_names
+
+
+class _Bad(Exception):
+    """A value that does not fit its key; the message says what was expected."""
+
+
+def _got(value) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _number(minimum: float, strict: bool, integer: bool = False):
+    kind = ("a positive " if strict else "a non-negative ") + ("integer" if integer else "number")
+
+    def check(value):
+        valid = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not valid or value < minimum or (strict and value == minimum):
+            raise _Bad(f"expected {kind}, got {_got(value)}")
+        return value if integer else float(value)
+
+    return check
+
+
+positive, non_negative = _number(0, True), _number(0, False)
+positive_int, non_negative_int = _number(0, True, True), _number(0, False, True)
+
+
+def _optional(check):
+    return lambda value: None if value is None else check(value)
+
+
+def boolean(value):
+    if not isinstance(value, bool):
+        raise _Bad(f"expected true or false, got {_got(value)}")
+    return value
+
+
+def text(value):
+    if not isinstance(value, str) or not value:
+        raise _Bad(f"expected a path or a name, got {_got(value)}")
+    return value
+
+
+def _one_of(*choices):
+    def check(value):
+        if value not in choices:
+            raise _Bad(f"expected one of {', '.join(map(str, choices))}, got {_got(value)}")
+        return value
+
+    return check
+
+
+def fraction(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise _Bad(f"expected a number in (0, 1], got {_got(value)}")
+    return float(value)
+
+
+def crop_range(value):
+    if not (isinstance(value, list) and len(value) == 2):
+        raise _Bad(f"expected [low, high] fractions of the frames, got {_got(value)}")
+    low, high = fraction(value[0]), fraction(value[1])
+    if low > high:
+        raise _Bad(f"expected low <= high, got {value}")
+    return [low, high]
+
+
+def stream_list(value):
+    if not (isinstance(value, list) and value and all(name in STREAMS for name in value)):
+        raise _Bad(f"expected a non-empty list of {', '.join(STREAMS)}, got {_got(value)}")
+    return value
+
+
+def milestones(value):
+    if not (isinstance(value, list) and all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in value)
+            and value == sorted(value)):
+        raise _Bad(f"expected an increasing list of epochs, got {_got(value)}")
+    return value
+
+
+# section -> key -> (default, check); a nested dict is a subsection.
+SCHEMA = {
+    "seed": (0, non_negative_int),
+    "data": {
+        "train": (None, _optional(text)),       # any path open_sequences accepts
+        "test": (None, _optional(text)),        # null: the test part of `benchmark` in `train`
+        "benchmark": (None, _optional(_one_of(*split_names()))),
+        "num_classes": (None, _optional(positive_int)),  # null: the largest label + 1
+        "num_frames": (52, positive_int),
+        "streams": (["joint"], stream_list),
+        "train_crop": ([0.5, 1.0], crop_range),
+        "eval_crop": (1.0, fraction),
+        "normalize": (True, boolean),
+        "rotate": (True, boolean),
+        "scale": (False, boolean),
+        "augmentation": {
+            "rotation_degrees": (0.0, non_negative),
+            "scale": (0.0, non_negative),
+            "shear": (0.0, non_negative),
+            "joint_dropout": (0.0, non_negative),
+        },
+        "num_workers": (None, _optional(non_negative_int)),  # null: one per core
+    },
+    "optim": {
+        "lr": (0.1, positive),
+        "momentum": (0.9, non_negative),
+        "nesterov": (True, boolean),
+        "weight_decay": (1e-4, non_negative),
+        "schedule": ("step", _one_of("step", "cosine")),
+        "milestones": ([35, 55], milestones),   # step: lr x gamma at each of these epochs
+        "gamma": (0.1, positive),
+        "warmup_epochs": (5, non_negative_int),
+        "label_smoothing": (0.0, non_negative),
+    },
+    "train": {
+        "epochs": (65, positive_int),
+        "batch_size": (16, positive_int),
+        "test_batch_size": (64, positive_int),
+        "eval_every": (1, positive_int),        # and always after the last epoch
+        "device": ("auto", _one_of("auto", "cpu", "cuda")),  # auto: CUDA when available
+        "deterministic": (False, boolean),      # torch.use_deterministic_algorithms
+    },
+}
+PASSED_THROUGH = ("model",)
+
+
+def _unknown(key: str, known) -> str:
+    head, _, name = key.rpartition(".")
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f" (did you mean {head + '.' if head else ''}{close[0]}?)" if close else ""
+    return f"unknown key {key}{hint}"
+
+
+def _resolve(schema: dict, values, prefix: str) -> dict:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise _Bad(f"{prefix.rstrip('.')}: expected a section of keys, got {_got(values)}")
+    for key in values:
+        if key not in schema:
+            raise _Bad(_unknown(prefix + str(key), schema))
+    resolved = {}
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            resolved[key] = _resolve(spec, values.get(key), f"{prefix}{key}.")
+            continue
+        default, check = spec
+        try:
+            resolved[key] = check(values[key]) if key in values else copy.deepcopy(default)
+        except _Bad as error:
+            raise _Bad(f"{prefix}{key}: {error}") from None
+    return resolved
+
+
+def _check_sections(config: dict) -> None:
+    data = config["data"]
+    if data["train"] is None:
+        raise _Bad("data.train: expected the training data's path, got null")
+    if data["test"] is None and data["benchmark"] is None:
+        raise _Bad("data.test: expected the test data's path (or a data.benchmark to split data.train), got null")
+    if not isinstance(config["model"], dict) or config["model"].get("type") is None:
+        raise _Bad("model: expected a section with a `type` (e.g. stgcn, ctrgcn, hglnet)")
+
+
+def resolve_config(raw: dict, source: str = "config") -> dict:
+    """The full configuration: `raw` checked against SCHEMA, with every default filled in.
+    ValueError names `source` and the bad key or value."""
+    try:
+        if not isinstance(raw, dict):
+            raise _Bad(f"expected a mapping of sections, got {_got(raw)}")
+        model = raw.get("model")
+        resolved = _resolve(SCHEMA, {k: v for k, v in raw.items() if k not in PASSED_THROUGH}, "")
+        resolved["model"] = copy.deepcopy(model) if model is not None else {}
+        _check_sections(resolved)
+    except _Bad as error:
+        raise ValueError(f"{source}: {error}") from None
+    return resolved
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Sets `key.sub=value` in `raw`, the value parsed as a YAML scalar or list."""
+    key, equals, value = override.partition("=")
+    if not equals or not key:
+        raise _Bad(f"override '{override}': expected key.sub=value")
+    *sections, name = key.split(".")
+    target = raw
+    for section in sections:
+        if target.get(section) is None:
+            target[section] = {}
+        target = target[section]
+        if not isinstance(target, dict):
+            raise _Bad(f"override '{override}': {section} is not a section")
+    try:
+        target[name] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise _Bad(f"override '{override}': cannot parse {value!r} as a YAML value") from None
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
+    """The configuration of the YAML file at `path` with `overrides` ("optim.lr=0.05",
+    "data.streams=[joint,bone]") applied, resolved against SCHEMA."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {error}") from None
+    raw = {} if raw is None else raw
+    try:
+        if not isinstance(raw, dict):
+            raise _Bad(f"expected a mapping of sections, got {_got(raw)}")
+        for override in overrides:
+            apply_override(raw, override)
+    except _Bad as error:
+        raise ValueError(f"{path}: {error}") from None
+    return resolve_config(raw, str(path))

@@ -1,0 +1,50 @@
+"""Classification metrics from logits and labels: top-k accuracy, the confusion matrix and
+per-class accuracy, and evaluate(model, loader) which gathers them over a test set."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def top_k_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Fraction of samples whose label is among the k highest logits (k is capped at the
+    number of classes)."""
+    k = min(k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    return (top == labels[:, None]).any(dim=1).float().mean().item()
+
+
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:
+    """(num_classes, num_classes) counts: row = true class, column = predicted class."""
+    counts = torch.bincount(labels * num_classes + predictions, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).numpy()
+
+
+def per_class_accuracy(confusion: np.ndarray) -> list[float | None]:
+    """Recall of each class (None for a class without test samples)."""
+    totals = confusion.sum(axis=1)
+    return [float(confusion[c, c] / totals[c]) if totals[c] else None for c in range(len(confusion))]
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """top1, top5, per_class_accuracy, confusion_matrix and samples, as JSON-ready values."""
+    confusion = confusion_matrix(logits.argmax(dim=1), labels, logits.shape[1])
+    return {
+        "top1": top_k_accuracy(logits, labels, 1),
+        "top5": top_k_accuracy(logits, labels, 5),
+        "per_class_accuracy": per_class_accuracy(confusion),
+        "confusion_matrix": confusion.tolist(),
+        "samples": len(labels),
+    }
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: torch.utils.data.DataLoader, device: str | torch.device = "cpu") -> dict:
+    """classification_metrics of `model` (put in eval mode) over every batch of `loader`."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for inputs, labels in loader:
+        all_logits.append(model(inputs.to(device)).float().cpu())
+        all_labels.append(labels)
+    return classification_metrics(torch.cat(all_logits), torch.cat(all_labels))

@@ -1,0 +1,288 @@
+"""The training loop: datasets, model, SGD with a warm-up and a step or cosine schedule,
+epochs with a progress bar, evaluation, logs, metrics and resumable checkpoints.
+
+A run directory holds:
+    config.yaml     the resolved configuration
+    log.jsonl       one line per epoch: epoch, loss, train_top1, test_top1 (when evaluated), lr, seconds
+    checkpoint.pt   model, optimizer, epoch, RNG states of torch/numpy/python (after every epoch)
+    metrics.json    the final evaluation: top1, top5, per-class accuracy, confusion matrix,
+                    wall time, parameter count
+
+The learning rate is a function of the epoch alone (learning_rate), so the epoch is the
+whole state of the schedule: warm-up is per epoch, as in CTR-GCN (epoch e < warmup_epochs
+runs at lr * (e + 1) / warmup_epochs). With the datasets and the shuffling fixed by (seed,
+epoch), a run resumed from its checkpoint ends with the same weights, bit for bit, as one
+that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from skelang.data.dataset import SkeletonDataset, make_loader
+from skelang.data.preprocess import Augmentation, Preprocess
+from skelang.data.readers import open_sequences
+from skelang.data.splits import split_of
+from skelang.encoder import build_model
+from skelang.train.config import resolve_config
+from skelang.train.metrics import evaluate
+
+CHECKPOINT = "checkpoint.pt"
+# Keys a resumed run may change: how long it trains and where, not what it learns.
+RESUMABLE_CHANGES = ("train.epochs", "train.eval_every", "train.device", "train.test_batch_size",
+                     "data.num_workers")
+
+
+def learning_rate(optim: dict, epochs: int, epoch: int) -> float:
+    """The learning rate of (0-based) `epoch` in a run of `epochs` epochs."""
+    warmup = optim["warmup_epochs"]
+    if epoch < warmup:
+        return optim["lr"] * (epoch + 1) / warmup
+    if optim["schedule"] == "cosine":
+        progress = (epoch - warmup) / max(1, epochs - warmup)
+        return optim["lr"] * 0.5 * (1 + math.cos(math.pi * progress))
+    return optim["lr"] * optim["gamma"] ** sum(epoch >= milestone for milestone in optim["milestones"])
+
+
+def make_preprocess(data: dict) -> Preprocess:
+    return Preprocess(num_frames=data["num_frames"], normalize=data["normalize"], rotate=data["rotate"],
+                      scale=data["scale"], train_crop=tuple(data["train_crop"]), eval_crop=data["eval_crop"],
+                      streams=tuple(data["streams"]), augmentation=Augmentation(**data["augmentation"]))
+
+
+def load_sequences(data: dict) -> tuple[list, list]:
+    """(training sequences, test sequences) of the data section: the two parts of
+    `benchmark`, or the `train` and `test` paths whole."""
+    benchmark = data["benchmark"]
+    test_path = data["test"] or data["train"]
+    if benchmark is not None and test_path == data["train"]:  # one dataset, read once
+        sequences = open_sequences(data["train"])
+        parts = [split_of(benchmark, sequence.meta) for sequence in sequences]
+        train = [s for s, part in zip(sequences, parts) if part == "train"]
+        test = [s for s, part in zip(sequences, parts) if part == "test"]
+    else:
+        train = open_sequences(data["train"], benchmark, benchmark and "train")
+        test = open_sequences(test_path, benchmark, benchmark and "test")
+    for name, part in (("training", train), ("test", test)):
+        if len(part) == 0:
+            raise ValueError(f"no {name} sequences in {data['train'] if part is train else test_path}"
+                             + (f" (benchmark {benchmark})" if benchmark else ""))
+    return train, test
+
+
+def _num_classes(data: dict, datasets: list[SkeletonDataset]) -> int:
+    labels = np.concatenate([dataset.labels for dataset in datasets])
+    if labels.min() < 0:
+        raise ValueError("the data holds unlabelled sequences: training needs a label on every one")
+    if data["num_classes"] is None:
+        return int(labels.max()) + 1
+    if labels.max() >= data["num_classes"]:
+        raise ValueError(f"data.num_classes is {data['num_classes']} but the data has label {labels.max()}")
+    return data["num_classes"]
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device is cuda but no CUDA device is available")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def _rng_states() -> dict:
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [name, keys.tolist(), position, has_gauss, cached_gaussian],
+            "python": random.getstate()}
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    name, keys, position, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
+    random.setstate(states["python"])
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, then os.replace: `path` always
+    holds a whole checkpoint, the old or the new one."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _check_run_directory(out_dir: Path, config: dict, resume: bool) -> None:
+    if not resume:
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise ValueError(f"{out_dir} already holds a run: resume it (--resume) or choose another folder")
+        return
+    if not (out_dir / CHECKPOINT).is_file():
+        raise ValueError(f"{out_dir}: no {CHECKPOINT} to resume from")
+    saved = _flatten(resolve_config(yaml.safe_load((out_dir / "config.yaml").read_text()),
+                                    str(out_dir / "config.yaml")))
+    wanted = _flatten(config)
+    changed = sorted(key for key in saved.keys() | wanted.keys()
+                     if saved.get(key) != wanted.get(key) and key not in RESUMABLE_CHANGES)
+    if changed:
+        raise ValueError(f"{out_dir}: cannot resume with a different {', '.join(changed)} "
+                         f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
+
+
+def _append_log(path: Path, entries: list[dict]) -> None:
+    with open(path, "a") as log:
+        for entry in entries:
+            log.write(json.dumps(entry) + "\n")
+
+
+def train(config: dict, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Trains the model of `config` (a resolved or raw configuration) and writes the run to
+    `out_dir` (see the module's documentation). Returns the final metrics. With `resume`,
+    continues the run in `out_dir` from its checkpoint (a finished run returns its metrics)."""
+    config = resolve_config(config)
+    out_dir = Path(out_dir)
+    _check_run_directory(out_dir, config, resume)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed, data, optim, options = config["seed"], config["data"], config["optim"], config["train"]
+    epochs = options["epochs"]
+
+    checkpoint = load_checkpoint(out_dir / CHECKPOINT) if resume else None
+    if checkpoint is not None and checkpoint["epoch"] >= epochs and (out_dir / "metrics.json").is_file():
+        return json.loads((out_dir / "metrics.json").read_text())
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    device = select_device(options["device"])
+    train_sequences, test_sequences = load_sequences(data)
+    preprocess = make_preprocess(data)
+    train_set = SkeletonDataset(train_sequences, preprocess, train=True, seed=seed)
+    test_set = SkeletonDataset(test_sequences, preprocess)
+    num_classes = _num_classes(data, [train_set, test_set])
+    in_channels, _, _, num_bodies = test_set[0][0].shape
+    layout = train_sequences[0].layout
+    model = build_model(config["model"], in_channels, num_classes, layout, num_bodies).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=optim["lr"], momentum=optim["momentum"],
+                                nesterov=optim["nesterov"], weight_decay=optim["weight_decay"])
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=optim["label_smoothing"])
+    test_loader = make_loader(test_set, options["test_batch_size"], shuffle=False, num_workers=data["num_workers"])
+
+    start_epoch, wall_time, best, metrics = 0, 0.0, {"top1": None, "epoch": None}, None
+    log_path = out_dir / "log.jsonl"
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start_epoch, wall_time, best = checkpoint["epoch"], checkpoint["wall_time"], checkpoint["best"]
+        _set_rng_states(checkpoint["rng"])
+        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["epoch"] <= start_epoch]
+        log_path.write_text("".join(line + "\n" for line in kept))  # drop epochs after the checkpoint
+    else:
+        log_path.write_text("")
+
+    batches = math.ceil(len(train_set) / options["batch_size"])
+    previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    if options["deterministic"]:
+        torch.use_deterministic_algorithms(True)
+    bar = tqdm(total=epochs * batches, initial=start_epoch * batches, disable=not progress,
+               unit="batch", dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch, epochs):
+            started = time.perf_counter()
+            lr = learning_rate(optim, epochs, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            train_set.set_epoch(epoch)
+            loader = make_loader(train_set, options["batch_size"], shuffle=True, seed=seed,
+                                 num_workers=data["num_workers"])
+            model.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            bar.set_description(f"epoch {epoch + 1}/{epochs}")
+            for inputs, labels in loader:
+                inputs, labels = inputs.to(device), labels.to(device)
+                logits = model(inputs)
+                loss = criterion(logits, labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * len(labels)
+                correct += (logits.argmax(dim=1) == labels).sum().item()
+                seen += len(labels)
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
+            entry = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_top1": correct / seen, "lr": lr}
+            if (epoch + 1) % options["eval_every"] == 0 or epoch + 1 == epochs:
+                metrics = evaluate(model, test_loader, device)
+                entry["test_top1"] = metrics["top1"]
+                if best["top1"] is None or metrics["top1"] > best["top1"]:
+                    best = {"top1": metrics["top1"], "epoch": epoch + 1}
+                if progress:
+                    bar.write(f"epoch {epoch + 1}: loss {entry['loss']:.4f}, train top-1 {entry['train_top1']:.2%}, "
+                              f"test top-1 {metrics['top1']:.2%}")
+            entry["seconds"] = time.perf_counter() - started
+            wall_time += entry["seconds"]
+            _append_log(log_path, [entry])
+            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "epoch": epoch + 1, "wall_time": wall_time, "best": best,
+                             "rng": _rng_states(), "num_classes": num_classes,
+                             "in_channels": in_channels, "layout": layout, "num_bodies": num_bodies}, out_dir / CHECKPOINT)
+    finally:
+        bar.close()
+        torch.use_deterministic_algorithms(previous_deterministic)
+    if metrics is None:  # stopped after the last checkpoint, before its metrics were written
+        metrics = evaluate(model, test_loader, device)
+    result = {**metrics, "best_top1": best["top1"], "best_epoch": best["epoch"], "epochs": epochs,
+              "wall_time_s": wall_time, "parameters": sum(p.numel() for p in model.parameters())}
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "auto") -> dict:
+    """Metrics of the final checkpoint of the run in `run_dir` on its test data, or on all
+    of the sequences at `data` (any path open_sequences accepts)."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", CHECKPOINT):
+        if not (run_dir / name).is_file():
+            raise ValueError(f"{run_dir}: no {name}: not a skelang training run")
+    config = resolve_config(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir / "config.yaml"))
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+    sequences = load_sequences(config["data"])[1] if data is None else open_sequences(data)
+    device = select_device(device)
+    model = build_model(config["model"], checkpoint["in_channels"], checkpoint["num_classes"], checkpoint["layout"],
+                        checkpoint["num_bodies"])
+    model.load_state_dict(checkpoint["model"])
+    model.to(device)
+    test_set = SkeletonDataset(sequences, make_preprocess(config["data"]))
+    loader = make_loader(test_set, config["train"]["test_batch_size"], shuffle=False,
+                         num_workers=config["data"]["num_workers"])
+    return {**evaluate(model, loader, device), "epoch": checkpoint["epoch"]}

@@ -1,0 +1,248 @@
+"""Training: configuration checking, schedules, metrics, a whole run, bitwise-identical
+resume, atomic checkpoints, and the `skelang train` / `skelang eval` commands. Tiny models
+on a handful of synthetic sequences, so the whole file runs in seconds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from skelang.encoder import build_model
+from skelang.train import classification_metrics, load_config, resolve_config, train
+from skelang.train import trainer
+from skelang.train.trainer import learning_rate, load_checkpoint, save_checkpoint
+
+SKELANG = shutil.which("skelang", path=str(Path(sys.executable).parent)) or "skelang"
+
+TINY = {
+    "seed": 3,
+    "data": {"train": "synthetic:1:0", "test": "synthetic:1:1", "num_frames": 8, "num_workers": 0,
+             "augmentation": {"rotation_degrees": 10, "joint_dropout": 0.1}},
+    "model": {"type": "stgcn", "channels": [8, 8], "strides": [1, 2]},
+    "optim": {"warmup_epochs": 1, "milestones": [2]},
+    "train": {"epochs": 3, "batch_size": 8},
+}
+
+
+def tiny_config(**sections) -> dict:
+    config = json.loads(json.dumps(TINY))
+    for section, values in sections.items():
+        config[section].update(values)
+    return config
+
+
+@pytest.fixture
+def tiny_file(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """An uninterrupted 3-epoch run of TINY."""
+    out = tmp_path_factory.mktemp("runs") / "uninterrupted"
+    train(tiny_config(), out, progress=False)
+    return out
+
+
+# configuration
+
+def test_defaults_follow_ctrgcn_nw_ucla_recipe(tiny_file):
+    config = load_config(tiny_file, ["optim.lr=0.05", "data.streams=[joint, bone]", "model.channels=[4]",
+                                     "train.deterministic=true"])
+    assert config["optim"] == {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4,
+                               "schedule": "step", "milestones": [2], "gamma": 0.1, "warmup_epochs": 1,
+                               "label_smoothing": 0.0}
+    assert config["data"]["streams"] == ["joint", "bone"]
+    assert config["model"] == {"type": "stgcn", "channels": [4], "strides": [1, 2]}  # passed through
+    assert config["train"]["deterministic"] is True
+    defaults = resolve_config({"data": {"train": "x", "test": "y"}, "model": {"type": "ctrgcn"}})
+    assert defaults["data"]["num_frames"] == 52 and defaults["train"]["batch_size"] == 16
+    assert defaults["train"]["epochs"] == 65 and defaults["optim"]["milestones"] == [35, 55]
+    assert defaults["optim"]["warmup_epochs"] == 5 and defaults["optim"]["lr"] == 0.1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=fast", "optim.lr: expected a positive number, got 'fast'"),
+    ("optim.lr=0", "optim.lr: expected a positive number, got 0"),
+    ("data.frames=20", "unknown key data.frames (did you mean data.num_frames?)"),
+    ("optimizer.lr=1", "unknown key optimizer (did you mean optim?)"),
+    ("data.augmentation.twist=1", "unknown key data.augmentation.twist"),
+    ("lr=0.1", "unknown key lr"),
+    ("train.epochs=2.5", "train.epochs: expected a positive integer, got 2.5"),
+    ("train.epochs=true", "train.epochs: expected a positive integer, got True"),
+    ("seed=-1", "seed: expected a non-negative integer, got -1"),
+    ("data.augmentation.shear=-1", "data.augmentation.shear: expected a non-negative number, got -1"),
+    ("data.streams=[joint, angle]", "data.streams: expected a non-empty list of joint, bone"),
+    ("data.streams=[]", "data.streams: expected a non-empty list"),
+    ("data.train_crop=[0.9, 0.5]", "data.train_crop: expected low <= high"),
+    ("data.eval_crop=1.5", "data.eval_crop: expected a number in (0, 1], got 1.5"),
+    ("data.normalize=maybe", "data.normalize: expected true or false, got 'maybe'"),
+    ("data.benchmark=ntu61", "data.benchmark: expected one of ntu60-xsub"),
+    ("optim.schedule=linear", "optim.schedule: expected one of step, cosine, got 'linear'"),
+    ("optim.milestones=[55, 35]", "optim.milestones: expected an increasing list of epochs"),
+    ("train.device=tpu", "train.device: expected one of auto, cpu, cuda"),
+    ("data.train=null", "data.train: expected the training data's path, got null"),
+    ("data.test=null", "data.test: expected the test data's path"),
+    ("data={}", "data.train: expected the training data's path"),
+    ("optim=3", "optim: expected a section of keys, got 3"),
+    ("optim.lr", "override 'optim.lr': expected key.sub=value"),
+    ("seed.value=1", "override 'seed.value=1': seed is not a section"),
+    ("optim.lr=[1", "cannot parse '[1' as a YAML value"),
+])
+def test_bad_key_or_value_is_named(tiny_file, override, message):
+    with pytest.raises(ValueError) as error:
+        load_config(tiny_file, [override])
+    assert str(error.value).startswith(f"{tiny_file}: ")
+    assert message in str(error.value)
+
+
+def test_bad_yaml_and_model_sections(tmp_path, tiny_file):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ValueError, match="bad.yaml: expected a mapping of sections"):
+        load_config(bad)
+    with pytest.raises(ValueError, match="model: expected a section with a `type`"):
+        load_config(tiny_file, ["model.type=null"])
+    with pytest.raises(ValueError, match="model.widths"):  # build_model checks the model section
+        train(load_config(tiny_file, ["model.widths=[4]"]), tmp_path / "run", progress=False)
+
+
+def test_learning_rate_schedules():
+    optim = resolve_config({"data": {"train": "x", "test": "y"}, "model": {"type": "stgcn"}})["optim"]
+    assert [learning_rate(optim, 65, e) for e in (0, 1, 4)] == pytest.approx([0.02, 0.04, 0.1])
+    assert [learning_rate(optim, 65, e) for e in (5, 34, 35, 54, 55, 64)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    cosine = {**optim, "schedule": "cosine", "warmup_epochs": 0}
+    assert [learning_rate(cosine, 10, e) for e in (0, 5)] == pytest.approx([0.1, 0.05])
+
+
+@pytest.mark.parametrize("name", ["synthetic_stgcn", "nw_ucla_ctrgcn", "nw_ucla_hglnet"])
+def test_shipped_configs_load(name):
+    config = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
+    build_model(config["model"], 3 * len(config["data"]["streams"]), 10, "ntu25")
+
+
+# metrics
+
+def test_classification_metrics():
+    logits = torch.tensor([[3.0, 2, 1, 0], [0, 3, 2, 1], [0, 1, 3, 2], [3, 0, 1, 2], [1, 2, 0, 3]])
+    labels = torch.tensor([0, 1, 1, 0, 3])
+    metrics = classification_metrics(logits, labels)
+    assert metrics["top1"] == pytest.approx(4 / 5)
+    assert metrics["top5"] == 1.0  # capped at the 4 classes
+    assert metrics["confusion_matrix"] == [[2, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1]]
+    assert metrics["per_class_accuracy"] == [1.0, 0.5, None, 1.0]
+    assert metrics["samples"] == 5
+
+
+# runs
+
+def test_run_writes_config_log_metrics_and_checkpoint(finished_run):
+    assert sorted(p.name for p in finished_run.iterdir()) == ["checkpoint.pt", "config.yaml", "log.jsonl",
+                                                             "metrics.json"]
+    assert yaml.safe_load((finished_run / "config.yaml").read_text()) == resolve_config(tiny_config())
+    log = [json.loads(line) for line in (finished_run / "log.jsonl").read_text().splitlines()]
+    assert [entry["epoch"] for entry in log] == [1, 2, 3]
+    assert [entry["lr"] for entry in log] == pytest.approx([0.1, 0.1, 0.01])
+    assert all({"loss", "train_top1", "test_top1", "seconds"} <= entry.keys() for entry in log)
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert {"top1", "top5", "per_class_accuracy", "confusion_matrix", "wall_time_s", "parameters"} <= metrics.keys()
+    assert metrics["samples"] == 15 and len(metrics["confusion_matrix"]) == 15
+    assert metrics["top1"] == log[-1]["test_top1"]
+    checkpoint = load_checkpoint(finished_run / "checkpoint.pt")
+    assert checkpoint["epoch"] == 3 and {"model", "optimizer", "rng"} <= checkpoint.keys()
+    assert set(checkpoint["rng"]) == {"torch", "cuda", "numpy", "python"}
+
+
+def assert_same_weights(run: Path, reference: Path):
+    weights = load_checkpoint(run / "checkpoint.pt")["model"]
+    expected = load_checkpoint(reference / "checkpoint.pt")["model"]
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[name], expected[name]) for name in expected)
+
+
+def test_resume_after_kill_is_bitwise_identical(tmp_path, monkeypatch, finished_run):
+    class Killed(Exception):
+        pass
+
+    def save_then_kill(state, path):
+        save_checkpoint(state, path)
+        raise Killed
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_kill)
+    with pytest.raises(Killed):
+        train(tiny_config(), tmp_path / "run", progress=False)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
+    metrics = train(tiny_config(), tmp_path / "run", resume=True, progress=False)
+    assert_same_weights(tmp_path / "run", finished_run)
+    assert metrics["top1"] == json.loads((finished_run / "metrics.json").read_text())["top1"]
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [entry["epoch"] for entry in log] == [1, 2, 3]
+
+
+def test_extending_a_run_is_bitwise_identical(tmp_path, finished_run):
+    train(tiny_config(train={"epochs": 1}), tmp_path / "run", progress=False)
+    train(tiny_config(), tmp_path / "run", resume=True, progress=False)
+    assert_same_weights(tmp_path / "run", finished_run)
+
+
+def test_refuses_to_overwrite_or_resume_differently(tmp_path, finished_run):
+    with pytest.raises(ValueError, match="already holds a run: resume it"):
+        train(tiny_config(), finished_run, progress=False)
+    with pytest.raises(ValueError, match="cannot resume with a different optim.lr"):
+        train(tiny_config(optim={"lr": 0.2}), finished_run, resume=True, progress=False)
+    with pytest.raises(ValueError, match="no checkpoint.pt to resume from"):
+        train(tiny_config(), tmp_path / "empty", resume=True, progress=False)
+    finished = json.loads((finished_run / "metrics.json").read_text())
+    assert train(tiny_config(), finished_run, resume=True, progress=False) == finished  # nothing left to do
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"epoch": 1, "weights": torch.ones(3)}, path)
+
+    def partial_save(state, file):
+        Path(file).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", partial_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"epoch": 2, "weights": torch.zeros(3)}, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    assert load_checkpoint(path)["epoch"] == 1
+
+
+# command line
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SKELANG, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_train_and_eval_commands(tmp_path, tiny_file):
+    out = tmp_path / "run"
+    result = run("train", "--config", str(tiny_file), "train.epochs=1", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "top-1" in result.stdout and str(out) in result.stdout
+    result = run("eval", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["epoch"] == 1 and metrics["samples"] == 15
+    assert metrics["top1"] == json.loads((out / "metrics.json").read_text())["top1"]
+
+    result = run("train", "--config", str(tiny_file), "optim.lr=fast", "--out", str(tmp_path / "other"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"skelang train: error: {tiny_file}: optim.lr: expected a positive number, got 'fast'"]
