@@ -13,7 +13,6 @@ and, where it applies, the sample or frame.
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import zipfile
@@ -25,6 +24,7 @@ import numpy as np
 from skelang.data.layouts import get_layout
 from skelang.data.ntu import parse_ntu_name
 from skelang.data.safe_pickle import load_pickle
+from skelang.data.json_text import parse_json
 from skelang.data.sequence import Sequence
 
 # The layout a joint count stands for when a file does not name its skeleton.
@@ -229,12 +229,7 @@ def _finite_numbers(values, count: int) -> bool:
 
 def parse_kinetics_json(text: str | bytes, source: str, max_people: int = 2) -> Sequence:
     """One Kinetics-skeleton document as a Sequence (3, T, 18, max_people); see read_kinetics_json."""
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{source}:{error.lineno}: invalid JSON: {error.msg} (column {error.colno})") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{source}: not UTF-8 text: {error}") from None
+    document = parse_json(text, source)
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise ValueError(f"{source}: expected a JSON object with a 'data' list of frames")
     frames = {}  # frame_index -> [(total score, pose (36,), score (18,))] in listed order

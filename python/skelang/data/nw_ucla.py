@@ -4,7 +4,6 @@ in a folder or in the all_sqe.tar.xz archive."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import tarfile
@@ -13,6 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
+from skelang.data.json_text import parse_json
 from skelang.data.sequence import Sequence
 
 # label 1..10 -> (action code, name)
@@ -36,12 +36,7 @@ def parse_nw_ucla_name(name: str) -> dict:
 
 def parse_nw_ucla_json(text: str | bytes, source: str) -> Sequence:
     """One NW-UCLA JSON document as a Sequence (3, T, 20, 1); `source` names it in errors."""
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{source}:{error.lineno}: invalid JSON: {error.msg} (column {error.colno})") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{source}: not UTF-8 text: {error}") from None
+    document = parse_json(text, source)
     if not isinstance(document, dict):
         raise ValueError(f"{source}: expected a JSON object with 'skeletons' and 'label', got {type(document).__name__}")
     for key in ("skeletons", "label"):
