@@ -175,30 +175,18 @@ inline __attribute__((always_inline)) void accumulate_topology_grad(const scalar
                     (accumulate_topology_grad_generic(grad_y, x, G, T, V, nv * kWidth<scalar_t>)));
 }
 
-SKELANG_MULTIVERSION void aggregate_slice_f32(const float* x, const float* At, float* y, int64_t T, int64_t V) {
+// The entry points of the micro-kernels, one per dtype, each compiled for every target.
+SKELANG_MULTIVERSION void run_aggregate_slice(const float* x, const float* At, float* y, int64_t T, int64_t V) {
   aggregate_slice(x, At, y, T, V);
 }
-SKELANG_MULTIVERSION void aggregate_slice_f64(const double* x, const double* At, double* y, int64_t T, int64_t V) {
+SKELANG_MULTIVERSION void run_aggregate_slice(const double* x, const double* At, double* y, int64_t T, int64_t V) {
   aggregate_slice(x, At, y, T, V);
 }
-SKELANG_MULTIVERSION void accumulate_topology_grad_f32(const float* gy, const float* x, float* G, int64_t T, int64_t V) {
+SKELANG_MULTIVERSION void run_accumulate_topology_grad(const float* gy, const float* x, float* G, int64_t T, int64_t V) {
   accumulate_topology_grad(gy, x, G, T, V);
 }
-SKELANG_MULTIVERSION void accumulate_topology_grad_f64(const double* gy, const double* x, double* G, int64_t T, int64_t V) {
+SKELANG_MULTIVERSION void run_accumulate_topology_grad(const double* gy, const double* x, double* G, int64_t T, int64_t V) {
   accumulate_topology_grad(gy, x, G, T, V);
-}
-
-inline void aggregate_slice_any(const float* x, const float* At, float* y, int64_t T, int64_t V) {
-  aggregate_slice_f32(x, At, y, T, V);
-}
-inline void aggregate_slice_any(const double* x, const double* At, double* y, int64_t T, int64_t V) {
-  aggregate_slice_f64(x, At, y, T, V);
-}
-inline void accumulate_topology_grad_any(const float* gy, const float* x, float* G, int64_t T, int64_t V) {
-  accumulate_topology_grad_f32(gy, x, G, T, V);
-}
-inline void accumulate_topology_grad_any(const double* gy, const double* x, double* G, int64_t T, int64_t V) {
-  accumulate_topology_grad_f64(gy, x, G, T, V);
 }
 
 at::Tensor graph_aggregate_cpu(const at::Tensor& x_in, const at::Tensor& A) {
@@ -228,7 +216,7 @@ at::Tensor graph_aggregate_cpu(const at::Tensor& x_in, const at::Tensor& A) {
             for (int64_t v = 0; v < V; ++v) At[v * Vp + u] = A_nc[u * sA2 + v * sA3];
           loaded = topology;
         }
-        aggregate_slice_any(x_data + slice * T * V, At.data(), y_data + slice * T * V, T, V);
+        run_aggregate_slice(x_data + slice * T * V, At.data(), y_data + slice * T * V, T, V);
       }
     });
   });
@@ -268,7 +256,7 @@ at::Tensor graph_aggregate_grad_topology_cpu(const at::Tensor& grad_y_in, const 
           const int64_t offset = (n * C + c) * T * V;
           for (int64_t t = 0; t < T; ++t)
             std::memcpy(x_padded.data() + t * Vp, x_data + offset + t * V, V * sizeof(scalar_t));
-          accumulate_topology_grad_any(gy_data + offset, x_padded.data(), G.data(), T, V);
+          run_accumulate_topology_grad(gy_data + offset, x_padded.data(), G.data(), T, V);
         }
         for (int64_t u = 0; u < V; ++u)
           std::memcpy(sums_data + (job * V + u) * V, G.data() + u * Vp, V * sizeof(scalar_t));
