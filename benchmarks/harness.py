@@ -50,20 +50,13 @@ def median_seconds(fn: Callable[[], object], min_run_time: float) -> float:
     return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
-def _cpu_peak_rss() -> int:
+def _process_memory(field: str) -> int:
+    """Bytes of a /proc/self/status field: VmRSS (resident now) or VmHWM (its high-water mark)."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("VmHWM not found in /proc/self/status")
-
-
-def _cpu_rss() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("VmRSS not found in /proc/self/status")
+    raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
 def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
@@ -83,9 +76,9 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | N
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")  # resets VmHWM to the current VmRSS
-        before = _cpu_rss()
+        before = _process_memory("VmRSS")
         fn()
-        return max(0, _cpu_peak_rss() - before)
+        return max(0, _process_memory("VmHWM") - before)
     except OSError:
         return None
 

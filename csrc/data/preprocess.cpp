@@ -22,6 +22,14 @@ bool body_present(const float* x, const SequenceShape& s, int64_t t, int64_t m) 
   return false;
 }
 
+// (T, M) row-major: whether body m is present in frame t.
+std::vector<bool> presence(const float* x, const SequenceShape& s) {
+  std::vector<bool> present(s.T * s.M);
+  for (int64_t t = 0; t < s.T; ++t)
+    for (int64_t m = 0; m < s.M; ++m) present[t * s.M + m] = body_present(x, s, t, m);
+  return present;
+}
+
 // The coordinates of a joint (z = 0 for 2D data).
 Eigen::Vector3f joint(const float* x, const SequenceShape& s, int64_t t, int64_t v, int64_t m) {
   return {x[at(s, 0, t, v, m)], x[at(s, 1, t, v, m)], s.coordinates == 3 ? x[at(s, 2, t, v, m)] : 0.0f};
@@ -47,9 +55,7 @@ Eigen::Matrix3f normalize_skeleton(float* x, const SequenceShape& s, int64_t cen
                                    int64_t left_shoulder, int64_t right_shoulder, bool rotate,
                                    bool scale) {
   // Body 0's presence per frame decides what is measured; every present body is moved.
-  std::vector<bool> present(s.T * s.M);
-  for (int64_t t = 0; t < s.T; ++t)
-    for (int64_t m = 0; m < s.M; ++m) present[t * s.M + m] = body_present(x, s, t, m);
+  const std::vector<bool> present = presence(x, s);
   int64_t first = -1;
   Eigen::Vector3f up = Eigen::Vector3f::Zero(), across = Eigen::Vector3f::Zero();
   double spine_length = 0;
@@ -98,6 +104,7 @@ void resample_frames(const float* x, const SequenceShape& s, double start, doubl
                      int64_t num_frames, float* out) {
   const SequenceShape o{s.C, num_frames, s.V, s.M};
   const int64_t frame_size = s.V * s.M;  // values of one coordinate in one frame
+  const std::vector<bool> present = presence(x, s);
   for (int64_t i = 0; i < num_frames; ++i) {
     const double position = std::clamp(start + i * step, 0.0, static_cast<double>(s.T - 1));
     const int64_t lower = static_cast<int64_t>(std::floor(position));
@@ -109,15 +116,10 @@ void resample_frames(const float* x, const SequenceShape& s, double start, doubl
       float* y = out + at(o, c, i, 0, 0);
       for (int64_t k = 0; k < frame_size; ++k) y[k] = a[k] + w * (b[k] - a[k]);
     }
-  }
-  // A body absent at either neighbour is absent at the interpolated frame.
-  for (int64_t i = 0; i < num_frames; ++i) {
-    const double position = std::clamp(start + i * step, 0.0, static_cast<double>(s.T - 1));
-    const int64_t lower = static_cast<int64_t>(std::floor(position));
-    const int64_t upper = std::min(lower + 1, s.T - 1);
     if (position == lower) continue;
+    // A body absent at either neighbour takes the nearest frame instead of a blend with zeros.
     for (int64_t m = 0; m < s.M; ++m) {
-      if (body_present(x, s, lower, m) && body_present(x, s, upper, m)) continue;
+      if (present[lower * s.M + m] && present[upper * s.M + m]) continue;
       const int64_t nearest = position - lower < 0.5 ? lower : upper;
       for (int64_t c = 0; c < s.C; ++c)
         for (int64_t v = 0; v < s.V; ++v) out[at(o, c, i, v, m)] = x[at(s, c, nearest, v, m)];
@@ -134,9 +136,7 @@ void apply_linear_transform(float* x, const SequenceShape& s, const Eigen::Matri
 void compute_stream(const float* x, const SequenceShape& s, Stream stream,
                     const std::vector<int64_t>& parents, int64_t centre, float* out) {
   const int64_t n = s.numel();
-  std::vector<bool> present(s.T * s.M);  // (T, M)
-  for (int64_t t = 0; t < s.T; ++t)
-    for (int64_t m = 0; m < s.M; ++m) present[t * s.M + m] = body_present(x, s, t, m);
+  const std::vector<bool> present = presence(x, s);
   switch (stream) {
     case Stream::kJoint:
       std::memcpy(out, x, n * sizeof(float));

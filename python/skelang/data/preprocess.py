@@ -52,7 +52,7 @@ def normalize(sequence: Sequence, rotate: bool = True, scale: bool = False) -> S
     body frame (y along the spine, x from the right to the left shoulder; 3D data only), and
     with `scale` make body 0's mean spine length 1."""
     layout = get_layout(sequence.layout)
-    data, rotation = _C.normalize_skeleton(sequence.data, layout.centre, *layout.spine,
+    data, _ = _C.normalize_skeleton(sequence.data, layout.centre, *layout.spine,
                                            *layout.shoulders, rotate, scale, coordinates(sequence))
     return _with_data(sequence, data)
 
