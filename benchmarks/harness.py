@@ -43,6 +43,7 @@ class Case:
     flops: float | None  # floating-point operations of one call, None where they do not apply
     skelang: Callable[[], object]
     reference: Callable[[], object]
+    samples: int | None = None  # samples per call, for a throughput column (training steps)
 
 
 def median_seconds(fn: Callable[[], object], min_run_time: float) -> float:
@@ -116,6 +117,7 @@ def time_case(case: Case, device: torch.device, peak_gflops: float, min_run_time
         seconds = median_seconds(call, min_run_time)
         row[f"{label}_ms"] = seconds * 1e3
         row[f"{label}_gflops"] = None if case.flops is None else case.flops / seconds / 1e9
+        row[f"{label}_samples_per_s"] = None if case.samples is None else case.samples / seconds
     row["speedup"] = row["reference_ms"] / row["skelang_ms"]
     row["skelang_fraction_of_peak"] = None if case.flops is None else row["skelang_gflops"] / peak_gflops
     return row
@@ -151,12 +153,13 @@ def format_table(rows: list[dict]) -> str:
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
 
-    header = ("case", "params", "skelang ms", "ref ms", "speedup", "GFLOP/s", "% peak",
-              "skelang MiB", "ref MiB", "mem ratio")
+    header = ("case", "params", "skelang ms", "ref ms", "speedup", "samples/s", "ref samples/s", "GFLOP/s",
+              "% peak", "skelang MiB", "ref MiB", "mem ratio")
     lines = [header]
     for r in rows:
         lines.append((r["name"], r["params"], fmt(r["skelang_ms"], ".2f"), fmt(r["reference_ms"], ".2f"),
-                      fmt(r["speedup"], ".2f") + "x", fmt(r["skelang_gflops"], ".1f"),
+                      fmt(r["speedup"], ".2f") + "x", fmt(r.get("skelang_samples_per_s"), ".1f"),
+                      fmt(r.get("reference_samples_per_s"), ".1f"), fmt(r["skelang_gflops"], ".1f"),
                       fmt(r["skelang_fraction_of_peak"] and 100 * r["skelang_fraction_of_peak"], ".1f"),
                       fmt(r["skelang_peak_mib"], ".1f"),
                       fmt(r["reference_peak_mib"], ".1f"), fmt(r["memory_ratio"], ".2f")))

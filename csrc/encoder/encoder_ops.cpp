@@ -43,4 +43,16 @@ TORCH_LIBRARY_FRAGMENT(skelang, m) {
   // grad_A (topology_batch, topology_channels, V, V) of graph_aggregate.
   m.def("graph_aggregate_grad_topology(Tensor grad_y, Tensor x, int topology_batch, "
         "int topology_channels) -> Tensor");
+  // LSE on the composite topology, summed over partitions; see encoder/composite_aggregate.h.
+  m.def("composite_aggregate(Tensor x, Tensor phi, Tensor psi, Tensor weight, Tensor bias, "
+        "Tensor alpha, Tensor topology) -> Tensor");
+  // Gradients with respect to (x, phi, psi, weight, bias, alpha, topology).
+  m.def("composite_aggregate_backward(Tensor grad_y, Tensor x, Tensor phi, Tensor psi, "
+        "Tensor weight, Tensor bias, Tensor alpha, Tensor topology) -> "
+        "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // GSM (axis 3, joints) and GTA (axis 2, frames); see encoder/axis_attention.cpp.
+  m.def("axis_attention(Tensor qkv, Tensor bias, int heads, int axis) -> Tensor");
+  // LTC's dilated branches; see encoder/multiscale_temporal_conv.cpp.
+  m.def("multiscale_temporal_conv(Tensor x, Tensor weight, Tensor bias, int[] dilations, "
+        "int stride) -> Tensor");
 }

@@ -93,14 +93,17 @@ def stream(sequence: Sequence, name: str) -> np.ndarray:
 class Augmentation:
     """Random spatial augmentations for training; each 0 switches one off."""
 
-    rotation_degrees: float = 0.0   # uniform in +-this about each axis
-    scale: float = 0.0              # per-axis factor uniform in [1 - scale, 1 + scale]
+    rotation_degrees: float | tuple[float, float, float] = 0.0  # uniform in +-this about each
+                                    # axis, or +-(x, y, z) degrees about x, y and z
+    scale: float = 0.0              # factor uniform in [1 - scale, 1 + scale], drawn per axis
+    isotropic_scale: bool = False   # or one factor for all axes (CTR-GCN's NW-UCLA view transform)
     shear: float = 0.0              # off-diagonal shear entries uniform in +-this
     joint_dropout: float = 0.0      # probability that a joint is zeroed for the whole sequence
 
     def matrix(self, rng: np.random.Generator) -> np.ndarray:
         """The random 3 x 3 linear map: rotation @ scale @ shear."""
-        angles = np.radians(rng.uniform(-self.rotation_degrees, self.rotation_degrees, 3))
+        limits = np.broadcast_to(np.asarray(self.rotation_degrees, dtype=np.float64), (3,))
+        angles = np.radians(rng.uniform(-limits, limits))
         rotation = np.eye(3)
         for axis, angle in enumerate(angles):
             c, s = math.cos(angle), math.sin(angle)
@@ -108,7 +111,8 @@ class Augmentation:
             r = np.eye(3)
             r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
             rotation = r @ rotation
-        scaling = np.diag(rng.uniform(1 - self.scale, 1 + self.scale, 3))
+        factors = rng.uniform(1 - self.scale, 1 + self.scale, 1 if self.isotropic_scale else 3)
+        scaling = np.diag(np.broadcast_to(factors, (3,)))
         shearing = np.eye(3) + (rng.uniform(-self.shear, self.shear, (3, 3)) * (1 - np.eye(3)))
         return (rotation @ scaling @ shearing).astype(np.float32)
 

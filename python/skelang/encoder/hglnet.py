@@ -41,6 +41,7 @@ class EncoderConfig:
     ltc_dilations: tuple[int, ...] = (1, 2)
     ltc_pool_branch: bool = True
     ltc_pointwise_branch: bool = True
+    ltc_residual: bool = False
     temporal_order: str = "gta_ltc"
     attention_heads: int = 4
     max_hops: int = 8
@@ -82,18 +83,23 @@ def encoder_config(config: dict) -> EncoderConfig:
 
 
 class HGLBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, stride: int, layout: str, config: EncoderConfig):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, layout: str, config: EncoderConfig,
+                 residual: bool = True):
         super().__init__()
         self.order = config.temporal_order
         self.stride = stride
         self.lse = LocalSpatialEncoder(in_channels, out_channels, spatial_partitions(layout),
                                        config.lse_topology, backend=config.backend)
-        self.gsm = (GlobalSpatialModule(out_channels, hop_distances(layout, config.max_hops), config.attention_heads)
-                    if config.gsm else None)
-        self.gta = GlobalTemporalAttention(out_channels, config.attention_heads) if config.gta else None
+        self.gsm = (GlobalSpatialModule(out_channels, hop_distances(layout, config.max_hops), config.attention_heads,
+                                        config.backend) if config.gsm else None)
+        self.gta = (GlobalTemporalAttention(out_channels, config.attention_heads, backend=config.backend)
+                    if config.gta else None)
         self.ltc = LocalTemporalConv(out_channels, out_channels, stride, config.ltc_kernel_size, config.ltc_dilations,
-                                     config.ltc_pool_branch, config.ltc_pointwise_branch)
-        if in_channels == out_channels and stride == 1:
+                                     config.ltc_pool_branch, config.ltc_pointwise_branch, config.ltc_residual,
+                                     config.backend)
+        if not residual:
+            self.residual = None
+        elif in_channels == out_channels and stride == 1:
             self.residual = nn.Identity()
         else:
             self.residual = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, (stride, 1)),
@@ -112,7 +118,7 @@ class HGLBlock(nn.Module):
             y = self.gta(self.ltc(y))
         else:  # parallel: both read the spatial features; GTA's output is pooled to LTC's stride
             y = self.ltc(y) + nn.functional.avg_pool2d(self.gta(y) - y, (self.stride, 1), ceil_mode=True)
-        return self.relu(y + self.residual(x))
+        return self.relu(y if self.residual is None else y + self.residual(x))
 
 
 class SkeletonEncoder(nn.Module):
@@ -122,12 +128,37 @@ class SkeletonEncoder(nn.Module):
         self.config = config
         self.input_norm = nn.BatchNorm1d(num_bodies * V * in_channels)
         blocks, channels = [], in_channels
-        for width, stride in zip(config.channels, config.strides):
-            blocks.append(HGLBlock(channels, width, stride, layout, config))
+        for index, (width, stride) in enumerate(zip(config.channels, config.strides)):
+            # as CTR-GCN's first block, the first has no residual around it
+            blocks.append(HGLBlock(channels, width, stride, layout, config, residual=index > 0))
             channels = width
         self.blocks = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(channels, num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """CTR-GCN's initialisation: convolutions Kaiming-normal (fan out) with zero bias,
+        batch norms 1 and 0, except the norm after each graph convolution (LSE), which starts
+        at 1e-6 so that every block starts close to its residual; the classifier normal with
+        std sqrt(2 / classes). GSM and GTA keep their zero-initialised norms (identity)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for module in self.modules():
+            if isinstance(module, (LocalSpatialEncoder, LocalTemporalConv)):
+                module.init_like_ctrgcn()  # their stacked convolutions
+            if isinstance(module, LocalSpatialEncoder):
+                nn.init.constant_(module.norm.weight, 1e-6)
+            elif isinstance(module, (GlobalSpatialModule, GlobalTemporalAttention)):
+                nn.init.zeros_(module.norm.weight)
+        nn.init.normal_(self.classifier.weight, 0.0, (2.0 / self.classifier.out_features) ** 0.5)
+        nn.init.zeros_(self.classifier.bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, T, V, M) -> (N, M, C', T', V)."""

@@ -14,6 +14,13 @@ def _graph_aggregate_flops(x_shape, A_shape, *args, **kwargs) -> int:
     return 2 * N * C * T * V * V
 
 
+@register_flop_formula(torch.ops.skelang.composite_aggregate)
+def _composite_aggregate_flops(x_shape, phi_shape, *args, **kwargs) -> int:
+    N, K, C, T, V = x_shape
+    R = phi_shape[2]
+    return 2 * N * K * C * R * V * V + 2 * N * K * C * T * V * V  # topologies, then aggregation
+
+
 def profile(config: dict, in_channels: int = 3, num_classes: int = 60, layout: str = "ntu25",
             num_frames: int = 64, num_bodies: int = 2) -> dict:
     """{"parameters", "gflops"} of one sample's forward pass (multiply-adds count 2)."""

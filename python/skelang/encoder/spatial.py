@@ -18,13 +18,18 @@ import skelang.reference
 TOPOLOGIES = ("physical", "shared", "composite")
 
 
-def graph_aggregate_for(backend: str):
-    """The graph_aggregate of the C++ core ("cpp") or of skelang.reference ("reference")."""
+def ops_for(backend: str):
+    """The fused ops of the C++ core ("cpp") or their pure-PyTorch references ("reference")."""
     if backend == "cpp":
-        return skelang.ops.graph_aggregate
+        return skelang.ops
     if backend == "reference":
-        return skelang.reference.graph_aggregate
+        return skelang.reference
     raise ValueError(f"backend must be 'cpp' or 'reference', got {backend!r}")
+
+
+def kaiming_fan_out(tensor: torch.Tensor, fan_out: int) -> None:
+    """CTR-GCN's conv_init (Kaiming normal, fan out) for weights stacked from several convolutions."""
+    nn.init.normal_(tensor, 0.0, (2.0 / fan_out) ** 0.5)
 
 
 class LocalSpatialEncoder(nn.Module):
@@ -32,7 +37,9 @@ class LocalSpatialEncoder(nn.Module):
         physical:  the fixed partition of the skeleton graph,
         shared:    physical + a learned topology shared by all samples,
         composite: shared + alpha * a per-sample, per-channel refinement
-                   conv(tanh(phi(x)_u - psi(x)_v)) from the input (CTR-GC).
+                   expand(tanh(phi(x)_u - psi(x)_v)) from the time-pooled input (CTR-GC).
+    The K projections W_k are one convolution, as are the K phi and psi; with backend "cpp"
+    the composite topology is never materialised (skelang.ops.composite_aggregate).
     """
 
     def __init__(self, in_channels: int, out_channels: int, partitions: torch.Tensor,
@@ -41,34 +48,45 @@ class LocalSpatialEncoder(nn.Module):
         if topology not in TOPOLOGIES:
             raise ValueError(f"LSE topology must be one of {TOPOLOGIES}, got {topology!r}")
         self.topology = topology
-        self.aggregate = graph_aggregate_for(backend)
+        self.ops = ops_for(backend)
         K, V, _ = partitions.shape
+        self.partitions, self.out_channels = K, out_channels
         self.register_buffer("physical", partitions)  # (K, V, V)
         self.shared = nn.Parameter(torch.zeros(K, V, V)) if topology != "physical" else None
-        self.project = nn.ModuleList(nn.Conv2d(in_channels, out_channels, 1) for _ in range(K))
+        self.project = nn.Conv2d(in_channels, K * out_channels, 1)  # W_k x for every k
         if topology == "composite":
-            relation = max(in_channels // reduction, 4)
-            self.phi = nn.ModuleList(nn.Conv2d(in_channels, relation, 1) for _ in range(K))
-            self.psi = nn.ModuleList(nn.Conv2d(in_channels, relation, 1) for _ in range(K))
-            self.expand = nn.ModuleList(nn.Conv2d(relation, out_channels, 1) for _ in range(K))
+            self.relation_channels = 8 if in_channels < 16 else in_channels // reduction  # CTR-GCN's
+            self.relate = nn.Conv2d(in_channels, 2 * K * self.relation_channels, 1)  # phi_k, psi_k
+            self.expand_weight = nn.Parameter(torch.empty(K, out_channels, self.relation_channels))
+            self.expand_bias = nn.Parameter(torch.zeros(K, out_channels))
             self.alpha = nn.Parameter(torch.zeros(1))
         self.norm = nn.BatchNorm2d(out_channels)
         self.residual = (nn.Identity() if in_channels == out_channels else
                          nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels)))
+        self.init_like_ctrgcn()
 
-    def topology_of(self, k: int, x: torch.Tensor) -> torch.Tensor:
-        """(1, 1, V, V) for physical/shared, (N, C_out, V, V) for composite."""
-        A = self.physical[k] if self.shared is None else self.physical[k] + self.shared[k]
-        A = A[None, None]
+    def init_like_ctrgcn(self) -> None:
+        """Each stacked convolution initialised as CTR-GCN initialises one of its parts."""
+        kaiming_fan_out(self.project.weight, self.out_channels)
+        nn.init.zeros_(self.project.bias)
         if self.topology == "composite":
-            pooled = x.mean(2, keepdim=True)  # (N, C, 1, V)
-            relation = torch.tanh(self.phi[k](pooled).squeeze(2)[..., :, None]
-                                  - self.psi[k](pooled).squeeze(2)[..., None, :])  # (N, R, V, V)
-            A = A + self.alpha * self.expand[k](relation)
-        return A
+            kaiming_fan_out(self.relate.weight, self.relation_channels)
+            nn.init.zeros_(self.relate.bias)
+            kaiming_fan_out(self.expand_weight, self.out_channels)
+            nn.init.zeros_(self.expand_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = sum(self.aggregate(self.project[k](x), self.topology_of(k, x)) for k in range(len(self.project)))
+        N, _, T, V = x.shape
+        K, C = self.partitions, self.out_channels
+        topology = self.physical if self.shared is None else self.physical + self.shared  # (K, V, V)
+        projected = self.project(x).view(N, K, C, T, V)
+        if self.topology == "composite":
+            pooled = x.mean(2, keepdim=True)  # (N, C_in, 1, V)
+            phi, psi = self.relate(pooled).view(N, 2, K, self.relation_channels, V).unbind(1)
+            y = self.ops.composite_aggregate(projected, phi, psi, self.expand_weight, self.expand_bias,
+                                             self.alpha, topology)
+        else:
+            y = sum(self.ops.graph_aggregate(projected[:, k], topology[k][None, None]) for k in range(K))
         return F.relu(self.norm(y) + self.residual(x))
 
 
@@ -76,11 +94,12 @@ class GlobalSpatialModule(nn.Module):
     """GSM: multi-head self-attention across the V joints of each frame, with a learned
     bias per head and per graph distance between the two joints (topology-aware)."""
 
-    def __init__(self, channels: int, hop_distance: torch.Tensor, heads: int = 4):
+    def __init__(self, channels: int, hop_distance: torch.Tensor, heads: int = 4, backend: str = "cpp"):
         super().__init__()
         if channels % heads:
             raise ValueError(f"GSM: {channels} channels are not divisible by {heads} heads")
         self.heads = heads
+        self.ops = ops_for(backend)
         self.register_buffer("hop_distance", hop_distance)  # (V, V) int64
         self.distance_bias = nn.Parameter(torch.zeros(heads, int(hop_distance.max()) + 1))
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
@@ -89,10 +108,6 @@ class GlobalSpatialModule(nn.Module):
         nn.init.zeros_(self.norm.weight)  # starts as the identity: y = x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        N, C, T, V = x.shape
-        H = self.heads
-        q, k, v = self.qkv(x).view(N, 3, H, C // H, T, V).permute(1, 0, 4, 2, 5, 3).reshape(3, N * T, H, V, C // H)
-        bias = self.distance_bias[:, self.hop_distance]  # (H, V, V)
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # (N*T, H, V, C/H)
-        attended = attended.view(N, T, H, V, C // H).permute(0, 2, 4, 1, 3).reshape(N, C, T, V)
+        bias = self.distance_bias[:, self.hop_distance].to(x.dtype)  # (H, V, V)
+        attended = self.ops.axis_attention(self.qkv(x), bias, self.heads, 3)  # (N, C, T, V)
         return x + self.norm(self.out(attended))

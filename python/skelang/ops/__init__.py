@@ -4,6 +4,10 @@ and autograd formulas registered, so they work under autograd and ``torch.compil
 Each op has a pure-PyTorch twin of the same name in :mod:`skelang.reference`.
 """
 
+from skelang.ops.axis_attention import axis_attention
+from skelang.ops.composite_aggregate import composite_aggregate
 from skelang.ops.graph_aggregate import graph_aggregate, graph_aggregate_grad_topology
+from skelang.ops.multiscale_temporal_conv import multiscale_temporal_conv
 
-__all__ = ["graph_aggregate", "graph_aggregate_grad_topology"]
+__all__ = ["axis_attention", "composite_aggregate", "graph_aggregate", "graph_aggregate_grad_topology",
+           "multiscale_temporal_conv"]

@@ -88,6 +88,15 @@ def stream_list(value):
     return value
 
 
+def degrees(value):
+    """A non-negative angle for every axis, or a list of three (about x, y, z)."""
+    if isinstance(value, list):
+        if len(value) != 3:
+            raise _Bad(f"expected a number or [x, y, z] degrees, got {_got(value)}")
+        return [non_negative(v) for v in value]
+    return non_negative(value)
+
+
 def milestones(value):
     if not (isinstance(value, list) and all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in value)
             and value == sorted(value)):
@@ -111,8 +120,9 @@ SCHEMA = {
         "rotate": (True, boolean),
         "scale": (False, boolean),
         "augmentation": {
-            "rotation_degrees": (0.0, non_negative),
+            "rotation_degrees": (0.0, degrees),  # about every axis, or [x, y, z]
             "scale": (0.0, non_negative),
+            "isotropic_scale": (False, boolean),
             "shear": (0.0, non_negative),
             "joint_dropout": (0.0, non_negative),
         },

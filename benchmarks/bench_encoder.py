@@ -1,0 +1,71 @@
+"""The encoder: composite_aggregate forward + backward against its reference (the
+per-sample, per-channel topology materialised and used with einsum, as CTR-GCN does), and
+a whole training step (forward, loss, backward) of HGLNet and CTR-GCN with the C++ ops
+(backend "cpp") against the same model and weights in pure PyTorch written as the CTR-GCN
+code base writes its blocks (backend "reference")."""
+
+from __future__ import annotations
+
+import torch
+
+import skelang.ops
+import skelang.reference
+from harness import Case
+from skelang.data.layouts import get_layout
+from skelang.encoder import build_model, profile
+
+
+def _op_step(op, inputs, grad_y):
+    def step():
+        torch.autograd.grad(op(*inputs), inputs, grad_y)
+
+    return step
+
+
+def _model_step(model, x, labels):
+    def step():
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), labels).backward()
+
+    return step
+
+
+def composite_cases(config: dict, device: torch.device) -> list[Case]:
+    N, K, T, V = config["N"], config["K"], config["T"], config["V"]
+    out = []
+    for C in config["channels"]:
+        R = max(C // 8, 8)
+        inputs = [torch.randn(shape, device=device, requires_grad=True)
+                  for shape in [(N, K, C, T, V), (N, K, R, V), (N, K, R, V), (K, C, R), (K, C), (1,), (K, V, V)]]
+        grad_y = torch.randn(N, C, T, V, device=device)
+        # forward: topologies + aggregation; backward: both again, grad_x and the topology's gradient
+        flops = 3 * 2 * N * K * C * (T * V * V + R * V * V)
+        out.append(Case(name="composite_aggregate fwd+bwd", params=f"N={N} K={K} C={C} R={R} T={T} V={V}",
+                        flops=flops, skelang=_op_step(skelang.ops.composite_aggregate, inputs, grad_y),
+                        reference=_op_step(skelang.reference.composite_aggregate, inputs, grad_y)))
+    return out
+
+
+def model_cases(config: dict, device: torch.device) -> list[Case]:
+    out = []
+    for shape in config["shapes"]:
+        N, T, layout, M, classes = shape["N"], shape["T"], shape["layout"], shape["M"], shape["classes"]
+        V = get_layout(layout).num_joints
+        x = torch.randn(N, 3, T, V, M, device=device)
+        labels = torch.randint(0, classes, (N,), device=device)
+        for kind in config["models"]:
+            model_config = {"type": kind, **config.get("model", {})}
+            models = {}
+            for backend in ("cpp", "reference"):
+                torch.manual_seed(0)
+                models[backend] = build_model({**model_config, "backend": backend}, 3, classes, layout, M).to(device)
+            gflops = profile(model_config, 3, classes, layout, T, M)["gflops"]
+            out.append(Case(name=f"{kind} training step", params=f"{shape['name']} N={N} T={T} V={V} M={M}",
+                            flops=3 * gflops * 1e9 * N,  # forward, and backward at about twice its work
+                            skelang=_model_step(models["cpp"], x, labels),
+                            reference=_model_step(models["reference"], x, labels), samples=N))
+    return out
+
+
+def cases(config: dict, device: torch.device) -> list[Case]:
+    return composite_cases(config["composite_aggregate"], device) + model_cases(config, device)
