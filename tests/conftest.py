@@ -31,3 +31,26 @@ def require_shared_data(relative: str) -> Path:
 @pytest.fixture
 def shared_data():
     return require_shared_data
+
+
+SYNTHETIC_HGLNET = {
+    "seed": 0,
+    "data": {"train": "synthetic:40:0", "test": "synthetic:10:1", "num_frames": 16, "num_workers": 0},
+    "model": {"type": "hglnet", "channels": [16, 32], "strides": [1, 2], "attention_heads": 2},
+    "optim": {"lr": 0.1, "warmup_epochs": 1, "schedule": "cosine"},
+    "train": {"epochs": 6, "batch_size": 16, "eval_every": 6},
+}
+
+
+@pytest.fixture(scope="session")
+def synthetic_hglnet_run(tmp_path_factory):
+    """A small HGLNet trained on the synthetic set (about 30 s), shared by the tests of the
+    encoder and of the stages built on it: (run directory, final metrics)."""
+    import yaml
+
+    from skelang.train import load_config, train
+
+    folder = tmp_path_factory.mktemp("synthetic_hglnet")
+    (folder / "config.yaml").write_text(yaml.safe_dump(SYNTHETIC_HGLNET))
+    metrics = train(load_config(folder / "config.yaml"), folder / "run", progress=False)
+    return folder / "run", metrics

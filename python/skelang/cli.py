@@ -8,6 +8,8 @@
     skelang train --config FILE [key=value ...] --out DIR [--resume]   train a model
     skelang eval RUN_DIR [--json] [--data PATH]                        a run's test metrics
     skelang model profile [--type T | --config FILE] [--json]          parameters and GFLOPs
+    skelang vst tokenize RUN_DIR --data PATH [--out FILE.jsonl]   each sequence's narrative
+    skelang vst glossary RUN_DIR [--json]                         the codes described in words
 """
 
 from __future__ import annotations
@@ -74,6 +76,13 @@ def cmd_data_render(args) -> int:
     from skelang.data.readers import open_sequences
     from skelang.data.render import render_sequence
 
+    if args.code is not None:
+        from skelang.vst.run import code_motion
+
+        out = render_sequence(code_motion(args.path, args.code), args.out, fps=args.fps,
+                              title=f"<a{args.code}> decoded")
+        print(f"wrote {out}")
+        return 0
     sequences = open_sequences(args.path, format=args.format)
     if not -len(sequences) <= args.index < len(sequences):
         raise SystemExit(f"skelang data render: --index {args.index} but {args.path} holds {len(sequences)} sequences")
@@ -111,11 +120,12 @@ def _add_data_commands(commands) -> None:
     convert.set_defaults(func=lambda args, rest: cmd_data_convert(args))
 
     render = actions.add_parser("render", help="an animated GIF or MP4 of one sequence")
-    render.add_argument("path", help=path_help)
+    render.add_argument("path", help=path_help + "; with --code, a training run with VST")
     render.add_argument("--format", default="auto", choices=("auto",) + FORMATS)
     render.add_argument("--index", type=int, default=0, help="which sequence (default: the first)")
     render.add_argument("--out", required=True, help="output .gif or .mp4")
     render.add_argument("--fps", type=float, default=15.0)
+    render.add_argument("--code", type=int, help="render the decoded motion of this VST code of the run at PATH")
     render.set_defaults(func=lambda args, rest: cmd_data_render(args))
 
 
@@ -196,6 +206,45 @@ def _add_model_commands(commands) -> None:
     profile.set_defaults(func=lambda args, rest: cmd_model_profile(args))
 
 
+def cmd_vst_tokenize(args) -> int:
+    from skelang.vst.run import tokenize, write_jsonl
+
+    records = tokenize(args.run_dir, args.data)
+    if args.out:
+        write_jsonl(records, args.out)
+        print(f"wrote {len(records)} narratives to {args.out}")
+    else:
+        for record in records:
+            print(f"{record['index']:>5} {record['name']:<24} label {record['label']} "
+                  f"predicted {record['predicted']}: {record['narrative']}")
+    return 0
+
+
+def cmd_vst_glossary(args) -> int:
+    import dataclasses
+
+    from skelang.vst.glossary import format_glossary
+    from skelang.vst.run import glossary
+
+    entries = glossary(args.run_dir)
+    print(json.dumps([dataclasses.asdict(e) for e in entries], indent=2) if args.json else format_glossary(entries))
+    return 0
+
+
+def _add_vst_commands(commands) -> None:
+    vst = commands.add_parser("vst", help="semantic action tokens of a training run with VST")
+    actions = vst.add_subparsers(dest="action", required=True)
+    tokenize = actions.add_parser("tokenize", help="each sequence's action narrative")
+    tokenize.add_argument("run_dir", help="a run trained with a vst section")
+    tokenize.add_argument("--data", required=True, help="the sequences (any path skelang data reads)")
+    tokenize.add_argument("--out", help="write JSON lines here instead of printing")
+    tokenize.set_defaults(func=lambda args, rest: cmd_vst_tokenize(args))
+    glossary = actions.add_parser("glossary", help="every code used in training, described in words")
+    glossary.add_argument("run_dir", help="a run trained with a vst section")
+    glossary.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    glossary.set_defaults(func=lambda args, rest: cmd_vst_glossary(args))
+
+
 def _load_benchmark_runner():
     """benchmarks/run.py of the source checkout (or of $SKELANG_BENCHMARKS_DIR)."""
     benchmarks_dir = Path(os.environ.get("SKELANG_BENCHMARKS_DIR", SOURCE_ROOT / "benchmarks"))
@@ -226,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_data_commands(commands)
     _add_train_commands(commands)
     _add_model_commands(commands)
+    _add_vst_commands(commands)
 
     # Options after `bench` belong to benchmarks/run.py (see `skelang bench --help`).
     bench = commands.add_parser("bench", add_help=False,

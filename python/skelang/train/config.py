@@ -97,6 +97,12 @@ def degrees(value):
     return non_negative(value)
 
 
+def decay(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise _Bad(f"expected a number in [0, 1), got {_got(value)}")
+    return float(value)
+
+
 def milestones(value):
     if not (isinstance(value, list) and all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in value)
             and value == sorted(value)):
@@ -146,6 +152,22 @@ SCHEMA = {
         "eval_every": (1, positive_int),        # and always after the last epoch
         "device": ("auto", _one_of("auto", "cpu", "cuda")),  # auto: CUDA when available
         "deterministic": (False, boolean),      # torch.use_deterministic_algorithms
+    },
+    # VST (semantic action tokens) on the encoder's features; see skelang.vst.model.
+    "vst": {
+        "enabled": (False, boolean),
+        "num_codes": (512, positive_int),
+        "code_dim": (64, positive_int),
+        "metric": ("euclidean", _one_of("euclidean", "cosine")),
+        "decay": (0.99, decay),
+        "commitment": (0.25, non_negative),
+        "dead_threshold": (0.1, non_negative),  # EMA cluster size under which a code is revived
+        "segment_length": (1, positive_int),    # encoder time steps per segment (token)
+        "reconstruction": (1.0, non_negative),  # weight of the motion decoder's loss
+        "consistency": (0.0, non_negative),     # weight of |z_s - z_(s+1)|^2 between segments
+        "switch_penalty": (0.0, non_negative),  # tokenization: cost of a token switch
+        "token_classifier": (True, boolean),    # a classifier that reads only the tokens
+        "encoder_run": (None, _optional(text)),  # a run whose encoder is loaded and frozen
     },
 }
 PASSED_THROUGH = ("model",)

@@ -6,7 +6,9 @@ A run directory holds:
     log.jsonl       one line per epoch: epoch, loss, train_top1, test_top1 (when evaluated), lr, seconds
     checkpoint.pt   model, optimizer, epoch, RNG states of torch/numpy/python (after every epoch)
     metrics.json    the final evaluation: top1, top5, per-class accuracy, confusion matrix,
-                    wall time, parameter count
+                    wall time, parameter count (with VST: the token-only classifier's top1
+                    and the codebook's usage on the test and the training data)
+    glossary.json   with VST: every code used on the training data, described in words
 
 The learning rate is a function of the epoch alone (learning_rate), so the epoch is the
 whole state of the schedule: warm-up is per epoch, as in CTR-GCN (epoch e < warmup_epochs
@@ -31,12 +33,15 @@ import yaml
 from tqdm import tqdm
 
 from skelang.data.dataset import SkeletonDataset, make_loader
+from skelang.data.layouts import get_layout
 from skelang.data.preprocess import Augmentation, Preprocess
 from skelang.data.readers import open_sequences
 from skelang.data.splits import split_of
 from skelang.encoder import build_model
 from skelang.train.config import resolve_config
 from skelang.train.metrics import evaluate
+from skelang.vst.glossary import build_glossary, save_glossary
+from skelang.vst.model import TokenizedEncoder, vst_config
 
 CHECKPOINT = "checkpoint.pt"
 # Keys a resumed run may change: how long it trains and where, not what it learns.
@@ -90,6 +95,27 @@ def _num_classes(data: dict, datasets: list[SkeletonDataset]) -> int:
     if labels.max() >= data["num_classes"]:
         raise ValueError(f"data.num_classes is {data['num_classes']} but the data has label {labels.max()}")
     return data["num_classes"]
+
+
+def build_training_model(config: dict, in_channels: int, num_classes: int, layout: str,
+                         num_bodies: int) -> torch.nn.Module:
+    """The encoder of `config`, wrapped with VST when the vst section is enabled (its encoder
+    loaded from vst.encoder_run and frozen, when that is set)."""
+    model = build_model(config["model"], in_channels, num_classes, layout, num_bodies)
+    vst = config["vst"]
+    if not vst["enabled"]:
+        return model
+    frozen = vst["encoder_run"] is not None
+    if frozen:
+        state = load_checkpoint(Path(vst["encoder_run"]) / CHECKPOINT)["model"]
+        if any(key.startswith("encoder.") for key in state):  # a VST run: its encoder's part
+            state = {key.removeprefix("encoder."): value for key, value in state.items() if key.startswith("encoder.")}
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            raise ValueError(f"vst.encoder_run: {vst['encoder_run']} does not hold an encoder of this config's "
+                             f"model: {str(error).splitlines()[0]}") from None
+    return TokenizedEncoder(model, vst_config(vst), num_classes, layout, config["data"]["num_frames"], frozen)
 
 
 def select_device(name: str) -> torch.device:
@@ -192,8 +218,9 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
     num_classes = _num_classes(data, [train_set, test_set])
     in_channels, _, _, num_bodies = test_set[0][0].shape
     layout = train_sequences[0].layout
-    model = build_model(config["model"], in_channels, num_classes, layout, num_bodies).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=optim["lr"], momentum=optim["momentum"],
+    model = build_training_model(config, in_channels, num_classes, layout, num_bodies).to(device)
+    tokenized = isinstance(model, TokenizedEncoder)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=optim["lr"], momentum=optim["momentum"],
                                 nesterov=optim["nesterov"], weight_decay=optim["weight_decay"])
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=optim["label_smoothing"])
     test_loader = make_loader(test_set, options["test_batch_size"], shuffle=False, num_workers=data["num_workers"])
@@ -226,12 +253,17 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
             loader = make_loader(train_set, options["batch_size"], shuffle=True, seed=seed,
                                  num_workers=data["num_workers"])
             model.train()
-            loss_sum, correct, seen = 0.0, 0, 0
+            loss_sum, correct, seen, part_sums = 0.0, 0, 0, {}
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             for inputs, labels in loader:
                 inputs, labels = inputs.to(device), labels.to(device)
-                logits = model(inputs)
-                loss = criterion(logits, labels)
+                if tokenized:
+                    loss, logits, parts = model.losses(inputs, labels, criterion)
+                    for name, value in parts.items():
+                        part_sums[name] = part_sums.get(name, 0.0) + value * len(labels)
+                else:
+                    logits = model(inputs)
+                    loss = criterion(logits, labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -241,8 +273,13 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
             entry = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_top1": correct / seen, "lr": lr}
+            entry.update({f"loss_{name}": value / seen for name, value in part_sums.items()})
             if (epoch + 1) % options["eval_every"] == 0 or epoch + 1 == epochs:
                 metrics = evaluate(model, test_loader, device)
+                if tokenized:
+                    metrics.update(model.token_metrics(test_loader, device))
+                    entry.update({key: metrics[key] for key in ("token_top1", "codebook_perplexity",
+                                                                 "codebook_used_fraction") if key in metrics})
                 entry["test_top1"] = metrics["top1"]
                 if best["top1"] is None or metrics["top1"] > best["top1"]:
                     best = {"top1": metrics["top1"], "epoch": epoch + 1}
@@ -261,6 +298,16 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
         torch.use_deterministic_algorithms(previous_deterministic)
     if metrics is None:  # stopped after the last checkpoint, before its metrics were written
         metrics = evaluate(model, test_loader, device)
+        if tokenized:
+            metrics.update(model.token_metrics(test_loader, device))
+    if tokenized:  # the codes the training data uses, and the glossary that describes them
+        train_eval_loader = make_loader(SkeletonDataset(train_sequences, preprocess), options["test_batch_size"],
+                                        shuffle=False, num_workers=data["num_workers"])
+        train_usage = model.token_metrics(train_eval_loader, device)
+        metrics.update({"train_" + key: value for key, value in train_usage.items() if key.startswith("codebook_")})
+        glossary = build_glossary(model.decoder, model.quantizer.codebook, model.quantizer.usage,
+                                  get_layout(layout))
+        save_glossary(glossary, out_dir / "glossary.json")
     result = {**metrics, "best_top1": best["top1"], "best_epoch": best["epoch"], "epochs": epochs,
               "wall_time_s": wall_time, "parameters": sum(p.numel() for p in model.parameters())}
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -278,11 +325,14 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "au
     checkpoint = load_checkpoint(run_dir / CHECKPOINT)
     sequences = load_sequences(config["data"])[1] if data is None else open_sequences(data)
     device = select_device(device)
-    model = build_model(config["model"], checkpoint["in_channels"], checkpoint["num_classes"], checkpoint["layout"],
-                        checkpoint["num_bodies"])
+    model = build_training_model(config, checkpoint["in_channels"], checkpoint["num_classes"], checkpoint["layout"],
+                                 checkpoint["num_bodies"])
     model.load_state_dict(checkpoint["model"])
     model.to(device)
     test_set = SkeletonDataset(sequences, make_preprocess(config["data"]))
     loader = make_loader(test_set, config["train"]["test_batch_size"], shuffle=False,
                          num_workers=config["data"]["num_workers"])
-    return {**evaluate(model, loader, device), "epoch": checkpoint["epoch"]}
+    metrics = evaluate(model, loader, device)
+    if isinstance(model, TokenizedEncoder):
+        metrics.update(model.token_metrics(loader, device))
+    return {**metrics, "epoch": checkpoint["epoch"]}

@@ -1,0 +1,174 @@
+// CPU kernels of the vector quantizer (float32, float64). nearest_code works on tiles of
+// kRowTile rows x kCodeTile codes: one matrix product (ATen's BLAS) into a per-thread
+// buffer, then a running minimum per row; memory beyond the inputs is one buffer per thread.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "vst/vector_quantize.h"
+
+namespace skelang {
+namespace {
+
+constexpr int64_t kRowTile = 128;
+constexpr int64_t kCodeTile = 1024;
+
+std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in,
+                                                    const at::Tensor& codebook_in,
+                                                    c10::string_view metric_name) {
+  check_nearest_code_inputs(x_in, codebook_in);
+  const CodeMetric metric = parse_code_metric("skelang::nearest_code",
+                                              std::string_view(metric_name.data(), metric_name.size()));
+  const at::Tensor x = x_in.contiguous(), codebook = codebook_in.contiguous();
+  const int64_t N = x.size(0), K = codebook.size(0), D = x.size(1);
+  at::Tensor indices = at::empty({N}, x.options().dtype(at::kLong));
+  at::Tensor distances = at::empty({N}, x.options());
+  if (N == 0) return {indices, distances};
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nearest_code_cpu", [&] {
+    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+    const scalar_t* cb_data = codebook.const_data_ptr<scalar_t>();
+    // Per code: |e|^2 (euclidean) or 1 / |e| (cosine; 0 for a zero code).
+    std::vector<scalar_t> code_term(K);
+    at::parallel_for(0, K, 256, [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        scalar_t sq = 0;
+        for (int64_t d = 0; d < D; ++d) sq += cb_data[k * D + d] * cb_data[k * D + d];
+        code_term[k] = metric == CodeMetric::kEuclidean ? sq : (sq > 0 ? 1 / std::sqrt(sq) : 0);
+      }
+    });
+    int64_t* index_data = indices.mutable_data_ptr<int64_t>();
+    scalar_t* distance_data = distances.mutable_data_ptr<scalar_t>();
+    const int64_t row_tiles = (N + kRowTile - 1) / kRowTile;
+    at::parallel_for(0, row_tiles, 1, [&](int64_t begin, int64_t end) {
+      at::Tensor dots = at::empty({kRowTile, std::min(K, kCodeTile)}, x.options());  // x e^T
+      std::vector<scalar_t> best(kRowTile);
+      std::vector<int64_t> best_code(kRowTile);
+      for (int64_t tile = begin; tile < end; ++tile) {
+        const int64_t r0 = tile * kRowTile, rows = std::min(kRowTile, N - r0);
+        std::fill(best.begin(), best.end(), std::numeric_limits<scalar_t>::infinity());
+        std::fill(best_code.begin(), best_code.end(), 0);
+        for (int64_t k0 = 0; k0 < K; k0 += kCodeTile) {
+          const int64_t codes = std::min(kCodeTile, K - k0);
+          at::Tensor tile_dots = dots.narrow(0, 0, rows).narrow(1, 0, codes);
+          at::mm_out(tile_dots, x.narrow(0, r0, rows), codebook.narrow(0, k0, codes).t());
+          const scalar_t* dot = tile_dots.const_data_ptr<scalar_t>();
+          const int64_t ld = tile_dots.stride(0);
+          for (int64_t r = 0; r < rows; ++r) {
+            // score to minimise: |e|^2 - 2 x.e (euclidean) or -x.e / |e| (cosine)
+            scalar_t b = best[r];
+            int64_t bc = best_code[r];
+            for (int64_t k = 0; k < codes; ++k) {
+              const scalar_t s = metric == CodeMetric::kEuclidean
+                                     ? code_term[k0 + k] - 2 * dot[r * ld + k]
+                                     : -dot[r * ld + k] * code_term[k0 + k];
+              if (s < b) {
+                b = s;
+                bc = k0 + k;
+              }
+            }
+            best[r] = b;
+            best_code[r] = bc;
+          }
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          const scalar_t* row = x_data + (r0 + r) * D;
+          scalar_t sq = 0;
+          for (int64_t d = 0; d < D; ++d) sq += row[d] * row[d];
+          index_data[r0 + r] = best_code[r];
+          distance_data[r0 + r] = metric == CodeMetric::kEuclidean
+                                      ? std::max<scalar_t>(0, sq + best[r])
+                                      : (sq > 0 ? 1 + best[r] / std::sqrt(sq) : scalar_t(1));
+        }
+      }
+    });
+  });
+  return {indices, distances};
+}
+
+std::tuple<at::Tensor, at::Tensor> code_statistics_cpu(const at::Tensor& x_in,
+                                                       const at::Tensor& indices_in,
+                                                       int64_t num_codes) {
+  check_code_statistics_inputs(x_in, indices_in, num_codes);
+  const at::Tensor x = x_in.contiguous(), indices = indices_in.contiguous();
+  const int64_t N = x.size(0), D = x.size(1), K = num_codes;
+  at::Tensor counts = at::zeros({K}, x.options());
+  at::Tensor sums = at::zeros({K, D}, x.options());
+  const int64_t* index_data = indices.const_data_ptr<int64_t>();
+  // Rows grouped by code (a counting sort that keeps row order), then each code sums its
+  // rows in that order: parallel over codes, deterministic.
+  std::vector<int64_t> offsets(K + 1, 0);
+  for (int64_t i = 0; i < N; ++i) {
+    const int64_t k = index_data[i];
+    TORCH_CHECK(k >= 0 && k < K, "skelang::code_statistics: indices[", i, "] = ", k,
+                " is not a code in [0, ", K, ")");
+    ++offsets[k + 1];
+  }
+  for (int64_t k = 0; k < K; ++k) offsets[k + 1] += offsets[k];
+  std::vector<int64_t> rows(N), fill(offsets.begin(), offsets.end() - 1);
+  for (int64_t i = 0; i < N; ++i) rows[fill[index_data[i]]++] = i;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "code_statistics_cpu", [&] {
+    const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+    scalar_t* count_data = counts.mutable_data_ptr<scalar_t>();
+    scalar_t* sum_data = sums.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, K, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, D)), [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        count_data[k] = scalar_t(offsets[k + 1] - offsets[k]);
+        scalar_t* sum = sum_data + k * D;
+        for (int64_t j = offsets[k]; j < offsets[k + 1]; ++j) {
+          const scalar_t* row = x_data + rows[j] * D;
+          for (int64_t d = 0; d < D; ++d) sum[d] += row[d];
+        }
+      }
+    });
+  });
+  return {counts, sums};
+}
+
+void ema_codebook_update_cpu(const at::Tensor& codebook, const at::Tensor& cluster_size,
+                             const at::Tensor& embed_sum, const at::Tensor& counts_in,
+                             const at::Tensor& sums_in, double decay, double epsilon) {
+  check_ema_codebook_update_inputs(codebook, cluster_size, embed_sum, counts_in, sums_in, decay, epsilon);
+  const at::Tensor counts = counts_in.contiguous(), sums = sums_in.contiguous();
+  const int64_t K = codebook.size(0), D = codebook.size(1);
+  AT_DISPATCH_FLOATING_TYPES(codebook.scalar_type(), "ema_codebook_update_cpu", [&] {
+    scalar_t* size_data = cluster_size.mutable_data_ptr<scalar_t>();
+    scalar_t* embed_data = embed_sum.mutable_data_ptr<scalar_t>();
+    scalar_t* code_data = codebook.mutable_data_ptr<scalar_t>();
+    const scalar_t* count_data = counts.const_data_ptr<scalar_t>();
+    const scalar_t* sum_data = sums.const_data_ptr<scalar_t>();
+    const scalar_t keep = scalar_t(decay), take = scalar_t(1 - decay), eps = scalar_t(epsilon);
+    scalar_t total = 0;  // in code order: the same sum for any thread count
+    for (int64_t k = 0; k < K; ++k) {
+      size_data[k] = keep * size_data[k] + take * count_data[k];
+      total += size_data[k];
+    }
+    at::parallel_for(0, K, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, D)), [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        const scalar_t smoothed = (size_data[k] + eps) / (total + K * eps) * total;
+        for (int64_t d = 0; d < D; ++d) {
+          scalar_t& e = embed_data[k * D + d];
+          e = keep * e + take * sum_data[k * D + d];
+          code_data[k * D + d] = e / smoothed;
+        }
+      }
+    });
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(skelang, CPU, m) {
+  m.impl("nearest_code", &nearest_code_cpu);
+  m.impl("code_statistics", &code_statistics_cpu);
+  m.impl("ema_codebook_update_", &ema_codebook_update_cpu);
+}
+
+}  // namespace skelang

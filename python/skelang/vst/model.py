@@ -1,0 +1,160 @@
+"""VST as a model: the skeleton encoder's features over time, pooled into segments, projected
+and quantized to semantic action tokens; a motion decoder that reconstructs each segment's
+joint motion from its code; and a classifier that reads the tokens alone (to measure how
+much of the encoder's accuracy the tokens keep).
+
+    x (N, C, T, V, M) -> encoder features (N, M, C', T', V) -> mean over bodies and joints
+    -> (N, T', C') -> project (N, T', D) -> segments of `segment_length` steps (N, S, D)
+    -> quantizer: tokens (N, S), codes (N, S, D) -> decoder: (N, S, 3, L, V) motion clips,
+    L = segment_length * T / T' input frames per segment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from skelang.data.layouts import get_layout
+from skelang.encoder.hglnet import SkeletonEncoder
+from skelang.vst.decoder import MotionDecoder, segment_targets
+from skelang.vst.narrative import TokenRun, run_length, smooth_tokens
+from skelang.vst.quantizer import VectorQuantizer
+from skelang.vst.segments import fixed_segments, pool_fixed
+
+
+@dataclasses.dataclass
+class VSTConfig:
+    num_codes: int = 512
+    code_dim: int = 64
+    metric: str = "euclidean"
+    decay: float = 0.99
+    commitment: float = 0.25
+    dead_threshold: float = 0.1
+    segment_length: int = 1          # encoder time steps per segment
+    reconstruction: float = 1.0      # weight of the motion decoder's loss
+    consistency: float = 0.0         # weight of |z_s - z_(s+1)|^2 between neighbouring segments
+    switch_penalty: float = 0.0      # tokenization: cost of a token switch between segments
+    token_classifier: bool = True
+
+
+class TokenizedEncoder(nn.Module):
+    """The encoder with its classification head, and VST on its features."""
+
+    def __init__(self, encoder: SkeletonEncoder, config: VSTConfig, num_classes: int, layout: str,
+                 num_frames: int, frozen_encoder: bool = False):
+        super().__init__()
+        self.encoder, self.config = encoder, config
+        self.frozen_encoder = frozen_encoder
+        if frozen_encoder:
+            encoder.requires_grad_(False)
+        stride = 1
+        for s in encoder.config.strides:
+            stride *= s
+        if num_frames % stride:
+            raise ValueError(f"vst: data.num_frames ({num_frames}) must be a multiple of the encoder's total "
+                             f"temporal stride ({stride})")
+        self.frames_per_step = stride  # input frames per encoder time step
+        self.clip_length = config.segment_length * self.frames_per_step
+        self.layout = layout
+        feature_dim = encoder.config.channels[-1]
+        self.project = nn.Linear(feature_dim, config.code_dim)
+        self.quantizer = VectorQuantizer(config.num_codes, config.code_dim, config.metric, config.decay,
+                                         config.commitment, dead_threshold=config.dead_threshold,
+                                         backend=encoder.config.backend)
+        self.decoder = MotionDecoder(config.code_dim, self.clip_length, get_layout(layout).num_joints)
+        self.token_embedding = nn.Embedding(config.num_codes, 64) if config.token_classifier else None
+        self.token_head = nn.Linear(64, num_classes) if config.token_classifier else None
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen_encoder:
+            self.encoder.eval()  # its batch-norm statistics stay those of its own run
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The encoder's logits (N, classes)."""
+        return self.encoder(x)
+
+    def segment_features(self, features: Tensor) -> Tensor:
+        """(N, M, C', T', V) encoder features -> (N, S, D) segment features before quantization."""
+        steps = self.project(features.mean(dim=(1, 4)).transpose(1, 2))  # (N, T', D)
+        return pool_fixed(steps, self.config.segment_length)
+
+    def tokens_and_logits(self, x: Tensor):
+        features = self.encoder.features(x)
+        pooled = features.mean(dim=(1, 3, 4))
+        logits = self.encoder.classifier(self.encoder.dropout(pooled))
+        z = self.segment_features(features)
+        return z, self.quantizer(z), logits
+
+    def token_logits(self, tokens: Tensor) -> Tensor:
+        """The token-only classifier: mean of token embeddings (N, S) -> (N, classes)."""
+        return self.token_head(self.token_embedding(tokens).mean(dim=1))
+
+    def losses(self, x: Tensor, labels: Tensor, criterion) -> tuple[Tensor, Tensor, dict]:
+        """(total loss, encoder logits, the parts as floats) of one training batch."""
+        z, quantized, logits = self.tokens_and_logits(x)
+        parts = {"commitment": quantized.commitment_loss}
+        if not self.frozen_encoder:
+            parts["classification"] = criterion(logits, labels)
+        if self.config.reconstruction > 0:
+            target = segment_targets(x[:, :3, :, :, 0], self.clip_length)  # body 0's joint positions
+            parts["reconstruction"] = self.config.reconstruction * self.decoder.reconstruction_loss(
+                quantized.quantized, target[:, : z.shape[1]])
+        if self.config.consistency > 0 and z.shape[1] > 1:
+            parts["consistency"] = self.config.consistency * (z[:, 1:] - z[:, :-1]).square().mean()
+        if self.token_head is not None:
+            parts["token_classification"] = criterion(self.token_logits(quantized.indices), labels)
+        total = sum(parts.values())
+        return total, logits, {name: float(value.detach()) for name, value in parts.items()}
+
+    @torch.no_grad()
+    def tokenize(self, x: Tensor) -> list[list[TokenRun]]:
+        """Each sample's narrative: tokens smoothed with the switch penalty, merged into runs
+        with their spans in input frames."""
+        features = self.encoder.features(x)
+        z = self.segment_features(features)  # (N, S, D)
+        spans = [(start * self.frames_per_step, end * self.frames_per_step)
+                 for start, end in fixed_segments(features.shape[3], self.config.segment_length)]
+        narratives = []
+        for sample in z:
+            if self.config.switch_penalty > 0:
+                codes = smooth_tokens(self.quantizer.distances(sample), self.config.switch_penalty)
+            else:
+                codes = self.quantizer.ops.nearest_code(self.quantizer._on_sphere(sample).contiguous(),
+                                                        self.quantizer.codebook, self.quantizer.metric)[0]
+            narratives.append(run_length(codes, spans))
+        return narratives
+
+    @torch.no_grad()
+    def token_metrics(self, loader, device) -> dict:
+        """Top-1 of the token-only classifier and the codebook's usage on `loader`'s data."""
+        self.eval()
+        self.quantizer.reset_usage()
+        correct = seen = 0
+        for inputs, labels in loader:
+            inputs, labels = inputs.to(device), labels.to(device)
+            z = self.segment_features(self.encoder.features(inputs))
+            indices = self.quantizer(z).indices
+            self.quantizer.usage.add_(torch.bincount(indices.flatten(), minlength=self.config.num_codes))
+            if self.token_head is not None:
+                correct += (self.token_logits(indices).argmax(1) == labels).sum().item()
+            seen += len(labels)
+        stats = self.quantizer.usage_statistics()
+        metrics = {"codebook_" + name: value for name, value in stats.items()}
+        if self.token_head is not None:
+            metrics["token_top1"] = correct / max(seen, 1)
+        return metrics
+
+
+def vst_config(section: dict) -> VSTConfig:
+    known = {field.name for field in dataclasses.fields(VSTConfig)}
+    return VSTConfig(**{key: value for key, value in section.items() if key in known})
+
+
+def codes_of(runs: list[TokenRun]) -> list[int]:
+    """The codes of a narrative, one per segment."""
+    return [run.code for run in runs for _ in range(run.count)]
+

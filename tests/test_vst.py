@@ -1,0 +1,164 @@
+"""VST: the vector quantizer (straight-through, commitment, k-means++ init, EMA, revival,
+usage statistics, identical codebooks across DDP ranks), training on the synthetic set
+without collapse, deterministic narratives, and the glossary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import skelang.ops as ops
+from skelang.vst.narrative import format_narrative, parse_narrative
+from skelang.vst.quantizer import VectorQuantizer, kmeans_plus_plus
+
+
+def clustered(n: int, centres: torch.Tensor, noise: float = 0.05) -> torch.Tensor:
+    return centres[torch.randint(len(centres), (n,))] + noise * torch.randn(n, centres.shape[1])
+
+
+def test_straight_through_and_commitment():
+    torch.manual_seed(0)
+    quantizer = VectorQuantizer(16, 4, kmeans_init=False, commitment=0.25).train()
+    x = torch.randn(10, 4, requires_grad=True)
+    out = quantizer(x)
+    weights = torch.randn(10, 4)
+    (out.quantized * weights).sum().backward()
+    torch.testing.assert_close(x.grad, weights)  # the code's gradient passes to the input
+    code = quantizer.codebook[out.indices]
+    torch.testing.assert_close(out.quantized, code)
+    torch.testing.assert_close(out.commitment_loss, 0.25 * (x.detach() - code).square().mean())
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_kmeans_init_finds_the_clusters(metric):
+    torch.manual_seed(1)
+    centres = torch.eye(8) * 10
+    quantizer = VectorQuantizer(8, 8, metric=metric, init_vectors=400).train()
+    for _ in range(4):  # the first batches are collected, then k-means runs
+        quantizer(clustered(100, centres))
+    assert bool(quantizer.initialized)
+    indices = quantizer(centres).indices
+    assert sorted(indices.tolist()) == list(range(8))  # one code per cluster
+
+
+def test_kmeans_plus_plus_spreads_its_centres():
+    torch.manual_seed(2)
+    points = clustered(500, torch.eye(5) * 20)
+    centres = kmeans_plus_plus(points, 5)
+    assert len(set(ops.nearest_code(centres, torch.eye(5) * 20)[0].tolist())) == 5
+
+
+def test_dead_codes_are_revived_where_the_data_is():
+    torch.manual_seed(3)
+    quantizer = VectorQuantizer(32, 2, kmeans_init=False, decay=0.8, dead_threshold=0.5).train()
+    with torch.no_grad():
+        quantizer.codebook.normal_().add_(100)  # every code far from the data: dead after a few steps
+        quantizer.embed_sum.copy_(quantizer.codebook)
+    for _ in range(20):
+        quantizer(torch.randn(256, 2))
+    assert int(quantizer.revived) > 0
+    quantizer.reset_usage()
+    quantizer(torch.randn(2048, 2))
+    stats = quantizer.usage_statistics()
+    assert stats["used_fraction"] > 0.5 and stats["perplexity"] > 8
+    assert quantizer.codebook.abs().max() < 10  # no code is left at the far corner
+
+
+def test_usage_statistics():
+    quantizer = VectorQuantizer(4, 2, kmeans_init=False)
+    quantizer.usage.copy_(torch.tensor([5.0, 5.0, 5.0, 5.0]))
+    assert quantizer.usage_statistics()["perplexity"] == pytest.approx(4.0)
+    quantizer.usage.copy_(torch.tensor([10.0, 0.0, 0.0, 0.0]))
+    stats = quantizer.usage_statistics()
+    assert stats["perplexity"] == pytest.approx(1.0) and stats["used_fraction"] == 0.25
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="metric must be one of"):
+        VectorQuantizer(4, 2, metric="l1")
+    with pytest.raises(ValueError, match=r"inputs must end in D = 2, got shape \[3, 5\]"):
+        VectorQuantizer(4, 2)(torch.randn(3, 5))
+
+
+def test_ddp_ranks_end_with_identical_codebooks(tmp_path):
+    worker = Path(__file__).with_name("vst_ddp_worker.py")
+    init_file = tmp_path / "rendezvous"
+    processes = [subprocess.Popen([sys.executable, str(worker), str(rank), "2", str(init_file),
+                                   str(tmp_path / f"rank{rank}.pt")], stderr=subprocess.PIPE, text=True)
+                 for rank in range(2)]
+    for process in processes:
+        _, error = process.communicate(timeout=120)
+        assert process.returncode == 0, error
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    assert ranks[0]["revived"] > 0  # the test covers revivals too
+    assert torch.equal(ranks[0]["codebook"], ranks[1]["codebook"])
+    assert torch.equal(ranks[0]["cluster_size"], ranks[1]["cluster_size"])
+
+
+@pytest.fixture(scope="module")
+def synthetic_vst_run(synthetic_hglnet_run, tmp_path_factory):
+    """VST (512 codes, one token per 4 frames) trained for 4 epochs on the frozen synthetic HGLNet."""
+    import yaml
+
+    from conftest import SYNTHETIC_HGLNET
+    from skelang.train import load_config, train
+
+    encoder_run, _ = synthetic_hglnet_run
+    folder = tmp_path_factory.mktemp("synthetic_vst")
+    config = {**SYNTHETIC_HGLNET, "train": {**SYNTHETIC_HGLNET["train"], "epochs": 4, "eval_every": 4},
+              "vst": {"enabled": True, "num_codes": 512, "code_dim": 32, "decay": 0.95, "dead_threshold": 0.2,
+                      "segment_length": 2, "switch_penalty": 0.1, "encoder_run": str(encoder_run)}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    metrics = train(load_config(folder / "config.yaml"), folder / "run", progress=False)
+    return folder / "run", metrics
+
+
+def test_vst_does_not_collapse_on_the_synthetic_set(synthetic_vst_run, synthetic_hglnet_run):
+    run, metrics = synthetic_vst_run
+    print("codebook on the training data:", {k: v for k, v in metrics.items() if k.startswith("train_codebook")})
+    assert metrics["train_codebook_used_fraction"] >= 0.6
+    assert metrics["train_codebook_perplexity"] > 100
+    assert metrics["top1"] == synthetic_hglnet_run[1]["top1"]  # the frozen encoder is untouched
+    assert metrics["token_top1"] > 0.3  # four tokens alone name many actions (chance: 1/15)
+
+
+def test_tokenize_is_deterministic_and_writes_narratives(synthetic_vst_run, tmp_path):
+    run, _ = synthetic_vst_run
+    outputs = []
+    for name in ("a.jsonl", "b.jsonl"):
+        result = subprocess.run([str(Path(sys.executable).parent / "skelang"), "vst", "tokenize", str(run),
+                                 "--data", "synthetic:2:7", "--out", str(tmp_path / name)],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        outputs.append((tmp_path / name).read_text())
+    assert outputs[0] == outputs[1]
+    records = [json.loads(line) for line in outputs[0].splitlines()]
+    assert len(records) == 30
+    for record in records:
+        runs = parse_narrative(record["narrative"])
+        assert sum(count for _, count in runs) == 4  # 16 frames / stride 2 / 2 steps per segment
+        assert record["runs"][-1]["end"] == 16
+        assert format_narrative_from(record) == record["narrative"]
+
+
+def format_narrative_from(record: dict) -> str:
+    from skelang.vst.narrative import TokenRun
+
+    return format_narrative([TokenRun(r["code"], r["count"], r["start"], r["end"]) for r in record["runs"]])
+
+
+def test_glossary_command(synthetic_vst_run):
+    run, metrics = synthetic_vst_run
+    result = subprocess.run([str(Path(sys.executable).parent / "skelang"), "vst", "glossary", str(run)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    entries = json.loads((run / "glossary.json").read_text())
+    assert len(entries) == round(metrics["train_codebook_used_fraction"] * 512)
+    assert len(lines) >= len(entries)
+    assert all(entry["description"] for entry in entries)
