@@ -44,6 +44,8 @@ class Case:
     skelang: Callable[[], object]
     reference: Callable[[], object]
     samples: int | None = None  # samples per call, for a throughput column (training steps)
+    peer: Callable[[], object] | None = None  # the same work in another library, where installed
+    peer_name: str = ""
 
 
 def median_seconds(fn: Callable[[], object], min_run_time: float) -> float:
@@ -119,6 +121,12 @@ def time_case(case: Case, device: torch.device, peak_gflops: float, min_run_time
         row[f"{label}_gflops"] = None if case.flops is None else case.flops / seconds / 1e9
         row[f"{label}_samples_per_s"] = None if case.samples is None else case.samples / seconds
     row["speedup"] = row["reference_ms"] / row["skelang_ms"]
+    row["peer"], row["peer_ms"], row["peer_speedup"] = case.peer_name or None, None, None
+    if case.peer is not None:
+        call = _synchronized(case.peer, device)
+        call()
+        row["peer_ms"] = median_seconds(call, min_run_time) * 1e3
+        row["peer_speedup"] = row["peer_ms"] / row["skelang_ms"]
     row["skelang_fraction_of_peak"] = None if case.flops is None else row["skelang_gflops"] / peak_gflops
     return row
 
@@ -127,7 +135,10 @@ def measure_case_memory(case: Case, device: torch.device) -> dict:
     """Peak memory of one call of each side; on the CPU, run after every timing (see
     return_large_blocks_to_the_system, which slows allocation down)."""
     row = {}
-    for label, fn in (("skelang", case.skelang), ("reference", case.reference)):
+    sides = [("skelang", case.skelang), ("reference", case.reference)]
+    if case.peer is not None:
+        sides.append(("peer", case.peer))
+    for label, fn in sides:
         memory = peak_memory_bytes(_synchronized(fn, device), device)
         row[f"{label}_peak_mib"] = None if memory is None else memory / 2**20
     if row["skelang_peak_mib"] is not None and row["reference_peak_mib"]:
@@ -154,7 +165,7 @@ def format_table(rows: list[dict]) -> str:
         return "-" if value is None else format(value, spec)
 
     header = ("case", "params", "skelang ms", "ref ms", "speedup", "samples/s", "ref samples/s", "GFLOP/s",
-              "% peak", "skelang MiB", "ref MiB", "mem ratio")
+              "% peak", "skelang MiB", "ref MiB", "mem ratio", "peer", "peer ms", "vs peer", "peer MiB")
     lines = [header]
     for r in rows:
         lines.append((r["name"], r["params"], fmt(r["skelang_ms"], ".2f"), fmt(r["reference_ms"], ".2f"),
@@ -162,7 +173,9 @@ def format_table(rows: list[dict]) -> str:
                       fmt(r.get("reference_samples_per_s"), ".1f"), fmt(r["skelang_gflops"], ".1f"),
                       fmt(r["skelang_fraction_of_peak"] and 100 * r["skelang_fraction_of_peak"], ".1f"),
                       fmt(r["skelang_peak_mib"], ".1f"),
-                      fmt(r["reference_peak_mib"], ".1f"), fmt(r["memory_ratio"], ".2f")))
+                      fmt(r["reference_peak_mib"], ".1f"), fmt(r["memory_ratio"], ".2f"), r.get("peer") or "-",
+                      fmt(r.get("peer_ms"), ".2f"), fmt(r.get("peer_speedup"), ".2f") + ("x" if r.get("peer_speedup") else ""),
+                      fmt(r.get("peer_peak_mib"), ".1f")))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     out = []
     for k, line in enumerate(lines):

@@ -11,13 +11,8 @@
 #include <cstring>
 #include <vector>
 
+#include "common/multiversion.h"
 #include "encoder/graph_aggregate.h"
-
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define SKELANG_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define SKELANG_MULTIVERSION
-#endif
 
 namespace skelang {
 namespace {

@@ -10,9 +10,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
+#include "common/multiversion.h"
 #include "vst/vector_quantize.h"
 
 namespace skelang {
@@ -20,6 +22,68 @@ namespace {
 
 constexpr int64_t kRowTile = 128;
 constexpr int64_t kCodeTile = 1024;
+
+// The running minimum of one row over a tile of codes, 64 bytes of scores at a time (GCC
+// vector extensions): score = |e|^2 - 2 x.e (euclidean) or -x.e / |e| (cosine). Each lane
+// keeps its first minimum; across lanes the lowest code wins a tie.
+template <typename scalar_t, typename index_t, bool cosine>
+inline __attribute__((always_inline)) void scan_codes(const scalar_t* __restrict dot,
+                                                      const scalar_t* __restrict code_term,
+                                                      int64_t codes, int64_t first_code,
+                                                      scalar_t* best, int64_t* best_code) {
+  constexpr int W = 64 / sizeof(scalar_t);
+  typedef scalar_t vec __attribute__((vector_size(64)));
+  typedef index_t ivec __attribute__((vector_size(64)));
+  vec lane_best;
+  ivec lane_code, code;
+  for (int i = 0; i < W; ++i) {
+    lane_best[i] = *best;
+    lane_code[i] = index_t(*best_code);
+    code[i] = index_t(first_code + i);
+  }
+  int64_t k = 0;
+  for (; k + W <= codes; k += W) {
+    vec d, c;
+    std::memcpy(&d, dot + k, sizeof(vec));
+    std::memcpy(&c, code_term + k, sizeof(vec));
+    const vec score = cosine ? -d * c : c - 2 * d;
+    const auto better = score < lane_best;
+    lane_best = better ? score : lane_best;
+    lane_code = better ? code : lane_code;
+    code += index_t(W);
+  }
+  scalar_t b = lane_best[0];
+  int64_t bc = lane_code[0];
+  for (int i = 1; i < W; ++i)
+    if (lane_best[i] < b || (lane_best[i] == b && lane_code[i] < bc)) {
+      b = lane_best[i];
+      bc = lane_code[i];
+    }
+  for (; k < codes; ++k) {  // the tail
+    const scalar_t score = cosine ? -dot[k] * code_term[k] : code_term[k] - 2 * dot[k];
+    if (score < b) {
+      b = score;
+      bc = first_code + k;
+    }
+  }
+  *best = b;
+  *best_code = bc;
+}
+
+SKELANG_MULTIVERSION void run_scan_codes(const float* dot, const float* code_term, int64_t codes,
+                                         int64_t first_code, bool cosine, float* best, int64_t* best_code) {
+  if (cosine)
+    scan_codes<float, int32_t, true>(dot, code_term, codes, first_code, best, best_code);
+  else
+    scan_codes<float, int32_t, false>(dot, code_term, codes, first_code, best, best_code);
+}
+SKELANG_MULTIVERSION void run_scan_codes(const double* dot, const double* code_term, int64_t codes,
+                                         int64_t first_code, bool cosine, double* best, int64_t* best_code) {
+  if (cosine)
+    scan_codes<double, int64_t, true>(dot, code_term, codes, first_code, best, best_code);
+  else
+    scan_codes<double, int64_t, false>(dot, code_term, codes, first_code, best, best_code);
+}
 
 std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in,
                                                     const at::Tensor& codebook_in,
@@ -61,22 +125,9 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in,
           at::mm_out(tile_dots, x.narrow(0, r0, rows), codebook.narrow(0, k0, codes).t());
           const scalar_t* dot = tile_dots.const_data_ptr<scalar_t>();
           const int64_t ld = tile_dots.stride(0);
-          for (int64_t r = 0; r < rows; ++r) {
-            // score to minimise: |e|^2 - 2 x.e (euclidean) or -x.e / |e| (cosine)
-            scalar_t b = best[r];
-            int64_t bc = best_code[r];
-            for (int64_t k = 0; k < codes; ++k) {
-              const scalar_t s = metric == CodeMetric::kEuclidean
-                                     ? code_term[k0 + k] - 2 * dot[r * ld + k]
-                                     : -dot[r * ld + k] * code_term[k0 + k];
-              if (s < b) {
-                b = s;
-                bc = k0 + k;
-              }
-            }
-            best[r] = b;
-            best_code[r] = bc;
-          }
+          for (int64_t r = 0; r < rows; ++r)
+            run_scan_codes(dot + r * ld, code_term.data() + k0, codes, k0, metric == CodeMetric::kCosine,
+                           &best[r], &best_code[r]);
         }
         for (int64_t r = 0; r < rows; ++r) {
           const scalar_t* row = x_data + (r0 + r) * D;
