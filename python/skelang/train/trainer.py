@@ -40,6 +40,7 @@ from skelang.data.splits import split_of
 from skelang.encoder import build_model
 from skelang.train.config import resolve_config
 from skelang.train.metrics import evaluate
+from skelang.fusion.ssf import SkeletonLanguageModel, ssf_config, zero_shot_metrics
 from skelang.vst.glossary import build_glossary, save_glossary
 from skelang.vst.model import TokenizedEncoder, vst_config
 
@@ -102,6 +103,8 @@ def build_training_model(config: dict, in_channels: int, num_classes: int, layou
     """The encoder of `config`, wrapped with VST when the vst section is enabled (its encoder
     loaded from vst.encoder_run and frozen, when that is set)."""
     model = build_model(config["model"], in_channels, num_classes, layout, num_bodies)
+    if config["ssf"]["enabled"]:
+        return _with_ssf(model, config["ssf"])
     vst = config["vst"]
     if not vst["enabled"]:
         return model
@@ -116,6 +119,23 @@ def build_training_model(config: dict, in_channels: int, num_classes: int, layou
             raise ValueError(f"vst.encoder_run: {vst['encoder_run']} does not hold an encoder of this config's "
                              f"model: {str(error).splitlines()[0]}") from None
     return TokenizedEncoder(model, vst_config(vst), num_classes, layout, config["data"]["num_frames"], frozen)
+
+
+def text_cache_dir() -> Path:
+    """Where text features are cached: $SKELANG_CACHE/text or ~/.cache/skelang/text."""
+    return Path(os.environ.get("SKELANG_CACHE", Path.home() / ".cache" / "skelang")) / "text"
+
+
+def _with_ssf(encoder: torch.nn.Module, section: dict) -> SkeletonLanguageModel:
+    from skelang.fusion.descriptions import load_descriptions
+    from skelang.fusion.text_encoder import TextEncoder, cached_text_features
+
+    descriptions = load_descriptions(section["descriptions"])
+    texts = descriptions.texts(section["text"])
+    text_encoder = TextEncoder.from_pretrained(section["text_encoder"])
+    embeddings = cached_text_features(text_encoder, texts, text_cache_dir())
+    tokens, mask = cached_text_features(text_encoder, texts, text_cache_dir(), tokens=True)
+    return SkeletonLanguageModel(encoder, ssf_config(section), embeddings, tokens, mask)
 
 
 def select_device(name: str) -> torch.device:
@@ -212,6 +232,9 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
     torch.manual_seed(seed)
     device = select_device(options["device"])
     train_sequences, test_sequences = load_sequences(data)
+    unseen = set(config["ssf"]["unseen"]) if config["ssf"]["enabled"] else set()
+    if unseen:  # zero-shot: the unseen classes never reach training
+        train_sequences = [s for s in train_sequences if s.label not in unseen]
     preprocess = make_preprocess(data)
     train_set = SkeletonDataset(train_sequences, preprocess, train=True, seed=seed)
     test_set = SkeletonDataset(test_sequences, preprocess)
@@ -220,6 +243,7 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
     layout = train_sequences[0].layout
     model = build_training_model(config, in_channels, num_classes, layout, num_bodies).to(device)
     tokenized = isinstance(model, TokenizedEncoder)
+    staged = hasattr(model, "losses")  # VST or SSF: the model computes its own losses
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=optim["lr"], momentum=optim["momentum"],
                                 nesterov=optim["nesterov"], weight_decay=optim["weight_decay"])
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=optim["label_smoothing"])
@@ -257,7 +281,7 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             for inputs, labels in loader:
                 inputs, labels = inputs.to(device), labels.to(device)
-                if tokenized:
+                if staged:
                     loss, logits, parts = model.losses(inputs, labels, criterion)
                     for name, value in parts.items():
                         part_sums[name] = part_sums.get(name, 0.0) + value * len(labels)
@@ -276,10 +300,10 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
             entry.update({f"loss_{name}": value / seen for name, value in part_sums.items()})
             if (epoch + 1) % options["eval_every"] == 0 or epoch + 1 == epochs:
                 metrics = evaluate(model, test_loader, device)
-                if tokenized:
-                    metrics.update(model.token_metrics(test_loader, device))
-                    entry.update({key: metrics[key] for key in ("token_top1", "codebook_perplexity",
-                                                                 "codebook_used_fraction") if key in metrics})
+                metrics.update(_stage_metrics(model, test_loader, device))
+                entry.update({key: metrics[key] for key in ("token_top1", "codebook_perplexity",
+                                                             "codebook_used_fraction", "gzsl_harmonic_mean",
+                                                             "zsl_unseen_top1") if key in metrics})
                 entry["test_top1"] = metrics["top1"]
                 if best["top1"] is None or metrics["top1"] > best["top1"]:
                     best = {"top1": metrics["top1"], "epoch": epoch + 1}
@@ -298,8 +322,7 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
         torch.use_deterministic_algorithms(previous_deterministic)
     if metrics is None:  # stopped after the last checkpoint, before its metrics were written
         metrics = evaluate(model, test_loader, device)
-        if tokenized:
-            metrics.update(model.token_metrics(test_loader, device))
+        metrics.update(_stage_metrics(model, test_loader, device))
     if tokenized:  # the codes the training data uses, and the glossary that describes them
         train_eval_loader = make_loader(SkeletonDataset(train_sequences, preprocess), options["test_batch_size"],
                                         shuffle=False, num_workers=data["num_workers"])
@@ -314,9 +337,12 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
     return result
 
 
-def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "auto") -> dict:
+def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "auto", zero_shot: bool = True,
+                 unseen: list[int] | None = None, calibration: float = 0.0) -> dict:
     """Metrics of the final checkpoint of the run in `run_dir` on its test data, or on all
-    of the sequences at `data` (any path open_sequences accepts)."""
+    of the sequences at `data` (any path open_sequences accepts). For an SSF run, `unseen`
+    replaces the run's unseen classes in the zero-shot metrics, and `calibration` is
+    subtracted from the seen classes' logits in their GZSL part."""
     run_dir = Path(run_dir)
     for name in ("config.yaml", CHECKPOINT):
         if not (run_dir / name).is_file():
@@ -328,11 +354,23 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "au
     model = build_training_model(config, checkpoint["in_channels"], checkpoint["num_classes"], checkpoint["layout"],
                                  checkpoint["num_bodies"])
     model.load_state_dict(checkpoint["model"])
+    if unseen is not None:
+        if not isinstance(model, SkeletonLanguageModel):
+            raise ValueError(f"{run_dir}: zero-shot classes apply to runs with ssf.enabled")
+        model.config.unseen = tuple(unseen)
     model.to(device)
     test_set = SkeletonDataset(sequences, make_preprocess(config["data"]))
     loader = make_loader(test_set, config["train"]["test_batch_size"], shuffle=False,
                          num_workers=config["data"]["num_workers"])
     metrics = evaluate(model, loader, device)
-    if isinstance(model, TokenizedEncoder):
-        metrics.update(model.token_metrics(loader, device))
+    metrics.update(_stage_metrics(model, loader, device, zero_shot, calibration))
     return {**metrics, "epoch": checkpoint["epoch"]}
+
+
+def _stage_metrics(model: torch.nn.Module, loader, device, zero_shot: bool = True, calibration: float = 0.0) -> dict:
+    """VST: the token-only classifier and codebook usage; SSF with unseen classes: zero-shot."""
+    if isinstance(model, TokenizedEncoder):
+        return model.token_metrics(loader, device)
+    if isinstance(model, SkeletonLanguageModel) and model.config.unseen and zero_shot:
+        return zero_shot_metrics(model, loader, device, calibration)
+    return {}

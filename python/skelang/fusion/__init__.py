@@ -1,0 +1,1 @@
+"""SSF (HocSLM): skeleton-language sequential fusion, text descriptions and zero-shot classes."""
