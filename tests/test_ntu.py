@@ -4,8 +4,6 @@ pure-Python reference, denoising, every real example, and malformed input."""
 from __future__ import annotations
 
 import csv
-import io
-import pickle
 
 import numpy as np
 import pytest

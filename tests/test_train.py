@@ -215,7 +215,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     save_checkpoint({"epoch": 1, "weights": torch.ones(3)}, path)
 
     def partial_save(state, file):
-        Path(file).write_bytes(b"half a checkpoint")
+        file.write(b"half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", partial_save)

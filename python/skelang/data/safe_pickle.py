@@ -4,7 +4,6 @@ arbitrary objects, so an untrusted file cannot run code."""
 
 from __future__ import annotations
 
-import io
 import pickle
 from pathlib import Path
 

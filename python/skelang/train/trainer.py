@@ -23,7 +23,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from skelang.files import torch_save_atomic
 from skelang.data.dataset import SkeletonDataset, make_loader
 from skelang.data.layouts import get_layout
 from skelang.data.preprocess import Augmentation, Preprocess
@@ -164,14 +164,7 @@ def _set_rng_states(states: dict) -> None:
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """torch.save to a temporary file in the same folder, then os.replace: `path` always
     holds a whole checkpoint, the old or the new one."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    torch_save_atomic(state, path)
 
 
 def load_checkpoint(path: str | Path) -> dict:

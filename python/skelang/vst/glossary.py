@@ -14,17 +14,16 @@ Body frame (rows right, up, forward), computed from the clip itself:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from skelang.files import write_text_atomic
 from skelang.data.layouts import SkeletonLayout
 from skelang.vst.decoder import MotionDecoder
 from skelang.vst.narrative import token_name
@@ -234,18 +233,7 @@ def format_glossary(entries: Sequence[GlossaryEntry]) -> str:
 
 def save_glossary(entries: Sequence[GlossaryEntry], path: str | os.PathLike) -> None:
     """Write the entries as a JSON list of objects, atomically (temporary file + os.replace)."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                             suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            json.dump([dataclasses.asdict(e) for e in entries], file, indent=2)
-            file.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    write_text_atomic(path, json.dumps([dataclasses.asdict(e) for e in entries], indent=2) + "\n")
 
 
 def load_glossary(path: str | os.PathLike) -> list[GlossaryEntry]:

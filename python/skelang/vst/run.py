@@ -4,14 +4,13 @@ read (or rebuild) the code glossary, and decode a code to a motion clip."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
+from skelang.files import write_text_atomic
 from skelang.data.dataset import SkeletonDataset, make_loader
 from skelang.data.layouts import get_layout
 from skelang.data.readers import open_sequences
@@ -63,16 +62,7 @@ def tokenize(run_dir: str | Path, data: str, batch_size: int = 64) -> list[dict]
 
 def write_jsonl(records: list[dict], path: str | Path) -> None:
     """`records` as JSON lines, written to a temporary file and renamed."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            for record in records:
-                out.write(json.dumps(record) + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def glossary(run_dir: str | Path) -> list[GlossaryEntry]:
