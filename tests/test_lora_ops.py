@@ -1,0 +1,107 @@
+"""lora_linear (the fused LoRA layer op) and LoRALinear: parity with the reference (forward,
+every gradient, with and without dropout mask and bias), float64 gradcheck, opcheck, no
+gradient for the frozen base, PEFT's LoRA layer computing the same, and input errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import skelang.ops as ops
+import skelang.reference as reference
+from skelang.lm.lora import LoRALinear
+
+
+def lora_inputs(shape=(2, 5, 7), out=6, r=3, dtype=torch.float64, bias=True, masked=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, dtype=dtype, generator=g).requires_grad_()
+    weight = torch.randn(out, shape[-1], dtype=dtype, generator=g)
+    b = torch.randn(out, dtype=dtype, generator=g) if bias else None
+    A = torch.randn(r, shape[-1], dtype=dtype, generator=g).requires_grad_()
+    B = torch.randn(out, r, dtype=dtype, generator=g).requires_grad_()
+    mask = (torch.rand(*shape, generator=g) > 0.2).to(dtype) / 0.8 if masked else None
+    return x, weight, b, A, B, mask
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(7,), (4, 7), (2, 5, 7), (3, 1, 2, 9)])
+@pytest.mark.parametrize("bias,masked", [(True, True), (False, False), (True, False)])
+def test_parity(dtype, shape, bias, masked):
+    x, weight, b, A, B, mask = lora_inputs(shape, dtype=dtype, bias=bias, masked=masked)
+    y = ops.lora_linear(x, weight, b, A, B, 0.75, mask)
+    y_ref = reference.lora_linear(x, weight, b, A, B, 0.75, mask)
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else {}
+    torch.testing.assert_close(y, y_ref, **tolerance)
+    grad_y = torch.randn_like(y)
+    for grad, grad_ref in zip(torch.autograd.grad(y, (x, A, B), grad_y),
+                              torch.autograd.grad(y_ref, (x, A, B), grad_y)):
+        torch.testing.assert_close(grad, grad_ref, **tolerance)
+
+
+def test_gradcheck_and_opcheck():
+    for masked in (False, True):
+        x, weight, b, A, B, mask = lora_inputs(masked=masked)
+        assert torch.autograd.gradcheck(lambda x, A, B: ops.lora_linear(x, weight, b, A, B, 0.5, mask), (x, A, B))
+        torch.library.opcheck(torch.ops.skelang.lora_linear.default, (x, weight, b, A, B, 0.5, mask))
+
+
+def test_frozen_base_gets_no_gradient():
+    x, weight, b, A, B, mask = lora_inputs()
+    weight.requires_grad_(True)  # even if asked, the op treats the base as frozen
+    ops.lora_linear(x, weight, b, A, B, 0.5, mask).sum().backward()
+    assert weight.grad is None and A.grad is not None and B.grad is not None
+
+
+def test_layer_starts_as_its_base_and_matches_peft():
+    torch.manual_seed(0)
+    base = nn.Linear(12, 10)
+    layer = LoRALinear(base, r=4, alpha=8)
+    x = torch.randn(3, 12)
+    torch.testing.assert_close(layer(x), base(x))  # lora_B starts at zero
+    assert [name for name, p in layer.named_parameters() if p.requires_grad] == ["lora_A", "lora_B"]
+    peft = pytest.importorskip("peft")
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    model = peft.inject_adapter_in_model(peft.LoraConfig(r=4, lora_alpha=8, target_modules=["layer"]),
+                                         nn.ModuleDict({"layer": nn.Linear(12, 10)}))
+    peft_layer = model["layer"]
+    with torch.no_grad():
+        peft_layer.base_layer.load_state_dict(base.state_dict())
+        peft_layer.lora_A["default"].weight.copy_(layer.lora_A)
+        peft_layer.lora_B["default"].weight.copy_(layer.lora_B)
+    torch.testing.assert_close(layer(x), peft_layer(x))
+
+
+def test_dropout_is_a_mask_drawn_outside_the_op():
+    torch.manual_seed(1)
+    layer = LoRALinear(nn.Linear(8, 8), r=2, dropout=0.5)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(64, 8)
+    assert not torch.equal(layer.train()(x), layer(x))  # training: a new mask each call
+    assert torch.equal(layer.eval()(x), layer(x))       # evaluation: no dropout
+
+
+def test_errors():
+    x, weight, b, A, B, _ = lora_inputs()
+    with pytest.raises(RuntimeError, match=r"lora_A must be \(r, in = 7\)"):
+        ops.lora_linear(x, weight, b, A[:, :5], B, 1.0)
+    with pytest.raises(RuntimeError, match=r"lora_B must be \(out, r\) = \(6, 3\)"):
+        ops.lora_linear(x, weight, b, A, B[:, :2], 1.0)
+    with pytest.raises(RuntimeError, match="mask must have x's shape"):
+        ops.lora_linear(x, weight, b, A, B, 1.0, torch.ones(2, 7, dtype=torch.float64))
+    with pytest.raises(ValueError, match="LoRA rank must be positive"):
+        LoRALinear(nn.Linear(3, 3), r=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_parity():
+    inputs = lora_inputs(shape=(64, 32), out=48, r=8)
+    on_cuda = [t.detach().cuda().requires_grad_(t.requires_grad) if t is not None else None for t in inputs]
+    y, y_cpu = ops.lora_linear(*on_cuda[:5], 0.5, on_cuda[5]), ops.lora_linear(*inputs[:5], 0.5, inputs[5])
+    torch.testing.assert_close(y.cpu(), y_cpu)
+    grad_y = torch.randn_like(y_cpu)
+    for a, b in zip(torch.autograd.grad(y, (on_cuda[0], on_cuda[3], on_cuda[4]), grad_y.cuda()),
+                    torch.autograd.grad(y_cpu, (inputs[0], inputs[3], inputs[4]), grad_y)):
+        torch.testing.assert_close(a.cpu(), b)
