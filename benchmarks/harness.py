@@ -86,6 +86,22 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | N
         return None
 
 
+def saved_tensor_bytes(fn: Callable[[], object]) -> int:
+    """Bytes that autograd keeps for backward during one call of `fn` (activation memory):
+    every tensor packed by a saved-tensors hook, each storage counted once. Exact and
+    independent of the allocator, unlike the resident-set peak."""
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fn()
+    return sum(storages.values())
+
+
 def machine_peak_gflops(device: torch.device, size: int = 2048, min_run_time: float = 1.0) -> float:
     """float32 GFLOP/s of a large square matmul: the machine's practical peak."""
     a = torch.randn(size, size, device=device)
@@ -141,10 +157,13 @@ def measure_case_memory(case: Case, device: torch.device) -> dict:
     for label, fn in sides:
         memory = peak_memory_bytes(_synchronized(fn, device), device)
         row[f"{label}_peak_mib"] = None if memory is None else memory / 2**20
+        row[f"{label}_saved_mib"] = saved_tensor_bytes(fn) / 2**20
     if row["skelang_peak_mib"] is not None and row["reference_peak_mib"]:
         row["memory_ratio"] = row["skelang_peak_mib"] / row["reference_peak_mib"]
     else:
         row["memory_ratio"] = None
+    row["saved_ratio"] = (row["skelang_saved_mib"] / row["reference_saved_mib"]
+                          if row["reference_saved_mib"] else None)
     return row
 
 
@@ -165,7 +184,8 @@ def format_table(rows: list[dict]) -> str:
         return "-" if value is None else format(value, spec)
 
     header = ("case", "params", "skelang ms", "ref ms", "speedup", "samples/s", "ref samples/s", "GFLOP/s",
-              "% peak", "skelang MiB", "ref MiB", "mem ratio", "peer", "peer ms", "vs peer", "peer MiB")
+              "% peak", "skelang MiB", "ref MiB", "mem ratio", "saved MiB", "ref saved", "saved ratio",
+              "peer", "peer ms", "vs peer", "peer MiB", "peer saved")
     lines = [header]
     for r in rows:
         lines.append((r["name"], r["params"], fmt(r["skelang_ms"], ".2f"), fmt(r["reference_ms"], ".2f"),
@@ -173,9 +193,11 @@ def format_table(rows: list[dict]) -> str:
                       fmt(r.get("reference_samples_per_s"), ".1f"), fmt(r["skelang_gflops"], ".1f"),
                       fmt(r["skelang_fraction_of_peak"] and 100 * r["skelang_fraction_of_peak"], ".1f"),
                       fmt(r["skelang_peak_mib"], ".1f"),
-                      fmt(r["reference_peak_mib"], ".1f"), fmt(r["memory_ratio"], ".2f"), r.get("peer") or "-",
+                      fmt(r["reference_peak_mib"], ".1f"), fmt(r["memory_ratio"], ".2f"),
+                      fmt(r.get("skelang_saved_mib"), ".1f"), fmt(r.get("reference_saved_mib"), ".1f"),
+                      fmt(r.get("saved_ratio"), ".2f"), r.get("peer") or "-",
                       fmt(r.get("peer_ms"), ".2f"), fmt(r.get("peer_speedup"), ".2f") + ("x" if r.get("peer_speedup") else ""),
-                      fmt(r.get("peer_peak_mib"), ".1f")))
+                      fmt(r.get("peer_peak_mib"), ".1f"), fmt(r.get("peer_saved_mib"), ".1f")))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     out = []
     for k, line in enumerate(lines):
