@@ -41,6 +41,11 @@ def test_bench_quick_json_reports_ratios():
     assert {r["params"].split("A=")[1] for r in aggregate} == {
         "shared", "per_channel", "per_sample", "per_sample_channel"}
     assert {"ntu .skeleton parse", "ntu read + preprocess"} <= {r["name"] for r in rows}
+    assert {"composite_aggregate fwd+bwd", "hglnet training step", "ctrgcn training step",
+            "quantizer step (search + EMA)", "LoRA layer step", "LoRA vs frozen base",
+            "contrastive_alignment_loss fwd+bwd", "cross_modal_attention fwd+bwd"} <= {r["name"] for r in rows}
+    composite = next(r for r in rows if r["name"] == "composite_aggregate fwd+bwd")
+    assert composite["skelang_saved_mib"] < composite["reference_saved_mib"]  # no (N, K, C, V, V) topology kept
     for r in rows:
         assert r["skelang_ms"] > 0 and r["reference_ms"] > 0
         assert r["speedup"] == pytest.approx(r["reference_ms"] / r["skelang_ms"])

@@ -136,6 +136,19 @@ class SkeletonLanguageModel(nn.Module):
 
 
 @torch.no_grad()
+def text_metrics(model: SkeletonLanguageModel, loader, device) -> dict:
+    """Top-1 of classification by the text prototypes of all classes (beside the encoder's
+    own head, whichever ssf.classify_by reports as top1)."""
+    model.eval()
+    correct = seen = 0
+    for inputs, labels in loader:
+        inputs, labels = inputs.to(device), labels.to(device)
+        correct += (model.text_logits(inputs).argmax(1) == labels).sum().item()
+        seen += len(labels)
+    return {"text_top1": correct / max(seen, 1)}
+
+
+@torch.no_grad()
 def zero_shot_metrics(model: SkeletonLanguageModel, loader, device, calibration: float = 0.0,
                       conse_top: int = 3) -> dict:
     """Text-prototype classification of the test data with the seen/unseen split of the model:

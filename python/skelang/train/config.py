@@ -168,7 +168,7 @@ SCHEMA = {
         "metric": ("euclidean", _one_of("euclidean", "cosine")),
         "decay": (0.99, decay),
         "commitment": (0.25, non_negative),
-        "dead_threshold": (0.1, non_negative),  # EMA cluster size under which a code is revived
+        "dead_threshold": (0.1, non_negative),  # revive codes whose EMA size is under this x the average
         "segment_length": (1, positive_int),    # encoder time steps per segment (token)
         "reconstruction": (1.0, non_negative),  # weight of the motion decoder's loss
         "consistency": (0.0, non_negative),     # weight of |z_s - z_(s+1)|^2 between segments

@@ -40,7 +40,7 @@ from skelang.data.splits import split_of
 from skelang.encoder import build_model
 from skelang.train.config import resolve_config
 from skelang.train.metrics import evaluate
-from skelang.fusion.ssf import SkeletonLanguageModel, ssf_config, zero_shot_metrics
+from skelang.fusion.ssf import SkeletonLanguageModel, ssf_config, text_metrics, zero_shot_metrics
 from skelang.vst.glossary import build_glossary, save_glossary
 from skelang.vst.model import TokenizedEncoder, vst_config
 
@@ -295,7 +295,7 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
                 metrics = evaluate(model, test_loader, device)
                 metrics.update(_stage_metrics(model, test_loader, device))
                 entry.update({key: metrics[key] for key in ("token_top1", "codebook_perplexity",
-                                                             "codebook_used_fraction", "gzsl_harmonic_mean",
+                                                             "codebook_used_fraction", "text_top1", "gzsl_harmonic_mean",
                                                              "zsl_unseen_top1") if key in metrics})
                 entry["test_top1"] = metrics["top1"]
                 if best["top1"] is None or metrics["top1"] > best["top1"]:
@@ -361,9 +361,13 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "au
 
 
 def _stage_metrics(model: torch.nn.Module, loader, device, zero_shot: bool = True, calibration: float = 0.0) -> dict:
-    """VST: the token-only classifier and codebook usage; SSF with unseen classes: zero-shot."""
+    """VST: the token-only classifier and codebook usage; SSF: classification by the text
+    prototypes, and with unseen classes the zero-shot metrics."""
     if isinstance(model, TokenizedEncoder):
         return model.token_metrics(loader, device)
-    if isinstance(model, SkeletonLanguageModel) and model.config.unseen and zero_shot:
-        return zero_shot_metrics(model, loader, device, calibration)
+    if isinstance(model, SkeletonLanguageModel):
+        metrics = text_metrics(model, loader, device)
+        if model.config.unseen and zero_shot:
+            metrics.update(zero_shot_metrics(model, loader, device, calibration))
+        return metrics
     return {}

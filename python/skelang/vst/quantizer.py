@@ -58,8 +58,10 @@ class VectorQuantizer(nn.Module):
     kmeans_init: the codebook starts as k-means++ plus `kmeans_iterations` Lloyd steps on the
         first `init_vectors` training vectors (collected over the first batches); until
         then codes are random and not updated.
-    dead_threshold: a code whose EMA cluster size falls under this is revived: replaced by
-        a random recent encoder output (from the last `recent_size` training vectors).
+    dead_threshold: a code whose EMA cluster size falls under this fraction of the average
+        code's is revived: replaced by a random recent encoder output (from the last
+        `recent_size` training vectors). Relative, so it means the same for any batch size
+        and codebook size.
     """
 
     def __init__(self, num_codes: int = 512, dim: int = 64, metric: str = "euclidean", decay: float = 0.99,
@@ -100,7 +102,7 @@ class VectorQuantizer(nn.Module):
         if self.training:
             self._remember(flat.detach())
             if not bool(self.initialized) and int(self.recent_seen) >= self.init_vectors:
-                self._kmeans_init(self._recent_vectors())
+                self._kmeans_init(self._recent_vectors(), len(flat))
         indices, distances = self.ops.nearest_code(flat.detach(), self.codebook, self.metric)
         if self.training and bool(self.initialized):
             self._update(flat.detach(), indices)
@@ -148,7 +150,7 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _revive_dead_codes(self) -> None:
-        dead = self.cluster_size < self.dead_threshold  # identical on every rank
+        dead = self._dead()  # identical on every rank
         count = int(dead.sum())
         if count == 0:
             return
@@ -164,8 +166,9 @@ class VectorQuantizer(nn.Module):
         self.revived.add_(count)
 
     @torch.no_grad()
-    def _kmeans_init(self, vectors: Tensor) -> None:
-        """k-means++ seeding and Lloyd iterations on `vectors` (N, D), on rank 0; broadcast."""
+    def _kmeans_init(self, vectors: Tensor, batch_size: int) -> None:
+        """k-means++ seeding and Lloyd iterations on `vectors` (N, D), on rank 0; broadcast.
+        The cluster sizes start as the clusters' shares of a batch of `batch_size` vectors."""
         if _is_rank_zero():
             centres = kmeans_plus_plus(vectors, self.num_codes, self.metric, self.ops)
             for _ in range(self.kmeans_iterations):
@@ -175,11 +178,16 @@ class VectorQuantizer(nn.Module):
                 centres[used] = self._on_sphere(sums[used] / counts[used, None])
             indices, _ = self.ops.nearest_code(vectors, centres, self.metric)
             counts, _ = self.ops.code_statistics(vectors, indices, self.num_codes)
+            counts *= batch_size / len(vectors)  # EMA sizes count the vectors of one batch
             self.codebook.copy_(centres)
-            self.cluster_size.copy_(counts.clamp_min(self.dead_threshold))
+            self.cluster_size.copy_(counts.clamp_min(self.dead_threshold * float(counts.mean())))
         _broadcast(self.codebook, self.cluster_size)
         self.embed_sum.copy_(self.codebook * self.cluster_size[:, None])
         self.initialized.fill_(True)
+
+    def _dead(self) -> Tensor:
+        """(K) bool: codes whose EMA size is under dead_threshold x the average code's."""
+        return self.cluster_size < self.dead_threshold * self.cluster_size.mean()
 
     # --- statistics -----------------------------------------------------------------------------
     def reset_usage(self) -> None:
@@ -188,13 +196,13 @@ class VectorQuantizer(nn.Module):
     def usage_statistics(self) -> dict:
         """Of the codes chosen since reset_usage(): perplexity (exp of the usage entropy; K
         when uniform), used fraction; and the fraction of codes whose EMA size is under the
-        dead threshold."""
+        dead threshold (relative to the average code's)."""
         total = float(self.usage.sum())
         probabilities = self.usage / max(total, 1.0)
         entropy = -(probabilities[probabilities > 0] * probabilities[probabilities > 0].log()).sum()
         return {"perplexity": math.exp(float(entropy)) if total > 0 else 0.0,
                 "used_fraction": float((self.usage > 0).float().mean()),
-                "dead_fraction": float((self.cluster_size < self.dead_threshold).float().mean()),
+                "dead_fraction": float(self._dead().float().mean()),
                 "revived": int(self.revived)}
 
 
