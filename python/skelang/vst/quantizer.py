@@ -168,7 +168,8 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _kmeans_init(self, vectors: Tensor, batch_size: int) -> None:
         """k-means++ seeding and Lloyd iterations on `vectors` (N, D), on rank 0; broadcast.
-        The cluster sizes start as the clusters' shares of a batch of `batch_size` vectors."""
+        The cluster sizes start as the clusters' shares of one step's vectors (`batch_size` on
+        each rank)."""
         if _is_rank_zero():
             centres = kmeans_plus_plus(vectors, self.num_codes, self.metric, self.ops)
             for _ in range(self.kmeans_iterations):
@@ -178,7 +179,8 @@ class VectorQuantizer(nn.Module):
                 centres[used] = self._on_sphere(sums[used] / counts[used, None])
             indices, _ = self.ops.nearest_code(vectors, centres, self.metric)
             counts, _ = self.ops.code_statistics(vectors, indices, self.num_codes)
-            counts *= batch_size / len(vectors)  # EMA sizes count the vectors of one batch
+            ranks = dist.get_world_size() if _distributed() else 1
+            counts *= batch_size * ranks / len(vectors)  # EMA sizes count one batch on every rank
             self.codebook.copy_(centres)
             self.cluster_size.copy_(counts.clamp_min(self.dead_threshold * float(counts.mean())))
         _broadcast(self.codebook, self.cluster_size)
