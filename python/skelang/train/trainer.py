@@ -99,9 +99,10 @@ def _num_classes(data: dict, datasets: list[SkeletonDataset]) -> int:
 
 
 def build_training_model(config: dict, in_channels: int, num_classes: int, layout: str,
-                         num_bodies: int) -> torch.nn.Module:
-    """The encoder of `config`, wrapped with VST when the vst section is enabled (its encoder
-    loaded from vst.encoder_run and frozen, when that is set)."""
+                         num_bodies: int, load_encoder_run: bool = True) -> torch.nn.Module:
+    """The encoder of `config`, wrapped with SSF or VST when their section is enabled (VST's
+    encoder frozen when vst.encoder_run is set, and loaded from that run unless
+    `load_encoder_run` is false: a checkpoint of this run will hold the weights)."""
     model = build_model(config["model"], in_channels, num_classes, layout, num_bodies)
     if config["ssf"]["enabled"]:
         return _with_ssf(model, config["ssf"])
@@ -109,7 +110,7 @@ def build_training_model(config: dict, in_channels: int, num_classes: int, layou
     if not vst["enabled"]:
         return model
     frozen = vst["encoder_run"] is not None
-    if frozen:
+    if frozen and load_encoder_run:
         state = load_checkpoint(Path(vst["encoder_run"]) / CHECKPOINT)["model"]
         if any(key.startswith("encoder.") for key in state):  # a VST run: its encoder's part
             state = {key.removeprefix("encoder."): value for key, value in state.items() if key.startswith("encoder.")}
@@ -345,7 +346,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "au
     sequences = load_sequences(config["data"])[1] if data is None else open_sequences(data)
     device = select_device(device)
     model = build_training_model(config, checkpoint["in_channels"], checkpoint["num_classes"], checkpoint["layout"],
-                                 checkpoint["num_bodies"])
+                                 checkpoint["num_bodies"], load_encoder_run=False)
     model.load_state_dict(checkpoint["model"])
     if unseen is not None:
         if not isinstance(model, SkeletonLanguageModel):

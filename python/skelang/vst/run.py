@@ -33,7 +33,7 @@ def load_vst_run(run_dir: str | Path) -> tuple[TokenizedEncoder, dict, dict]:
         raise ValueError(f"{run_dir}: this run has no VST (its config has vst.enabled: false)")
     checkpoint = load_checkpoint(run_dir / CHECKPOINT)
     model = build_training_model(config, checkpoint["in_channels"], checkpoint["num_classes"], checkpoint["layout"],
-                                 checkpoint["num_bodies"])
+                                 checkpoint["num_bodies"], load_encoder_run=False)
     model.load_state_dict(checkpoint["model"])
     return model.eval(), config, checkpoint
 
