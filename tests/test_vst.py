@@ -125,6 +125,7 @@ def test_vst_does_not_collapse_on_the_synthetic_set(synthetic_vst_run, synthetic
     assert metrics["train_codebook_perplexity"] > 100
     assert metrics["top1"] == synthetic_hglnet_run[1]["top1"]  # the frozen encoder is untouched
     assert metrics["token_top1"] > 0.3  # four tokens alone name many actions (chance: 1/15)
+    assert metrics["decoder_mse"] < metrics["mean_motion_mse"]  # the codes' decoded motion beats the mean motion
 
 
 def test_tokenize_is_deterministic_and_writes_narratives(synthetic_vst_run, tmp_path):

@@ -317,9 +317,10 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
     if metrics is None:  # stopped after the last checkpoint, before its metrics were written
         metrics = evaluate(model, test_loader, device)
         metrics.update(_stage_metrics(model, test_loader, device))
-    if tokenized:  # the codes the training data uses, and the glossary that describes them
+    if tokenized:  # the decoder fitted to the final codes, the codes the training data uses, their glossary
         train_eval_loader = make_loader(SkeletonDataset(train_sequences, preprocess), options["test_batch_size"],
                                         shuffle=False, num_workers=data["num_workers"])
+        metrics.update(model.fit_decoder(train_eval_loader, device))
         train_usage = model.token_metrics(train_eval_loader, device)
         metrics.update({"train_" + key: value for key, value in train_usage.items() if key.startswith("codebook_")})
         glossary = build_glossary(model.decoder, model.quantizer.codebook, model.quantizer.usage,

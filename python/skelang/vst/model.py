@@ -100,15 +100,46 @@ class TokenizedEncoder(nn.Module):
         if not self.frozen_encoder:
             parts["classification"] = criterion(logits, labels)
         if self.config.reconstruction > 0:
-            target = segment_targets(x[:, :3, :, :, 0], self.clip_length)  # body 0's joint positions
             parts["reconstruction"] = self.config.reconstruction * self.decoder.reconstruction_loss(
-                quantized.quantized, target[:, : z.shape[1]])
+                quantized.quantized, self.motion_targets(x)[:, : z.shape[1]])
         if self.config.consistency > 0 and z.shape[1] > 1:
             parts["consistency"] = self.config.consistency * (z[:, 1:] - z[:, :-1]).square().mean()
         if self.token_head is not None:
             parts["token_classification"] = criterion(self.token_logits(quantized.indices), labels)
         total = sum(parts.values())
         return total, logits, {name: float(value.detach()) for name, value in parts.items()}
+
+    def motion_targets(self, x: Tensor) -> Tensor:
+        """(N, S, 3, L, V) each segment's joint motion: body 0's joint positions relative to
+        the centre joint at the segment's first frame (where the body is in the room is not
+        the action's; how it moves and poses is)."""
+        clips = segment_targets(x[:, :3, :, :, 0], self.clip_length)
+        centre = get_layout(self.layout).centre
+        return clips - clips[:, :, :, :1, centre:centre + 1]
+
+    def fit_decoder(self, loader, device, steps: int = 400, lr: float = 1e-3) -> dict:
+        """Fits the motion decoder to the final codebook (the encoder and codes fixed): the
+        codes and motion targets of `loader`'s data, then `steps` full-batch Adam steps.
+        Returns its reconstruction MSE and, for scale, that of the mean motion."""
+        self.eval()
+        codes, targets = [], []
+        with torch.no_grad():
+            for inputs, _ in loader:
+                inputs = inputs.to(device)
+                codes.append(self.quantizer(self.segment_features(self.encoder.features(inputs))).quantized.flatten(0, 1))
+                targets.append(self.motion_targets(inputs)[:, : codes[-1].shape[0] // len(inputs)].flatten(0, 1))
+        codes, targets = torch.cat(codes), torch.cat(targets)  # (n, D), (n, 3, L, V)
+        optimizer = torch.optim.Adam(self.decoder.parameters(), lr=lr)
+        self.decoder.train()
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss = self.decoder.reconstruction_loss(codes, targets)
+            loss.backward()
+            optimizer.step()
+        self.decoder.eval()
+        with torch.no_grad():
+            mse = float(self.decoder.reconstruction_loss(codes, targets))
+        return {"decoder_mse": mse, "mean_motion_mse": float((targets - targets.mean(0)).square().mean())}
 
     @torch.no_grad()
     def tokenize(self, x: Tensor) -> list[list[TokenRun]]:
