@@ -12,7 +12,8 @@ import skelang.reference as reference
 
 
 def tolerances(dtype):
-    return dict(rtol=2e-5, atol=2e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    # float32: the gradients of phi and psi are sums over channels, frames and joints
+    return dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
 
 
 def composite_inputs(N=3, K=3, C=5, T=7, V=6, R=4, dtype=torch.float64, seed=0):

@@ -163,3 +163,16 @@ def test_glossary_command(synthetic_vst_run):
     assert len(entries) == round(metrics["train_codebook_used_fraction"] * 512)
     assert len(lines) >= len(entries)
     assert all(entry["description"] for entry in entries)
+
+
+def test_render_a_code(synthetic_vst_run, tmp_path):
+    run, _ = synthetic_vst_run
+    code = json.loads((run / "glossary.json").read_text())[0]["code"]
+    out = tmp_path / "code.gif"
+    result = subprocess.run([str(Path(sys.executable).parent / "skelang"), "data", "render", str(run), "--code", str(code),
+                             "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_size > 1000
+    result = subprocess.run([str(Path(sys.executable).parent / "skelang"), "data", "render", str(run), "--code", "9999",
+                             "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "code 9999 is not in [0, 512)" in result.stderr
