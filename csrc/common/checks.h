@@ -7,6 +7,7 @@
 
 #include <initializer_list>
 #include <string>
+#include <utility>
 
 namespace skelang {
 
@@ -31,6 +32,16 @@ inline void check_same_device(const char* op, const char* name_a, const at::Tens
                               const char* name_b, const at::Tensor& b) {
   TORCH_CHECK(a.device() == b.device(), op, ": ", name_a, " and ", name_b,
               " must be on the same device, got ", a.device(), " and ", b.device());
+}
+
+// Each of `others` (name, tensor) has the dtype and the device of `t`.
+inline void check_same_dtype_and_device(
+    const char* op, const char* name, const at::Tensor& t,
+    std::initializer_list<std::pair<const char*, const at::Tensor&>> others) {
+  for (const auto& [other_name, other] : others) {
+    check_same_dtype(op, name, t, other_name, other);
+    check_same_device(op, name, t, other_name, other);
+  }
 }
 
 // `size` must be 1 (broadcast) or equal to `full`.

@@ -27,12 +27,9 @@ CompositeAggregateInputs composite_aggregate_inputs(const char* op, const at::Te
   check_rank(op, "alpha", alpha, 1, "(1)");
   check_rank(op, "topology", topology, 3, "(K, V, V)");
   check_floating(op, "x", x);
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"phi", phi},
-                                {"psi", psi}, {"weight", weight}, {"bias", bias},
-                                {"alpha", alpha}, {"topology", topology}}) {
-    check_same_dtype(op, "x", x, name, t);
-    check_same_device(op, "x", x, name, t);
-  }
+  check_same_dtype_and_device(op, "x", x,
+                              {{"phi", phi}, {"psi", psi}, {"weight", weight}, {"bias", bias},
+                               {"alpha", alpha}, {"topology", topology}});
   const int64_t N = x.size(0), K = x.size(1), C = x.size(2), V = x.size(4);
   const int64_t R = phi.size(2);
   TORCH_CHECK(phi.sizes() == at::IntArrayRef({N, K, R, V}), op, ": phi must be (N, K, R, V) = (", N,
@@ -76,6 +73,14 @@ void bmm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
 }
 
 }  // namespace
+
+at::Tensor composite_aggregate_grad_y(const CompositeAggregateInputs& in, const at::Tensor& grad_y) {
+  const auto& x = in.x;
+  TORCH_CHECK(grad_y.sizes() == at::IntArrayRef({x.size(0), x.size(2), x.size(3), x.size(4)}),
+              "skelang::composite_aggregate_backward: grad_y must be (N, C, T, V) like the output, got ",
+              grad_y.sizes());
+  return grad_y.contiguous();
+}
 
 at::Tensor composite_aggregate_output(const CompositeAggregateInputs& in) {
   const auto& x = in.x;

@@ -59,6 +59,9 @@ void composite_aggregate_backward_chunk(const CompositeAggregateInputs& in,
                                         at::Tensor& grad_psi,
                                         CompositeAggregatePartials& partials);
 
+// grad_y checked to be (N, C, T, V) like the output, made contiguous.
+at::Tensor composite_aggregate_grad_y(const CompositeAggregateInputs& in, const at::Tensor& grad_y);
+
 // Empty outputs of the right shapes.
 at::Tensor composite_aggregate_output(const CompositeAggregateInputs& in);
 std::tuple<at::Tensor, at::Tensor, at::Tensor, CompositeAggregatePartials>

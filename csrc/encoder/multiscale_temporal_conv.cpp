@@ -29,10 +29,7 @@ at::Tensor multiscale_temporal_conv(const at::Tensor& x, const at::Tensor& weigh
   check_rank(op, "weight", weight, 4, "(B, W, W, k)");
   check_rank(op, "bias", bias, 2, "(B, W)");
   check_floating(op, "x", x);
-  check_same_dtype(op, "x", x, "weight", weight);
-  check_same_dtype(op, "x", x, "bias", bias);
-  check_same_device(op, "x", x, "weight", weight);
-  check_same_device(op, "x", x, "bias", bias);
+  check_same_dtype_and_device(op, "x", x, {{"weight", weight}, {"bias", bias}});
   const int64_t B = weight.size(0), W = weight.size(1), k = weight.size(3);
   TORCH_CHECK(weight.size(2) == W && k % 2 == 1, op,
               ": weight must be (B, W, W, k) with an odd kernel size k, got ", weight.sizes());

@@ -24,10 +24,7 @@ at::Tensor cross_modal_attention(const at::Tensor& query, const at::Tensor& key,
   check_rank(op, "key", key, 3, "(B, Lk, E)");
   check_rank(op, "value", value, 3, "(B, Lk, E)");
   check_floating(op, "query", query);
-  check_same_dtype(op, "query", query, "key", key);
-  check_same_dtype(op, "query", query, "value", value);
-  check_same_device(op, "query", query, "key", key);
-  check_same_device(op, "query", query, "value", value);
+  check_same_dtype_and_device(op, "query", query, {{"key", key}, {"value", value}});
   const int64_t N = query.size(0), Lq = query.size(1), E = query.size(2);
   const int64_t B = key.size(0), Lk = key.size(1);
   TORCH_CHECK(B == 1 || B == N, op, ": key must hold tokens for 1 or N = ", N, " samples, got ", B);

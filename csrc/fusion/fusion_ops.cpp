@@ -13,11 +13,8 @@ void check_contrastive_alignment_inputs(const char* op, const at::Tensor& skelet
   check_rank(op, "text", text, 2, "(M, D)");
   check_rank(op, "labels", labels, 1, "(N)");
   check_floating(op, "skeleton", skeleton);
-  check_same_dtype(op, "skeleton", skeleton, "text", text);
-  check_same_dtype(op, "skeleton", skeleton, "log_scale", log_scale);
-  check_same_device(op, "skeleton", skeleton, "text", text);
+  check_same_dtype_and_device(op, "skeleton", skeleton, {{"text", text}, {"log_scale", log_scale}});
   check_same_device(op, "skeleton", skeleton, "labels", labels);
-  check_same_device(op, "skeleton", skeleton, "log_scale", log_scale);
   TORCH_CHECK(text.size(1) == skeleton.size(1), op, ": text must be (M, D) with D = ", skeleton.size(1),
               " as skeleton ", skeleton.sizes(), ", got ", text.sizes());
   TORCH_CHECK(labels.scalar_type() == at::kLong, op, ": labels must be int64, got ", labels.scalar_type());

@@ -20,11 +20,7 @@ void check_lora_inputs(const char* op, const at::Tensor& x, const at::Tensor& we
   check_rank(op, "lora_A", lora_A, 2, "(r, in)");
   check_rank(op, "lora_B", lora_B, 2, "(out, r)");
   check_floating(op, "x", x);
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"weight", weight},
-                                {"lora_A", lora_A}, {"lora_B", lora_B}}) {
-    check_same_dtype(op, "x", x, name, t);
-    check_same_device(op, "x", x, name, t);
-  }
+  check_same_dtype_and_device(op, "x", x, {{"weight", weight}, {"lora_A", lora_A}, {"lora_B", lora_B}});
   const int64_t in = x.size(-1), out = weight.size(0), r = lora_A.size(0);
   TORCH_CHECK(weight.size(1) == in, op, ": weight must be (out, in) with in = ", in, " as x's last dimension ",
               x.sizes(), ", got ", weight.sizes());

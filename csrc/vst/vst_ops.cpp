@@ -44,11 +44,9 @@ void check_ema_codebook_update_inputs(const at::Tensor& codebook, const at::Tens
   check_rank(op, "codebook", codebook, 2, "(K, D)");
   check_floating(op, "codebook", codebook);
   const int64_t K = codebook.size(0), D = codebook.size(1);
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"cluster_size", cluster_size},
-                                {"embed_sum", embed_sum}, {"counts", counts}, {"sums", sums}}) {
-    check_same_dtype(op, "codebook", codebook, name, t);
-    check_same_device(op, "codebook", codebook, name, t);
-  }
+  check_same_dtype_and_device(op, "codebook", codebook,
+                              {{"cluster_size", cluster_size}, {"embed_sum", embed_sum},
+                               {"counts", counts}, {"sums", sums}});
   TORCH_CHECK(cluster_size.dim() == 1 && cluster_size.size(0) == K, op,
               ": cluster_size must be (K) = (", K, "), got ", cluster_size.sizes());
   TORCH_CHECK(counts.sizes() == cluster_size.sizes(), op, ": counts must be (K) = (", K, "), got ",

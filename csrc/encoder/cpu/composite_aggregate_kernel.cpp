@@ -27,10 +27,7 @@ CompositeAggregateGrads composite_aggregate_backward_cpu(
     const at::Tensor& alpha, const at::Tensor& topology) {
   const auto in = composite_aggregate_inputs("skelang::composite_aggregate_backward", x, phi, psi,
                                              weight, bias, alpha, topology);
-  const at::Tensor grad_y = grad_y_in.contiguous();
-  TORCH_CHECK(grad_y.sizes() == composite_aggregate_output(in).sizes(),
-              "skelang::composite_aggregate_backward: grad_y must be (N, C, T, V) like the output, got ",
-              grad_y.sizes());
+  const at::Tensor grad_y = composite_aggregate_grad_y(in, grad_y_in);
   auto [grad_x, grad_phi, grad_psi, partials] = composite_aggregate_grad_buffers(in);
   at::parallel_for(0, in.x.size(0), 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n)

@@ -40,10 +40,7 @@ CompositeAggregateGrads composite_aggregate_backward_cuda(
   const auto in = composite_aggregate_inputs("skelang::composite_aggregate_backward", x, phi, psi,
                                              weight, bias, alpha, topology);
   const c10::cuda::CUDAGuard guard(in.x.device());
-  const at::Tensor grad_y = grad_y_in.contiguous();
-  TORCH_CHECK(grad_y.sizes() == composite_aggregate_output(in).sizes(),
-              "skelang::composite_aggregate_backward: grad_y must be (N, C, T, V) like the output, got ",
-              grad_y.sizes());
+  const at::Tensor grad_y = composite_aggregate_grad_y(in, grad_y_in);
   auto [grad_x, grad_phi, grad_psi, partials] = composite_aggregate_grad_buffers(in);
   const int64_t N = in.x.size(0), chunk = samples_per_chunk(in);
   for (int64_t n0 = 0; n0 < N; n0 += chunk)

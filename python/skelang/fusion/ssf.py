@@ -158,14 +158,17 @@ def zero_shot_metrics(model: SkeletonLanguageModel, loader, device, calibration:
     classes weight their text embeddings, top `conse_top` of them, and the nearest unseen
     description wins), which leans on the seen classes the model knows. `calibration`
     is subtracted from the seen classes' logits in GZSL (calibrated stacking, Chao et al.
-    2016), against the bias of a model trained on the seen classes alone."""
+    2016), against the bias of a model trained on the seen classes alone. Also text_top1 (as
+    text_metrics, uncalibrated), from the same pass over the data."""
     model.eval()
     unseen = torch.tensor(sorted(model.config.unseen), dtype=torch.long, device=device)
-    counts = {"seen": [0, 0], "unseen": [0, 0], "zsl": [0, 0], "conse": [0, 0]}
+    counts = {"seen": [0, 0], "unseen": [0, 0], "zsl": [0, 0], "conse": [0, 0], "all": [0, 0]}
     text = F.normalize(model.class_embeddings, dim=-1)  # (K, Dt)
     for inputs, labels in loader:
         inputs, labels = inputs.to(device), labels.to(device)
         logits = model.text_logits(inputs)
+        counts["all"][0] += (logits.argmax(1) == labels).sum().item()  # text_top1, before calibration
+        counts["all"][1] += len(labels)
         logits[:, model.seen] -= calibration
         predicted = logits.argmax(1)
         is_unseen = torch.isin(labels, unseen)
@@ -188,8 +191,8 @@ def zero_shot_metrics(model: SkeletonLanguageModel, loader, device, calibration:
                 if seen is not None and unseen_accuracy is not None and seen + unseen_accuracy > 0 else None)
     return {"unseen_classes": unseen.tolist(), "calibration": calibration, "gzsl_seen_top1": seen, "gzsl_unseen_top1": unseen_accuracy,
             "gzsl_harmonic_mean": harmonic, "zsl_unseen_top1": accuracy["zsl"],
-            "zsl_conse_unseen_top1": accuracy["conse"],
-            "samples": {name: n for name, (_, n) in counts.items()}}
+            "zsl_conse_unseen_top1": accuracy["conse"], "text_top1": accuracy["all"],
+            "samples": {name: n for name, (_, n) in counts.items() if name != "all"}}
 
 
 def ssf_config(section: dict) -> SSFConfig:

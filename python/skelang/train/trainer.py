@@ -368,8 +368,7 @@ def _stage_metrics(model: torch.nn.Module, loader, device, zero_shot: bool = Tru
     if isinstance(model, TokenizedEncoder):
         return model.token_metrics(loader, device)
     if isinstance(model, SkeletonLanguageModel):
-        metrics = text_metrics(model, loader, device)
-        if model.config.unseen and zero_shot:
-            metrics.update(zero_shot_metrics(model, loader, device, calibration))
-        return metrics
+        if model.config.unseen and zero_shot:  # its pass over the data gives text_top1 too
+            return zero_shot_metrics(model, loader, device, calibration)
+        return text_metrics(model, loader, device)
     return {}
