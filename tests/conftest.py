@@ -54,3 +54,20 @@ def synthetic_hglnet_run(tmp_path_factory):
     (folder / "config.yaml").write_text(yaml.safe_dump(SYNTHETIC_HGLNET))
     metrics = train(load_config(folder / "config.yaml"), folder / "run", progress=False)
     return folder / "run", metrics
+
+
+@pytest.fixture(scope="session")
+def synthetic_vst_run(synthetic_hglnet_run, tmp_path_factory):
+    """VST (512 codes, one token per 4 frames) trained for 4 epochs on the frozen synthetic HGLNet."""
+    import yaml
+
+    from skelang.train import load_config, train
+
+    encoder_run, _ = synthetic_hglnet_run
+    folder = tmp_path_factory.mktemp("synthetic_vst")
+    config = {**SYNTHETIC_HGLNET, "train": {**SYNTHETIC_HGLNET["train"], "epochs": 4, "eval_every": 4},
+              "vst": {"enabled": True, "num_codes": 512, "code_dim": 32, "decay": 0.95, "dead_threshold": 0.2,
+                      "segment_length": 2, "switch_penalty": 0.1, "encoder_run": str(encoder_run)}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    metrics = train(load_config(folder / "config.yaml"), folder / "run", progress=False)
+    return folder / "run", metrics

@@ -6,7 +6,8 @@
     skelang data convert PATH --out DIR       a dataset into a fast-loading cache
     skelang data render PATH --out FILE.gif   an animation of one sequence
     skelang train --config FILE [key=value ...] --out DIR [--resume]   train a model
-    skelang eval RUN_DIR [--json] [--data PATH] [--zero-shot]          a run's test metrics
+    skelang eval RUN_DIR [--json] [--data PATH] [--zero-shot | --explanations]   a run's test metrics
+    skelang explain RUN_DIR [--data PATH] [--sample ID] [--json]       the language model's answers, explained
     skelang model profile [--type T | --config FILE] [--json]          parameters and GFLOPs
     skelang vst tokenize RUN_DIR --data PATH [--out FILE.jsonl]   each sequence's narrative
     skelang vst glossary RUN_DIR [--json]                         the codes described in words
@@ -139,9 +140,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _is_language_run(run_dir: str) -> bool:
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    config = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return isinstance(config, dict) and bool((config.get("lm") or {}).get("enabled"))
+
+
 def cmd_eval(args) -> int:
     from skelang.train import evaluate_run
 
+    if _is_language_run(args.run_dir):
+        return cmd_eval_language(args)
+    if args.explanations:
+        raise ValueError(f"{args.run_dir}: --explanations needs a language-model run (lm.enabled)")
     unseen = [int(c) for c in args.unseen.split(",")] if args.unseen else None
     metrics = evaluate_run(args.run_dir, args.data, zero_shot=args.zero_shot or unseen is not None, unseen=unseen,
                            calibration=args.calibration)
@@ -165,6 +178,39 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_eval_language(args) -> int:
+    from skelang.lm.train import evaluate_language_run
+
+    metrics = evaluate_language_run(args.run_dir, args.data, explanations=args.explanations, limit=args.limit,
+                                    progress=not args.json)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return 0
+    print(f"{args.run_dir} on {args.data or 'its test data'}: language-model top-1 {metrics['top1']:.2%}, "
+          f"top-5 {metrics['top5']:.2%} over {metrics['samples']} samples (the encoder's classifier: "
+          f"{metrics['encoder_top1']:.2%})")
+    if "faithfulness" in metrics:
+        print("explanations: " + ", ".join(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
+                                           for key, value in metrics["faithfulness"].items()))
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from skelang.lm.train import explain_run
+
+    records = explain_run(args.run_dir, args.data, args.sample, args.count, args.strategy, args.max_new_tokens,
+                          **({"seed": args.seed} if args.strategy == "sample" else {}))
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    for record in records:
+        truth = f" (true: {record['label_name']})" if record["label_name"] is not None else ""
+        print(f"[{record['index']}] {record['name']}: {record['predicted_name']} "
+              f"p={record['probability']:.2f}{truth}\n  narrative: {record['narrative']}\n"
+              f"  explanation: {record['explanation']}")
+    return 0
+
+
 def _add_train_commands(commands) -> None:
     train = commands.add_parser("train", help="train a model from a YAML configuration")
     train.add_argument("--config", required=True, help="the configuration (e.g. configs/synthetic_stgcn.yaml)")
@@ -183,7 +229,21 @@ def _add_train_commands(commands) -> None:
     evaluate.add_argument("--unseen", metavar="LABELS", help="comma-separated unseen classes (default: the run's)")
     evaluate.add_argument("--calibration", type=float, default=0.0,
                           help="subtracted from the seen classes' logits in GZSL (calibrated stacking)")
+    evaluate.add_argument("--explanations", action="store_true",
+                          help="a language-model run: also the faithfulness of its explanations")
+    evaluate.add_argument("--limit", type=int, help="with --explanations: how many samples (default lm.explain_samples)")
     evaluate.set_defaults(func=lambda args, rest: cmd_eval(args))
+
+    explain = commands.add_parser("explain", help="a language-model run's answer and explanation for sequences")
+    explain.add_argument("run_dir", help="a folder written by skelang train with an lm section")
+    explain.add_argument("--data", help="sequences to explain (default: the run's test data)")
+    explain.add_argument("--sample", type=int, help="the index of one sequence (default: the first --count)")
+    explain.add_argument("--count", type=int, default=5, help="how many sequences without --sample")
+    explain.add_argument("--strategy", default="greedy", choices=("greedy", "beam", "sample"))
+    explain.add_argument("--max-new-tokens", type=int, help="explanation length (default lm.max_new_tokens)")
+    explain.add_argument("--seed", type=int, default=0, help="with --strategy sample")
+    explain.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    explain.set_defaults(func=lambda args, rest: cmd_explain(args))
 
 
 def cmd_model_profile(args) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 
 import yaml
@@ -73,6 +74,12 @@ def fraction(value):
     return float(value)
 
 
+def dropout_rate(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise _Bad(f"expected a dropout probability in [0, 1), got {_got(value)}")
+    return float(value)
+
+
 def crop_range(value):
     if not (isinstance(value, list) and len(value) == 2):
         raise _Bad(f"expected [low, high] fractions of the frames, got {_got(value)}")
@@ -110,6 +117,19 @@ def label_list(value):
     return value
 
 
+def module_names(value):
+    """A list of module-name suffixes, or one regular expression (PEFT's target_modules)."""
+    if isinstance(value, str) and value:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise _Bad(f"expected a regular expression, got {value!r} ({error})") from None
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    raise _Bad(f"expected a list of module names or a regular expression, got {_got(value)}")
+
+
 def milestones(value):
     if not (isinstance(value, list) and all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in value)
             and value == sorted(value)):
@@ -142,6 +162,7 @@ SCHEMA = {
         "num_workers": (None, _optional(non_negative_int)),  # null: one per core
     },
     "optim": {
+        "optimizer": ("sgd", _one_of("sgd", "adamw")),  # adamw ignores momentum and nesterov
         "lr": (0.1, positive),
         "momentum": (0.9, non_negative),
         "nesterov": (True, boolean),
@@ -190,6 +211,26 @@ SCHEMA = {
         "classify_by": ("encoder", _one_of("encoder", "text")),  # the logits evaluation reports
         "unseen": ([], label_list),             # classes held out of training (zero-shot)
     },
+    # The language-model stage (LVLM-VAR) on a VST run's narratives; see skelang.lm.train.
+    "lm": {
+        "enabled": (False, boolean),
+        "vst_run": (None, _optional(text)),       # the VST run whose frozen encoder + codebook narrate
+        "model": ("smollm2", text),             # smollm2, a .gguf file or a local Hugging Face folder
+        "descriptions": (None, _optional(text)),  # class names and descriptions (as ssf.descriptions)
+        "lora": {
+            "r": (16, positive_int),
+            "alpha": (32.0, positive),
+            "dropout": (0.05, dropout_rate),
+            "rslora": (False, boolean),
+            "target_modules": (["q_proj", "k_proj", "v_proj", "o_proj"], module_names),
+        },
+        "action_tokens": (True, boolean),       # <aK> tokens with trainable embedding rows
+        "projector": (False, boolean),          # soft tokens from the segment features (LLaVA-style)
+        "candidates": (True, boolean),          # the prompt lists the candidate class names
+        "explanations": (True, boolean),        # targets explain the answer (else the name only)
+        "max_new_tokens": (48, positive_int),   # explanation length
+        "explain_samples": (50, non_negative_int),  # test samples whose explanations are measured
+    },
 }
 PASSED_THROUGH = ("model",)
 
@@ -233,6 +274,13 @@ def _check_sections(config: dict) -> None:
                    "or a YAML file), got null")
     if config["ssf"]["enabled"] and config["vst"]["enabled"]:
         raise _Bad("ssf.enabled and vst.enabled: train one stage at a time (vst.encoder_run can load an SSF run)")
+    if config["lm"]["enabled"]:
+        for key in ("vst_run", "descriptions"):
+            if config["lm"][key] is None:
+                raise _Bad(f"lm.{key}: expected a value with lm.enabled (see configs/nw_ucla_lm.yaml), got null")
+        if config["vst"]["enabled"] or config["ssf"]["enabled"]:
+            raise _Bad("lm.enabled with vst.enabled or ssf.enabled: train one stage at a time")
+        return  # the encoder comes from lm.vst_run: no model section
     if not isinstance(config["model"], dict) or config["model"].get("type") is None:
         raise _Bad("model: expected a section with a `type` (e.g. stgcn, ctrgcn, hglnet)")
 

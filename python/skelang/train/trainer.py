@@ -61,6 +61,14 @@ def learning_rate(optim: dict, epochs: int, epoch: int) -> float:
     return optim["lr"] * optim["gamma"] ** sum(epoch >= milestone for milestone in optim["milestones"])
 
 
+def make_optimizer(parameters: list, optim: dict) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov) or AdamW, as optim.optimizer says."""
+    if optim["optimizer"] == "adamw":
+        return torch.optim.AdamW(parameters, lr=optim["lr"], weight_decay=optim["weight_decay"])
+    return torch.optim.SGD(parameters, lr=optim["lr"], momentum=optim["momentum"], nesterov=optim["nesterov"],
+                           weight_decay=optim["weight_decay"])
+
+
 def make_preprocess(data: dict) -> Preprocess:
     return Preprocess(num_frames=data["num_frames"], normalize=data["normalize"], rotate=data["rotate"],
                       scale=data["scale"], train_crop=tuple(data["train_crop"]), eval_crop=data["eval_crop"],
@@ -210,6 +218,10 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
     `out_dir` (see the module's documentation). Returns the final metrics. With `resume`,
     continues the run in `out_dir` from its checkpoint (a finished run returns its metrics)."""
     config = resolve_config(config)
+    if config["lm"]["enabled"]:
+        from skelang.lm.train import train_language_model
+
+        return train_language_model(config, out_dir, resume, progress)
     out_dir = Path(out_dir)
     _check_run_directory(out_dir, config, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -238,8 +250,7 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
     model = build_training_model(config, in_channels, num_classes, layout, num_bodies).to(device)
     tokenized = isinstance(model, TokenizedEncoder)
     staged = hasattr(model, "losses")  # VST or SSF: the model computes its own losses
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=optim["lr"], momentum=optim["momentum"],
-                                nesterov=optim["nesterov"], weight_decay=optim["weight_decay"])
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], optim)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=optim["label_smoothing"])
     test_loader = make_loader(test_set, options["test_batch_size"], shuffle=False, num_workers=data["num_workers"])
 

@@ -145,7 +145,11 @@ class TokenizedEncoder(nn.Module):
     def tokenize(self, x: Tensor) -> list[list[TokenRun]]:
         """Each sample's narrative: tokens smoothed with the switch penalty, merged into runs
         with their spans in input frames."""
-        features = self.encoder.features(x)
+        return self.tokenize_features(self.encoder.features(x))
+
+    @torch.no_grad()
+    def tokenize_features(self, features: Tensor) -> list[list[TokenRun]]:
+        """tokenize() from the encoder's features (N, M, C', T', V)."""
         z = self.segment_features(features)  # (N, S, D)
         spans = [(start * self.frames_per_step, end * self.frames_per_step)
                  for start, end in fixed_segments(features.shape[3], self.config.segment_length)]

@@ -1,0 +1,193 @@
+"""Semantic action tokens and motion soft tokens for a causal language model (LVLM-VAR).
+
+The VST module writes a skeleton sequence as an action narrative of discrete codes
+``<a0>`` .. ``<a{K-1}>``. `add_action_tokens` teaches a language model to read them: each code
+becomes one tokenizer token with its own trainable embedding row, while the model's vocabulary
+and lm_head stay as they are. So that explanations can cite the tokens, `ActionTokenHead`
+adds their logits to the lm_head's, from the same rows (tied, as SmolLM2 and Llama-style
+models tie their embeddings).
+
+`MotionProjector` and `insert_soft_tokens` are the LLaVA-style alternative: continuous encoder
+features are projected into the language model's embedding space and put in place of
+placeholder tokens of the prompt.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from skelang.vst.narrative import token_name
+
+
+class ActionTokenEmbedding(nn.Module):
+    """The model's frozen input embedding plus one trainable row per semantic action token.
+
+    Ids in [first_action_id, first_action_id + num_codes) are looked up in `action_embeddings`
+    (num_codes, H); every other id in the frozen base table. Only the action rows get gradients.
+    """
+
+    def __init__(self, base: nn.Embedding, first_action_id: int, num_codes: int):
+        super().__init__()
+        if num_codes < 1:
+            raise ValueError(f"num_codes must be >= 1, got {num_codes}")
+        if not 0 < first_action_id <= base.num_embeddings:
+            raise ValueError(f"first_action_id must be in [1, {base.num_embeddings}] (the base "
+                             f"embedding's rows), got {first_action_id}")
+        self.base = base.requires_grad_(False)
+        self.first_action_id = first_action_id
+        self.num_codes = num_codes
+        with torch.no_grad():
+            rows = base.weight[:first_action_id].float()  # rows of the tokenizer's own tokens
+            std = rows.std(0) if first_action_id > 1 else torch.zeros_like(rows[0])  # (H,)
+            noise = torch.randn(num_codes, base.embedding_dim, device=rows.device)  # (K, H)
+            init = rows.mean(0) + 0.1 * std * noise
+        self.action_embeddings = nn.Parameter(init.to(base.weight.dtype))
+
+    @property
+    def weight(self) -> Tensor:
+        """The base table (V, H), for code that expects an nn.Embedding (e.g. weight tying)."""
+        return self.base.weight
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.base.embedding_dim
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        offset = input_ids - self.first_action_id
+        is_action = (offset >= 0) & (offset < self.num_codes)
+        embeds = self.base(input_ids.masked_fill(is_action, 0))  # (..., H)
+        if not is_action.any():
+            return embeds
+        # F.embedding, not indexing: its CPU backward sums in a fixed order (index_put_'s does
+        # not with several threads, and training must be reproducible)
+        actions = nn.functional.embedding(offset.clamp(0, self.num_codes - 1), self.action_embeddings)  # (..., H)
+        if hasattr(self.base, "embed_scale"):  # scaled embeddings (e.g. Gemma): scale alike
+            actions = actions * self.base.embed_scale
+        return torch.where(is_action.unsqueeze(-1), actions.to(embeds.dtype), embeds)
+
+
+class ActionTokenHead(nn.Module):
+    """The model's frozen lm_head plus the action tokens' logits: hidden (..., H) ->
+    logits (..., max(V, first_action_id + K)), where the action tokens' logits are
+    hidden . action_embeddings (the input rows, tied) at ids first_action_id + k, and ids
+    between the base vocabulary V and first_action_id (if any) get -inf."""
+
+    def __init__(self, base: nn.Module, embedding: ActionTokenEmbedding):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.embedding = [embedding]  # a plain list: the rows are the embedding's parameter
+
+    @property
+    def weight(self) -> Tensor:
+        return self.base.weight
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        logits = self.base(hidden)  # (..., V)
+        embedding = self.embedding[0]
+        actions = hidden @ embedding.action_embeddings.to(hidden.dtype).t()  # (..., K)
+        first, size = embedding.first_action_id, logits.shape[-1]
+        parts = [logits[..., :first]]
+        if first > size:
+            parts.append(logits.new_full((*logits.shape[:-1], first - size), float("-inf")))
+        parts += [actions.to(logits.dtype), logits[..., first + embedding.num_codes:]]
+        return torch.cat(parts, dim=-1)
+
+
+def add_action_tokens(model: nn.Module, tokenizer, num_codes: int) -> ActionTokenEmbedding:
+    """Add ``<a0>`` .. ``<a{num_codes-1}>`` to `tokenizer` as single tokens and give `model`
+    an `ActionTokenEmbedding` as input embedding and an `ActionTokenHead` as output embedding;
+    the vocabulary and the base tables are not resized.
+
+    The tokens get consecutive ids from the end of the tokenizer's vocabulary. If the tokenizer
+    already has them (e.g. a saved tokenizer), they must be exactly these names with consecutive
+    ids; anything else raises. Returns the new input embedding (also set on the model).
+    """
+    if num_codes < 1:
+        raise ValueError(f"num_codes must be >= 1, got {num_codes}")
+    base = model.get_input_embeddings()
+    if isinstance(base, ActionTokenEmbedding):
+        raise ValueError("the model's input embedding is already an ActionTokenEmbedding")
+    if not isinstance(base, nn.Embedding):
+        raise TypeError(f"the model's input embedding must be an nn.Embedding, "
+                        f"got {type(base).__name__}")
+    names = [token_name(code) for code in range(num_codes)]
+    vocab = tokenizer.get_vocab()
+    present = [name for name in names if name in vocab]
+    if present:
+        ids = [vocab.get(name) for name in names]
+        first = ids[0]
+        expected = list(range(first, first + num_codes)) if first is not None else None
+        if ids != expected or token_name(num_codes) in vocab:
+            raise ValueError(f"tokenizer already has action tokens ({present[0]} -> "
+                             f"{vocab[present[0]]}, ...) that are not <a0>..<a{num_codes - 1}> "
+                             f"with consecutive ids")
+    else:
+        first = len(tokenizer)
+    if first > base.num_embeddings:
+        raise ValueError(f"the tokenizer has {first} tokens before the action tokens but the "
+                         f"model's input embedding only {base.num_embeddings} rows")
+    if not present:
+        from transformers import AddedToken
+
+        tokenizer.add_tokens([AddedToken(name, normalized=False, single_word=False,
+                                         lstrip=False, rstrip=False) for name in names])
+        ids = tokenizer.convert_tokens_to_ids(names)
+        if ids != list(range(first, first + num_codes)):
+            raise RuntimeError(f"the tokenizer gave the action tokens ids {ids[:3]}..., "
+                               f"expected consecutive ids from {first}")
+    embedding = ActionTokenEmbedding(base, first, num_codes)
+    model.set_input_embeddings(embedding)
+    head = model.get_output_embeddings()
+    if head is not None:  # the model can also write the tokens (explanations cite them)
+        model.set_output_embeddings(ActionTokenHead(head, embedding))
+    return embedding
+
+
+class MotionProjector(nn.Module):
+    """LLaVA-style projector: encoder features (N, S, feature_dim) -> soft tokens
+    (N, S, hidden_size), by Linear -> GELU -> Linear."""
+
+    def __init__(self, feature_dim: int, hidden_size: int):
+        super().__init__()
+        self.feature_dim = feature_dim
+        self.net = nn.Sequential(nn.Linear(feature_dim, hidden_size), nn.GELU(),
+                                 nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, features: Tensor) -> Tensor:
+        if features.ndim != 3 or features.shape[-1] != self.feature_dim:
+            raise ValueError(f"features must have shape (N, S, {self.feature_dim}), "
+                             f"got {tuple(features.shape)}")
+        return self.net(features)
+
+
+def insert_soft_tokens(input_embeds: Tensor, input_ids: Tensor, placeholder_id: int,
+                       soft_tokens: Tensor) -> Tensor:
+    """Put soft_tokens (N, S, H) in place of the S consecutive `placeholder_id` positions of
+    each row of input_ids (N, L); input_embeds (N, L, H). Returns new embeddings (N, L, H)."""
+    if input_embeds.ndim != 3:
+        raise ValueError(f"input_embeds must have shape (N, L, H), got {tuple(input_embeds.shape)}")
+    N, L, H = input_embeds.shape
+    if tuple(input_ids.shape) != (N, L):
+        raise ValueError(f"input_ids must have shape ({N}, {L}) like input_embeds, "
+                         f"got {tuple(input_ids.shape)}")
+    if soft_tokens.ndim != 3 or soft_tokens.shape[0] != N or soft_tokens.shape[2] != H:
+        raise ValueError(f"soft_tokens must have shape ({N}, S, {H}), "
+                         f"got {tuple(soft_tokens.shape)}")
+    S = soft_tokens.shape[1]
+    is_placeholder = input_ids == placeholder_id  # (N, L)
+    counts = is_placeholder.sum(1).tolist()
+    for row, count in enumerate(counts):
+        if count != S:
+            raise ValueError(f"row {row} of input_ids has {count} placeholder tokens "
+                             f"(id {placeholder_id}), expected {S} (soft_tokens.shape[1])")
+    if S:
+        first = is_placeholder.int().argmax(1)  # (N,)
+        last = L - 1 - is_placeholder.flip(1).int().argmax(1)  # (N,)
+        for row, span in enumerate((last - first + 1).tolist()):
+            if span != S:
+                raise ValueError(f"the {S} placeholder tokens of row {row} of input_ids are "
+                                 f"not consecutive")
+    # masked_scatter fills the placeholder positions in row-major order: row by row, in order.
+    return input_embeds.masked_scatter(is_placeholder.unsqueeze(-1),
+                                       soft_tokens.to(input_embeds.dtype))

