@@ -20,13 +20,14 @@ def lora_inputs(shape=(2, 5, 7), out=6, r=3, dtype=torch.float64, bias=True, mas
     b = torch.randn(out, dtype=dtype, generator=g) if bias else None
     A = torch.randn(r, shape[-1], dtype=dtype, generator=g).requires_grad_()
     B = torch.randn(out, r, dtype=dtype, generator=g).requires_grad_()
-    mask = (torch.rand(*shape, generator=g) > 0.2).to(dtype) / 0.8 if masked else None
+    keep = torch.rand(*shape, generator=g) > 0.2
+    mask = {False: None, True: keep.to(dtype) / 0.8, "bool": keep}[masked]
     return x, weight, b, A, B, mask
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(7,), (4, 7), (2, 5, 7), (3, 1, 2, 9)])
-@pytest.mark.parametrize("bias,masked", [(True, True), (False, False), (True, False)])
+@pytest.mark.parametrize("bias,masked", [(True, True), (False, False), (True, False), (False, "bool")])
 def test_parity(dtype, shape, bias, masked):
     x, weight, b, A, B, mask = lora_inputs(shape, dtype=dtype, bias=bias, masked=masked)
     y = ops.lora_linear(x, weight, b, A, B, 0.75, mask)
@@ -40,10 +41,36 @@ def test_parity(dtype, shape, bias, masked):
 
 
 def test_gradcheck_and_opcheck():
-    for masked in (False, True):
+    for masked in (False, True, "bool"):
         x, weight, b, A, B, mask = lora_inputs(masked=masked)
         assert torch.autograd.gradcheck(lambda x, A, B: ops.lora_linear(x, weight, b, A, B, 0.5, mask), (x, A, B))
         torch.library.opcheck(torch.ops.skelang.lora_linear.default, (x, weight, b, A, B, 0.5, mask))
+
+
+def test_a_bool_mask_is_the_float_mask_with_its_scale_in_scaling():
+    x, weight, b, A, B, keep = lora_inputs(masked="bool")
+    y_bool = ops.lora_linear(x, weight, b, A, B, 0.5 / 0.8, keep)
+    y_float = ops.lora_linear(x, weight, b, A, B, 0.5, keep.double() / 0.8)
+    torch.testing.assert_close(y_bool, y_float)
+    grad_y = torch.randn_like(y_bool)
+    for grad_bool, grad_float in zip(torch.autograd.grad(y_bool, (x, A, B), grad_y),
+                                     torch.autograd.grad(y_float, (x, A, B), grad_y)):
+        torch.testing.assert_close(grad_bool, grad_float)
+
+
+def test_backward_keeps_x_the_bool_mask_and_xa_only():
+    x, weight, b, A, B, keep = lora_inputs(shape=(64, 32), out=48, r=4, dtype=torch.float32, masked="bool")
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        ops.lora_linear(x, weight, b, A, B, 0.5, keep)
+    activations = {t.data_ptr(): t.numel() * t.element_size() for t in saved
+                   if t.shape[:-1] == x.shape[:-1]}  # per-token tensors (not the weights)
+    assert sorted(activations.values()) == sorted([64 * 4 * 4, 64 * 32, 64 * 32 * 4])  # xa, mask, x
 
 
 def test_frozen_base_gets_no_gradient():
@@ -91,6 +118,8 @@ def test_errors():
         ops.lora_linear(x, weight, b, A, B[:, :2], 1.0)
     with pytest.raises(RuntimeError, match="mask must have x's shape"):
         ops.lora_linear(x, weight, b, A, B, 1.0, torch.ones(2, 7, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="mask must be bool .* or x's dtype"):
+        ops.lora_linear(x, weight, b, A, B, 1.0, torch.ones(x.shape, dtype=torch.int64))
     with pytest.raises(ValueError, match="LoRA rank must be positive"):
         LoRALinear(nn.Linear(3, 3), r=0)
 

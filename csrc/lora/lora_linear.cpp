@@ -35,7 +35,11 @@ void check_lora_inputs(const char* op, const at::Tensor& x, const at::Tensor& we
   if (mask.has_value() && mask->defined()) {
     TORCH_CHECK(mask->sizes() == x.sizes(), op, ": mask must have x's shape ", x.sizes(), ", got ",
                 mask->sizes());
-    check_same_dtype(op, "x", x, "mask", *mask);
+    TORCH_CHECK(mask->scalar_type() == at::kBool || mask->scalar_type() == x.scalar_type(), op,
+                ": mask must be bool (keep = true; fold 1 / (1 - p) into scaling) or x's dtype ", x.scalar_type(),
+                ", got ", mask->scalar_type());
+    TORCH_CHECK(mask->device() == x.device(), op, ": mask must be on x's device ", x.device(), ", got ",
+                mask->device());
   }
 }
 

@@ -4,8 +4,9 @@
 //   weight   (out, in)      frozen base weight;  bias (out) or None, frozen
 //   lora_A   (r, in)        lora_B (out, r)      the trainable low-rank factors
 //   scaling  s              alpha / r (or alpha / sqrt(r) for rsLoRA)
-//   mask     (..., in) or None: dropout on the LoRA branch's input, drawn outside the op
-//            (0 or 1 / (1 - p)), so the op itself is deterministic
+//   mask     (..., in) or None: dropout on the LoRA branch's input, drawn outside the op so
+//            the op itself is deterministic: bool (keep = true, 1 byte per element kept for
+//            backward; the caller folds 1 / (1 - p) into s) or x's dtype (0 or 1 / (1 - p))
 //   y        (..., out) = x W^T + b + s ((x * mask) A^T) B^T
 //   xa       (..., r)   = (x * mask) A^T, returned for backward
 //

@@ -63,10 +63,17 @@ def init_lora_weights(r: int, in_features: int, out_features: int, like: Tensor)
 
 
 def dropout_mask(x: Tensor, p: float) -> Tensor | None:
-    """Inverted-dropout mask of x's shape (kept entries 1 / (1 - p)), or None when p is 0."""
+    """A bool dropout mask of x's shape (True = kept, with probability 1 - p), or None when p
+    is 0. The 1 / (1 - p) of inverted dropout goes into the op's scaling (`dropout_scaling`),
+    so backward keeps one byte per element, not a float mask."""
     if p == 0:
         return None
-    return torch.empty_like(x).bernoulli_(1 - p).div_(1 - p)
+    return torch.rand_like(x) >= p
+
+
+def dropout_scaling(scaling: float, p: float, mask: Tensor | None) -> float:
+    """The op's scaling with a bool mask: scaling / (1 - p) (inverted dropout)."""
+    return scaling if mask is None else scaling / (1 - p)
 
 
 def is_lora_base(module: nn.Module) -> bool:
@@ -89,7 +96,8 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         mask = dropout_mask(x, self.dropout) if self.training else None
-        return self.ops.lora_linear(x, self.base.weight, self.base.bias, self.lora_A, self.lora_B, self.scaling, mask)
+        return self.ops.lora_linear(x, self.base.weight, self.base.bias, self.lora_A, self.lora_B,
+                                    dropout_scaling(self.scaling, self.dropout, mask), mask)
 
 
 class LoRALayer(nn.Module):
@@ -212,7 +220,7 @@ class LoRALayer(nn.Module):
         weight = weight.t() if self.fan_in_fan_out else weight  # (out, in); a view for Conv1D
         mask = dropout_mask(x, self.lora_dropout[name]) if self.training else None
         return self.ops.lora_linear(x, weight, self.base_layer.bias, self.lora_A[name], self.lora_B[name],
-                                    self.scaling[name], mask)
+                                    dropout_scaling(self.scaling[name], self.lora_dropout[name], mask), mask)
 
     def extra_repr(self) -> str:
         adapters = ", ".join(f"{name}: r={self.r[name]}, scaling={self.scaling[name]:g}" for name in self.lora_A)

@@ -1,7 +1,8 @@
 """lora_linear: a frozen linear layer with its LoRA branch, fused. See csrc/lora/lora_linear.h.
 
     x (..., in), weight (out, in) frozen, bias (out) | None frozen, lora_A (r, in), lora_B (out, r)
-    y = x W^T + b + scaling ((x * mask) A^T) B^T,  mask (..., in) | None: dropout drawn outside
+    y = x W^T + b + scaling ((x * mask) A^T) B^T,  mask (..., in) | None: dropout drawn outside,
+    bool (keep = True; fold 1 / (1 - p) into scaling: 1 byte per element saved) or x's dtype
 Backward saves x, the mask and (x * mask) A^T (..., r) only, and gives the frozen weight and
 bias no gradient.
 """
