@@ -58,7 +58,7 @@ def finished_run(tmp_path_factory) -> Path:
 def test_defaults_follow_ctrgcn_nw_ucla_recipe(tiny_file):
     config = load_config(tiny_file, ["optim.lr=0.05", "data.streams=[joint, bone]", "model.channels=[4]",
                                      "train.deterministic=true"])
-    assert config["optim"] == {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4,
+    assert config["optim"] == {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4,
                                "schedule": "step", "milestones": [2], "gamma": 0.1, "warmup_epochs": 1,
                                "label_smoothing": 0.0}
     assert config["data"]["streams"] == ["joint", "bone"]
