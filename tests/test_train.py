@@ -246,3 +246,16 @@ def test_train_and_eval_commands(tmp_path, tiny_file):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"skelang train: error: {tiny_file}: optim.lr: expected a positive number, got 'fast'"]
+
+
+def test_the_optimizer_is_sgd_or_adamw():
+    from skelang.train.trainer import make_optimizer
+
+    parameters = [torch.nn.Parameter(torch.zeros(3))]
+    optim = resolve_config({"data": {"train": "x", "test": "y"}, "model": {"type": "stgcn"}})["optim"]
+    sgd = make_optimizer(parameters, optim)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
+    adamw = make_optimizer(parameters, {**optim, "optimizer": "adamw", "lr": 1e-3})
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 1e-3
+    with pytest.raises(ValueError, match="optim.optimizer"):
+        resolve_config({"data": {"train": "x", "test": "y"}, "model": {"type": "stgcn"}, "optim": {"optimizer": "adam"}})
