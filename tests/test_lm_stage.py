@@ -155,11 +155,12 @@ def test_targets_cite_the_codes_most_typical_of_the_class():
     # code 7 appears only in class 2's sequences, code 3 in every class
     evidence = CodeEvidence.from_narratives([[3, 7, 7], [3, 7], [3, 1], [3, 5]], [2, 2, 0, 1], 10, 15)
     glossary = {7: GlossaryEntry(7, 5, "right hand rises quickly; arms raised"), 3: GlossaryEntry(3, 9, "body sways")}
-    target = target_text(2, [3, 7, 7, 3], evidence, glossary, descriptions)
+    answer, rest = target_text(2, [3, 7, 7, 3], evidence, glossary, descriptions)
     name = descriptions[2].name
-    assert target.startswith(f" {name}. Explanation: <a7> (right hand rises quickly) and <a3> (body sways)")
-    assert descriptions[2].description in target
-    assert target_text(2, [3], evidence, glossary, descriptions, with_explanation=False) == f" {name}."
+    assert answer == f" {name}."
+    assert rest.startswith(" Explanation: <a7> (right hand rises quickly) and <a3> (body sways)")
+    assert descriptions[2].description in rest
+    assert target_text(2, [3], evidence, glossary, descriptions, with_explanation=False) == (f" {name}.", "")
 
 
 def test_prompts_use_the_chat_template_and_list_the_candidates(tiny_language_model):
@@ -172,3 +173,28 @@ def test_prompts_use_the_chat_template_and_list_the_candidates(tiny_language_mod
     tokenizer.chat_template = None
     plain = build_prompt(tokenizer, "<a1>", None)
     assert "### Instruction:" in plain and "Candidates" not in plain and plain.endswith("Action:")
+
+
+def test_the_answer_weight_weighs_the_class_name_tokens(tiny_language_model):
+    from skelang.lm.adapters import LoRAConfig
+    from skelang.lm.language_model import load_language_model
+    from skelang.lm.model import ActionLanguageModel, LMOptions, NarratedSample
+
+    torch.manual_seed(0)
+    language_model, tokenizer = load_language_model(str(tiny_language_model))
+    model = ActionLanguageModel(language_model, tokenizer, load_descriptions("synthetic"), 16, 8,
+                                LMOptions(LoRAConfig(r=2, alpha=4, target_modules=["q_proj"]))).eval()
+    sample, target = NarratedSample(label=3, codes=[1, 2, 2]), (" kick.", " Explanation: <a2> (legs) are typical.")
+
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    prompt, answer, rest = ids(model.prompt(sample)), ids(target[0]), ids(target[1]) + [tokenizer.eos_token_id]
+    with torch.no_grad():
+        logits = model.language_model(input_ids=torch.tensor([prompt + answer + rest])).logits[0]
+        token_loss = torch.nn.functional.cross_entropy(logits[len(prompt) - 1:-1], torch.tensor(answer + rest),
+                                                       reduction="none")
+        plain = model.loss([sample], [target])
+        weighted = model.loss([sample], [target], answer_weight=1e6)
+    torch.testing.assert_close(plain, token_loss.mean(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(weighted, token_loss[:len(answer)].mean(), rtol=1e-4, atol=1e-4)

@@ -112,10 +112,16 @@ class ActionLanguageModel(nn.Module):
         return embeds, mask, ids
 
     # -- training ---------------------------------------------------------------------------
-    def loss(self, samples: Sequence[NarratedSample], targets: Sequence[str]) -> Tensor:
-        """Mean cross-entropy of the target tokens (+ end of sequence) after each prompt."""
+    def loss(self, samples: Sequence[NarratedSample], targets: Sequence[tuple[str, str]],
+             answer_weight: float = 1.0) -> Tensor:
+        """Weighted mean cross-entropy of the target tokens (+ end of sequence) after each
+        prompt; targets are (answer, rest) texts (see prompts.target_text), and the answer's
+        tokens weigh `answer_weight` times the rest's (the class name is a few tokens against
+        an explanation's dozens)."""
         prompts = [self._ids(self.prompt(sample)) for sample in samples]
-        answers = [self._ids(target) + [self.tokenizer.eos_token_id] for target in targets]
+        answer_ids = [self._ids(answer) for answer, _ in targets]  # tokenized as class scoring does
+        answers = [ids + (self._ids(rest) if rest else []) + [self.tokenizer.eos_token_id]
+                   for ids, (_, rest) in zip(answer_ids, targets)]
         embeds, mask, ids = self.embed([p + a for p, a in zip(prompts, answers)], samples)
         keep = max(len(a) for a in answers) + 1  # logits only where a target token is predicted
         positions = (mask.cumsum(1) - 1).clamp(min=0)
@@ -125,8 +131,14 @@ class ActionLanguageModel(nn.Module):
         is_target = torch.zeros_like(labels, dtype=torch.bool)
         for row, answer in enumerate(answers):
             is_target[row, labels.shape[1] - len(answer):] = True
-        labels[~is_target] = -100
-        return nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        weights = is_target.float()
+        for row, (answer, ids) in enumerate(zip(answers, answer_ids)):
+            start = labels.shape[1] - len(answer)
+            weights[row, start:start + len(ids)] = answer_weight
+        labels[~is_target] = 0
+        token_loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(),
+                                                 reduction="none")  # (N * (keep - 1),)
+        return (token_loss * weights.flatten()).sum() / weights.sum()
 
     # -- inference --------------------------------------------------------------------------
     @torch.no_grad()

@@ -99,9 +99,11 @@ def explanation(label: int, codes: Sequence[int], evidence: CodeEvidence, glossa
 
 
 def target_text(label: int, codes: Sequence[int], evidence: CodeEvidence, glossary: dict[int, GlossaryEntry],
-                descriptions: ActionDescriptions, with_explanation: bool = True) -> str:
-    """What the model learns to write after ``Action:`` (without the end-of-sequence token)."""
+                descriptions: ActionDescriptions, with_explanation: bool = True) -> tuple[str, str]:
+    """What the model learns to write after ``Action:`` (without the end-of-sequence token),
+    in two parts: the answer (`` <name>.``, the text class scoring reads) and the rest
+    (`` Explanation: ...``, empty without explanations)."""
     name = descriptions[label].name
     if not with_explanation:
-        return answer_text(name)
-    return f"{explanation_prefix(name)} {explanation(label, codes, evidence, glossary, descriptions)}"
+        return answer_text(name), ""
+    return answer_text(name), f" Explanation: {explanation(label, codes, evidence, glossary, descriptions)}"

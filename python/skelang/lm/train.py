@@ -169,7 +169,8 @@ def train_language_model(config: dict, out_dir: str | Path, resume: bool = False
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             for start in range(0, len(order), batch_size):
                 chosen = order[start:start + batch_size].tolist()
-                loss = model.loss([train_samples[i] for i in chosen], [targets[i] for i in chosen])
+                loss = model.loss([train_samples[i] for i in chosen], [targets[i] for i in chosen],
+                                  section["answer_weight"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -192,6 +193,7 @@ def train_language_model(config: dict, out_dir: str | Path, resume: bool = False
     save_adapter(model.language_model, out_dir / "adapter", base_model_name_or_path=section["model"])
     metrics = evaluate_language_model(model, test_samples, options, section, progress)
     metrics.update({"epochs": epochs, "wall_time_s": wall_time, "evaluation_s": time.perf_counter() - started,
+                    "parameters": sum(p.numel() for p in model.parameters()),
                     "trainable_parameters": sum(p.numel() for p in trainable)})
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

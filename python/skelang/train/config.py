@@ -228,6 +228,7 @@ SCHEMA = {
         "projector": (False, boolean),          # soft tokens from the segment features (LLaVA-style)
         "candidates": (True, boolean),          # the prompt lists the candidate class names
         "explanations": (True, boolean),        # targets explain the answer (else the name only)
+        "answer_weight": (1.0, positive),       # loss weight of the class name's tokens against the explanation's
         "max_new_tokens": (48, positive_int),   # explanation length
         "explain_samples": (50, non_negative_int),  # test samples whose explanations are measured
     },
