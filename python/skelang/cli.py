@@ -231,7 +231,7 @@ def _add_train_commands(commands) -> None:
                           help="subtracted from the seen classes' logits in GZSL (calibrated stacking)")
     evaluate.add_argument("--explanations", action="store_true",
                           help="a language-model run: also the faithfulness of its explanations")
-    evaluate.add_argument("--limit", type=int, help="with --explanations: how many samples (default lm.explain_samples)")
+    evaluate.add_argument("--limit", type=int, help="with --explanations: how many samples, spread over the data (default lm.explain_samples)")
     evaluate.set_defaults(func=lambda args, rest: cmd_eval(args))
 
     explain = commands.add_parser("explain", help="a language-model run's answer and explanation for sequences")

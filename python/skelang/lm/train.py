@@ -213,13 +213,15 @@ def _scores(model: ActionLanguageModel, samples: list[NarratedSample], options: 
 def evaluate_language_model(model: ActionLanguageModel, samples: list[NarratedSample], options: dict, section: dict,
                             progress: bool = False, explain_samples: int | None = None) -> dict:
     """Classification by class-name likelihood on `samples`, the encoder's own top-1 on them,
-    and (on the first `explain_samples`) the explanations' faithfulness."""
+    and (on `explain_samples` of them, evenly spread) the explanations' faithfulness."""
     scores, labels = _scores(model, samples, options, progress)
     metrics = classification_metrics(scores, labels)
     metrics["encoder_top1"] = float(np.mean([s.encoder_predicted == s.label for s in samples]))
-    count = section["explain_samples"] if explain_samples is None else explain_samples
-    if count:
-        records = explanation_records(model, samples[:count], scores[:count].softmax(1), section["max_new_tokens"])
+    count = min(section["explain_samples"] if explain_samples is None else explain_samples, len(samples))
+    if count:  # evenly spread over the data (test sets are often sorted by class)
+        chosen = np.unique(np.linspace(0, len(samples) - 1, count).round().astype(int)).tolist()
+        records = explanation_records(model, [samples[i] for i in chosen], scores[chosen].softmax(1),
+                                      section["max_new_tokens"])
         metrics["faithfulness"] = faithfulness_summary(records)
         metrics["explanations"] = records[:10]
     return metrics
@@ -277,7 +279,7 @@ def run_samples(run_dir: str | Path, config: dict, vst_model: TokenizedEncoder,
 def evaluate_language_run(run_dir: str | Path, data: str | None = None, explanations: bool = False,
                           limit: int | None = None, progress: bool = False) -> dict:
     """`skelang eval` of an lm run: classification (and with `explanations`, faithfulness on
-    the first `limit` samples, default lm.explain_samples)."""
+    `limit` samples spread over the data, default lm.explain_samples)."""
     model, config, vst_model = load_language_run(run_dir)
     samples = run_samples(run_dir, config, vst_model, data)
     count = (limit if limit is not None else config["lm"]["explain_samples"]) if explanations else 0
