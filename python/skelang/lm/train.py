@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from pathlib import Path
 
@@ -38,9 +37,9 @@ from skelang.lm.model import ActionLanguageModel, LMOptions, NarratedSample
 from skelang.lm.prompts import CodeEvidence, target_text
 from skelang.train.config import resolve_config
 from skelang.train.metrics import classification_metrics
-from skelang.train.trainer import (CHECKPOINT, _append_log, _check_run_directory, _rng_states, _set_rng_states,
-                                   learning_rate, load_checkpoint, load_sequences, make_optimizer,
-                                   make_preprocess)
+from skelang.train.trainer import (CHECKPOINT, _append_log, _rng_states, _set_rng_states, learning_rate,
+                                   load_checkpoint, load_sequences, make_optimizer, make_preprocess, rewind_log,
+                                   start_run)
 from skelang.vst.glossary import GlossaryEntry
 from skelang.vst.model import TokenizedEncoder
 
@@ -112,17 +111,11 @@ def train_language_model(config: dict, out_dir: str | Path, resume: bool = False
     """Trains the `lm` stage of `config` into `out_dir`; returns the final metrics."""
     config = resolve_config(config)
     out_dir = Path(out_dir)
-    _check_run_directory(out_dir, config, resume)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint, finished = start_run(config, out_dir, resume)
+    if finished is not None:
+        return finished
     seed, optim, options, section = config["seed"], config["optim"], config["train"], config["lm"]
     epochs = options["epochs"]
-    checkpoint = load_checkpoint(out_dir / CHECKPOINT) if resume else None
-    if checkpoint is not None and checkpoint["epoch"] >= epochs and (out_dir / "metrics.json").is_file():
-        return json.loads((out_dir / "metrics.json").read_text())
-    write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
     vst_model, _, glossary = load_vst_stage(config)
     train_samples, test_samples = narratives(config, out_dir, vst_model)
@@ -148,10 +141,7 @@ def train_language_model(config: dict, out_dir: str | Path, resume: bool = False
         optimizer.load_state_dict(checkpoint["optimizer"])
         start_epoch, wall_time = checkpoint["epoch"], checkpoint["wall_time"]
         _set_rng_states(checkpoint["rng"])
-        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["epoch"] <= start_epoch]
-        write_text_atomic(log_path, "".join(line + "\n" for line in kept))
-    else:
-        write_text_atomic(log_path, "")
+    rewind_log(log_path, start_epoch)
 
     batch_size = options["batch_size"]
     batches = math.ceil(len(train_samples) / batch_size)

@@ -31,7 +31,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from skelang.files import torch_save_atomic
+from skelang.files import torch_save_atomic, write_text_atomic
 from skelang.data.dataset import SkeletonDataset, make_loader
 from skelang.data.layouts import get_layout
 from skelang.data.preprocess import Augmentation, Preprocess
@@ -207,6 +207,30 @@ def _check_run_directory(out_dir: Path, config: dict, resume: bool) -> None:
                          f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
 
 
+def start_run(config: dict, out_dir: Path, resume: bool) -> tuple[dict | None, dict | None]:
+    """Checks and prepares the run folder of a resolved config, writes its config.yaml and
+    seeds python, numpy and torch. Returns (the checkpoint to resume from or None, the final
+    metrics when the resumed run had already finished, else None)."""
+    _check_run_directory(out_dir, config, resume)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = load_checkpoint(out_dir / CHECKPOINT) if resume else None
+    if (checkpoint is not None and checkpoint["epoch"] >= config["train"]["epochs"]
+            and (out_dir / "metrics.json").is_file()):
+        return checkpoint, json.loads((out_dir / "metrics.json").read_text())
+    write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    random.seed(config["seed"])
+    np.random.seed(config["seed"])
+    torch.manual_seed(config["seed"])
+    return checkpoint, None
+
+
+def rewind_log(path: Path, epoch: int) -> None:
+    """Keep the log's lines of epochs up to `epoch` (0: an empty log), dropping any written
+    after the checkpoint a run resumes from."""
+    kept = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] <= epoch] if epoch else []
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
 def _append_log(path: Path, entries: list[dict]) -> None:
     with open(path, "a") as log:
         for entry in entries:
@@ -223,19 +247,11 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
 
         return train_language_model(config, out_dir, resume, progress)
     out_dir = Path(out_dir)
-    _check_run_directory(out_dir, config, resume)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint, finished = start_run(config, out_dir, resume)
+    if finished is not None:
+        return finished
     seed, data, optim, options = config["seed"], config["data"], config["optim"], config["train"]
     epochs = options["epochs"]
-
-    checkpoint = load_checkpoint(out_dir / CHECKPOINT) if resume else None
-    if checkpoint is not None and checkpoint["epoch"] >= epochs and (out_dir / "metrics.json").is_file():
-        return json.loads((out_dir / "metrics.json").read_text())
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
     device = select_device(options["device"])
     train_sequences, test_sequences = load_sequences(data)
     unseen = set(config["ssf"]["unseen"]) if config["ssf"]["enabled"] else set()
@@ -261,10 +277,7 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
         optimizer.load_state_dict(checkpoint["optimizer"])
         start_epoch, wall_time, best = checkpoint["epoch"], checkpoint["wall_time"], checkpoint["best"]
         _set_rng_states(checkpoint["rng"])
-        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["epoch"] <= start_epoch]
-        log_path.write_text("".join(line + "\n" for line in kept))  # drop epochs after the checkpoint
-    else:
-        log_path.write_text("")
+    rewind_log(log_path, start_epoch)
 
     batches = math.ceil(len(train_set) / options["batch_size"])
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
