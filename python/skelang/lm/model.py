@@ -128,14 +128,12 @@ class ActionLanguageModel(nn.Module):
         logits = self.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                                      logits_to_keep=keep).logits  # (N, keep, vocab)
         labels = ids[:, -keep + 1:].clone()  # the tokens the last keep - 1 logits predict
-        is_target = torch.zeros_like(labels, dtype=torch.bool)
-        for row, answer in enumerate(answers):
-            is_target[row, labels.shape[1] - len(answer):] = True
-        weights = is_target.float()
-        for row, (answer, ids) in enumerate(zip(answers, answer_ids)):
+        weights = torch.zeros(labels.shape, device=labels.device)  # 0 on prompt and padding
+        for row, (answer, name_ids) in enumerate(zip(answers, answer_ids)):
             start = labels.shape[1] - len(answer)
-            weights[row, start:start + len(ids)] = answer_weight
-        labels[~is_target] = 0
+            weights[row, start:] = 1.0
+            weights[row, start:start + len(name_ids)] = answer_weight
+        labels[weights == 0] = 0  # any valid id: these positions weigh nothing
         token_loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(),
                                                  reduction="none")  # (N * (keep - 1),)
         return (token_loss * weights.flatten()).sum() / weights.sum()
