@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from skelang.data.dataset import SkeletonDataset, make_loader
@@ -38,8 +37,8 @@ from skelang.lm.prompts import CodeEvidence, target_text
 from skelang.train.config import resolve_config
 from skelang.train.metrics import classification_metrics
 from skelang.train.trainer import (CHECKPOINT, _append_log, _rng_states, _set_rng_states, learning_rate,
-                                   load_checkpoint, load_sequences, make_optimizer, make_preprocess, rewind_log,
-                                   start_run)
+                                   load_checkpoint, load_sequences, make_optimizer, make_preprocess, read_run,
+                                   rewind_log, start_run)
 from skelang.vst.glossary import GlossaryEntry
 from skelang.vst.model import TokenizedEncoder
 
@@ -229,8 +228,6 @@ def explanation_records(model: ActionLanguageModel, samples: list[NarratedSample
     for sample, label, text, row in zip(samples, predicted, explanations, probabilities):
 
         def class_probability(codes, sample=sample, label=label):
-            if not codes:  # an empty narrative
-                codes = []
             return float(model.class_log_likelihoods([sample], [codes]).softmax(1)[0, label])
 
         cited = cited_codes(text)
@@ -245,14 +242,12 @@ def explanation_records(model: ActionLanguageModel, samples: list[NarratedSample
 def load_language_run(run_dir: str | Path) -> tuple[ActionLanguageModel, dict, TokenizedEncoder]:
     """(model in eval mode with the run's final weights, resolved config, VST model) of an
     lm training run."""
-    run_dir = Path(run_dir)
-    for name in ("config.yaml", CHECKPOINT):
-        if not (run_dir / name).is_file():
-            raise ValueError(f"{run_dir}: no {name}: not a skelang training run")
-    config = resolve_config(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir / "config.yaml"))
+    run_dir, config = read_run(run_dir)
     if not config["lm"]["enabled"]:
         raise ValueError(f"{run_dir}: not a language-model run (its config has lm.enabled: false)")
-    vst_model, _, _ = load_vst_stage(config)
+    from skelang.vst.run import load_vst_run
+
+    vst_model, _, _ = load_vst_run(config["lm"]["vst_run"])  # the glossary is for training targets only
     model = build_language_model(config, vst_model)
     model.load_trainable_state(load_checkpoint(run_dir / CHECKPOINT)["model"])
     return model.eval(), config, vst_model

@@ -180,6 +180,16 @@ def load_checkpoint(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def read_run(run_dir: str | Path) -> tuple[Path, dict]:
+    """(run_dir as a Path, its resolved config.yaml) of a training run; a folder without
+    config.yaml and checkpoint.pt is an error naming it."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", CHECKPOINT):
+        if not (run_dir / name).is_file():
+            raise ValueError(f"{run_dir}: no {name}: not a skelang training run")
+    return run_dir, resolve_config(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir / "config.yaml"))
+
+
 def _flatten(config: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in config.items():
@@ -362,11 +372,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "au
     of the sequences at `data` (any path open_sequences accepts). For an SSF run, `unseen`
     replaces the run's unseen classes in the zero-shot metrics, and `calibration` is
     subtracted from the seen classes' logits in their GZSL part."""
-    run_dir = Path(run_dir)
-    for name in ("config.yaml", CHECKPOINT):
-        if not (run_dir / name).is_file():
-            raise ValueError(f"{run_dir}: no {name}: not a skelang training run")
-    config = resolve_config(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir / "config.yaml"))
+    run_dir, config = read_run(run_dir)
     checkpoint = load_checkpoint(run_dir / CHECKPOINT)
     sequences = load_sequences(config["data"])[1] if data is None else open_sequences(data)
     device = select_device(device)

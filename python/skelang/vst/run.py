@@ -8,15 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from skelang.files import write_text_atomic
 from skelang.data.dataset import SkeletonDataset, make_loader
 from skelang.data.layouts import get_layout
 from skelang.data.readers import open_sequences
 from skelang.data.sequence import Sequence
-from skelang.train.config import resolve_config
-from skelang.train.trainer import CHECKPOINT, build_training_model, load_checkpoint, make_preprocess
+from skelang.train.trainer import CHECKPOINT, build_training_model, load_checkpoint, make_preprocess, read_run
 from skelang.vst.glossary import GlossaryEntry, build_glossary, load_glossary, save_glossary
 from skelang.vst.model import TokenizedEncoder
 from skelang.vst.narrative import format_narrative
@@ -24,11 +22,7 @@ from skelang.vst.narrative import format_narrative
 
 def load_vst_run(run_dir: str | Path) -> tuple[TokenizedEncoder, dict, dict]:
     """(model in eval mode, resolved config, checkpoint) of a training run with VST."""
-    run_dir = Path(run_dir)
-    for name in ("config.yaml", CHECKPOINT):
-        if not (run_dir / name).is_file():
-            raise ValueError(f"{run_dir}: no {name}: not a skelang training run")
-    config = resolve_config(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir / "config.yaml"))
+    run_dir, config = read_run(run_dir)
     if not config["vst"]["enabled"]:
         raise ValueError(f"{run_dir}: this run has no VST (its config has vst.enabled: false)")
     checkpoint = load_checkpoint(run_dir / CHECKPOINT)
