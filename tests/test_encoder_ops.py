@@ -129,6 +129,27 @@ def test_axis_attention_gradcheck_and_opcheck():
         torch.library.opcheck(torch.ops.skelang.axis_attention.default, (qkv, bias, 2, axis))
 
 
+def test_axis_attention_keeps_only_qkv_and_bias_for_backward():
+    # the (H, L, L) probabilities are recomputed in backward, never kept
+    qkv = torch.randn(2, 24, 9, 6, requires_grad=True)
+    bias = torch.randn(2, 9, 9, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = ops.axis_attention(qkv, bias, 2, 2)
+    assert sorted(t.numel() for t in saved) == sorted([qkv.numel(), bias.numel()])
+    assert all(t.untyped_storage().data_ptr() in (qkv.untyped_storage().data_ptr(), bias.untyped_storage().data_ptr())
+               for t in saved)
+    y.sum().backward()
+
+
+def test_axis_attention_parity_across_chunks():
+    # 4 heads of 64 frames: 1024 sequences per chunk, so 2 * 520 joints make two chunks
+    g = torch.Generator().manual_seed(5)
+    qkv = torch.randn(2, 12, 64, 520, generator=g).requires_grad_()
+    bias = torch.randn(4, 64, 64, generator=g).requires_grad_()
+    assert_parity(ops.axis_attention, reference.axis_attention, [qkv, bias], torch.float32, 4, 2)
+
+
 def test_axis_attention_errors():
     qkv = torch.randn(2, 12, 4, 5)
     with pytest.raises(RuntimeError, match="axis must be 2 .frames. or 3 .joints."):

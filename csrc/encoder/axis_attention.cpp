@@ -1,25 +1,28 @@
-// axis_attention: multi-head self-attention along one axis of (N, C, T, V) features with an
-// additive bias per head and pair, through ATen's scaled_dot_product_attention (which picks
-// its fused CPU or CUDA kernel). GSM attends across the V joints of each frame (axis 3), GTA
-// across the T frames of each joint (axis 2).
-//
-//   qkv   (N, 3C, T, V)  queries, keys and values from one 1x1 convolution, each C = H * D
-//                        channels ordered (head, channel)
-//   bias  (H, L, L)      L = V (axis 3) or T (axis 2)
-//   out   (N, C, T, V)
-//
-// Registered as CompositeImplicitAutograd: autograd goes through ATen's attention backward.
+// axis_attention's input checks and kernels, written with ATen's batched matrix products over
+// chunks of sequences: registered here for CPU, and for CUDA in cuda/axis_attention_kernel.cu
+// (see axis_attention.h for the shapes and the formulas).
+#include "encoder/axis_attention.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/_softmax_backward_data.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/matmul.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
+#include <ATen/ops/softmax.h>
+#include <ATen/ops/zeros_like.h>
+
+#include <algorithm>
+#include <cmath>
+
 #include <torch/library.h>
 
 #include "common/checks.h"
 
 namespace skelang {
-namespace {
 
-at::Tensor axis_attention(const at::Tensor& qkv, const at::Tensor& bias, int64_t heads,
-                          int64_t axis) {
-  constexpr const char* op = "skelang::axis_attention";
+AxisAttentionShape axis_attention_shape(const char* op, const at::Tensor& qkv,
+                                        const at::Tensor& bias, int64_t heads, int64_t axis) {
   check_rank(op, "qkv", qkv, 4, "(N, 3C, T, V)");
   check_rank(op, "bias", bias, 3, "(H, L, L)");
   check_floating(op, "qkv", qkv);
@@ -29,26 +32,107 @@ at::Tensor axis_attention(const at::Tensor& qkv, const at::Tensor& bias, int64_t
   const int64_t N = qkv.size(0), T = qkv.size(2), V = qkv.size(3);
   TORCH_CHECK(heads > 0 && qkv.size(1) % (3 * heads) == 0, op, ": qkv's ", qkv.size(1),
               " channels must be 3 x heads x D for heads = ", heads);
-  const int64_t C = qkv.size(1) / 3, D = C / heads, L = axis == 3 ? V : T;
+  const int64_t C = qkv.size(1) / 3, L = axis == 3 ? V : T;
   TORCH_CHECK(bias.sizes() == at::IntArrayRef({heads, L, L}), op, ": bias must be (H, L, L) = (",
               heads, ", ", L, ", ", L, ") for axis ", axis, " of qkv ", qkv.sizes(), ", got ",
               bias.sizes());
-  const at::Tensor split = qkv.view({N, 3, heads, D, T, V});
-  if (axis == 3) {  // (3, N*T, H, V, D): each frame's joints attend to each other
-    const at::Tensor q = split.permute({1, 0, 4, 2, 5, 3}).reshape({3, N * T, heads, V, D});
-    const at::Tensor out = at::scaled_dot_product_attention(q[0], q[1], q[2], bias);
-    return out.view({N, T, heads, V, D}).permute({0, 2, 4, 1, 3}).reshape({N, C, T, V});
-  }
-  // (3, N*V, H, T, D): each joint's frames attend to each other
-  const at::Tensor q = split.permute({1, 0, 5, 2, 4, 3}).reshape({3, N * V, heads, T, D});
-  const at::Tensor out = at::scaled_dot_product_attention(q[0], q[1], q[2], bias);
-  return out.view({N, V, heads, T, D}).permute({0, 2, 4, 3, 1}).reshape({N, C, T, V});
+  return {N, C, T, V, heads, C / heads, axis, L, axis == 3 ? N * T : N * V};
+}
+
+namespace {
+
+// (N, 3C, T, V) -> (3, S, H, L, D) and back; (N, C, T, V) <-> (S, H, L, D).
+at::Tensor to_sequences(const at::Tensor& t, const AxisAttentionShape& s, int64_t parts) {
+  const at::Tensor split = t.view({s.N, parts, s.heads, s.D, s.T, s.V});
+  const at::Tensor moved = s.axis == 3 ? split.permute({1, 0, 4, 2, 5, 3})   // (P, N, T, H, V, D)
+                                       : split.permute({1, 0, 5, 2, 4, 3});  // (P, N, V, H, T, D)
+  return moved.reshape({parts, s.sequences, s.heads, s.L, s.D});
+}
+
+at::Tensor from_sequences(const at::Tensor& t, const AxisAttentionShape& s, int64_t parts) {
+  if (s.axis == 3)
+    return t.view({parts, s.N, s.T, s.heads, s.V, s.D}).permute({1, 0, 3, 5, 2, 4})
+        .reshape({s.N, parts * s.C, s.T, s.V});
+  return t.view({parts, s.N, s.V, s.heads, s.T, s.D}).permute({1, 0, 3, 5, 4, 2})
+      .reshape({s.N, parts * s.C, s.T, s.V});
+}
+
+// Sequences per chunk: bounds the (chunk, H, L, L) probabilities to ~16 M elements.
+int64_t chunk_size(const AxisAttentionShape& s) {
+  return std::max<int64_t>(1, (int64_t{1} << 24) / std::max<int64_t>(1, s.heads * s.L * s.L));
+}
+
+// P (B, H, L, L) = softmax(q_scaled k^T + bias) of one chunk of sequences; q_scaled = q / sqrt(D).
+at::Tensor attention_probabilities(const at::Tensor& q_scaled, const at::Tensor& k,
+                                   const at::Tensor& bias) {
+  at::Tensor scores = at::matmul(q_scaled, k.transpose(-1, -2));
+  return at::softmax(scores.add_(bias), -1);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(skelang, CompositeImplicitAutograd, m) {
-  m.impl("axis_attention", &axis_attention);
+at::Tensor axis_attention_aten(const at::Tensor& qkv, const at::Tensor& bias, int64_t heads,
+                               int64_t axis) {
+  const auto s = axis_attention_shape("skelang::axis_attention", qkv, bias, heads, axis);
+  const at::Tensor qkv_seq = to_sequences(qkv, s, 3);  // (3, S, H, L, D)
+  if (qkv.is_cuda()) {  // ATen's fused attention kernels
+    const at::Tensor out = at::scaled_dot_product_attention(qkv_seq[0], qkv_seq[1], qkv_seq[2], bias);
+    return from_sequences(out.unsqueeze(0), s, 1);
+  }
+  // CPU: ATen's attention would take its blocked kernel, slower than batched products at
+  // these short lengths (L = V or T, tens of positions).
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s.D));
+  at::Tensor out = at::empty({1, s.sequences, s.heads, s.L, s.D}, qkv.options());
+  const int64_t chunk = chunk_size(s);
+  for (int64_t begin = 0; begin < s.sequences; begin += chunk) {
+    const int64_t end = std::min(s.sequences, begin + chunk);
+    const at::Tensor P = attention_probabilities(qkv_seq[0].slice(0, begin, end) * scale,
+                                                 qkv_seq[1].slice(0, begin, end), bias);
+    at::Tensor out_chunk = out[0].slice(0, begin, end);
+    at::matmul_out(out_chunk, P, qkv_seq[2].slice(0, begin, end));
+  }
+  return from_sequences(out, s, 1);
+}
+
+std::tuple<at::Tensor, at::Tensor> axis_attention_backward_aten(const at::Tensor& grad_out,
+                                                                const at::Tensor& qkv,
+                                                                const at::Tensor& bias,
+                                                                int64_t heads, int64_t axis) {
+  constexpr const char* op = "skelang::axis_attention_backward";
+  const auto s = axis_attention_shape(op, qkv, bias, heads, axis);
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({s.N, s.C, s.T, s.V}), op,
+              ": grad_out must be (N, C, T, V) = (", s.N, ", ", s.C, ", ", s.T, ", ", s.V,
+              "), got ", grad_out.sizes());
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s.D));
+  const at::Tensor qkv_seq = to_sequences(qkv, s, 3);         // (3, S, H, L, D)
+  const at::Tensor grad_seq = to_sequences(grad_out, s, 1)[0];  // (S, H, L, D)
+  at::Tensor grad_qkv_seq = at::empty_like(qkv_seq);
+  at::Tensor grad_bias = at::zeros_like(bias);
+  const int64_t chunk = chunk_size(s);
+  for (int64_t begin = 0; begin < s.sequences; begin += chunk) {
+    const int64_t end = std::min(s.sequences, begin + chunk);
+    const at::Tensor q_scaled = qkv_seq[0].slice(0, begin, end) * scale;
+    const at::Tensor k = qkv_seq[1].slice(0, begin, end), v = qkv_seq[2].slice(0, begin, end);
+    const at::Tensor g = grad_seq.slice(0, begin, end);
+    const at::Tensor P = attention_probabilities(q_scaled, k, bias);
+    // dS = P (dP - rowsum(P dP)) with dP = g v^T: softmax's own backward
+    const at::Tensor dS = at::_softmax_backward_data(at::matmul(g, v.transpose(-1, -2)), P, -1,
+                                                     P.scalar_type());  // (B, H, L, L)
+    grad_bias += dS.sum(0);
+    at::Tensor grad_q = grad_qkv_seq[0].slice(0, begin, end);
+    at::Tensor grad_k = grad_qkv_seq[1].slice(0, begin, end);
+    at::Tensor grad_v = grad_qkv_seq[2].slice(0, begin, end);
+    at::matmul_out(grad_q, dS, k);
+    grad_q.mul_(scale);
+    at::matmul_out(grad_k, dS.transpose(-1, -2), q_scaled);
+    at::matmul_out(grad_v, P.transpose(-1, -2), g);
+  }
+  return {from_sequences(grad_qkv_seq, s, 3), grad_bias};
+}
+
+TORCH_LIBRARY_IMPL(skelang, CPU, m) {
+  m.impl("axis_attention", &axis_attention_aten);
+  m.impl("axis_attention_backward", &axis_attention_backward_aten);
 }
 
 }  // namespace skelang

@@ -50,8 +50,11 @@ TORCH_LIBRARY_FRAGMENT(skelang, m) {
   m.def("composite_aggregate_backward(Tensor grad_y, Tensor x, Tensor phi, Tensor psi, "
         "Tensor weight, Tensor bias, Tensor alpha, Tensor topology) -> "
         "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // GSM (axis 3, joints) and GTA (axis 2, frames); see encoder/axis_attention.cpp.
+  // GSM (axis 3, joints) and GTA (axis 2, frames); see encoder/axis_attention.h.
   m.def("axis_attention(Tensor qkv, Tensor bias, int heads, int axis) -> Tensor");
+  // Gradients with respect to (qkv, bias), from qkv and bias alone.
+  m.def("axis_attention_backward(Tensor grad_out, Tensor qkv, Tensor bias, int heads, "
+        "int axis) -> (Tensor, Tensor)");
   // LTC's dilated branches; see encoder/multiscale_temporal_conv.cpp.
   m.def("multiscale_temporal_conv(Tensor x, Tensor weight, Tensor bias, int[] dilations, "
         "int stride) -> Tensor");
