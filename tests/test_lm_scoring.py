@@ -15,8 +15,8 @@ from skelang.lm.action_tokens import (ActionTokenEmbedding, MotionProjector, add
                                       insert_soft_tokens)
 from skelang.lm.faithfulness import (cited_codes, faithfulness_summary, named_action,
                                      probability_drop)
-from skelang.lm.scoring import (chat_prompt, class_log_likelihoods, classify, embed_prompts,
-                                generate_text)
+from skelang.lm.scoring import (AllowedActionTokens, chat_prompt, class_log_likelihoods, classify,
+                                embed_prompts, generate_text)
 
 CLASSES = ["walk", "sit down", "pick up the cup", "wave"]
 SENTENCES = [
@@ -393,6 +393,43 @@ def test_generate_strategies(kind):
 
     with pytest.raises(ValueError, match="strategy must be one of"):
         generate_text(model, tokenizer, embeds, mask, strategy="nucleus")
+
+
+def test_allowed_action_tokens_masks_only_the_other_action_tokens():
+    processor = AllowedActionTokens(first_action_id=5, num_codes=4, allowed=[[1, 3], [], [0, 0, 2]])
+    scores = torch.randn(6, 10)  # 3 samples x 2 beams, 5 base tokens + 4 action tokens + 1
+    out = processor(None, scores.clone())
+    blocked = torch.tensor([[1, 0, 1, 0], [1, 1, 1, 1], [0, 1, 0, 1]], dtype=torch.bool).repeat_interleave(2, 0)
+    assert torch.equal(torch.isinf(out[:, 5:9]), blocked)
+    torch.testing.assert_close(out[:, 5:9][~blocked], scores[:, 5:9][~blocked])
+    torch.testing.assert_close(out[:, :5], scores[:, :5])
+    torch.testing.assert_close(out[:, 9:], scores[:, 9:])
+    with pytest.raises(ValueError, match=r"allowed codes of row 0 must lie in \[0, 4\)"):
+        AllowedActionTokens(5, 4, [[4]])
+    with pytest.raises(ValueError, match="5 rows of scores for 3 samples"):
+        processor(None, torch.randn(5, 10))
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_generation_cites_only_allowed_action_tokens(kind, strategy):
+    model, tokenizer = make(kind)
+    first = model.get_input_embeddings().first_action_id
+
+    def prefer_action_tokens(input_ids, scores):  # without the constraint, every token is an action token
+        scores[:, first:first + NUM_CODES] += 100.0
+        return scores
+
+    embeds, mask, _ = embed_prompts(model, tokenizer, PROMPTS, "cpu")
+    allowed = [[3, 7], [], [11]]
+    free = generate_text(model, tokenizer, embeds, mask, max_new_tokens=6, strategy=strategy,
+                         logits_processors=[prefer_action_tokens])
+    texts = generate_text(model, tokenizer, embeds, mask, max_new_tokens=6, strategy=strategy,
+                          logits_processors=[prefer_action_tokens, AllowedActionTokens(first, NUM_CODES, allowed)])
+    assert any(set(cited_codes(text)) - set(codes) for text, codes in zip(free, allowed))
+    assert cited_codes(texts[0]) and set(cited_codes(texts[0])) <= {3, 7}
+    assert cited_codes(texts[1]) == []
+    assert set(cited_codes(texts[2])) == {11}
 
 
 def test_generation_stops_at_eos():

@@ -182,7 +182,7 @@ def cmd_eval_language(args) -> int:
     from skelang.lm.train import evaluate_language_run
 
     metrics = evaluate_language_run(args.run_dir, args.data, explanations=args.explanations, limit=args.limit,
-                                    progress=not args.json)
+                                    progress=not args.json, cite_only_narrative=_citations(args))
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0
@@ -195,10 +195,16 @@ def cmd_eval_language(args) -> int:
     return 0
 
 
+def _citations(args) -> bool | None:
+    """--free-citations turns lm.cite_only_narrative off; None keeps the run's setting."""
+    return False if args.free_citations else None
+
+
 def cmd_explain(args) -> int:
     from skelang.lm.train import explain_run
 
     records = explain_run(args.run_dir, args.data, args.sample, args.count, args.strategy, args.max_new_tokens,
+                          cite_only_narrative=_citations(args),
                           **({"seed": args.seed} if args.strategy == "sample" else {}))
     if args.json:
         print(json.dumps(records, indent=2))
@@ -232,6 +238,8 @@ def _add_train_commands(commands) -> None:
     evaluate.add_argument("--explanations", action="store_true",
                           help="a language-model run: also the faithfulness of its explanations")
     evaluate.add_argument("--limit", type=int, help="with --explanations: how many samples, spread over the data (default lm.explain_samples)")
+    evaluate.add_argument("--free-citations", action="store_true",
+                          help="with --explanations: let explanations cite any action token, not only the narrative's")
     evaluate.set_defaults(func=lambda args, rest: cmd_eval(args))
 
     explain = commands.add_parser("explain", help="a language-model run's answer and explanation for sequences")
@@ -242,6 +250,8 @@ def _add_train_commands(commands) -> None:
     explain.add_argument("--strategy", default="greedy", choices=("greedy", "beam", "sample"))
     explain.add_argument("--max-new-tokens", type=int, help="explanation length (default lm.max_new_tokens)")
     explain.add_argument("--seed", type=int, default=0, help="with --strategy sample")
+    explain.add_argument("--free-citations", action="store_true",
+                         help="let explanations cite any action token, not only the narrative's (lm.cite_only_narrative)")
     explain.add_argument("--json", action="store_true", help="print machine-readable JSON")
     explain.set_defaults(func=lambda args, rest: cmd_explain(args))
 

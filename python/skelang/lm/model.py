@@ -20,7 +20,7 @@ from skelang.fusion.descriptions import ActionDescriptions
 from skelang.lm.action_tokens import MotionProjector, add_action_tokens, insert_soft_tokens
 from skelang.lm.adapters import LoRAConfig, inject_lora
 from skelang.lm.prompts import answer_text, build_prompt, explanation_prefix
-from skelang.lm.scoring import class_log_likelihoods, generate_text
+from skelang.lm.scoring import AllowedActionTokens, class_log_likelihoods, generate_text
 from skelang.vst.narrative import format_narrative, run_length
 
 MOTION_PLACEHOLDER = "<motion>"
@@ -150,12 +150,17 @@ class ActionLanguageModel(nn.Module):
 
     @torch.no_grad()
     def explain(self, samples: Sequence[NarratedSample], predicted: Sequence[int], max_new_tokens: int = 64,
-                strategy: str = "greedy", **generation) -> list[str]:
+                strategy: str = "greedy", cite_only_narrative: bool = True, **generation) -> list[str]:
         """The explanation the model writes after "Action: <predicted name>. Explanation:"
-        (the generated text only)."""
+        (the generated text only). With `cite_only_narrative` (and action tokens), each
+        explanation can cite only action tokens that are in its own narrative."""
         id_lists = [self._ids(self.prompt(sample) + explanation_prefix(self.class_names[label]))
                     for sample, label in zip(samples, predicted)]
         embeds, mask, _ = self.embed(id_lists, samples)
+        processors = []
+        if cite_only_narrative and self.action_tokens is not None:
+            processors.append(AllowedActionTokens(self.action_tokens.first_action_id, self.action_tokens.num_codes,
+                                                  [sample.codes for sample in samples]))
         texts = generate_text(self.language_model, self.tokenizer, embeds, mask, max_new_tokens=max_new_tokens,
-                              strategy=strategy, **generation)
+                              strategy=strategy, logits_processors=processors, **generation)
         return [text.strip() for text in texts]

@@ -10,6 +10,8 @@ Prompts are left-padded (mask 0 on the left) so that every row ends at the last 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -143,16 +145,42 @@ def classify(model: nn.Module, prompt_embeds: Tensor, prompt_mask: Tensor,
     return probabilities, probabilities.argmax(-1)
 
 
+class AllowedActionTokens:
+    """A logits processor for `generate_text`: row n may write only the action tokens of
+    `allowed[n]` (codes k, token ids first_action_id + k); the other action tokens get -inf,
+    every other token is untouched. With beam search the rows are the samples' beams, in
+    order, as Hugging Face's generate lays them out."""
+
+    def __init__(self, first_action_id: int, num_codes: int, allowed: Sequence[Iterable[int]]):
+        self.first, self.num_codes = first_action_id, num_codes
+        self.blocked = torch.ones(len(allowed), num_codes, dtype=torch.bool)  # (N, K)
+        for row, codes in enumerate(allowed):
+            codes = sorted(set(codes))
+            if codes and not 0 <= codes[0] <= codes[-1] < num_codes:
+                raise ValueError(f"allowed codes of row {row} must lie in [0, {num_codes}), got {codes}")
+            self.blocked[row, codes] = False
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:  # scores (rows, vocabulary)
+        rows, samples = scores.shape[0], self.blocked.shape[0]
+        if rows % samples:
+            raise ValueError(f"AllowedActionTokens: {rows} rows of scores for {samples} samples")
+        blocked = self.blocked.to(scores.device).repeat_interleave(rows // samples, 0)
+        band = scores[:, self.first:self.first + self.num_codes]
+        scores[:, self.first:self.first + self.num_codes] = band.masked_fill(blocked, float("-inf"))
+        return scores
+
+
 @torch.no_grad()
 def generate_text(model: nn.Module, tokenizer, prompt_embeds: Tensor, prompt_mask: Tensor,
                   max_new_tokens: int = 64, strategy: str = "greedy", num_beams: int = 4,
                   temperature: float = 0.7, top_p: float = 0.9,
-                  seed: int | None = None) -> list[str]:
+                  seed: int | None = None, logits_processors: Sequence[Callable] = ()) -> list[str]:
     """Continue each left-padded prompt (N, L, H) with up to max_new_tokens tokens, stopping at
     the tokenizer's eos token; returns the N new texts without special tokens.
 
     strategy: "greedy", "beam" (num_beams beams) or "sample" (temperature, nucleus top_p;
-    `seed` makes it reproducible without touching the global RNG state).
+    `seed` makes it reproducible without touching the global RNG state). logits_processors:
+    callables (input_ids, scores) -> scores applied at every step (e.g. AllowedActionTokens).
     """
     _check_prompt(prompt_embeds, prompt_mask)
     if strategy not in STRATEGIES:
@@ -166,6 +194,10 @@ def generate_text(model: nn.Module, tokenizer, prompt_embeds: Tensor, prompt_mas
         options.update(do_sample=True, temperature=temperature, top_p=top_p)
     if tokenizer.eos_token_id is not None:
         options["eos_token_id"] = tokenizer.eos_token_id
+    if logits_processors:
+        from transformers import LogitsProcessorList
+
+        options["logits_processor"] = LogitsProcessorList(logits_processors)
     device = prompt_embeds.device
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):

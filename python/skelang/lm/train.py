@@ -210,19 +210,20 @@ def evaluate_language_model(model: ActionLanguageModel, samples: list[NarratedSa
     if count:  # evenly spread over the data (test sets are often sorted by class)
         chosen = np.unique(np.linspace(0, len(samples) - 1, count).round().astype(int)).tolist()
         records = explanation_records(model, [samples[i] for i in chosen], scores[chosen].softmax(1),
-                                      section["max_new_tokens"])
+                                      section["max_new_tokens"], section["cite_only_narrative"])
         metrics["faithfulness"] = faithfulness_summary(records)
         metrics["explanations"] = records[:10]
     return metrics
 
 
 def explanation_records(model: ActionLanguageModel, samples: list[NarratedSample], probabilities: torch.Tensor,
-                        max_new_tokens: int, random_draws: int = 5) -> list[dict]:
+                        max_new_tokens: int, cite_only_narrative: bool = True, random_draws: int = 5) -> list[dict]:
     """For each sample: its narrative, the predicted class and probability, the generated
     explanation, the class it names, and the probability drops when its cited tokens (or as
     many random ones) are removed from the narrative."""
     predicted = probabilities.argmax(1).tolist()
-    explanations = model.explain(samples, predicted, max_new_tokens=max_new_tokens)
+    explanations = model.explain(samples, predicted, max_new_tokens=max_new_tokens,
+                                 cite_only_narrative=cite_only_narrative)
     generator = torch.Generator().manual_seed(0)
     records = []
     for sample, label, text, row in zip(samples, predicted, explanations, probabilities):
@@ -262,19 +263,24 @@ def run_samples(run_dir: str | Path, config: dict, vst_model: TokenizedEncoder,
 
 
 def evaluate_language_run(run_dir: str | Path, data: str | None = None, explanations: bool = False,
-                          limit: int | None = None, progress: bool = False) -> dict:
+                          limit: int | None = None, progress: bool = False,
+                          cite_only_narrative: bool | None = None) -> dict:
     """`skelang eval` of an lm run: classification (and with `explanations`, faithfulness on
-    `limit` samples spread over the data, default lm.explain_samples)."""
+    `limit` samples spread over the data, default lm.explain_samples; `cite_only_narrative`
+    overrides the run's lm.cite_only_narrative)."""
     model, config, vst_model = load_language_run(run_dir)
+    if cite_only_narrative is not None:
+        config["lm"]["cite_only_narrative"] = cite_only_narrative
     samples = run_samples(run_dir, config, vst_model, data)
     count = (limit if limit is not None else config["lm"]["explain_samples"]) if explanations else 0
     return evaluate_language_model(model, samples, config["train"], config["lm"], progress, explain_samples=count)
 
 
 def explain_run(run_dir: str | Path, data: str | None = None, sample: int | None = None, count: int = 5,
-                strategy: str = "greedy", max_new_tokens: int | None = None, **generation) -> list[dict]:
+                strategy: str = "greedy", max_new_tokens: int | None = None,
+                cite_only_narrative: bool | None = None, **generation) -> list[dict]:
     """Predicted label, probability, narrative and explanation of test sample `sample` (or of
-    the first `count` samples)."""
+    the first `count` samples); `cite_only_narrative` overrides the run's lm.cite_only_narrative."""
     model, config, vst_model = load_language_run(run_dir)
     samples = run_samples(run_dir, config, vst_model, data)
     if sample is not None:
@@ -286,8 +292,10 @@ def explain_run(run_dir: str | Path, data: str | None = None, sample: int | None
     picked = [samples[i] for i in chosen]
     probabilities = model.class_log_likelihoods(picked).softmax(1)
     predicted = probabilities.argmax(1).tolist()
+    if cite_only_narrative is None:
+        cite_only_narrative = config["lm"]["cite_only_narrative"]
     texts = model.explain(picked, predicted, max_new_tokens=max_new_tokens or config["lm"]["max_new_tokens"],
-                          strategy=strategy, **generation)
+                          strategy=strategy, cite_only_narrative=cite_only_narrative, **generation)
     return [{"index": i, "name": s.name, "label": s.label if s.label >= 0 else None,
              "label_name": model.class_names[s.label] if 0 <= s.label < len(model.class_names) else None,
              "predicted": p, "predicted_name": model.class_names[p], "probability": float(row[p]),

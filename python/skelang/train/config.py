@@ -230,6 +230,7 @@ SCHEMA = {
         "explanations": (True, boolean),        # targets explain the answer (else the name only)
         "answer_weight": (1.0, positive),       # loss weight of the class name's tokens against the explanation's
         "max_new_tokens": (48, positive_int),   # explanation length
+        "cite_only_narrative": (True, boolean),  # explanations may cite only the narrative's action tokens
         "explain_samples": (50, non_negative_int),  # test samples whose explanations are measured
     },
 }
