@@ -1,8 +1,11 @@
 """lora_linear (the fused LoRA layer op) and LoRALinear: parity with the reference (forward,
 every gradient, with and without dropout mask and bias), float64 gradcheck, opcheck, no
-gradient for the frozen base, PEFT's LoRA layer computing the same, and input errors."""
+gradient for the frozen base, PEFT's LoRA layer computing the same, and input errors; the
+dropout_mask op (parity with its reference, statistics, thread independence, opcheck)."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -10,7 +13,7 @@ from torch import nn
 
 import skelang.ops as ops
 import skelang.reference as reference
-from skelang.lm.lora import LoRALinear
+from skelang.lm.lora import LoRALinear, dropout_probability
 
 
 def lora_inputs(shape=(2, 5, 7), out=6, r=3, dtype=torch.float64, bias=True, masked=True, seed=0):
@@ -110,6 +113,54 @@ def test_dropout_is_a_mask_drawn_outside_the_op():
     assert torch.equal(layer.eval()(x), layer(x))       # evaluation: no dropout
 
 
+# --- dropout_mask ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("numel", [0, 1, 3, 4, 5, 4099])
+@pytest.mark.parametrize("p", [0.0, 0.05, 0.5, 0.999])
+def test_dropout_mask_parity(numel, p):
+    x = torch.empty(numel)
+    for seed in (0, 1, 2**62 + 12345):
+        mask = ops.dropout_mask(x, p, seed)
+        assert mask.dtype == torch.bool and mask.shape == x.shape
+        assert torch.equal(mask, reference.dropout_mask(x, p, seed))
+
+
+def test_dropout_mask_statistics_and_independence_of_threads():
+    x = torch.empty(64, 1000, 7)
+    mask = ops.dropout_mask(x, 0.05, 7)
+    assert mask.shape == x.shape
+    dropped = 1 - mask.double().mean().item()
+    assert abs(dropped - dropout_probability(0.05)) < 4 * math.sqrt(0.05 * 0.95 / mask.numel())
+    # neighbouring elements (one hash word, 4 lanes) and seeds are not correlated
+    flat = mask.flatten().double()
+    assert abs(torch.corrcoef(torch.stack([flat[:-1], flat[1:]]))[0, 1]) < 0.01
+    assert not torch.equal(mask, ops.dropout_mask(x, 0.05, 8))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(mask, ops.dropout_mask(x, 0.05, 7))
+    finally:
+        torch.set_num_threads(threads)
+    torch.library.opcheck(torch.ops.skelang.dropout_mask.default, (x, 0.05, 7))
+
+
+def test_dropout_mask_errors_and_rounding():
+    with pytest.raises(RuntimeError, match=r"p must be in \[0, 1\), got 1"):
+        ops.dropout_mask(torch.empty(3), 1.0, 0)
+    with pytest.raises(RuntimeError, match="seed must be non-negative"):
+        ops.dropout_mask(torch.empty(3), 0.1, -1)
+    assert dropout_probability(0.05) == 3277 / 65536 and dropout_probability(0.5) == 0.5
+
+
+def test_lora_layer_dropout_follows_the_global_seed():
+    layer = LoRALinear(nn.Linear(8, 8), r=2, dropout=0.3).train()
+    x = torch.randn(16, 8)
+    torch.manual_seed(3)
+    first = layer(x)
+    torch.manual_seed(3)
+    torch.testing.assert_close(layer(x), first, rtol=0, atol=0)
+
+
 def test_errors():
     x, weight, b, A, B, _ = lora_inputs()
     with pytest.raises(RuntimeError, match=r"lora_A must be \(r, in = 7\)"):
@@ -134,3 +185,6 @@ def test_cuda_parity():
     for a, b in zip(torch.autograd.grad(y, (on_cuda[0], on_cuda[3], on_cuda[4]), grad_y.cuda()),
                     torch.autograd.grad(y_cpu, (inputs[0], inputs[3], inputs[4]), grad_y)):
         torch.testing.assert_close(a.cpu(), b)
+    x = torch.empty(1001, 7)  # a partial last word
+    for p in (0.05, 0.5):
+        torch.testing.assert_close(ops.dropout_mask(x.cuda(), p, 99).cpu(), ops.dropout_mask(x, p, 99), rtol=0, atol=0)

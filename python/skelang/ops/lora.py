@@ -5,6 +5,10 @@
     bool (keep = True; fold 1 / (1 - p) into scaling: 1 byte per element saved) or x's dtype
 Backward saves x, the mask and (x * mask) A^T (..., r) only, and gives the frozen weight and
 bias no gradient.
+
+dropout_mask(x, p, seed): the bool mask (keep = True) of x's shape, from a counter-based hash
+of (seed, element index); the drop probability is rounded to a multiple of 1/65536. See
+csrc/lora/dropout_mask.h.
 """
 
 from __future__ import annotations
@@ -19,6 +23,17 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, 
                 scaling: float, mask: Tensor | None = None) -> Tensor:
     """y = x W^T + b + scaling ((x * mask) A^T) B^T (see the module's docstring)."""
     return torch.ops.skelang.lora_linear.default(x, weight, bias, lora_A, lora_B, scaling, mask)[0]
+
+
+def dropout_mask(x: Tensor, p: float, seed: int) -> Tensor:
+    """Bool mask of x's shape and device, kept with probability 1 - round(p * 65536) / 65536."""
+    return torch.ops.skelang.dropout_mask.default(x, p, seed)
+
+
+@torch.library.register_fake("skelang::dropout_mask")
+def _dropout_mask_fake(x, p, seed):
+    torch._check(0.0 <= p < 1.0, lambda: f"skelang::dropout_mask: the drop probability p must be in [0, 1), got {p}")
+    return x.new_empty(x.shape, dtype=torch.bool)
 
 
 @torch.library.register_fake(_OP)
