@@ -2,7 +2,9 @@
 per-sample, per-channel topology materialised and used with einsum, as CTR-GCN does), and
 a whole training step (forward, loss, backward) of HGLNet and CTR-GCN with the C++ ops
 (backend "cpp") against the same model and weights in pure PyTorch written as the CTR-GCN
-code base writes its blocks (backend "reference")."""
+code base writes its blocks (backend "reference"). The "hglnet-recompute" case runs the C++
+path with model.recompute_attention (GSM and GTA recomputed in backward) against the plain
+reference."""
 
 from __future__ import annotations
 
@@ -53,11 +55,15 @@ def model_cases(config: dict, device: torch.device) -> list[Case]:
         V = get_layout(layout).num_joints
         x = torch.randn(N, 3, T, V, M, device=device)
         labels = torch.randint(0, classes, (N,), device=device)
-        for kind in config["models"]:
-            model_config = {"type": kind, **config.get("model", {})}
+        for entry in config["models"]:  # a model type, or {name, type, other model keys}
+            entry = {"name": entry, "type": entry} if isinstance(entry, str) else dict(entry)
+            kind = entry.pop("name")
+            model_config = {**entry, **config.get("model", {})}
             models = {}
             for backend in ("cpp", "reference"):
                 torch.manual_seed(0)
+                if backend == "reference":  # the reference keeps what autograd keeps, as CTR-GCN's code does
+                    model_config = {**model_config, "recompute_attention": False}
                 models[backend] = build_model({**model_config, "backend": backend}, 3, classes, layout, M).to(device)
             gflops = profile(model_config, 3, classes, layout, T, M)["gflops"]
             out.append(Case(name=f"{kind} training step", params=f"{shape['name']} N={N} T={T} V={V} M={M}",

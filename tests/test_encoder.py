@@ -35,6 +35,7 @@ def test_presets(kind):
     {"lse_topology": "physical"}, {"lse_topology": "shared"}, {"lse_topology": "composite"},
     {"ltc_dilations": [1, 2, 3, 4], "channels": [12, 24]}, {"ltc_pool_branch": False, "ltc_pointwise_branch": False},
     {"temporal_order": "ltc_gta"}, {"temporal_order": "parallel"}, {"dropout": 0.5},
+    {"recompute_attention": True},
 ])
 def test_every_switch_runs(switch):
     _, _, logits = run(switch, layout="kinect_v1_20", bodies=1)
@@ -70,6 +71,33 @@ def test_backends_agree_in_training_with_gradients(kind):
         torch.testing.assert_close(p.grad, p_ref.grad, msg=name)
     for (name, b), b_ref in zip(cpp.named_buffers(), reference.buffers()):  # batch-norm statistics
         torch.testing.assert_close(b, b_ref, msg=name)
+
+
+def test_recomputed_attention_gives_the_same_gradients_with_less_kept():
+    torch.manual_seed(3)
+    plain = build_model({**TINY, "channels": [16, 16]}, 3, 4, "kinect_v1_20", 1).double()
+    recomputed = build_model({**TINY, "channels": [16, 16], "recompute_attention": True}, 3, 4, "kinect_v1_20", 1).double()
+    with torch.no_grad():
+        for name, parameter in plain.named_parameters():
+            if name.endswith("norm.weight"):
+                parameter.fill_(0.7)  # GSM's and GTA's norms start at 0, which hides their gradients
+    recomputed.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 3, 16, 20, 1, dtype=torch.float64)
+    kept = {}
+    for name, model in (("plain", plain), ("recomputed", recomputed)):
+        storages = {}
+
+        def pack(t, storages=storages):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = model(x).square().sum()
+        loss.backward()
+        kept[name] = sum(storages.values())
+    for (name, p), p_other in zip(plain.named_parameters(), recomputed.parameters()):
+        torch.testing.assert_close(p.grad, p_other.grad, msg=name)
+    assert kept["recomputed"] < 0.8 * kept["plain"]
 
 
 def test_hglnet_learns_the_synthetic_set(synthetic_hglnet_run):

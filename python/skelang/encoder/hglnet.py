@@ -44,6 +44,7 @@ class EncoderConfig:
     ltc_residual: bool = False
     temporal_order: str = "gta_ltc"
     attention_heads: int = 4
+    recompute_attention: bool = False  # GSM/GTA keep only their input for backward (less memory, more time)
     max_hops: int = 8
     dropout: float = 0.0
     backend: str = "cpp"
@@ -91,9 +92,9 @@ class HGLBlock(nn.Module):
         self.lse = LocalSpatialEncoder(in_channels, out_channels, spatial_partitions(layout),
                                        config.lse_topology, backend=config.backend)
         self.gsm = (GlobalSpatialModule(out_channels, hop_distances(layout, config.max_hops), config.attention_heads,
-                                        config.backend) if config.gsm else None)
-        self.gta = (GlobalTemporalAttention(out_channels, config.attention_heads, backend=config.backend)
-                    if config.gta else None)
+                                        config.backend, config.recompute_attention) if config.gsm else None)
+        self.gta = (GlobalTemporalAttention(out_channels, config.attention_heads, backend=config.backend,
+                                            recompute=config.recompute_attention) if config.gta else None)
         self.ltc = LocalTemporalConv(out_channels, out_channels, stride, config.ltc_kernel_size, config.ltc_dilations,
                                      config.ltc_pool_branch, config.ltc_pointwise_branch, config.ltc_residual,
                                      config.backend)

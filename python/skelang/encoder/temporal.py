@@ -8,18 +8,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skelang.encoder.spatial import kaiming_fan_out, ops_for
+from skelang.encoder.spatial import kaiming_fan_out, ops_for, projected_attention
 
 
 class GlobalTemporalAttention(nn.Module):
     """GTA: multi-head self-attention across the T frames of each joint, with a learned bias
     per head and per (clipped) frame distance."""
 
-    def __init__(self, channels: int, heads: int = 4, max_distance: int = 32, backend: str = "cpp"):
+    def __init__(self, channels: int, heads: int = 4, max_distance: int = 32, backend: str = "cpp",
+                 recompute: bool = False):
         super().__init__()
         if channels % heads:
             raise ValueError(f"GTA: {channels} channels are not divisible by {heads} heads")
-        self.heads = heads
+        self.heads, self.recompute = heads, recompute
         self.max_distance = max_distance
         self.ops = ops_for(backend)
         self.distance_bias = nn.Parameter(torch.zeros(heads, 2 * max_distance + 1))
@@ -32,8 +33,7 @@ class GlobalTemporalAttention(nn.Module):
         frames = torch.arange(x.shape[2], device=x.device)
         distance = (frames[None, :] - frames[:, None]).clamp(-self.max_distance, self.max_distance)
         bias = self.distance_bias[:, distance + self.max_distance].to(x.dtype)  # (H, T, T)
-        attended = self.ops.axis_attention(self.qkv(x), bias, self.heads, 2)  # (N, C, T, V)
-        return x + self.norm(self.out(attended))
+        return x + self.norm(projected_attention(self, x, bias, 2))
 
 
 class LocalTemporalConv(nn.Module):
