@@ -83,7 +83,7 @@ def dropout_probability(p: float) -> float:
 
 
 def dropout_scaling(scaling: float, p: float, mask: Tensor | None) -> float:
-    """The op's scaling with a bool mask: scaling / (1 - p) (inverted dropout)."""
+    """The op's scaling with a bool mask: scaling / (1 - dropout_probability(p)) (inverted dropout)."""
     return scaling if mask is None else scaling / (1 - dropout_probability(p))
 
 
