@@ -398,7 +398,7 @@ def test_generate_strategies(kind):
 def test_allowed_action_tokens_masks_only_the_other_action_tokens():
     processor = AllowedActionTokens(first_action_id=5, num_codes=4, allowed=[[1, 3], [], [0, 0, 2]])
     scores = torch.randn(6, 10)  # 3 samples x 2 beams, 5 base tokens + 4 action tokens + 1
-    out = processor(None, scores.clone())
+    out = processor(torch.zeros(6, 0), scores.clone())
     blocked = torch.tensor([[1, 0, 1, 0], [1, 1, 1, 1], [0, 1, 0, 1]], dtype=torch.bool).repeat_interleave(2, 0)
     assert torch.equal(torch.isinf(out[:, 5:9]), blocked)
     torch.testing.assert_close(out[:, 5:9][~blocked], scores[:, 5:9][~blocked])
@@ -407,7 +407,16 @@ def test_allowed_action_tokens_masks_only_the_other_action_tokens():
     with pytest.raises(ValueError, match=r"allowed codes of row 0 must lie in \[0, 4\)"):
         AllowedActionTokens(5, 4, [[4]])
     with pytest.raises(ValueError, match="5 rows of scores for 3 samples"):
-        processor(None, torch.randn(5, 10))
+        processor(torch.zeros(5, 0), torch.randn(5, 10))
+    # cite_first: at the first step only the allowed action tokens remain, later as above
+    processor = AllowedActionTokens(5, 4, allowed=[[1, 3], [2]], cite_first=True)
+    first = processor(torch.zeros(2, 7), scores[:2].clone())
+    assert torch.equal(torch.isfinite(first), torch.tensor([[False] * 6 + [True, False, True, False],
+                                                            [False] * 7 + [True, False, False]]))
+    later = processor(torch.zeros(2, 8), scores[:2].clone())
+    torch.testing.assert_close(later[:, :5], scores[:2, :5])
+    with pytest.raises(ValueError, match="row 1 allows no action token"):
+        AllowedActionTokens(5, 4, [[1], []], cite_first=True)
 
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
@@ -430,6 +439,12 @@ def test_generation_cites_only_allowed_action_tokens(kind, strategy):
     assert cited_codes(texts[0]) and set(cited_codes(texts[0])) <= {3, 7}
     assert cited_codes(texts[1]) == []
     assert set(cited_codes(texts[2])) == {11}
+    # without the push towards action tokens, cite_first still makes every text start with one
+    allowed = [[3, 7], [0], [11]]
+    texts = generate_text(model, tokenizer, embeds, mask, max_new_tokens=4, strategy=strategy,
+                          logits_processors=[AllowedActionTokens(first, NUM_CODES, allowed, cite_first=True)])
+    for text, codes in zip(texts, allowed):
+        assert cited_codes(text) and cited_codes(text)[0] in codes and set(cited_codes(text)) <= set(codes)
 
 
 def test_generation_stops_at_eos():

@@ -153,14 +153,15 @@ class ActionLanguageModel(nn.Module):
                 strategy: str = "greedy", cite_only_narrative: bool = True, **generation) -> list[str]:
         """The explanation the model writes after "Action: <predicted name>. Explanation:"
         (the generated text only). With `cite_only_narrative` (and action tokens), each
-        explanation can cite only action tokens that are in its own narrative."""
+        explanation starts by citing an action token of its own narrative, the one the model
+        finds most likely, and cites no token that is not in it."""
         id_lists = [self._ids(self.prompt(sample) + explanation_prefix(self.class_names[label]))
                     for sample, label in zip(samples, predicted)]
         embeds, mask, _ = self.embed(id_lists, samples)
         processors = []
         if cite_only_narrative and self.action_tokens is not None:
             processors.append(AllowedActionTokens(self.action_tokens.first_action_id, self.action_tokens.num_codes,
-                                                  [sample.codes for sample in samples]))
+                                                  [sample.codes for sample in samples], cite_first=True))
         texts = generate_text(self.language_model, self.tokenizer, embeds, mask, max_new_tokens=max_new_tokens,
                               strategy=strategy, logits_processors=processors, **generation)
         return [text.strip() for text in texts]

@@ -148,25 +148,35 @@ def classify(model: nn.Module, prompt_embeds: Tensor, prompt_mask: Tensor,
 class AllowedActionTokens:
     """A logits processor for `generate_text`: row n may write only the action tokens of
     `allowed[n]` (codes k, token ids first_action_id + k); the other action tokens get -inf,
-    every other token is untouched. With beam search the rows are the samples' beams, in
-    order, as Hugging Face's generate lays them out."""
+    every other token is untouched. With `cite_first`, the first generated token must be one
+    of the allowed action tokens (an explanation then starts by citing its own narrative, as
+    the training targets do). With beam search the rows are the samples' beams, in order, as
+    Hugging Face's generate lays them out. One instance serves one generate call."""
 
-    def __init__(self, first_action_id: int, num_codes: int, allowed: Sequence[Iterable[int]]):
-        self.first, self.num_codes = first_action_id, num_codes
+    def __init__(self, first_action_id: int, num_codes: int, allowed: Sequence[Iterable[int]],
+                 cite_first: bool = False):
+        self.first, self.num_codes, self.cite_first = first_action_id, num_codes, cite_first
         self.blocked = torch.ones(len(allowed), num_codes, dtype=torch.bool)  # (N, K)
         for row, codes in enumerate(allowed):
             codes = sorted(set(codes))
             if codes and not 0 <= codes[0] <= codes[-1] < num_codes:
                 raise ValueError(f"allowed codes of row {row} must lie in [0, {num_codes}), got {codes}")
+            if cite_first and not codes:
+                raise ValueError(f"row {row} allows no action token, so it cannot start with one")
             self.blocked[row, codes] = False
+        self.prompt_length = None  # the length of input_ids at the first step
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:  # scores (rows, vocabulary)
         rows, samples = scores.shape[0], self.blocked.shape[0]
         if rows % samples:
             raise ValueError(f"AllowedActionTokens: {rows} rows of scores for {samples} samples")
+        if self.prompt_length is None:
+            self.prompt_length = input_ids.shape[1]
         blocked = self.blocked.to(scores.device).repeat_interleave(rows // samples, 0)
-        band = scores[:, self.first:self.first + self.num_codes]
-        scores[:, self.first:self.first + self.num_codes] = band.masked_fill(blocked, float("-inf"))
+        band = scores[:, self.first:self.first + self.num_codes].masked_fill(blocked, float("-inf"))
+        if self.cite_first and input_ids.shape[1] == self.prompt_length:
+            scores.fill_(float("-inf"))
+        scores[:, self.first:self.first + self.num_codes] = band
         return scores
 
 
