@@ -398,6 +398,7 @@ def test_generate_strategies(kind):
 def test_allowed_action_tokens_masks_only_the_other_action_tokens():
     processor = AllowedActionTokens(first_action_id=5, num_codes=4, allowed=[[1, 3], [], [0, 0, 2]])
     scores = torch.randn(6, 10)  # 3 samples x 2 beams, 5 base tokens + 4 action tokens + 1
+    scores[:, 5:9] -= 10  # no row is about to cite
     out = processor(torch.zeros(6, 0), scores.clone())
     blocked = torch.tensor([[1, 0, 1, 0], [1, 1, 1, 1], [0, 1, 0, 1]], dtype=torch.bool).repeat_interleave(2, 0)
     assert torch.equal(torch.isinf(out[:, 5:9]), blocked)
@@ -415,6 +416,12 @@ def test_allowed_action_tokens_masks_only_the_other_action_tokens():
                                                             [False] * 7 + [True, False, False]]))
     later = processor(torch.zeros(2, 8), scores[:2].clone())
     torch.testing.assert_close(later[:, :5], scores[:2, :5])
+    # a row about to cite a token outside its narrative cites one of its own instead
+    wants = scores[:2].clone()
+    wants[0, 5] = 50.0  # <a0>, not allowed in row 0
+    redirected = processor(torch.zeros(2, 8), wants)
+    assert torch.equal(torch.isfinite(redirected[0]), torch.tensor([False] * 6 + [True, False, True, False]))
+    torch.testing.assert_close(redirected[1, :5], scores[1, :5])
     with pytest.raises(ValueError, match="row 1 allows no action token"):
         AllowedActionTokens(5, 4, [[1], []], cite_first=True)
 
@@ -445,6 +452,21 @@ def test_generation_cites_only_allowed_action_tokens(kind, strategy):
                           logits_processors=[AllowedActionTokens(first, NUM_CODES, allowed, cite_first=True)])
     for text, codes in zip(texts, allowed):
         assert cited_codes(text) and cited_codes(text)[0] in codes and set(cited_codes(text)) <= set(codes)
+
+
+def test_repetition_penalty_breaks_a_repeating_token():
+    model, tokenizer = make("llama", num_codes=None)
+    head = torch.nn.Linear(32, model.config.vocab_size, bias=True)
+    favourite, second = tokenizer.convert_tokens_to_ids(["walk", "wave"])
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-5.0)
+        head.bias[favourite], head.bias[second] = 2.0, 1.5
+    model.set_output_embeddings(head)
+    embeds, mask, _ = embed_prompts(model, tokenizer, PROMPTS[:1], "cpu")
+    assert generate_text(model, tokenizer, embeds, mask, max_new_tokens=3) == ["walk walk walk"]
+    # 2.0 / 2 = 1.0 < 1.5 after the first "walk", then 1.5 / 2 = 0.75 < 1.0: they alternate
+    assert generate_text(model, tokenizer, embeds, mask, max_new_tokens=3, repetition_penalty=2.0) == ["walk wave walk"]
 
 
 def test_generation_stops_at_eos():

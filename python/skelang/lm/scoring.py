@@ -10,6 +10,7 @@ Prompts are left-padded (mask 0 on the left) so that every row ends at the last 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -147,11 +148,13 @@ def classify(model: nn.Module, prompt_embeds: Tensor, prompt_mask: Tensor,
 
 class AllowedActionTokens:
     """A logits processor for `generate_text`: row n may write only the action tokens of
-    `allowed[n]` (codes k, token ids first_action_id + k); the other action tokens get -inf,
-    every other token is untouched. With `cite_first`, the first generated token must be one
-    of the allowed action tokens (an explanation then starts by citing its own narrative, as
-    the training targets do). With beam search the rows are the samples' beams, in order, as
-    Hugging Face's generate lays them out. One instance serves one generate call."""
+    `allowed[n]` (codes k, token ids first_action_id + k); the other action tokens get -inf.
+    Where a row's most likely next token is an action token (the model is about to cite), it
+    must write one of its allowed action tokens; elsewhere the other tokens are untouched.
+    With `cite_first`, the first generated token must be an allowed action token (an
+    explanation then starts by citing its own narrative, as the training targets do). With
+    beam search the rows are the samples' beams, in order, as Hugging Face's generate lays
+    them out. One instance serves one generate call."""
 
     def __init__(self, first_action_id: int, num_codes: int, allowed: Sequence[Iterable[int]],
                  cite_first: bool = False):
@@ -172,10 +175,14 @@ class AllowedActionTokens:
             raise ValueError(f"AllowedActionTokens: {rows} rows of scores for {samples} samples")
         if self.prompt_length is None:
             self.prompt_length = input_ids.shape[1]
-        blocked = self.blocked.to(scores.device).repeat_interleave(rows // samples, 0)
-        band = scores[:, self.first:self.first + self.num_codes].masked_fill(blocked, float("-inf"))
+        blocked = self.blocked.to(scores.device).repeat_interleave(rows // samples, 0)  # (rows, K)
+        band = scores[:, self.first:self.first + self.num_codes]
+        cite = band.max(1).values >= scores.max(1).values  # (rows,) an action token is the most likely
         if self.cite_first and input_ids.shape[1] == self.prompt_length:
-            scores.fill_(float("-inf"))
+            cite[:] = True
+        cite &= ~blocked.all(1)  # a row without allowed tokens cannot be made to cite
+        band = band.masked_fill(blocked, float("-inf"))
+        scores[cite] = float("-inf")
         scores[:, self.first:self.first + self.num_codes] = band
         return scores
 
@@ -184,13 +191,15 @@ class AllowedActionTokens:
 def generate_text(model: nn.Module, tokenizer, prompt_embeds: Tensor, prompt_mask: Tensor,
                   max_new_tokens: int = 64, strategy: str = "greedy", num_beams: int = 4,
                   temperature: float = 0.7, top_p: float = 0.9,
-                  seed: int | None = None, logits_processors: Sequence[Callable] = ()) -> list[str]:
+                  seed: int | None = None, logits_processors: Sequence[Callable] = (),
+                  repetition_penalty: float = 1.0) -> list[str]:
     """Continue each left-padded prompt (N, L, H) with up to max_new_tokens tokens, stopping at
     the tokenizer's eos token; returns the N new texts without special tokens.
 
     strategy: "greedy", "beam" (num_beams beams) or "sample" (temperature, nucleus top_p;
     `seed` makes it reproducible without touching the global RNG state). logits_processors:
-    callables (input_ids, scores) -> scores applied at every step (e.g. AllowedActionTokens).
+    callables (input_ids, scores) -> scores applied at every step (e.g. AllowedActionTokens);
+    repetition_penalty as in Hugging Face's generate (1: off), on the new tokens only.
     """
     _check_prompt(prompt_embeds, prompt_mask)
     if strategy not in STRATEGIES:
@@ -198,6 +207,8 @@ def generate_text(model: nn.Module, tokenizer, prompt_embeds: Tensor, prompt_mas
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     options = {"do_sample": False, "num_beams": 1}
+    if repetition_penalty != 1.0:
+        options["repetition_penalty"] = repetition_penalty
     if strategy == "beam":
         options["num_beams"] = num_beams
     elif strategy == "sample":
@@ -210,9 +221,11 @@ def generate_text(model: nn.Module, tokenizer, prompt_embeds: Tensor, prompt_mas
         options["logits_processor"] = LogitsProcessorList(logits_processors)
     device = prompt_embeds.device
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None), warnings.catch_warnings():
         if seed is not None:
             torch.manual_seed(seed)
+        # the penalty applies to the new tokens only, which is what is wanted here
+        warnings.filterwarnings("ignore", message="Passing `repetition_penalty` with `inputs_embeds`")
         # Given inputs_embeds and no input_ids, a decoder-only model returns only the new tokens.
         new_ids = model.generate(inputs_embeds=prompt_embeds, attention_mask=prompt_mask,
                                  max_new_tokens=max_new_tokens, use_cache=True,

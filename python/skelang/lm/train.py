@@ -210,20 +210,22 @@ def evaluate_language_model(model: ActionLanguageModel, samples: list[NarratedSa
     if count:  # evenly spread over the data (test sets are often sorted by class)
         chosen = np.unique(np.linspace(0, len(samples) - 1, count).round().astype(int)).tolist()
         records = explanation_records(model, [samples[i] for i in chosen], scores[chosen].softmax(1),
-                                      section["max_new_tokens"], section["cite_only_narrative"])
+                                      section["max_new_tokens"], section["cite_only_narrative"],
+                                      section["repetition_penalty"])
         metrics["faithfulness"] = faithfulness_summary(records)
         metrics["explanations"] = records[:10]
     return metrics
 
 
 def explanation_records(model: ActionLanguageModel, samples: list[NarratedSample], probabilities: torch.Tensor,
-                        max_new_tokens: int, cite_only_narrative: bool = True, random_draws: int = 5) -> list[dict]:
+                        max_new_tokens: int, cite_only_narrative: bool = True, repetition_penalty: float = 1.0,
+                        random_draws: int = 5) -> list[dict]:
     """For each sample: its narrative, the predicted class and probability, the generated
     explanation, the class it names, and the probability drops when its cited tokens (or as
     many random ones) are removed from the narrative."""
     predicted = probabilities.argmax(1).tolist()
     explanations = model.explain(samples, predicted, max_new_tokens=max_new_tokens,
-                                 cite_only_narrative=cite_only_narrative)
+                                 cite_only_narrative=cite_only_narrative, repetition_penalty=repetition_penalty)
     generator = torch.Generator().manual_seed(0)
     records = []
     for sample, label, text, row in zip(samples, predicted, explanations, probabilities):
@@ -295,7 +297,8 @@ def explain_run(run_dir: str | Path, data: str | None = None, sample: int | None
     if cite_only_narrative is None:
         cite_only_narrative = config["lm"]["cite_only_narrative"]
     texts = model.explain(picked, predicted, max_new_tokens=max_new_tokens or config["lm"]["max_new_tokens"],
-                          strategy=strategy, cite_only_narrative=cite_only_narrative, **generation)
+                          strategy=strategy, cite_only_narrative=cite_only_narrative,
+                          repetition_penalty=config["lm"]["repetition_penalty"], **generation)
     return [{"index": i, "name": s.name, "label": s.label if s.label >= 0 else None,
              "label_name": model.class_names[s.label] if 0 <= s.label < len(model.class_names) else None,
              "predicted": p, "predicted_name": model.class_names[p], "probability": float(row[p]),

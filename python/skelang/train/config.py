@@ -231,6 +231,7 @@ SCHEMA = {
         "answer_weight": (1.0, positive),       # loss weight of the class name's tokens against the explanation's
         "max_new_tokens": (48, positive_int),   # explanation length
         "cite_only_narrative": (True, boolean),  # explanations may cite only the narrative's action tokens
+        "repetition_penalty": (1.3, positive),  # explanation decoding (Hugging Face's; 1: off)
         "explain_samples": (50, non_negative_int),  # test samples whose explanations are measured
     },
 }
