@@ -142,6 +142,20 @@ def test_axis_attention_keeps_only_qkv_and_bias_for_backward():
     y.sum().backward()
 
 
+def test_axis_attention_any_strides():
+    # a channels-last qkv and an expanded output gradient (what y.sum().backward() passes)
+    g = torch.Generator().manual_seed(6)
+    qkv = torch.randn(2, 12, 5, 6, dtype=torch.float64, generator=g).to(memory_format=torch.channels_last)
+    qkv.requires_grad_()
+    bias = torch.randn(2, 6, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    grads = torch.autograd.grad(ops.axis_attention(qkv, bias, 2, 3).sum(), (qkv, bias))
+    grads_ref = torch.autograd.grad(reference.axis_attention(qkv, bias, 2, 3).sum(), (qkv, bias))
+    for grad, grad_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(grad, grad_ref)
+    with pytest.raises(RuntimeError, match="grad_out and qkv must have the same dtype"):
+        torch.ops.skelang.axis_attention_backward(torch.ones(2, 4, 5, 6), qkv.detach(), bias.detach(), 2, 3)
+
+
 def test_axis_attention_parity_across_chunks():
     # 4 heads of 64 frames: 1024 sequences per chunk, so 2 * 520 joints make two chunks
     g = torch.Generator().manual_seed(5)

@@ -41,9 +41,10 @@ AxisAttentionShape axis_attention_shape(const char* op, const at::Tensor& qkv,
 
 namespace {
 
-// (N, 3C, T, V) -> (3, S, H, L, D) and back; (N, C, T, V) <-> (S, H, L, D).
+// (N, 3C, T, V) -> (3, S, H, L, D) and back; (N, C, T, V) <-> (S, H, L, D). Any strides in
+// (autograd may pass an expanded gradient); one copy out.
 at::Tensor to_sequences(const at::Tensor& t, const AxisAttentionShape& s, int64_t parts) {
-  const at::Tensor split = t.view({s.N, parts, s.heads, s.D, s.T, s.V});
+  const at::Tensor split = t.reshape({s.N, parts, s.heads, s.D, s.T, s.V});
   const at::Tensor moved = s.axis == 3 ? split.permute({1, 0, 4, 2, 5, 3})   // (P, N, T, H, V, D)
                                        : split.permute({1, 0, 5, 2, 4, 3});  // (P, N, V, H, T, D)
   return moved.reshape({parts, s.sequences, s.heads, s.L, s.D});
@@ -103,6 +104,8 @@ std::tuple<at::Tensor, at::Tensor> axis_attention_backward_aten(const at::Tensor
   TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({s.N, s.C, s.T, s.V}), op,
               ": grad_out must be (N, C, T, V) = (", s.N, ", ", s.C, ", ", s.T, ", ", s.V,
               "), got ", grad_out.sizes());
+  check_same_dtype(op, "grad_out", grad_out, "qkv", qkv);
+  check_same_device(op, "grad_out", grad_out, "qkv", qkv);
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.D));
   const at::Tensor qkv_seq = to_sequences(qkv, s, 3);         // (3, S, H, L, D)
   const at::Tensor grad_seq = to_sequences(grad_out, s, 1)[0];  // (S, H, L, D)
