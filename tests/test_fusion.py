@@ -124,9 +124,10 @@ def test_unseen_classes_are_recognised_from_their_descriptions(synthetic_ssf_run
     print("zero-shot:", {k: v for k, v in metrics.items() if "zsl" in k})
     assert metrics["unseen_classes"] == [2, 6, 11]
     assert metrics["samples"]["zsl"] == 30
-    # Chance among the three unseen classes is 1/3. The nearest prototype alone varies with the
-    # seed (33-63% over seeds 0-2 here); ConSE, which reads the seen classes' probabilities,
-    # is steadier (53-67%).
+    # Chance among the three unseen classes is 1/3. Both measures vary with the seed (ConSE
+    # 33 / 67 / 33%, nearest prototype 33 / 70 / 47% over seeds 0 / 1 / 2 with the current
+    # kernels): the config's seed 1 is one where the descriptions carry the unseen classes, so
+    # this checks that the zero-shot path can beat chance, not that it always does.
     assert metrics["zsl_conse_unseen_top1"] >= 0.5
     assert metrics["zsl_unseen_top1"] >= 1 / 3 - 1e-9
     assert metrics["gzsl_seen_top1"] > 0.8
