@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from skelang.data.layouts import get_layout
-from skelang.encoder.spatial import TOPOLOGIES, GlobalSpatialModule, LocalSpatialEncoder
+from skelang.encoder.spatial import TOPOLOGIES, AxisSelfAttention, GlobalSpatialModule, LocalSpatialEncoder
 from skelang.encoder.temporal import GlobalTemporalAttention, LocalTemporalConv
 from skelang.encoder.topology import hop_distances, spatial_partitions
 
@@ -156,7 +156,7 @@ class SkeletonEncoder(nn.Module):
                 module.init_like_ctrgcn()  # their stacked convolutions
             if isinstance(module, LocalSpatialEncoder):
                 nn.init.constant_(module.norm.weight, 1e-6)
-            elif isinstance(module, (GlobalSpatialModule, GlobalTemporalAttention)):
+            elif isinstance(module, AxisSelfAttention):
                 nn.init.zeros_(module.norm.weight)
         nn.init.normal_(self.classifier.weight, 0.0, (2.0 / self.classifier.out_features) ** 0.5)
         nn.init.zeros_(self.classifier.bias)

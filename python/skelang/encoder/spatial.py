@@ -91,39 +91,55 @@ class LocalSpatialEncoder(nn.Module):
         return F.relu(self.norm(y) + self.residual(x))
 
 
-def projected_attention(module: nn.Module, x: torch.Tensor, bias: torch.Tensor, axis: int) -> torch.Tensor:
-    """module.out(axis_attention(module.qkv(x), bias)) for GSM (axis 3) and GTA (axis 2).
-    With module.recompute (when autograd records), nothing inside is kept for backward but x
-    and the bias: the projections and the attention run again in backward
-    (torch.utils.checkpoint), about 4C values per position less memory for more time (about a
-    quarter of HGLNet's training step at NW-UCLA shapes on CPU)."""
+class AxisSelfAttention(nn.Module):
+    """What GSM and GTA share: multi-head self-attention along one axis (`axis`: 3 joints, 2
+    frames) of (N, C, T, V) features with a learned bias per head (`distance_bias`, indexed by
+    the subclass's `attention_bias`), 1x1 projections in and out, and a norm that starts at 0,
+    so that the module starts as the identity: y = x + norm(out(attention(qkv(x)))).
 
-    def attend(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        return module.out(module.ops.axis_attention(module.qkv(x), bias, module.heads, axis))
+    With `recompute` (when autograd records), nothing inside is kept for backward but x and
+    the bias: the projections and the attention run again in backward (torch.utils.checkpoint),
+    about 4C values per position less memory for more time (about a quarter of HGLNet's
+    training step at NW-UCLA shapes on CPU)."""
 
-    if module.recompute and torch.is_grad_enabled():
-        return checkpoint(attend, x, bias, use_reentrant=False)
-    return attend(x, bias)
+    axis: int
 
-
-class GlobalSpatialModule(nn.Module):
-    """GSM: multi-head self-attention across the V joints of each frame, with a learned
-    bias per head and per graph distance between the two joints (topology-aware)."""
-
-    def __init__(self, channels: int, hop_distance: torch.Tensor, heads: int = 4, backend: str = "cpp",
-                 recompute: bool = False):
+    def __init__(self, channels: int, heads: int, bias_entries: int, backend: str, recompute: bool, name: str):
         super().__init__()
         if channels % heads:
-            raise ValueError(f"GSM: {channels} channels are not divisible by {heads} heads")
+            raise ValueError(f"{name}: {channels} channels are not divisible by {heads} heads")
         self.heads, self.recompute = heads, recompute
         self.ops = ops_for(backend)
-        self.register_buffer("hop_distance", hop_distance)  # (V, V) int64
-        self.distance_bias = nn.Parameter(torch.zeros(heads, int(hop_distance.max()) + 1))
+        self.distance_bias = nn.Parameter(torch.zeros(heads, bias_entries))
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.out = nn.Conv2d(channels, channels, 1)
         self.norm = nn.BatchNorm2d(channels)
         nn.init.zeros_(self.norm.weight)  # starts as the identity: y = x
 
+    def attention_bias(self, x: torch.Tensor) -> torch.Tensor:
+        """(H, L, L) for features x."""
+        raise NotImplementedError
+
+    def attend(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return self.out(self.ops.axis_attention(self.qkv(x), bias, self.heads, self.axis))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = self.distance_bias[:, self.hop_distance].to(x.dtype)  # (H, V, V)
-        return x + self.norm(projected_attention(self, x, bias, 3))
+        bias = self.attention_bias(x)
+        if self.recompute and torch.is_grad_enabled():
+            return x + self.norm(checkpoint(self.attend, x, bias, use_reentrant=False))
+        return x + self.norm(self.attend(x, bias))
+
+
+class GlobalSpatialModule(AxisSelfAttention):
+    """GSM: multi-head self-attention across the V joints of each frame, with a learned
+    bias per head and per graph distance between the two joints (topology-aware)."""
+
+    axis = 3
+
+    def __init__(self, channels: int, hop_distance: torch.Tensor, heads: int = 4, backend: str = "cpp",
+                 recompute: bool = False):
+        super().__init__(channels, heads, int(hop_distance.max()) + 1, backend, recompute, "GSM")
+        self.register_buffer("hop_distance", hop_distance)  # (V, V) int64
+
+    def attention_bias(self, x: torch.Tensor) -> torch.Tensor:
+        return self.distance_bias[:, self.hop_distance].to(x.dtype)  # (H, V, V)

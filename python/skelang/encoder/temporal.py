@@ -8,32 +8,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skelang.encoder.spatial import kaiming_fan_out, ops_for, projected_attention
+from skelang.encoder.spatial import AxisSelfAttention, kaiming_fan_out, ops_for
 
 
-class GlobalTemporalAttention(nn.Module):
+class GlobalTemporalAttention(AxisSelfAttention):
     """GTA: multi-head self-attention across the T frames of each joint, with a learned bias
     per head and per (clipped) frame distance."""
 
+    axis = 2
+
     def __init__(self, channels: int, heads: int = 4, max_distance: int = 32, backend: str = "cpp",
                  recompute: bool = False):
-        super().__init__()
-        if channels % heads:
-            raise ValueError(f"GTA: {channels} channels are not divisible by {heads} heads")
-        self.heads, self.recompute = heads, recompute
+        super().__init__(channels, heads, 2 * max_distance + 1, backend, recompute, "GTA")
         self.max_distance = max_distance
-        self.ops = ops_for(backend)
-        self.distance_bias = nn.Parameter(torch.zeros(heads, 2 * max_distance + 1))
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.out = nn.Conv2d(channels, channels, 1)
-        self.norm = nn.BatchNorm2d(channels)
-        nn.init.zeros_(self.norm.weight)  # starts as the identity
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def attention_bias(self, x: torch.Tensor) -> torch.Tensor:
         frames = torch.arange(x.shape[2], device=x.device)
         distance = (frames[None, :] - frames[:, None]).clamp(-self.max_distance, self.max_distance)
-        bias = self.distance_bias[:, distance + self.max_distance].to(x.dtype)  # (H, T, T)
-        return x + self.norm(projected_attention(self, x, bias, 2))
+        return self.distance_bias[:, distance + self.max_distance].to(x.dtype)  # (H, T, T)
 
 
 class LocalTemporalConv(nn.Module):
