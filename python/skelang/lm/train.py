@@ -210,22 +210,27 @@ def evaluate_language_model(model: ActionLanguageModel, samples: list[NarratedSa
     if count:  # evenly spread over the data (test sets are often sorted by class)
         chosen = np.unique(np.linspace(0, len(samples) - 1, count).round().astype(int)).tolist()
         records = explanation_records(model, [samples[i] for i in chosen], scores[chosen].softmax(1),
-                                      section["max_new_tokens"], section["cite_only_narrative"],
-                                      section["repetition_penalty"])
+                                      explanation_decoding(section))
         metrics["faithfulness"] = faithfulness_summary(records)
         metrics["explanations"] = records[:10]
     return metrics
 
 
+def explanation_decoding(section: dict, **overrides) -> dict:
+    """ActionLanguageModel.explain's decoding options from an lm section; an override that is
+    not None replaces the section's value."""
+    options = {key: section[key] for key in ("max_new_tokens", "cite_only_narrative", "repetition_penalty")}
+    return {**options, **{key: value for key, value in overrides.items() if value is not None}}
+
+
 def explanation_records(model: ActionLanguageModel, samples: list[NarratedSample], probabilities: torch.Tensor,
-                        max_new_tokens: int, cite_only_narrative: bool = True, repetition_penalty: float = 1.0,
-                        random_draws: int = 5) -> list[dict]:
-    """For each sample: its narrative, the predicted class and probability, the generated
-    explanation, the class it names, and the probability drops when its cited tokens (or as
-    many random ones) are removed from the narrative."""
+                        decoding: dict, random_draws: int = 5) -> list[dict]:
+    """For each sample: its narrative, the predicted class and probability, the explanation
+    generated with `decoding` (see explanation_decoding), the class it names, and the
+    probability drops when its cited tokens (or as many random ones) are removed from the
+    narrative."""
     predicted = probabilities.argmax(1).tolist()
-    explanations = model.explain(samples, predicted, max_new_tokens=max_new_tokens,
-                                 cite_only_narrative=cite_only_narrative, repetition_penalty=repetition_penalty)
+    explanations = model.explain(samples, predicted, **decoding)
     generator = torch.Generator().manual_seed(0)
     records = []
     for sample, label, text, row in zip(samples, predicted, explanations, probabilities):
@@ -271,8 +276,7 @@ def evaluate_language_run(run_dir: str | Path, data: str | None = None, explanat
     `limit` samples spread over the data, default lm.explain_samples; `cite_only_narrative`
     overrides the run's lm.cite_only_narrative)."""
     model, config, vst_model = load_language_run(run_dir)
-    if cite_only_narrative is not None:
-        config["lm"]["cite_only_narrative"] = cite_only_narrative
+    config["lm"].update(explanation_decoding(config["lm"], cite_only_narrative=cite_only_narrative))
     samples = run_samples(run_dir, config, vst_model, data)
     count = (limit if limit is not None else config["lm"]["explain_samples"]) if explanations else 0
     return evaluate_language_model(model, samples, config["train"], config["lm"], progress, explain_samples=count)
@@ -294,11 +298,8 @@ def explain_run(run_dir: str | Path, data: str | None = None, sample: int | None
     picked = [samples[i] for i in chosen]
     probabilities = model.class_log_likelihoods(picked).softmax(1)
     predicted = probabilities.argmax(1).tolist()
-    if cite_only_narrative is None:
-        cite_only_narrative = config["lm"]["cite_only_narrative"]
-    texts = model.explain(picked, predicted, max_new_tokens=max_new_tokens or config["lm"]["max_new_tokens"],
-                          strategy=strategy, cite_only_narrative=cite_only_narrative,
-                          repetition_penalty=config["lm"]["repetition_penalty"], **generation)
+    decoding = explanation_decoding(config["lm"], max_new_tokens=max_new_tokens, cite_only_narrative=cite_only_narrative)
+    texts = model.explain(picked, predicted, strategy=strategy, **decoding, **generation)
     return [{"index": i, "name": s.name, "label": s.label if s.label >= 0 else None,
              "label_name": model.class_names[s.label] if 0 <= s.label < len(model.class_names) else None,
              "predicted": p, "predicted_name": model.class_names[p], "probability": float(row[p]),
