@@ -5,9 +5,14 @@
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/where.h>
 #include <torch/library.h>
 
 #include "common/checks.h"
+
+#include <algorithm>
 
 namespace skelang {
 namespace {
@@ -45,6 +50,63 @@ void check_lora_inputs(const char* op, const at::Tensor& x, const at::Tensor& we
 
 at::Tensor rows(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}); }  // (M, last)
 
+// x * mask: a bool mask selects (no float copy of the mask is made), a mask of x's dtype
+// multiplies. apply_mask_ writes into x.
+at::Tensor apply_mask(const at::Tensor& x, const at::Tensor& mask) {
+  if (mask.scalar_type() == at::kBool) return at::where(mask, x, at::scalar_tensor(0, x.options()));
+  return x * mask;
+}
+
+void apply_mask_(at::Tensor x, const at::Tensor& mask) {  // x: a handle; its data is written
+  if (mask.scalar_type() == at::kBool) {
+    at::where_out(x, mask, x, at::scalar_tensor(0, x.options()));
+  } else {
+    x.mul_(mask);
+  }
+}
+
+// The masked LoRA products go through row blocks of about 2 MiB, so x * mask is made one
+// cache-sized block at a time and never as a whole (M, in) tensor.
+int64_t block_rows(int64_t features) { return std::max<int64_t>(1, (int64_t{1} << 19) / std::max<int64_t>(features, 1)); }
+
+// (x * mask) A^T: x, mask (M, in), lora_A (r, in) -> (M, r)
+at::Tensor masked_down_projection(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& lora_A) {
+  at::Tensor xa = at::empty({x.size(0), lora_A.size(0)}, x.options());
+  const int64_t step = block_rows(x.size(1));
+  for (int64_t start = 0; start < x.size(0); start += step) {
+    const int64_t end = std::min(start + step, x.size(0));
+    at::Tensor xa_block = xa.slice(0, start, end);
+    at::mm_out(xa_block, apply_mask(x.slice(0, start, end), mask.slice(0, start, end)),
+               lora_A.t());
+  }
+  return xa;
+}
+
+// (g B)^T (x * mask): gB (M, r), x, mask (M, in) -> (r, in)
+at::Tensor masked_down_projection_grad(const at::Tensor& gB, const at::Tensor& x, const at::Tensor& mask) {
+  at::Tensor grad_A = at::zeros({gB.size(1), x.size(1)}, x.options());
+  const int64_t step = block_rows(x.size(1));
+  for (int64_t start = 0; start < x.size(0); start += step) {
+    const int64_t end = std::min(start + step, x.size(0));
+    grad_A.addmm_(gB.slice(0, start, end).t(),
+                  apply_mask(x.slice(0, start, end), mask.slice(0, start, end)));
+  }
+  return grad_A;
+}
+
+// ((g B) A) * mask: gB (M, r), lora_A (r, in), mask (M, in) -> (M, in)
+at::Tensor masked_up_projection_grad(const at::Tensor& gB, const at::Tensor& lora_A, const at::Tensor& mask) {
+  at::Tensor out = at::empty({gB.size(0), lora_A.size(1)}, gB.options());
+  const int64_t step = block_rows(lora_A.size(1));
+  for (int64_t start = 0; start < gB.size(0); start += step) {
+    const int64_t end = std::min(start + step, gB.size(0));
+    at::Tensor block = out.slice(0, start, end);
+    at::mm_out(block, gB.slice(0, start, end), lora_A);
+    apply_mask_(block, mask.slice(0, start, end));
+  }
+  return out;
+}
+
 std::vector<int64_t> with_last(const at::Tensor& t, int64_t last) {
   std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end());
   sizes.back() = last;
@@ -60,8 +122,7 @@ std::tuple<at::Tensor, at::Tensor> lora_linear_forward(const at::Tensor& x, cons
   check_lora_inputs("skelang::lora_linear", x, weight, bias, lora_A, lora_B, mask);
   const bool has_mask = mask.has_value() && mask->defined();
   const at::Tensor x2 = rows(x);                                            // (M, in)
-  const at::Tensor dropped = has_mask ? x2 * rows(*mask) : x2;              // (M, in)
-  at::Tensor xa = at::mm(dropped, lora_A.t());                              // (M, r)
+  at::Tensor xa = has_mask ? masked_down_projection(x2, rows(*mask), lora_A) : at::mm(x2, lora_A.t());  // (M, r)
   at::Tensor y = bias.has_value() && bias->defined() ? at::addmm(*bias, x2, weight.t())
                                                      : at::mm(x2, weight.t());  // (M, out)
   y.addmm_(xa, lora_B.t(), /*beta=*/1, /*alpha=*/scaling);
@@ -77,12 +138,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lora_linear_backward_impl(
   const at::Tensor x2 = rows(x);                            // (M, in)
   const at::Tensor gB = at::mm(g, lora_B);                  // (M, r)
   const at::Tensor grad_B = at::mm(g.t(), rows(xa)) * scaling;  // (out, r)
-  const at::Tensor dropped = has_mask ? x2 * rows(*mask) : x2;
-  const at::Tensor grad_A = at::mm(gB.t(), dropped) * scaling;  // (r, in)
-  at::Tensor grad_x = at::mm(g, weight);  // (M, in)
+  const at::Tensor grad_A = (has_mask ? masked_down_projection_grad(gB, x2, rows(*mask)) : at::mm(gB.t(), x2))
+                               .mul_(scaling);  // (r, in)
+  at::Tensor grad_x;  // (M, in)
   if (has_mask) {
-    grad_x.addcmul_(at::mm(gB, lora_A), rows(*mask), scaling);
+    // ((g B) A) * mask first, then g W accumulated into it by the product itself (beta = s).
+    grad_x = masked_up_projection_grad(gB, lora_A, rows(*mask));
+    grad_x.addmm_(g, weight, /*beta=*/scaling, /*alpha=*/1);
   } else {
+    grad_x = at::mm(g, weight);
     grad_x.addmm_(gB, lora_A, /*beta=*/1, /*alpha=*/scaling);
   }
   return {grad_x.view(x.sizes()), grad_A, grad_B};

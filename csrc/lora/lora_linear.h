@@ -13,6 +13,9 @@
 // The LoRA branch is added into y by the matrix product itself (beta = 1), so no (..., out)
 // temporary is made for it; backward needs x, the mask and xa only (never x * mask):
 //   grad_x = g W + s ((g B) A) * mask,  grad_A = s (g B)^T (x * mask),  grad_B = s g^T xa.
+// With a mask, x * mask and ((g B) A) * mask are made in row blocks of about 2 MiB, each used
+// while it is in cache, and grad_x's g W is accumulated into the masked term by the product
+// (beta = s): no (..., in) temporary besides grad_x itself.
 // Written with ATen's matrix products, so the same code serves CPU (BLAS) and CUDA (cuBLAS).
 #pragma once
 
