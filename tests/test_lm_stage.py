@@ -4,6 +4,7 @@ resumable run with a PEFT adapter; eval, explain and the config's errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -133,6 +134,73 @@ def test_eval_and_explain_from_the_command_line(synthetic_lm_run):
     assert printed.count("explanation:") == 2
 
 
+@pytest.fixture(scope="module")
+def joint_lm_run(synthetic_vst_run, tiny_language_model, tmp_path_factory):
+    from skelang.train import train
+
+    vst_run, _ = synthetic_vst_run
+    folder = tmp_path_factory.mktemp("joint_lm")
+    config = lm_config(vst_run, tiny_language_model, joint={"enabled": True, "lr_scale": 1.0})
+    config["train"]["batch_size"] = 30
+    metrics = train(config, folder / "run", progress=False)
+    return folder / "run", config, metrics
+
+
+def test_joint_training_trains_the_encoder_and_narrates_with_it(joint_lm_run, synthetic_vst_run):
+    run, _, metrics = joint_lm_run
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    before = torch.load(synthetic_vst_run[0] / "checkpoint.pt", weights_only=True)["model"]
+    encoder_weights = [name for name in before if name.startswith("encoder.") and name.endswith("weight")]
+    assert encoder_weights and any(not torch.equal(checkpoint["vst"][name], before[name]) for name in encoder_weights)
+    for name in ["quantizer.codebook"] + [name for name in before if "running_" in name]:  # fixed
+        torch.testing.assert_close(checkpoint["vst"][name], before[name], rtol=0, atol=0, msg=name)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert {"lm_loss", "classification", "commitment"} <= log[0].keys()
+    assert (run / "narratives_joint.pt").is_file() and metrics["samples"] == 30
+    evaluated = subprocess.run([sys.executable, "-m", "skelang", "eval", str(run), "--json"],
+                               capture_output=True, text=True, check=True)
+    assert json.loads(evaluated.stdout)["top1"] == pytest.approx(metrics["top1"])
+
+
+def test_joint_training_resumes_to_the_same_weights(joint_lm_run, tmp_path):
+    from skelang.train import train
+
+    run, config, _ = joint_lm_run
+    train({**config, "train": {**config["train"], "epochs": 1}}, tmp_path / "run", progress=False)
+    train(config, tmp_path / "run", resume=True, progress=False)
+    resumed = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    whole = torch.load(run / "checkpoint.pt", weights_only=True)
+    for part in ("model", "vst"):
+        for name in whole[part]:
+            torch.testing.assert_close(resumed[part][name], whole[part][name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("projector", [False, True])
+def test_the_language_model_loss_reaches_the_encoder(synthetic_vst_run, tiny_language_model, projector):
+    """Straight-through on the action tokens (and the projector, where on): the loss's value
+    is that of the hard codes, and the encoder gets a gradient from the language model alone."""
+    from skelang.data.dataset import SkeletonDataset
+    from skelang.lm.train import build_language_model, load_vst_stage, narrate_for_training, unfreeze_for_joint_training
+    from skelang.train.config import resolve_config
+    from skelang.train.trainer import load_sequences, make_preprocess
+
+    config = resolve_config(lm_config(synthetic_vst_run[0], tiny_language_model, projector=projector))
+    vst_model, _, _ = load_vst_stage(config)
+    torch.manual_seed(0)
+    model = build_language_model(config, vst_model)
+    unfreeze_for_joint_training(vst_model)
+    dataset = SkeletonDataset(load_sequences(config["data"])[0][:4], make_preprocess(config["data"]), train=True)
+    samples, _, _ = narrate_for_training(vst_model, dataset, [0, 1, 2, 3], [""] * 4, torch.nn.CrossEntropyLoss(), 0.1)
+    targets = [(" wave.", "")] * 4
+    model.eval()  # no LoRA dropout: the two losses below see the same network
+    loss = model.loss(samples, targets)
+    hard = [dataclasses.replace(s, code_probabilities=None, features=s.features.detach()) for s in samples]
+    torch.testing.assert_close(loss, model.loss(hard, targets), rtol=0, atol=0)
+    loss.backward()
+    grads = [p.grad for p in vst_model.encoder.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+
+
 def test_the_lm_section_needs_its_run_and_descriptions(tiny_language_model):
     from skelang.train.config import resolve_config
 
@@ -147,6 +215,9 @@ def test_the_lm_section_needs_its_run_and_descriptions(tiny_language_model):
     config = lm_config("runs/x", tiny_language_model)
     config["lm"]["lora"]["alfa"] = 4
     with pytest.raises(ValueError, match=r"unknown key lm.lora.alfa \(did you mean lm.lora.alpha\?\)"):
+        resolve_config(config)
+    config = lm_config("runs/x", tiny_language_model, action_tokens=False, joint={"enabled": True})
+    with pytest.raises(ValueError, match="lm.joint.enabled: .* both false"):
         resolve_config(config)
 
 

@@ -144,6 +144,39 @@ def add_action_tokens(model: nn.Module, tokenizer, num_codes: int) -> ActionToke
     return embedding
 
 
+def straight_through_action_tokens(input_embeds: Tensor, input_ids: Tensor, embedding: ActionTokenEmbedding,
+                                   run_probabilities: list[Tensor]) -> Tensor:
+    """The gradient path from the language model to the encoder through a discrete narrative
+    (joint training). Row n's first R_n action tokens, its narrative's runs, get
+    P E - (P E).detach() added, where P = run_probabilities[n] (R_n, K) are the runs' soft
+    code assignments and E the action rows (K, H), detached: zero in value, so the embeddings
+    stay those of the hard codes, while the gradient that reaches them flows into P
+    (a straight-through estimator). input_embeds (N, L, H), input_ids (N, L)."""
+    if len(run_probabilities) != input_ids.shape[0]:
+        raise ValueError(f"run_probabilities: expected one (R, K) tensor per row of input_ids "
+                         f"({input_ids.shape[0]}), got {len(run_probabilities)}")
+    offset = input_ids - embedding.first_action_id
+    is_action = (offset >= 0) & (offset < embedding.num_codes)  # (N, L)
+    table = embedding.action_embeddings.detach().to(input_embeds.dtype)  # (K, H)
+    if hasattr(embedding.base, "embed_scale"):
+        table = table * embedding.base.embed_scale
+    rows, positions, deltas = [], [], []
+    for row, probabilities in enumerate(run_probabilities):
+        if probabilities.ndim != 2 or probabilities.shape[1] != embedding.num_codes:
+            raise ValueError(f"run_probabilities[{row}] must have shape (R, {embedding.num_codes}), "
+                             f"got {tuple(probabilities.shape)}")
+        found = is_action[row].nonzero().flatten()[: len(probabilities)]
+        if len(found) != len(probabilities):
+            raise ValueError(f"row {row} of input_ids has {len(found)} action tokens, fewer than its "
+                             f"narrative's {len(probabilities)} runs")
+        mixed = probabilities.to(input_embeds.dtype) @ table  # (R, H)
+        rows.append(torch.full_like(found, row))
+        positions.append(found)
+        deltas.append(mixed - mixed.detach())
+    delta = torch.zeros_like(input_embeds).index_put((torch.cat(rows), torch.cat(positions)), torch.cat(deltas))
+    return input_embeds + delta
+
+
 class MotionProjector(nn.Module):
     """LLaVA-style projector: encoder features (N, S, feature_dim) -> soft tokens
     (N, S, hidden_size), by Linear -> GELU -> Linear."""

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from skelang.fusion.descriptions import ActionDescriptions
-from skelang.lm.action_tokens import MotionProjector, add_action_tokens, insert_soft_tokens
+from skelang.lm.action_tokens import (MotionProjector, add_action_tokens, insert_soft_tokens,
+                                     straight_through_action_tokens)
 from skelang.lm.adapters import LoRAConfig, inject_lora
 from skelang.lm.prompts import answer_text, build_prompt, explanation_prefix
 from skelang.lm.scoring import AllowedActionTokens, class_log_likelihoods, generate_text
@@ -35,11 +36,17 @@ class NarratedSample:
     features: Tensor | None = None   # (S, D) segment features before quantization
     name: str = ""
     encoder_predicted: int = -1      # the encoder's own classifier, for comparison
+    code_probabilities: Tensor | None = None  # (S, K) soft code assignments, in joint training only
 
     def narrative(self, codes: Sequence[int] | None = None) -> str:
         """``<a17>x3 <a5>``: the run-length narrative of `codes` (default: its own)."""
         codes = self.codes if codes is None else list(codes)
         return format_narrative(run_length(codes, [(s, s + 1) for s in range(len(codes))]))
+
+    def run_probabilities(self) -> Tensor:
+        """(R, K) the code probabilities averaged over each run of the narrative."""
+        counts = [run.count for run in run_length(self.codes, [(s, s + 1) for s in range(len(self.codes))])]
+        return torch.stack([part.mean(0) for part in self.code_probabilities.split(counts)])
 
 
 @dataclasses.dataclass
@@ -94,7 +101,9 @@ class ActionLanguageModel(nn.Module):
 
     def embed(self, id_lists: list[list[int]], samples: Sequence[NarratedSample]) -> tuple[Tensor, Tensor, Tensor]:
         """Left-padded (embeds (N, L, H), mask (N, L), ids (N, L)) of token id lists, with
-        the projector's soft tokens at the motion placeholders."""
+        the projector's soft tokens at the motion placeholders, and, where the samples carry
+        code probabilities (joint training), the straight-through path to the encoder on
+        their narratives' action tokens."""
         device = next(self.language_model.parameters()).device
         length = max(len(ids) for ids in id_lists)
         pad = self.tokenizer.pad_token_id
@@ -109,6 +118,12 @@ class ActionLanguageModel(nn.Module):
         if self.projector is not None:
             features = torch.stack([sample.features for sample in samples]).to(device, embeds.dtype)  # (N, S, D)
             embeds = insert_soft_tokens(embeds, ids, self.placeholder_id, self.projector(features))
+        soft = [sample.code_probabilities is not None for sample in samples]
+        if any(soft) and self.action_tokens is not None:
+            if not all(soft):
+                raise ValueError("embed: either every sample carries code_probabilities (joint training) or none")
+            embeds = straight_through_action_tokens(embeds, ids, self.action_tokens,
+                                                    [sample.run_probabilities().to(device) for sample in samples])
         return embeds, mask, ids
 
     # -- training ---------------------------------------------------------------------------

@@ -1,13 +1,21 @@
 """Training and evaluation of the language-model stage (config section `lm`).
 
-The encoder and the codebook of `lm.vst_run` are frozen: each sequence is narrated once
-(its codes and segment features, with the data section's evaluation preprocessing) and the
-narratives are cached in the run folder. The language model (`lm.model`) gets LoRA
+By default the encoder and the codebook of `lm.vst_run` are frozen: each sequence is narrated
+once (its codes and segment features, with the data section's evaluation preprocessing) and
+the narratives are cached in the run folder. With `lm.joint.enabled` the encoder, its segment
+projection and VST's decoder and token classifier train with the language model: every
+batch is narrated afresh (training preprocessing), the language model's loss reaches the
+encoder through the projector's soft tokens and, straight-through, through the soft code
+assignments of the narrative's action tokens, and VST's own losses (weight
+`lm.joint.vst_weight`) keep the encoder classifying and its segments near their codes. The
+codebook and the encoder's batch-norm statistics stay those of the VST run: each action
+token keeps its meaning and glossary (even so the codes move: see configs/nw_ucla_lm_joint.yaml). The language model (`lm.model`) gets LoRA
 adapters, action tokens and optionally the projector; AdamW (optim.optimizer: adamw) or SGD
 trains them on "Action: <name>. Explanation: <text>" targets (see skelang.lm.prompts).
 
-A run directory holds config.yaml, log.jsonl, checkpoint.pt (the trainable weights only,
-optimizer, epoch, RNG states; after every epoch), narratives.pt, adapter/ (the LoRA weights
+A run directory holds config.yaml, log.jsonl, checkpoint.pt (the trainable weights only, and
+with joint training the VST model's; optimizer, epoch, RNG states; after every epoch),
+narratives.pt (and with joint training narratives_joint.pt, by the trained encoder), adapter/ (the LoRA weights
 in PEFT's format, written at the end) and metrics.json: top1/top5/per-class accuracy and
 confusion matrix of the classification by class-name likelihood, the VST run's encoder
 classifier on the same test sequences (encoder_top1), and, on `lm.explain_samples` test
@@ -43,6 +51,7 @@ from skelang.vst.glossary import GlossaryEntry
 from skelang.vst.model import TokenizedEncoder
 
 NARRATIVES = "narratives.pt"
+JOINT_NARRATIVES = "narratives_joint.pt"  # by the jointly trained encoder, at the end of the run
 
 
 @torch.no_grad()
@@ -79,13 +88,15 @@ def load_vst_stage(config: dict):
     return model, vst_config, {entry.code: entry for entry in entries}
 
 
-def narratives(config: dict, out_dir: Path, vst_model: TokenizedEncoder) -> tuple[list, list]:
-    """(training, test) NarratedSamples, read from out_dir/narratives.pt or computed and cached."""
-    path = out_dir / NARRATIVES
+def narratives(config: dict, out_dir: Path, vst_model: TokenizedEncoder, name: str = NARRATIVES,
+               sequences: tuple[list, list] | None = None) -> tuple[list, list]:
+    """(training, test) NarratedSamples, read from out_dir/name or computed (from `sequences`,
+    default the data section's) and cached there."""
+    path = out_dir / name
     if path.is_file():
         cached = torch.load(path, weights_only=True)
         return ([NarratedSample(**s) for s in cached["train"]], [NarratedSample(**s) for s in cached["test"]])
-    train_sequences, test_sequences = load_sequences(config["data"])
+    train_sequences, test_sequences = sequences or load_sequences(config["data"])
     train = narrate(vst_model, train_sequences, config["data"])
     test = narrate(vst_model, test_sequences, config["data"])
     torch_save_atomic({"train": _samples_to_state(train), "test": _samples_to_state(test)}, path)
@@ -106,6 +117,38 @@ def build_language_model(config: dict, vst_model: TokenizedEncoder) -> ActionLan
                                vst_model.config.num_codes, vst_model.config.code_dim, options)
 
 
+def unfreeze_for_joint_training(vst_model: TokenizedEncoder) -> list[torch.nn.Parameter]:
+    """Makes every weight of the VST model trainable (the codebook is a buffer, fixed) and
+    returns them."""
+    vst_model.frozen_encoder = False
+    vst_model.requires_grad_(True)
+    return list(vst_model.parameters())
+
+
+def narrate_for_training(vst_model: TokenizedEncoder, dataset: SkeletonDataset, chosen: list[int],
+                         names: list[str], criterion, temperature: float) -> tuple[list[NarratedSample], torch.Tensor, dict]:
+    """Joint training: the samples `chosen` of `dataset` (training preprocessing) narrated by
+    the VST model in training mode, carrying their segment features and soft code assignments
+    with gradients; and VST's own losses on them (total, parts)."""
+    items = [dataset[i] for i in chosen]
+    device = next(vst_model.parameters()).device
+    inputs = torch.stack([item[0] for item in items]).to(device)
+    labels = torch.tensor([item[1] for item in items], device=device)
+    vst_model.train()
+    vst_model.quantizer.eval()  # no codebook update: the action tokens keep their meaning
+    for module in vst_model.encoder.modules():  # batch-norm statistics stay those of the VST run's
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):  # encoder (batches of 8 shift them)
+            module.eval()
+    features = vst_model.encoder.features(inputs)  # (N, M, C', T', V)
+    loss, _, parts = vst_model.losses(inputs, labels, criterion, features=features)
+    z = vst_model.segment_features(features)  # (N, S, D)
+    probabilities = vst_model.code_probabilities(z, temperature)  # (N, S, K)
+    samples = [NarratedSample(label=label, codes=codes, features=sample_z, name=names[i], code_probabilities=p)
+               for i, label, codes, sample_z, p in zip(chosen, labels.tolist(), vst_model.segment_codes(z), z,
+                                                       probabilities)]
+    return samples, loss, parts
+
+
 def train_language_model(config: dict, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Trains the `lm` stage of `config` into `out_dir`; returns the final metrics."""
     config = resolve_config(config)
@@ -114,10 +157,11 @@ def train_language_model(config: dict, out_dir: str | Path, resume: bool = False
     if finished is not None:
         return finished
     seed, optim, options, section = config["seed"], config["optim"], config["train"], config["lm"]
-    epochs = options["epochs"]
+    epochs, joint = options["epochs"], section["joint"]
 
     vst_model, _, glossary = load_vst_stage(config)
-    train_samples, test_samples = narratives(config, out_dir, vst_model)
+    sequences = load_sequences(config["data"]) if joint["enabled"] else None
+    train_samples, test_samples = narratives(config, out_dir, vst_model, sequences=sequences)
     model = build_language_model(config, vst_model)
     descriptions = model.descriptions
     num_classes = len(descriptions)
@@ -128,15 +172,28 @@ def train_language_model(config: dict, out_dir: str | Path, resume: bool = False
                              f"has label {max(labels)}")
     evidence = CodeEvidence.from_narratives([s.codes for s in train_samples], [s.label for s in train_samples],
                                             vst_model.config.num_codes, num_classes)
-    targets = [target_text(s.label, s.codes, evidence, glossary, descriptions, section["explanations"])
-               for s in train_samples]
+
+    def targets_of(samples):
+        return [target_text(s.label, s.codes, evidence, glossary, descriptions, section["explanations"])
+                for s in samples]
+
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(trainable, optim)
+    groups = [{"params": trainable, "lr_scale": 1.0}]
+    if joint["enabled"]:
+        groups.append({"params": unfreeze_for_joint_training(vst_model), "lr_scale": joint["lr_scale"]})
+        dataset = SkeletonDataset(sequences[0], make_preprocess(config["data"]), train=True, seed=seed)
+        criterion = torch.nn.CrossEntropyLoss(label_smoothing=optim["label_smoothing"])
+        names = [s.name for s in train_samples]
+    else:
+        targets = targets_of(train_samples)
+    optimizer = make_optimizer(groups, optim)
 
     start_epoch, wall_time = 0, 0.0
     log_path = out_dir / "log.jsonl"
     if checkpoint is not None:
         model.load_trainable_state(checkpoint["model"])
+        if joint["enabled"]:
+            vst_model.load_state_dict(checkpoint["vst"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         start_epoch, wall_time = checkpoint["epoch"], checkpoint["wall_time"]
         _set_rng_states(checkpoint["rng"])
@@ -151,39 +208,54 @@ def train_language_model(config: dict, out_dir: str | Path, resume: bool = False
             started = time.perf_counter()
             lr = learning_rate(optim, epochs, epoch)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)  # runs from before joint training have none
             order = torch.randperm(len(train_samples), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
             model.train()
-            loss_sum = 0.0
+            sums = {"loss": 0.0}
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             for start in range(0, len(order), batch_size):
                 chosen = order[start:start + batch_size].tolist()
-                loss = model.loss([train_samples[i] for i in chosen], [targets[i] for i in chosen],
-                                  section["answer_weight"])
+                if joint["enabled"]:
+                    dataset.set_epoch(epoch)
+                    samples, vst_loss, parts = narrate_for_training(vst_model, dataset, chosen, names, criterion,
+                                                                    joint["temperature"])
+                    lm_loss = model.loss(samples, targets_of(samples), section["answer_weight"])
+                    loss = lm_loss + joint["vst_weight"] * vst_loss
+                    for name, value in {"lm_loss": lm_loss.item(), **parts}.items():
+                        sums[name] = sums.get(name, 0.0) + value * len(chosen)
+                else:
+                    loss = model.loss([train_samples[i] for i in chosen], [targets[i] for i in chosen],
+                                      section["answer_weight"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                loss_sum += loss.item() * len(chosen)
+                sums["loss"] += loss.item() * len(chosen)
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
-            entry = {"epoch": epoch + 1, "loss": loss_sum / len(train_samples), "lr": lr}
+            entry = {"epoch": epoch + 1, **{name: value / len(train_samples) for name, value in sums.items()},
+                     "lr": lr}
             if (epoch + 1) % options["eval_every"] == 0 and epoch + 1 < epochs:
-                entry["test_top1"] = classification_metrics(*_scores(model, test_samples, options))["top1"]
+                current = narrate(vst_model, sequences[1], config["data"]) if joint["enabled"] else test_samples
+                entry["test_top1"] = classification_metrics(*_scores(model, current, options))["top1"]
             entry["seconds"] = time.perf_counter() - started
             wall_time += entry["seconds"]
             _append_log(log_path, [entry])
-            torch_save_atomic({"model": model.trainable_state(), "optimizer": optimizer.state_dict(),
-                               "epoch": epoch + 1, "wall_time": wall_time, "rng": _rng_states()},
-                              out_dir / CHECKPOINT)
+            state = {"model": model.trainable_state(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                     "wall_time": wall_time, "rng": _rng_states()}
+            if joint["enabled"]:
+                state["vst"] = vst_model.state_dict()
+            torch_save_atomic(state, out_dir / CHECKPOINT)
     finally:
         bar.close()
 
     started = time.perf_counter()
+    if joint["enabled"]:  # the test narratives of the trained encoder
+        test_samples = narratives(config, out_dir, vst_model, JOINT_NARRATIVES, sequences)[1]
     save_adapter(model.language_model, out_dir / "adapter", base_model_name_or_path=section["model"])
     metrics = evaluate_language_model(model, test_samples, options, section, progress)
     metrics.update({"epochs": epochs, "wall_time_s": wall_time, "evaluation_s": time.perf_counter() - started,
                     "parameters": sum(p.numel() for p in model.parameters()),
-                    "trainable_parameters": sum(p.numel() for p in trainable)})
+                    "trainable_parameters": sum(p.numel() for group in groups for p in group["params"])})
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -257,15 +329,20 @@ def load_language_run(run_dir: str | Path) -> tuple[ActionLanguageModel, dict, T
 
     vst_model, _, _ = load_vst_run(config["lm"]["vst_run"])  # the glossary is for training targets only
     model = build_language_model(config, vst_model)
-    model.load_trainable_state(load_checkpoint(run_dir / CHECKPOINT)["model"])
-    return model.eval(), config, vst_model
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+    model.load_trainable_state(checkpoint["model"])
+    if config["lm"]["joint"]["enabled"]:
+        vst_model.load_state_dict(checkpoint["vst"])
+    return model.eval(), config, vst_model.eval()
 
 
 def run_samples(run_dir: str | Path, config: dict, vst_model: TokenizedEncoder,
                 data: str | None = None) -> list[NarratedSample]:
-    """The run's cached test narratives, or every sequence at `data` narrated now."""
+    """The run's cached test narratives (by the trained encoder in joint training), or every
+    sequence at `data` narrated now."""
     if data is None:
-        return narratives(config, Path(run_dir), vst_model)[1]
+        return narratives(config, Path(run_dir), vst_model,
+                          JOINT_NARRATIVES if config["lm"]["joint"]["enabled"] else NARRATIVES)[1]
     return narrate(vst_model, open_sequences(data), config["data"])
 
 

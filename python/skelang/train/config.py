@@ -214,7 +214,7 @@ SCHEMA = {
     # The language-model stage (LVLM-VAR) on a VST run's narratives; see skelang.lm.train.
     "lm": {
         "enabled": (False, boolean),
-        "vst_run": (None, _optional(text)),       # the VST run whose frozen encoder + codebook narrate
+        "vst_run": (None, _optional(text)),       # the VST run whose encoder + codebook narrate
         "model": ("smollm2", text),             # smollm2, a .gguf file or a local Hugging Face folder
         "descriptions": (None, _optional(text)),  # class names and descriptions (as ssf.descriptions)
         "lora": {
@@ -233,6 +233,14 @@ SCHEMA = {
         "cite_only_narrative": (True, boolean),  # explanations may cite only the narrative's action tokens
         "repetition_penalty": (1.3, positive),  # explanation decoding (Hugging Face's; 1: off)
         "explain_samples": (50, non_negative_int),  # test samples whose explanations are measured
+        # Joint training: the VST run's encoder and segment projection learn with the language
+        # model (its codebook stays fixed, so the action tokens keep their meaning).
+        "joint": {
+            "enabled": (False, boolean),
+            "lr_scale": (0.1, positive),         # their learning rate, times optim.lr
+            "vst_weight": (1.0, non_negative),   # weight of the VST run's own losses
+            "temperature": (0.1, positive),      # soft code assignment (squared-distance units)
+        },
     },
 }
 PASSED_THROUGH = ("model",)
@@ -283,6 +291,9 @@ def _check_sections(config: dict) -> None:
                 raise _Bad(f"lm.{key}: expected a value with lm.enabled (see configs/nw_ucla_lm.yaml), got null")
         if config["vst"]["enabled"] or config["ssf"]["enabled"]:
             raise _Bad("lm.enabled with vst.enabled or ssf.enabled: train one stage at a time")
+        if config["lm"]["joint"]["enabled"] and not (config["lm"]["action_tokens"] or config["lm"]["projector"]):
+            raise _Bad("lm.joint.enabled: the language model's loss reaches the encoder through the action tokens "
+                       "or the projector, and lm.action_tokens and lm.projector are both false")
         return  # the encoder comes from lm.vst_run: no model section
     if not isinstance(config["model"], dict) or config["model"].get("type") is None:
         raise _Bad("model: expected a section with a `type` (e.g. stgcn, ctrgcn, hglnet)")

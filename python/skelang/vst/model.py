@@ -82,8 +82,10 @@ class TokenizedEncoder(nn.Module):
         steps = self.project(features.mean(dim=(1, 4)).transpose(1, 2))  # (N, T', D)
         return pool_fixed(steps, self.config.segment_length)
 
-    def tokens_and_logits(self, x: Tensor):
-        features = self.encoder.features(x)
+    def tokens_and_logits(self, x: Tensor, features: Tensor | None = None):
+        """(z (N, S, D), the quantizer's output, the encoder's logits); `features` are the
+        encoder's features of x where the caller has them already."""
+        features = self.encoder.features(x) if features is None else features
         pooled = features.mean(dim=(1, 3, 4))
         logits = self.encoder.classifier(self.encoder.dropout(pooled))
         z = self.segment_features(features)
@@ -93,9 +95,9 @@ class TokenizedEncoder(nn.Module):
         """The token-only classifier: mean of token embeddings (N, S) -> (N, classes)."""
         return self.token_head(self.token_embedding(tokens).mean(dim=1))
 
-    def losses(self, x: Tensor, labels: Tensor, criterion) -> tuple[Tensor, Tensor, dict]:
+    def losses(self, x: Tensor, labels: Tensor, criterion, features: Tensor | None = None) -> tuple[Tensor, Tensor, dict]:
         """(total loss, encoder logits, the parts as floats) of one training batch."""
-        z, quantized, logits = self.tokens_and_logits(x)
+        z, quantized, logits = self.tokens_and_logits(x, features)
         parts = {"commitment": quantized.commitment_loss}
         if not self.frozen_encoder:
             parts["classification"] = criterion(logits, labels)
@@ -153,15 +155,26 @@ class TokenizedEncoder(nn.Module):
         z = self.segment_features(features)  # (N, S, D)
         spans = [(start * self.frames_per_step, end * self.frames_per_step)
                  for start, end in fixed_segments(features.shape[3], self.config.segment_length)]
-        narratives = []
+        codes = self.segment_codes(z)
+        return [run_length(sample_codes, spans) for sample_codes in codes]
+
+    @torch.no_grad()
+    def segment_codes(self, z: Tensor) -> list[list[int]]:
+        """Each sample's code per segment, z (N, S, D): the nearest code, or the codes
+        smoothed with the switch penalty."""
+        codes = []
         for sample in z:
             if self.config.switch_penalty > 0:
-                codes = smooth_tokens(self.quantizer.distances(sample), self.config.switch_penalty)
+                codes.append(smooth_tokens(self.quantizer.distances(sample), self.config.switch_penalty))
             else:
-                codes = self.quantizer.ops.nearest_code(self.quantizer._on_sphere(sample).contiguous(),
-                                                        self.quantizer.codebook, self.quantizer.metric)[0]
-            narratives.append(run_length(codes, spans))
-        return narratives
+                codes.append(self.quantizer.ops.nearest_code(self.quantizer._on_sphere(sample).contiguous(),
+                                                             self.quantizer.codebook, self.quantizer.metric)[0])
+        return [[int(code) for code in sample_codes] for sample_codes in codes]
+
+    def code_probabilities(self, z: Tensor, temperature: float) -> Tensor:
+        """(N, S, K) softmax(-distance / temperature) of each segment feature z (N, S, D) to
+        the codes: a soft, differentiable stand-in for the hard code (straight-through)."""
+        return (-self.quantizer.distances(z) / temperature).softmax(-1)
 
     @torch.no_grad()
     def token_metrics(self, loader, device) -> dict:
