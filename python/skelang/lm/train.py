@@ -8,18 +8,20 @@ batch is narrated afresh (training preprocessing), the language model's loss rea
 encoder through the projector's soft tokens and, straight-through, through the soft code
 assignments of the narrative's action tokens, and VST's own losses (weight
 `lm.joint.vst_weight`) keep the encoder classifying and its segments near their codes. The
-codebook and the encoder's batch-norm statistics stay those of the VST run: each action
-token keeps its meaning and glossary (even so the codes move: see configs/nw_ucla_lm_joint.yaml). The language model (`lm.model`) gets LoRA
-adapters, action tokens and optionally the projector; AdamW (optim.optimizer: adamw) or SGD
-trains them on "Action: <name>. Explanation: <text>" targets (see skelang.lm.prompts).
+codebook and the encoder's batch-norm statistics stay those of the VST run, so that each
+action token keeps its meaning and glossary (the codes move all the same: see
+configs/nw_ucla_lm_joint.yaml). The language model (`lm.model`) gets LoRA adapters, action
+tokens and optionally the projector; AdamW (optim.optimizer: adamw) or SGD trains them on
+"Action: <name>. Explanation: <text>" targets (see skelang.lm.prompts).
 
 A run directory holds config.yaml, log.jsonl, checkpoint.pt (the trainable weights only, and
 with joint training the VST model's; optimizer, epoch, RNG states; after every epoch),
-narratives.pt (and with joint training narratives_joint.pt, by the trained encoder), adapter/ (the LoRA weights
-in PEFT's format, written at the end) and metrics.json: top1/top5/per-class accuracy and
-confusion matrix of the classification by class-name likelihood, the VST run's encoder
-classifier on the same test sequences (encoder_top1), and, on `lm.explain_samples` test
-sequences, the explanations' faithfulness (see skelang.lm.faithfulness).
+narratives.pt (with joint training also narratives_joint.pt, by the trained encoder),
+adapter/ (the LoRA weights in PEFT's format, written at the end) and metrics.json:
+top1/top5/per-class accuracy and confusion matrix of the classification by class-name
+likelihood, the encoder's own classifier on the same test sequences (encoder_top1), and, on
+`lm.explain_samples` test sequences, the explanations' faithfulness (see
+skelang.lm.faithfulness).
 """
 
 from __future__ import annotations
