@@ -66,44 +66,41 @@ void apply_mask_(at::Tensor x, const at::Tensor& mask) {  // x: a handle; its da
 }
 
 // The masked LoRA products go through row blocks of about 2 MiB, so x * mask is made one
-// cache-sized block at a time and never as a whole (M, in) tensor.
-int64_t block_rows(int64_t features) { return std::max<int64_t>(1, (int64_t{1} << 19) / std::max<int64_t>(features, 1)); }
+// cache-sized block at a time and never as a whole (M, in) tensor: calls
+// block(start, end) for consecutive row ranges of `rows` rows of `features` elements.
+template <typename Block>
+void for_each_row_block(int64_t rows, int64_t features, const Block& block) {
+  const int64_t step = std::max<int64_t>(1, (int64_t{1} << 19) / std::max<int64_t>(features, 1));
+  for (int64_t start = 0; start < rows; start += step) block(start, std::min(start + step, rows));
+}
 
 // (x * mask) A^T: x, mask (M, in), lora_A (r, in) -> (M, r)
 at::Tensor masked_down_projection(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& lora_A) {
   at::Tensor xa = at::empty({x.size(0), lora_A.size(0)}, x.options());
-  const int64_t step = block_rows(x.size(1));
-  for (int64_t start = 0; start < x.size(0); start += step) {
-    const int64_t end = std::min(start + step, x.size(0));
+  for_each_row_block(x.size(0), x.size(1), [&](int64_t start, int64_t end) {
     at::Tensor xa_block = xa.slice(0, start, end);
-    at::mm_out(xa_block, apply_mask(x.slice(0, start, end), mask.slice(0, start, end)),
-               lora_A.t());
-  }
+    at::mm_out(xa_block, apply_mask(x.slice(0, start, end), mask.slice(0, start, end)), lora_A.t());
+  });
   return xa;
 }
 
 // (g B)^T (x * mask): gB (M, r), x, mask (M, in) -> (r, in)
 at::Tensor masked_down_projection_grad(const at::Tensor& gB, const at::Tensor& x, const at::Tensor& mask) {
   at::Tensor grad_A = at::zeros({gB.size(1), x.size(1)}, x.options());
-  const int64_t step = block_rows(x.size(1));
-  for (int64_t start = 0; start < x.size(0); start += step) {
-    const int64_t end = std::min(start + step, x.size(0));
-    grad_A.addmm_(gB.slice(0, start, end).t(),
-                  apply_mask(x.slice(0, start, end), mask.slice(0, start, end)));
-  }
+  for_each_row_block(x.size(0), x.size(1), [&](int64_t start, int64_t end) {
+    grad_A.addmm_(gB.slice(0, start, end).t(), apply_mask(x.slice(0, start, end), mask.slice(0, start, end)));
+  });
   return grad_A;
 }
 
 // ((g B) A) * mask: gB (M, r), lora_A (r, in), mask (M, in) -> (M, in)
 at::Tensor masked_up_projection_grad(const at::Tensor& gB, const at::Tensor& lora_A, const at::Tensor& mask) {
   at::Tensor out = at::empty({gB.size(0), lora_A.size(1)}, gB.options());
-  const int64_t step = block_rows(lora_A.size(1));
-  for (int64_t start = 0; start < gB.size(0); start += step) {
-    const int64_t end = std::min(start + step, gB.size(0));
+  for_each_row_block(gB.size(0), lora_A.size(1), [&](int64_t start, int64_t end) {
     at::Tensor block = out.slice(0, start, end);
     at::mm_out(block, gB.slice(0, start, end), lora_A);
     apply_mask_(block, mask.slice(0, start, end));
-  }
+  });
   return out;
 }
 
