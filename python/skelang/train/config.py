@@ -234,10 +234,10 @@ SCHEMA = {
         "repetition_penalty": (1.3, positive),  # explanation decoding (Hugging Face's; 1: off)
         "explain_samples": (50, non_negative_int),  # test samples whose explanations are measured
         # Joint training: the VST run's encoder and segment projection learn with the language
-        # model (its codebook stays fixed, so the action tokens keep their meaning).
+        # model (codebook and batch-norm statistics fixed: the action tokens keep their meaning).
         "joint": {
             "enabled": (False, boolean),
-            "lr_scale": (0.1, positive),         # their learning rate, times optim.lr
+            "lr_scale": (0.01, positive),        # their learning rate, times optim.lr
             "vst_weight": (1.0, non_negative),   # weight of the VST run's own losses
             "temperature": (0.1, positive),      # soft code assignment (squared-distance units)
         },
