@@ -213,12 +213,13 @@ def train_language_model(config: dict, out_dir: str | Path, resume: bool = False
                 group["lr"] = lr * group.get("lr_scale", 1.0)  # runs from before joint training have none
             order = torch.randperm(len(train_samples), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
             model.train()
+            if joint["enabled"]:
+                dataset.set_epoch(epoch)  # its crops and augmentations draw from (seed, epoch, index)
             sums = {"loss": 0.0}
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             for start in range(0, len(order), batch_size):
                 chosen = order[start:start + batch_size].tolist()
                 if joint["enabled"]:
-                    dataset.set_epoch(epoch)
                     samples, vst_loss, parts = narrate_for_training(vst_model, dataset, chosen, names, criterion,
                                                                     joint["temperature"])
                     lm_loss = model.loss(samples, targets_of(samples), section["answer_weight"])
