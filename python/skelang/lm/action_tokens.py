@@ -53,9 +53,13 @@ class ActionTokenEmbedding(nn.Module):
     def embedding_dim(self) -> int:
         return self.base.embedding_dim
 
+    def is_action(self, input_ids: Tensor) -> Tensor:
+        """Bool, input_ids' shape: which ids are action tokens."""
+        return (input_ids >= self.first_action_id) & (input_ids < self.first_action_id + self.num_codes)
+
     def forward(self, input_ids: Tensor) -> Tensor:
         offset = input_ids - self.first_action_id
-        is_action = (offset >= 0) & (offset < self.num_codes)
+        is_action = self.is_action(input_ids)
         embeds = self.base(input_ids.masked_fill(is_action, 0))  # (..., H)
         if not is_action.any():
             return embeds
@@ -155,8 +159,7 @@ def straight_through_action_tokens(input_embeds: Tensor, input_ids: Tensor, embe
     if len(run_probabilities) != input_ids.shape[0]:
         raise ValueError(f"run_probabilities: expected one (R, K) tensor per row of input_ids "
                          f"({input_ids.shape[0]}), got {len(run_probabilities)}")
-    offset = input_ids - embedding.first_action_id
-    is_action = (offset >= 0) & (offset < embedding.num_codes)  # (N, L)
+    is_action = embedding.is_action(input_ids)  # (N, L)
     table = embedding.action_embeddings.detach().to(input_embeds.dtype)  # (K, H)
     if hasattr(embedding.base, "embed_scale"):
         table = table * embedding.base.embed_scale

@@ -22,7 +22,7 @@ from skelang.lm.action_tokens import (MotionProjector, add_action_tokens, insert
 from skelang.lm.adapters import LoRAConfig, inject_lora
 from skelang.lm.prompts import answer_text, build_prompt, explanation_prefix
 from skelang.lm.scoring import AllowedActionTokens, class_log_likelihoods, generate_text
-from skelang.vst.narrative import format_narrative, run_length
+from skelang.vst.narrative import TokenRun, format_narrative, run_length
 
 MOTION_PLACEHOLDER = "<motion>"
 
@@ -38,14 +38,18 @@ class NarratedSample:
     encoder_predicted: int = -1      # the encoder's own classifier, for comparison
     code_probabilities: Tensor | None = None  # (S, K) soft code assignments, in joint training only
 
+    def runs(self, codes: Sequence[int] | None = None) -> list[TokenRun]:
+        """The runs of equal codes in `codes` (default: its own), spans in segments."""
+        codes = self.codes if codes is None else list(codes)
+        return run_length(codes, [(s, s + 1) for s in range(len(codes))])
+
     def narrative(self, codes: Sequence[int] | None = None) -> str:
         """``<a17>x3 <a5>``: the run-length narrative of `codes` (default: its own)."""
-        codes = self.codes if codes is None else list(codes)
-        return format_narrative(run_length(codes, [(s, s + 1) for s in range(len(codes))]))
+        return format_narrative(self.runs(codes))
 
     def run_probabilities(self) -> Tensor:
         """(R, K) the code probabilities averaged over each run of the narrative."""
-        counts = [run.count for run in run_length(self.codes, [(s, s + 1) for s in range(len(self.codes))])]
+        counts = [run.count for run in self.runs()]
         return torch.stack([part.mean(0) for part in self.code_probabilities.split(counts)])
 
 
