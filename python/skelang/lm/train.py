@@ -16,8 +16,8 @@ tokens and optionally the projector; AdamW (optim.optimizer: adamw) or SGD train
 
 A run directory holds config.yaml, log.jsonl, checkpoint.pt (the trainable weights only, and
 with joint training the VST model's; optimizer, epoch, RNG states; after every epoch),
-narratives.pt (with joint training also narratives_joint.pt, by the trained encoder),
-adapter/ (the LoRA weights in PEFT's format, written at the end) and metrics.json:
+narratives.pt (with joint training also narratives_joint.pt: the test part, by the trained
+encoder), adapter/ (the LoRA weights in PEFT's format, written at the end) and metrics.json:
 top1/top5/per-class accuracy and confusion matrix of the classification by class-name
 likelihood, the encoder's own classifier on the same test sequences (encoder_top1), and, on
 `lm.explain_samples` test sequences, the explanations' faithfulness (see
@@ -53,7 +53,7 @@ from skelang.vst.glossary import GlossaryEntry
 from skelang.vst.model import TokenizedEncoder
 
 NARRATIVES = "narratives.pt"
-JOINT_NARRATIVES = "narratives_joint.pt"  # by the jointly trained encoder, at the end of the run
+JOINT_NARRATIVES = "narratives_joint.pt"  # the test part, by the jointly trained encoder, at the end
 
 
 @torch.no_grad()
@@ -91,18 +91,19 @@ def load_vst_stage(config: dict):
 
 
 def narratives(config: dict, out_dir: Path, vst_model: TokenizedEncoder, name: str = NARRATIVES,
-               sequences: tuple[list, list] | None = None) -> tuple[list, list]:
-    """(training, test) NarratedSamples, read from out_dir/name or computed (from `sequences`,
-    default the data section's) and cached there."""
+               sequences: tuple[list, list] | None = None,
+               parts: tuple[str, ...] = ("train", "test")) -> list[list[NarratedSample]]:
+    """NarratedSamples of each part ("train", "test"), read from out_dir/name or computed
+    (from `sequences`, default the data section's) and cached there."""
     path = out_dir / name
     if path.is_file():
         cached = torch.load(path, weights_only=True)
-        return ([NarratedSample(**s) for s in cached["train"]], [NarratedSample(**s) for s in cached["test"]])
-    train_sequences, test_sequences = sequences or load_sequences(config["data"])
-    train = narrate(vst_model, train_sequences, config["data"])
-    test = narrate(vst_model, test_sequences, config["data"])
-    torch_save_atomic({"train": _samples_to_state(train), "test": _samples_to_state(test)}, path)
-    return train, test
+    else:
+        train_sequences, test_sequences = sequences or load_sequences(config["data"])
+        chosen = {"train": train_sequences, "test": test_sequences}
+        cached = {part: _samples_to_state(narrate(vst_model, chosen[part], config["data"])) for part in parts}
+        torch_save_atomic(cached, path)
+    return [[NarratedSample(**s) for s in cached[part]] for part in parts]
 
 
 def build_language_model(config: dict, vst_model: TokenizedEncoder) -> ActionLanguageModel:
@@ -253,7 +254,7 @@ def train_language_model(config: dict, out_dir: str | Path, resume: bool = False
 
     started = time.perf_counter()
     if joint["enabled"]:  # the test narratives of the trained encoder
-        test_samples = narratives(config, out_dir, vst_model, JOINT_NARRATIVES, sequences)[1]
+        [test_samples] = narratives(config, out_dir, vst_model, JOINT_NARRATIVES, sequences, parts=("test",))
     save_adapter(model.language_model, out_dir / "adapter", base_model_name_or_path=section["model"])
     metrics = evaluate_language_model(model, test_samples, options, section, progress)
     metrics.update({"epochs": epochs, "wall_time_s": wall_time, "evaluation_s": time.perf_counter() - started,
@@ -344,8 +345,8 @@ def run_samples(run_dir: str | Path, config: dict, vst_model: TokenizedEncoder,
     """The run's cached test narratives (by the trained encoder in joint training), or every
     sequence at `data` narrated now."""
     if data is None:
-        return narratives(config, Path(run_dir), vst_model,
-                          JOINT_NARRATIVES if config["lm"]["joint"]["enabled"] else NARRATIVES)[1]
+        name = JOINT_NARRATIVES if config["lm"]["joint"]["enabled"] else NARRATIVES
+        return narratives(config, Path(run_dir), vst_model, name, parts=("test",))[0]
     return narrate(vst_model, open_sequences(data), config["data"])
 
 
