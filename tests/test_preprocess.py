@@ -177,3 +177,83 @@ def test_two_dimensional_data_keeps_its_score_channel():
     augmented = preprocess.Augmentation(rotation_degrees=30, scale=0.2, shear=0.2)(sequence, np.random.default_rng(0))
     np.testing.assert_array_equal(augmented.data[2], x[2])
     assert not np.allclose(augmented.data[:2], x[:2])
+
+
+def two_d_sequence(seed=0, T=10, V=18, M=2):
+    """x, y, score with undetected joints (0, 0, 0), an absent body in some frames."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.uniform(0.2, 0.8, (2, T, V, M)), rng.uniform(0.1, 1.0, (1, T, V, M))]).astype(np.float32)
+    undetected = rng.random((T, V, M)) < 0.2
+    undetected[:, [3, 8]] = True  # two joints never detected
+    x[:, undetected] = 0
+    x[:, 4:6, :, 1] = 0  # body 1 absent in frames 4-5
+    return x
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_minmax_parity_and_range(seed):
+    x = random_sequence(seed)
+    out = _C.minmax_scale(x)
+    np.testing.assert_allclose(out, reference.minmax_scale(x), atol=1e-6)
+    present = np.any(x != 0, axis=(0, 2))[None, :, None, :].repeat(25, 2)
+    for c in range(3):
+        values = out[c][present[0]]
+        assert values.min() == pytest.approx(-1) and values.max() == pytest.approx(1)
+    assert not out[:, 7].any() and not out[:, 2:5, :, 1].any()  # absent stays zero
+    flat = np.ones((3, 4, 25, 1), np.float32)  # no spread: 0, never NaN
+    assert np.array_equal(_C.minmax_scale(flat), np.zeros_like(flat))
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_undetected_2d_joints_stay_zero_in_every_step(seed):
+    """OpenPose's undetected joints (score 0) are never moved, blended, or differenced."""
+    x = two_d_sequence(seed)
+    layout = get_layout("openpose18")
+    undetected = x[2] == 0
+    args = (layout.centre, *layout.spine, *layout.shoulders, False, True)
+    out, _ = _C.normalize_skeleton(x, *args, coordinates=2)
+    np.testing.assert_allclose(out, reference.normalize_skeleton(x, *args, coordinates=2)[0], atol=1e-5)
+    assert not out[:, undetected].any()
+    np.testing.assert_allclose(_C.minmax_scale(out, coordinates=2), reference.minmax_scale(out, coordinates=2),
+                               atol=1e-6)
+    assert not _C.minmax_scale(out, coordinates=2)[:, undetected].any()
+    resampled = _C.resample_frames(out, 0.3, 0.7, 12, coordinates=2)
+    np.testing.assert_allclose(resampled, reference.resample_frames(out, 0.3, 0.7, 12, coordinates=2), atol=1e-6)
+    assert not resampled[:, :, [3, 8]].any()
+    for name in preprocess.STREAMS:
+        streamed = _C.compute_stream(out, name, list(layout.parents), layout.centre, 2)
+        np.testing.assert_allclose(streamed, reference.compute_stream(out, name, layout.parents, layout.centre, 2),
+                                   atol=1e-5, err_msg=name)
+        assert not streamed[:, undetected].any(), name
+        children = [v for v, p in enumerate(layout.parents) if p in (3, 8)]
+        if name in ("bone", "bone_motion", "bone_direction"):  # bones from an undetected parent
+            assert not streamed[:2, :, children].any(), name
+
+
+def test_index_sampling_follows_ctrgcn():
+    sequence = generate_sequence("wave", seed=1, second_person_prob=0.0)
+    T = sequence.num_frames
+    pipeline = preprocess.Preprocess(num_frames=20, sampling="index", minmax=True, rotate=False,
+                                     augmentation=preprocess.Augmentation(rotation_degrees=30))
+    test_input = pipeline(sequence)
+    moved = preprocess.minmax_scale(preprocess.normalize(preprocess.drop_empty_frames(sequence), rotate=False))
+    np.testing.assert_array_equal(test_input, moved.data[:, np.linspace(0, T - 1, 20).astype(int)])
+    a = pipeline(sequence, np.random.default_rng(5))
+    assert np.array_equal(a, pipeline(sequence, np.random.default_rng(5)))
+    assert a.shape == (3, 20, 25, 2) and a.min() >= -1 - 1e-6 and a.max() <= 1 + 1e-6
+    indices = preprocess.random_frame_indices(T, 200, np.random.default_rng(0))
+    assert np.all(np.diff(indices) >= 0) and indices.min() >= 0 and indices.max() < T
+    with pytest.raises(ValueError, match="sampling"):
+        preprocess.Preprocess(sampling="nearest")
+
+
+def test_repeat_makes_one_epoch_several_passes():
+    from skelang.data.dataset import SkeletonDataset
+
+    sequences = [generate_sequence(action, seed=0) for action in ("wave", "kick", "jump")]
+    dataset = SkeletonDataset(sequences, preprocess.Preprocess(num_frames=8), train=True, seed=0, repeat=3)
+    assert len(dataset) == 9 and len(dataset.labels) == 3
+    assert dataset[4][1] == dataset[1][1]
+    assert not np.array_equal(dataset[4][0], dataset[1][0])  # its own random draws
+    with pytest.raises(ValueError, match="repeat"):
+        SkeletonDataset(sequences, preprocess.Preprocess(), repeat=0)

@@ -152,16 +152,28 @@ w x y z, tracking state). Raises SkeletonParseError (a ValueError) naming the fi
 
   module.def(
       "resample_frames",
-      [](const FloatArray& x, double start, double step, int64_t num_frames) {
-        const SequenceShape s = sequence_shape(x, "resample_frames");
+      [](const FloatArray& x, double start, double step, int64_t num_frames, int64_t coordinates) {
+        const SequenceShape s = sequence_shape(x, "resample_frames", coordinates);
         if (s.T < 1) throw py::value_error("resample_frames: x has no frame");
         if (num_frames < 1) throw py::value_error("resample_frames: num_frames must be positive");
         FloatArray out({s.C, num_frames, s.V, s.M});
         resample_frames(x.data(), s, start, step, num_frames, out.mutable_data());
         return out;
       },
-      py::arg("x"), py::arg("start"), py::arg("step"), py::arg("num_frames"),
+      py::arg("x"), py::arg("start"), py::arg("step"), py::arg("num_frames"), py::arg("coordinates") = 3,
       "Frames at start + i * step (i < num_frames), linearly interpolated: (C, num_frames, V, M).");
+
+  module.def(
+      "minmax_scale",
+      [](const FloatArray& x, int64_t coordinates) {
+        const SequenceShape s = sequence_shape(x, "minmax_scale", coordinates);
+        FloatArray out = copy_of(x);
+        minmax_scale(out.mutable_data(), s);
+        return out;
+      },
+      py::arg("x"), py::arg("coordinates") = 3,
+      "Each coordinate mapped onto [-1, 1] by its minimum and maximum over the sequence's present "
+      "bodies and detected joints (CTR-GCN's NW-UCLA normalisation).");
 
   module.def(
       "apply_linear_transform",

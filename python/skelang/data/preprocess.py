@@ -63,16 +63,25 @@ def resample(sequence: Sequence, num_frames: int, start: float = 0.0, length: fl
     T = sequence.num_frames
     length = T if length is None else length
     step = (length - 1) / (num_frames - 1) if num_frames > 1 else 0.0
-    return _with_data(sequence, _C.resample_frames(sequence.data, start, step, num_frames))
+    return _with_data(sequence, _C.resample_frames(sequence.data, start, step, num_frames, coordinates(sequence)))
+
+
+def select_frames(sequence: Sequence, frames: np.ndarray) -> Sequence:
+    """The frames of `sequence` at the integer indices `frames`, in that order (no blending)."""
+    return _with_data(sequence, np.ascontiguousarray(sequence.data[:, frames]))
+
+
+def crop_window(T: int, rng: np.random.Generator, ratio: tuple[float, float] = (0.5, 1.0)) -> tuple[int, int]:
+    """(start, length) of a random window holding a fraction in `ratio` of T frames."""
+    length = max(1, min(T, round(T * rng.uniform(*ratio))))
+    return int(rng.integers(0, T - length + 1)), length
 
 
 def random_crop_resize(sequence: Sequence, num_frames: int, rng: np.random.Generator,
                        ratio: tuple[float, float] = (0.5, 1.0)) -> Sequence:
     """Training-time temporal crop as CTR-GCN does: keep a random fraction in `ratio` of the
     frames at a random start, then resample it to `num_frames`."""
-    T = sequence.num_frames
-    length = max(1, min(T, round(T * rng.uniform(*ratio))))
-    start = int(rng.integers(0, T - length + 1))
+    start, length = crop_window(sequence.num_frames, rng, ratio)
     return resample(sequence, num_frames, start, length)
 
 
@@ -81,6 +90,26 @@ def centre_crop_resize(sequence: Sequence, num_frames: int, ratio: float = 1.0) 
     T = sequence.num_frames
     length = max(1, min(T, round(T * ratio)))
     return resample(sequence, num_frames, (T - length) // 2, length)
+
+
+def random_frame_indices(T: int, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+    """`num_frames` sorted frame indices drawn uniformly from [0, T) with replacement: the
+    random choice of CTR-GCN's NW-UCLA feeder (random.sample of the indices repeated 100
+    times, sorted)."""
+    return np.sort(rng.integers(0, T, num_frames))
+
+
+def even_frame_indices(T: int, num_frames: int) -> np.ndarray:
+    """`num_frames` evenly spaced frame indices floor(linspace(0, T - 1)): CTR-GCN's NW-UCLA
+    test sampling."""
+    return np.linspace(0, T - 1, num_frames).astype(np.int64)
+
+
+def minmax_scale(sequence: Sequence) -> Sequence:
+    """Each coordinate mapped onto [-1, 1] by its minimum and maximum over the whole sequence
+    (present bodies, detected joints), as CTR-GCN's NW-UCLA feeder normalises; it makes the
+    input independent of the body's size and distance."""
+    return _with_data(sequence, _C.minmax_scale(sequence.data, coordinates(sequence)))
 
 
 def stream(sequence: Sequence, name: str) -> np.ndarray:
@@ -128,18 +157,28 @@ class Augmentation:
         return _with_data(sequence, data)
 
 
+SAMPLINGS = ("interpolate", "index")
+
+
 @dataclasses.dataclass
 class Preprocess:
     """The whole path from a read Sequence to a model input (C * len(streams), T, V, M).
 
-    Training (`rng` given): random crop-resize and `augmentation`; evaluation (`rng` None):
-    centre crop. Every step can be switched off for ablations.
+    Drop empty frames, normalise (centre, rotate, scale), in training (`rng` given) draw the
+    frames and apply `augmentation`, with `minmax` map each coordinate onto [-1, 1] over the
+    whole sequence, take `num_frames` frames, and compute the streams. Frame sampling:
+    "interpolate" takes a random crop (`train_crop` fractions) in training and the central
+    `eval_crop` at evaluation, resampled by linear interpolation; "index" takes sorted
+    random frame indices in training and evenly spaced ones at evaluation (CTR-GCN's
+    NW-UCLA feeder). Every step can be switched off for ablations.
     """
 
     num_frames: int = 64
     normalize: bool = True
     rotate: bool = True
     scale: bool = False
+    minmax: bool = False
+    sampling: str = "interpolate"
     train_crop: tuple[float, float] = (0.5, 1.0)
     eval_crop: float = 1.0
     streams: tuple[str, ...] = ("joint",)
@@ -151,14 +190,32 @@ class Preprocess:
             raise ValueError(f"Preprocess.streams: unknown or no stream {unknown}; known: {', '.join(STREAMS)}")
         if self.num_frames < 1:
             raise ValueError(f"Preprocess.num_frames must be positive, got {self.num_frames}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"Preprocess.sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
+
+    def _frames(self, T: int, rng: np.random.Generator | None):
+        """The frame sampling of a T-frame sequence as a function of the sequence; the random
+        draws happen here, before the augmentation's."""
+        if self.sampling == "index":
+            indices = even_frame_indices(T, self.num_frames) if rng is None else \
+                random_frame_indices(T, self.num_frames, rng)
+            return lambda sequence: select_frames(sequence, indices)
+        if rng is None:
+            return lambda sequence: centre_crop_resize(sequence, self.num_frames, self.eval_crop)
+        start, length = crop_window(T, rng, self.train_crop)
+        return lambda sequence: resample(sequence, self.num_frames, start, length)
 
     def __call__(self, sequence: Sequence, rng: np.random.Generator | None = None) -> np.ndarray:
         sequence = drop_empty_frames(sequence)
         if self.normalize:
             sequence = normalize(sequence, rotate=self.rotate, scale=self.scale)
-        if rng is None:
-            sequence = centre_crop_resize(sequence, self.num_frames, self.eval_crop)
-        else:
-            sequence = random_crop_resize(sequence, self.num_frames, rng, self.train_crop)
-            sequence = self.augmentation(sequence, rng)
+        sample_frames = self._frames(sequence.num_frames, rng)
+        if self.minmax:  # over the whole sequence, after the augmentation (as CTR-GCN)
+            if rng is not None:
+                sequence = self.augmentation(sequence, rng)
+            sequence = sample_frames(minmax_scale(sequence))
+        else:  # augmenting the sampled frames only is cheaper; the linear maps commute
+            sequence = sample_frames(sequence)
+            if rng is not None:
+                sequence = self.augmentation(sequence, rng)
         return np.concatenate([stream(sequence, name) for name in self.streams], axis=0)

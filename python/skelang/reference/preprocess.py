@@ -1,6 +1,7 @@
 """Pure-numpy references of the C++ skeleton geometry (skelang._C.present_frames,
-normalize_skeleton, resample_frames, apply_linear_transform, compute_stream), written for
-clarity; the tests compare the two. x is (C, T, V, M) throughout."""
+normalize_skeleton, resample_frames, apply_linear_transform, minmax_scale, compute_stream),
+written for clarity; the tests compare the two. x is (C, T, V, M) throughout. In 2D data
+(coordinates 2: x, y, score) a joint with score 0 is undetected and stays zero."""
 
 from __future__ import annotations
 
@@ -12,27 +13,40 @@ def _present(x: np.ndarray) -> np.ndarray:
     return np.any(x != 0, axis=(0, 2))
 
 
+def _detected(x: np.ndarray, coordinates: int) -> np.ndarray:
+    """(T, V, M) whether each joint's body is present and (2D) the joint has a positive score."""
+    present = np.broadcast_to(_present(x)[:, None, :], x.shape[1:])
+    return present & (x[2] > 0) if coordinates == 2 else present.copy()
+
+
 def present_frames(x):
     return np.flatnonzero(_present(x).any(axis=1))
 
 
 def normalize_skeleton(x, centre, spine_lower, spine_upper, left_shoulder, right_shoulder,
                        rotate=True, scale=False, coordinates=3):
-    if coordinates == 2:  # x y score: pad z = 0, never rotate
+    detected = _detected(x, coordinates)
+    if coordinates == 2:  # x y score: z = 0, never rotated
         padded = np.concatenate([x[:2], np.zeros_like(x[:1])], axis=0)
-        out, _ = normalize_skeleton(padded, centre, spine_lower, spine_upper, left_shoulder,
-                                    right_shoulder, False, scale)
-        present = _present(x)[None, :, None, :]
-        return np.concatenate([np.where(present, out[:2], x[:2]), x[2:]], axis=0), np.eye(3, dtype=np.float32)
+        out, _ = _normalize(padded, centre, spine_lower, spine_upper, left_shoulder, right_shoulder, False, scale,
+                            detected, _present(x))
+        return np.concatenate([out[:2], x[2:]], axis=0), np.eye(3, dtype=np.float32)
+    return _normalize(x, centre, spine_lower, spine_upper, left_shoulder, right_shoulder, rotate, scale, detected,
+                      _present(x))
+
+
+def _normalize(x, centre, spine_lower, spine_upper, left_shoulder, right_shoulder, rotate, scale, detected, present):
     x = x.astype(np.float64).copy()
-    present = _present(x)
     frames = np.flatnonzero(present[:, 0])
     if len(frames) == 0:
         return x.astype(np.float32), np.eye(3, dtype=np.float32)
-    body = x[:3, :, :, 0][:, frames]  # (3, K, V)
-    spine = body[:, :, spine_upper] - body[:, :, spine_lower]  # (3, K)
+    seen = detected[:, :, 0]  # (T, V) of body 0
+    body = x[:3, :, :, 0]  # (3, T, V)
+    spine_frames = frames[seen[frames, spine_upper] & seen[frames, spine_lower]]
+    spine = body[:, spine_frames, spine_upper] - body[:, spine_frames, spine_lower]  # (3, K)
     up = spine.sum(1)
-    across = (body[:, :, left_shoulder] - body[:, :, right_shoulder]).sum(1)
+    shoulder_frames = frames[seen[frames, left_shoulder] & seen[frames, right_shoulder]]
+    across = (body[:, shoulder_frames, left_shoulder] - body[:, shoulder_frames, right_shoulder]).sum(1)
     rotation = np.eye(3)
     if rotate and np.linalg.norm(up) > 1e-6:
         y_axis = up / np.linalg.norm(up)
@@ -43,17 +57,22 @@ def normalize_skeleton(x, centre, spine_lower, spine_upper, left_shoulder, right
                 x_axis = np.array([0, 0, 1.0]) - y_axis[2] * y_axis
         x_axis /= np.linalg.norm(x_axis)
         rotation = np.stack([x_axis, y_axis, np.cross(x_axis, y_axis)])
-    mean_length = np.linalg.norm(spine, axis=0).mean()
+    mean_length = np.linalg.norm(spine, axis=0).mean() if spine.shape[1] else 0.0
     factor = 1.0 / mean_length if scale and mean_length > 1e-6 else 1.0
-    origin = x[:3, frames[0], centre, 0]
+    centre_frames = frames[seen[frames, centre]]
+    if len(centre_frames):
+        origin = body[:, centre_frames[0], centre]
+    else:  # the centre joint is never seen: the mean of the first frame's detected joints
+        visible = seen[frames[0]]
+        origin = body[:, frames[0], visible].mean(1) if visible.any() else np.zeros(3)
     moved = np.einsum("ij,jtvm->itvm", factor * rotation, x[:3] - origin[:, None, None, None])
-    x[:3] = np.where(present[None, :, None, :], moved, x[:3])
+    x[:3] = np.where(detected[None], moved, x[:3])
     return x.astype(np.float32), rotation.astype(np.float32)
 
 
-def resample_frames(x, start, step, num_frames):
+def resample_frames(x, start, step, num_frames, coordinates=3):
     T = x.shape[1]
-    present = _present(x)
+    detected = _detected(x, coordinates)
     out = np.empty((x.shape[0], num_frames) + x.shape[2:], dtype=np.float32)
     for i in range(num_frames):
         position = min(max(start + i * step, 0.0), T - 1)
@@ -63,10 +82,22 @@ def resample_frames(x, start, step, num_frames):
         out[:, i] = x[:, lower] + np.float32(w) * (x[:, upper] - x[:, lower])
         if position != lower:
             nearest = lower if w < 0.5 else upper
-            for m in range(x.shape[3]):
-                if not (present[lower, m] and present[upper, m]):
-                    out[:, i, :, m] = x[:, nearest, :, m]
+            blended = detected[lower] & detected[upper]  # (V, M)
+            out[:, i] = np.where(blended, out[:, i], x[:, nearest])
     return out
+
+
+def minmax_scale(x, coordinates=3):
+    detected = _detected(x, coordinates)
+    out = x.copy()
+    for c in range(coordinates):
+        values = x[c][detected]
+        if values.size == 0:
+            continue
+        low, high = values.min(), values.max()
+        scaled = 2 * (x[c] - low) / (high - low) - 1 if high > low else np.zeros_like(x[c])
+        out[c] = np.where(detected, scaled, x[c])
+    return out.astype(np.float32)
 
 
 def apply_linear_transform(x, matrix):
@@ -77,14 +108,19 @@ def apply_linear_transform(x, matrix):
 
 def compute_stream(x, stream, parents, centre, coordinates=3):
     parents = np.asarray(parents)
-    present = _present(x)
-    bone = np.where((parents < 0)[None, None, :, None], 0.0, x - x[:, :, np.maximum(parents, 0)])
+    detected = _detected(x, coordinates)  # (T, V, M)
+    parent = np.maximum(parents, 0)
+    bone_seen = detected & detected[:, parent] & (parents >= 0)[None, :, None]
+    bone = np.where(bone_seen[None], x - x[:, :, parent], 0.0)
 
-    def motion(a):
+    def motion(a, seen):
         m = np.zeros_like(a)
         m[:, :-1] = a[:, 1:] - a[:, :-1]
-        m[:, :-1] *= present[None, 1:, None, :]
+        m[:, :-1] *= (seen[1:] & seen[:-1])[None]
         return m
+
+    # A bone's motion needs both of its joints in both frames (the root's bone is zero anyway).
+    bone_joints_seen = detected & np.where((parents >= 0)[None, :, None], detected[:, parent], True)
 
     if stream == "joint":
         out = x.copy()
@@ -96,13 +132,13 @@ def compute_stream(x, stream, parents, centre, coordinates=3):
         out = bone.copy()
         out[:D] = np.where(length > 1e-6, bone[:D] / np.where(length > 1e-6, length, 1), bone[:D])
     elif stream == "joint_motion":
-        out = motion(x)
+        out = motion(x, detected)
     elif stream == "bone_motion":
-        out = motion(bone)
+        out = motion(bone, bone_joints_seen)
     elif stream == "joint_local":
-        out = x - x[:, :, [centre]]
+        out = np.where((detected & detected[:, [centre]])[None], x - x[:, :, [centre]], 0.0)
     else:
         raise ValueError(f"unknown stream {stream}")
     out[coordinates:] = x[coordinates:]
-    out *= present[None, :, None, :]
+    out *= detected[None]
     return out.astype(np.float32)

@@ -147,11 +147,14 @@ SCHEMA = {
         "num_classes": (None, _optional(positive_int)),  # null: the largest label + 1
         "num_frames": (52, positive_int),
         "streams": (["joint"], stream_list),
+        "repeat": (1, positive_int),            # passes over the training set per epoch (CTR-GCN NW-UCLA: 5)
+        "sampling": ("interpolate", _one_of("interpolate", "index")),  # see skelang.data.Preprocess
         "train_crop": ([0.5, 1.0], crop_range),
         "eval_crop": (1.0, fraction),
         "normalize": (True, boolean),
         "rotate": (True, boolean),
         "scale": (False, boolean),
+        "minmax": (False, boolean),             # each coordinate onto [-1, 1] per sequence (CTR-GCN NW-UCLA)
         "augmentation": {
             "rotation_degrees": (0.0, degrees),  # about every axis, or [x, y, z]
             "scale": (0.0, non_negative),

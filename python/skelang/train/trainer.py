@@ -71,7 +71,8 @@ def make_optimizer(parameters: list, optim: dict) -> torch.optim.Optimizer:
 
 def make_preprocess(data: dict) -> Preprocess:
     return Preprocess(num_frames=data["num_frames"], normalize=data["normalize"], rotate=data["rotate"],
-                      scale=data["scale"], train_crop=tuple(data["train_crop"]), eval_crop=data["eval_crop"],
+                      scale=data["scale"], minmax=data["minmax"], sampling=data["sampling"],
+                      train_crop=tuple(data["train_crop"]), eval_crop=data["eval_crop"],
                       streams=tuple(data["streams"]), augmentation=Augmentation(**data["augmentation"]))
 
 
@@ -268,7 +269,7 @@ def train(config: dict, out_dir: str | Path, resume: bool = False, progress: boo
     if unseen:  # zero-shot: the unseen classes never reach training
         train_sequences = [s for s in train_sequences if s.label not in unseen]
     preprocess = make_preprocess(data)
-    train_set = SkeletonDataset(train_sequences, preprocess, train=True, seed=seed)
+    train_set = SkeletonDataset(train_sequences, preprocess, train=True, seed=seed, repeat=data["repeat"])
     test_set = SkeletonDataset(test_sequences, preprocess)
     num_classes = _num_classes(data, [train_set, test_set])
     in_channels, _, _, num_bodies = test_set[0][0].shape
