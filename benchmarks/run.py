@@ -1,5 +1,5 @@
 """Runs every benchmark module in this folder (bench_*.py) with the cases of a config
-(configs/bench.yaml by default) and prints a table, or JSON with --json.
+(benchmarks/bench.yaml by default) and prints a table, or JSON with --json.
 
     python benchmarks/run.py [--quick] [--json] [--only NAME] [--device cpu|cuda]
 
@@ -18,7 +18,7 @@ import torch
 import yaml
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
-DEFAULT_CONFIG = BENCHMARKS_DIR.parent / "configs" / "bench.yaml"
+DEFAULT_CONFIG = BENCHMARKS_DIR / "bench.yaml"
 
 
 def load_config(path: Path, quick: bool) -> dict:

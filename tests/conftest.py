@@ -48,7 +48,7 @@ def synthetic_hglnet_run(tmp_path_factory):
     encoder and of the stages built on it: (run directory, final metrics)."""
     import yaml
 
-    from skelang.train import load_config, train
+    from skelang.runs import load_config, train
 
     folder = tmp_path_factory.mktemp("synthetic_hglnet")
     (folder / "config.yaml").write_text(yaml.safe_dump(SYNTHETIC_HGLNET))
@@ -61,12 +61,12 @@ def synthetic_vst_run(synthetic_hglnet_run, tmp_path_factory):
     """VST (512 codes, one token per 4 frames) trained for 4 epochs on the frozen synthetic HGLNet."""
     import yaml
 
-    from skelang.train import load_config, train
+    from skelang.runs import load_config, train
 
     encoder_run, _ = synthetic_hglnet_run
     folder = tmp_path_factory.mktemp("synthetic_vst")
     config = {**SYNTHETIC_HGLNET, "train": {**SYNTHETIC_HGLNET["train"], "epochs": 4, "eval_every": 4},
-              "vst": {"enabled": True, "num_codes": 512, "code_dim": 32, "decay": 0.95, "dead_threshold": 0.2,
+              "stage": "vst", "vst": {"num_codes": 512, "code_dim": 32, "decay": 0.95, "dead_threshold": 0.2,
                       "segment_length": 2, "switch_penalty": 0.1, "encoder_run": str(encoder_run)}}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     metrics = train(load_config(folder / "config.yaml"), folder / "run", progress=False)

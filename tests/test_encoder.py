@@ -3,6 +3,8 @@ agreeing, config errors, and the profile."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -108,16 +110,24 @@ def test_hglnet_learns_the_synthetic_set(synthetic_hglnet_run):
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ValueError, match=r"unknown key\(s\) model.chanels"):
+    with pytest.raises(ValueError, match=r"unknown key model.chanels \(did you mean model.channels\?\)"):
         encoder_config({"chanels": [8]})
-    with pytest.raises(ValueError, match="model.type must be one of hglnet, ctrgcn, stgcn"):
+    with pytest.raises(ValueError, match="model.type: expected one of hglnet, ctrgcn, stgcn, got 'resnet'"):
         encoder_config({"type": "resnet"})
-    with pytest.raises(ValueError, match="model.lse_topology must be one of"):
+    with pytest.raises(ValueError, match="model.lse_topology: expected one of physical, shared, composite"):
         encoder_config({"lse_topology": "full"})
-    with pytest.raises(ValueError, match="same non-zero length"):
+    with pytest.raises(ValueError, match="model.channels and model.strides must have the same length"):
         encoder_config({"channels": [8, 8], "strides": [1]})
-    with pytest.raises(ValueError, match="not divisible by 3 heads"):
+    with pytest.raises(ValueError, match=r"model.attention_heads \(3\) must divide every block's channels"):
         build_model({**TINY, "attention_heads": 3}, 3, 4, "ntu25")
+    for bad, message in ((16, "model.channels: expected a non-empty list of positive integers, got 16"),
+                         ([0, 16], "got [0, 16]")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            encoder_config({"channels": bad, "strides": [1, 1]})
+    with pytest.raises(ValueError, match=re.escape("model.strides: expected a non-empty list of positive integers")):
+        encoder_config({"channels": [8, 8], "strides": [1, None]})
+    with pytest.raises(ValueError, match="model.attention_heads: expected a positive integer, got 0"):
+        encoder_config({"attention_heads": 0})
 
 
 def test_profile_counts_parameters_and_flops():

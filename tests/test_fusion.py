@@ -111,7 +111,7 @@ def test_cross_modal_attention_gradcheck_opcheck_and_errors():
 def synthetic_ssf_run(tmp_path_factory):
     """HGLNet + SSF on the synthetic set with kick, sit down and walk in place held out
     (configs/synthetic_ssf.yaml; about a minute)."""
-    from skelang.train import load_config, train
+    from skelang.runs import load_config, train
 
     repository = Path(__file__).resolve().parents[1]
     run = tmp_path_factory.mktemp("synthetic_ssf") / "run"
@@ -149,7 +149,7 @@ def test_eval_zero_shot_command(synthetic_ssf_run):
 
 
 def test_ssf_config_errors(tmp_path):
-    from skelang.train import load_config
+    from skelang.runs import load_config
 
     repository = Path(__file__).resolve().parents[1]
     with pytest.raises(ValueError, match="ssf.unseen: expected a list of distinct class labels"):

@@ -70,6 +70,9 @@ def randomise_B(model, name=None, std=0.1, seed=2):
                     B.copy_(torch.randn(B.shape, generator=g) * std)
 
 
+QV = ["q_proj", "v_proj"]  # PEFT's default targets
+
+
 def adapted(base, config, **kwargs):
     model = copy.deepcopy(base)
     inject_lora(model, config, **kwargs)
@@ -85,12 +88,14 @@ def test_config_validation():
             LoRAConfig(**bad)
     with pytest.raises(ValueError, match="all-linear"):
         LoRAConfig(target_modules="all-linear")
-    assert LoRAConfig(target_modules=["q_proj"]).target_modules == ("q_proj",)
+    assert LoRAConfig(target_modules=("q_proj",)).target_modules == ["q_proj"]
+    assert LoRAConfig().target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]  # the lm stage's defaults
+    assert (LoRAConfig().r, LoRAConfig().alpha, LoRAConfig().dropout) == (16, 32.0, 0.05)
 
 
 def test_inject_by_suffix_list_and_regex(llama):
     expected = [f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
-    model = adapted(llama, LoRAConfig(r=4))
+    model = adapted(llama, LoRAConfig(r=4, target_modules=QV))
     assert [name for name, _ in lora_layers(model)] == expected
     assert inject_lora(copy.deepcopy(llama), LoRAConfig(target_modules=r".*\.(q|v)_proj")) == expected
     # a suffix may be dotted; it must end at a '.' boundary, and a regex must match the whole name
@@ -131,7 +136,7 @@ def test_wrong_module_type_is_a_type_error(llama):
 # --- training -----------------------------------------------------------------------------
 
 def test_only_adapters_train(llama, ids):
-    model = adapted(llama, LoRAConfig(r=4))
+    model = adapted(llama, LoRAConfig(r=4, target_modules=QV))
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     assert len(trainable) == 8 and all(".lora_A.default" in n or ".lora_B.default" in n for n in trainable)
     assert {id(p) for p in lora_parameters(model)} == {id(p) for p in model.parameters() if p.requires_grad}
@@ -235,7 +240,7 @@ def test_safe_merge_rejects_non_finite_weights(llama):
 # --- named adapters -----------------------------------------------------------------------
 
 def test_two_named_adapters(llama, ids):
-    model = adapted(llama, LoRAConfig(r=4), adapter_name="a")
+    model = adapted(llama, LoRAConfig(r=4, target_modules=QV), adapter_name="a")
     randomise_B(model, "a", seed=3)
     logits_a = logits(model, ids)
     # "b" adapts q_proj (already a LoRALayer: gets a second adapter) and o_proj (newly wrapped)
@@ -307,7 +312,7 @@ def test_we_load_a_peft_adapter(make, request, ids, tmp_path):
 
 
 def test_load_errors(llama, tmp_path):
-    model = adapted(llama, LoRAConfig(r=4))
+    model = adapted(llama, LoRAConfig(r=4, target_modules=QV))
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         load_adapter(copy.deepcopy(llama), tmp_path)
     save_adapter(model, tmp_path)

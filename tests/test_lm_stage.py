@@ -54,14 +54,14 @@ def lm_config(vst_run, model_folder, **lm) -> dict:
             "optim": {"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.0, "schedule": "cosine",
                       "warmup_epochs": 0},
             "train": {"epochs": 2, "batch_size": 12, "test_batch_size": 16, "eval_every": 1},
-            "lm": {"enabled": True, "vst_run": str(vst_run), "model": str(model_folder), "descriptions": "synthetic",
+            "stage": "lm", "lm": {"vst_run": str(vst_run), "model": str(model_folder), "descriptions": "synthetic",
                    "lora": {"r": 4, "alpha": 8, "dropout": 0.05}, "max_new_tokens": 12, "explain_samples": 4,
                    **lm}}
 
 
 @pytest.fixture(scope="module")
 def synthetic_lm_run(synthetic_vst_run, tiny_language_model, tmp_path_factory):
-    from skelang.train import train
+    from skelang.runs import train
 
     vst_run, _ = synthetic_vst_run
     folder = tmp_path_factory.mktemp("synthetic_lm")
@@ -92,7 +92,7 @@ def test_training_lowers_the_loss(synthetic_lm_run):
 
 
 def test_resume_reaches_the_same_weights(synthetic_vst_run, tiny_language_model, synthetic_lm_run, tmp_path):
-    from skelang.train import train
+    from skelang.runs import train
 
     _, config, _ = synthetic_lm_run
     vst_run, _ = synthetic_vst_run
@@ -136,7 +136,7 @@ def test_eval_and_explain_from_the_command_line(synthetic_lm_run):
 
 @pytest.fixture(scope="module")
 def joint_lm_run(synthetic_vst_run, tiny_language_model, tmp_path_factory):
-    from skelang.train import train
+    from skelang.runs import train
 
     vst_run, _ = synthetic_vst_run
     folder = tmp_path_factory.mktemp("joint_lm")
@@ -163,7 +163,7 @@ def test_joint_training_trains_the_encoder_and_narrates_with_it(joint_lm_run, sy
 
 
 def test_joint_training_resumes_to_the_same_weights(joint_lm_run, tmp_path):
-    from skelang.train import train
+    from skelang.runs import train
 
     run, config, _ = joint_lm_run
     train({**config, "train": {**config["train"], "epochs": 1}}, tmp_path / "run", progress=False)
@@ -180,12 +180,13 @@ def test_the_language_model_loss_reaches_the_encoder(synthetic_vst_run, tiny_lan
     """Straight-through on the action tokens (and the projector, where on): the loss's value
     is that of the hard codes, and the encoder gets a gradient from the language model alone."""
     from skelang.data.dataset import SkeletonDataset
-    from skelang.lm.train import build_language_model, load_vst_stage, narrate_for_training, unfreeze_for_joint_training
-    from skelang.train.config import resolve_config
-    from skelang.train.trainer import load_sequences, make_preprocess
+    from skelang.runs.stages.lm import build_language_model, narrate_for_training, unfreeze_for_joint_training
+    from skelang.runs.stages.vst import load_vst_run
+    from skelang.runs.config import resolve_config
+    from skelang.runs.stages.encoder import load_sequences, make_preprocess
 
     config = resolve_config(lm_config(synthetic_vst_run[0], tiny_language_model, projector=projector))
-    vst_model, _, _ = load_vst_stage(config)
+    vst_model = load_vst_run(config["lm"]["vst_run"]).model
     torch.manual_seed(0)
     model = build_language_model(config, vst_model)
     unfreeze_for_joint_training(vst_model)
@@ -202,7 +203,7 @@ def test_the_language_model_loss_reaches_the_encoder(synthetic_vst_run, tiny_lan
 
 
 def test_the_lm_section_needs_its_run_and_descriptions(tiny_language_model):
-    from skelang.train.config import resolve_config
+    from skelang.runs.config import resolve_config
 
     config = lm_config("runs/x", tiny_language_model)
     config["lm"]["vst_run"] = None

@@ -15,9 +15,12 @@ import torch
 import yaml
 
 from skelang.encoder import build_model
-from skelang.train import classification_metrics, load_config, resolve_config, train
-from skelang.train import trainer
-from skelang.train.trainer import learning_rate, load_checkpoint, save_checkpoint
+from skelang.runs import RunDirectory, classification_metrics, load_config, resolve_config, train
+from skelang.runs.loop import learning_rate, make_optimizer
+
+
+def load_checkpoint(path: Path) -> dict:
+    return RunDirectory(path.parent).load_checkpoint()
 
 SKELANG = shutil.which("skelang", path=str(Path(sys.executable).parent)) or "skelang"
 
@@ -57,12 +60,13 @@ def finished_run(tmp_path_factory) -> Path:
 
 def test_defaults_follow_ctrgcn_nw_ucla_recipe(tiny_file):
     config = load_config(tiny_file, ["optim.lr=0.05", "data.streams=[joint, bone]", "model.channels=[4]",
-                                     "train.deterministic=true"])
+                                     "model.strides=[1]", "train.deterministic=true"])
     assert config["optim"] == {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4,
                                "schedule": "step", "milestones": [2], "gamma": 0.1, "warmup_epochs": 1,
                                "label_smoothing": 0.0}
     assert config["data"]["streams"] == ["joint", "bone"]
-    assert config["model"] == {"type": "stgcn", "channels": [4], "strides": [1, 2]}  # passed through
+    assert config["model"]["channels"] == [4] and config["model"]["strides"] == [1]
+    assert config["model"]["ltc_kernel_size"] == 9 and config["model"]["gsm"] is False  # the stgcn preset
     assert config["train"]["deterministic"] is True
     defaults = resolve_config({"data": {"train": "x", "test": "y"}, "model": {"type": "ctrgcn"}})
     assert defaults["data"]["num_frames"] == 52 and defaults["train"]["batch_size"] == 16
@@ -113,10 +117,10 @@ def test_bad_yaml_and_model_sections(tmp_path, tiny_file):
     bad.write_text("- a list\n")
     with pytest.raises(ValueError, match="bad.yaml: expected a mapping of sections"):
         load_config(bad)
-    with pytest.raises(ValueError, match="model: expected a section with a `type`"):
+    with pytest.raises(ValueError, match="model.type: expected one of hglnet, ctrgcn, stgcn, got None"):
         load_config(tiny_file, ["model.type=null"])
-    with pytest.raises(ValueError, match="model.widths"):  # build_model checks the model section
-        train(load_config(tiny_file, ["model.widths=[4]"]), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="unknown key model.widths"):  # checked when the config loads
+        load_config(tiny_file, ["model.widths=[4]"])
 
 
 def test_learning_rate_schedules():
@@ -150,8 +154,8 @@ def test_classification_metrics():
 # runs
 
 def test_run_writes_config_log_metrics_and_checkpoint(finished_run):
-    assert sorted(p.name for p in finished_run.iterdir()) == ["checkpoint.pt", "config.yaml", "log.jsonl",
-                                                             "metrics.json"]
+    assert sorted(p.name for p in finished_run.iterdir()) == [".lock", "checkpoint.pt", "config.yaml", "log.csv",
+                                                             "log.jsonl", "metrics.json", "scores.npz"]
     assert yaml.safe_load((finished_run / "config.yaml").read_text()) == resolve_config(tiny_config())
     log = [json.loads(line) for line in (finished_run / "log.jsonl").read_text().splitlines()]
     assert [entry["epoch"] for entry in log] == [1, 2, 3]
@@ -177,11 +181,13 @@ def test_resume_after_kill_is_bitwise_identical(tmp_path, monkeypatch, finished_
     class Killed(Exception):
         pass
 
-    def save_then_kill(state, path):
-        save_checkpoint(state, path)
+    save = RunDirectory.save_checkpoint
+
+    def save_then_kill(run, state):
+        save(run, state)
         raise Killed
 
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_kill)
+    monkeypatch.setattr(RunDirectory, "save_checkpoint", save_then_kill)
     with pytest.raises(Killed):
         train(tiny_config(), tmp_path / "run", progress=False)
     monkeypatch.undo()
@@ -211,8 +217,8 @@ def test_refuses_to_overwrite_or_resume_differently(tmp_path, finished_run):
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
-    path = tmp_path / "checkpoint.pt"
-    save_checkpoint({"epoch": 1, "weights": torch.ones(3)}, path)
+    run = RunDirectory(tmp_path)
+    run.save_checkpoint({"epoch": 1, "weights": torch.ones(3)})
 
     def partial_save(state, file):
         file.write(b"half a checkpoint")
@@ -220,9 +226,9 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", partial_save)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint({"epoch": 2, "weights": torch.zeros(3)}, path)
+        run.save_checkpoint({"epoch": 2, "weights": torch.zeros(3)})
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
-    assert load_checkpoint(path)["epoch"] == 1
+    assert run.load_checkpoint()["epoch"] == 1
 
 
 # command line
@@ -249,8 +255,6 @@ def test_train_and_eval_commands(tmp_path, tiny_file):
 
 
 def test_the_optimizer_is_sgd_or_adamw():
-    from skelang.train.trainer import make_optimizer
-
     parameters = [torch.nn.Parameter(torch.zeros(3))]
     optim = resolve_config({"data": {"train": "x", "test": "y"}, "model": {"type": "stgcn"}})["optim"]
     sgd = make_optimizer(parameters, optim)

@@ -5,7 +5,8 @@
     skelang data inspect PATH [--json]        what a dataset holds, and its bad files
     skelang data convert PATH --out DIR       a dataset into a fast-loading cache
     skelang data render PATH --out FILE.gif   an animation of one sequence
-    skelang train --config FILE [key=value ...] --out DIR [--resume]   train a model
+    skelang train --config FILE|NAME [key=value ...] --out DIR [--resume]   train a model
+    skelang config show|keys|list     a resolved config, every key with its default, the shipped configs
     skelang eval RUN_DIR [--json] [--data PATH] [--zero-shot | --explanations]   a run's test metrics
     skelang explain RUN_DIR [--data PATH] [--sample ID] [--json]       the language model's answers, explained
     skelang model profile [--type T | --config FILE] [--json]          parameters and GFLOPs
@@ -78,7 +79,7 @@ def cmd_data_render(args) -> int:
     from skelang.data.render import render_sequence
 
     if args.code is not None:
-        from skelang.vst.run import code_motion
+        from skelang.runs.stages.vst import code_motion
 
         out = render_sequence(code_motion(args.path, args.code), args.out, fps=args.fps,
                               title=f"<a{args.code}> decoded")
@@ -131,7 +132,7 @@ def _add_data_commands(commands) -> None:
 
 
 def cmd_train(args) -> int:
-    from skelang.train import load_config, train
+    from skelang.runs import load_config, train
 
     config = load_config(args.config, args.overrides)
     metrics = train(config, args.out, resume=args.resume)
@@ -140,21 +141,13 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _is_language_run(run_dir: str) -> bool:
-    import yaml
-
-    path = Path(run_dir) / "config.yaml"
-    config = yaml.safe_load(path.read_text()) if path.is_file() else None
-    return isinstance(config, dict) and bool((config.get("lm") or {}).get("enabled"))
-
-
 def cmd_eval(args) -> int:
-    from skelang.train import evaluate_run
+    from skelang.runs import evaluate_run, open_run
 
-    if _is_language_run(args.run_dir):
+    if open_run(args.run_dir).stage == "lm":
         return cmd_eval_language(args)
     if args.explanations:
-        raise ValueError(f"{args.run_dir}: --explanations needs a language-model run (lm.enabled)")
+        raise ValueError(f"{args.run_dir}: --explanations needs a language-model run (stage lm)")
     unseen = [int(c) for c in args.unseen.split(",")] if args.unseen else None
     metrics = evaluate_run(args.run_dir, args.data, zero_shot=args.zero_shot or unseen is not None, unseen=unseen,
                            calibration=args.calibration)
@@ -163,23 +156,26 @@ def cmd_eval(args) -> int:
         return 0
     if args.zero_shot or unseen is not None:
         if "gzsl_seen_top1" not in metrics:
-            raise ValueError(f"{args.run_dir}: no zero-shot metrics: train with ssf.enabled and ssf.unseen, "
-                             f"or pass --unseen")
+            raise ValueError(f"{args.run_dir}: no zero-shot metrics: train stage ssf with ssf.unseen, or pass --unseen")
+
         def percent(value):
             return "-" if value is None else f"{value:.2%}"
+
         print(f"{args.run_dir}: zero-shot on classes {metrics['unseen_classes']} (calibration {args.calibration}): "
-              f"ZSL unseen top-1 {percent(metrics['zsl_unseen_top1'])} (ConSE {percent(metrics['zsl_conse_unseen_top1'])}); GZSL seen {percent(metrics['gzsl_seen_top1'])}, "
-              f"unseen {percent(metrics['gzsl_unseen_top1'])}, harmonic mean {percent(metrics['gzsl_harmonic_mean'])}")
+              f"ZSL unseen top-1 {percent(metrics['zsl_unseen_top1'])} (ConSE {percent(metrics['zsl_conse_unseen_top1'])}); "
+              f"GZSL seen {percent(metrics['gzsl_seen_top1'])}, unseen {percent(metrics['gzsl_unseen_top1'])}, "
+              f"harmonic mean {percent(metrics['gzsl_harmonic_mean'])}")
         return 0
     print(f"{args.run_dir} (epoch {metrics['epoch']}) on {args.data or 'its test data'}: "
-          f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} over {metrics['samples']} samples")
+          f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} over {metrics['samples']} samples"
+          + (f"; per-sample scores in {metrics['scores']}" if "scores" in metrics else ""))
     for label, accuracy in enumerate(metrics["per_class_accuracy"]):
         print(f"  class {label:>3}: " + ("no samples" if accuracy is None else f"{accuracy:.2%}"))
     return 0
 
 
 def cmd_eval_language(args) -> int:
-    from skelang.lm.train import evaluate_language_run
+    from skelang.runs.stages.lm import evaluate_language_run
 
     metrics = evaluate_language_run(args.run_dir, args.data, explanations=args.explanations, limit=args.limit,
                                     progress=not args.json, cite_only_narrative=_citations(args))
@@ -201,7 +197,7 @@ def _citations(args) -> bool | None:
 
 
 def cmd_explain(args) -> int:
-    from skelang.lm.train import explain_run
+    from skelang.runs.stages.lm import explain_run
 
     records = explain_run(args.run_dir, args.data, args.sample, args.count, args.strategy, args.max_new_tokens,
                           cite_only_narrative=_citations(args),
@@ -219,7 +215,8 @@ def cmd_explain(args) -> int:
 
 def _add_train_commands(commands) -> None:
     train = commands.add_parser("train", help="train a model from a YAML configuration")
-    train.add_argument("--config", required=True, help="the configuration (e.g. configs/synthetic_stgcn.yaml)")
+    train.add_argument("--config", required=True,
+                       help="a configuration file, or the name of a shipped one (skelang config list)")
     train.add_argument("overrides", nargs="*", metavar="key=value",
                        help="configuration overrides, e.g. optim.lr=0.05 data.streams=[joint,bone]")
     train.add_argument("--out", required=True, help="the run folder to write")
@@ -243,7 +240,7 @@ def _add_train_commands(commands) -> None:
     evaluate.set_defaults(func=lambda args, rest: cmd_eval(args))
 
     explain = commands.add_parser("explain", help="a language-model run's answer and explanation for sequences")
-    explain.add_argument("run_dir", help="a folder written by skelang train with an lm section")
+    explain.add_argument("run_dir", help="a folder written by skelang train with stage lm")
     explain.add_argument("--data", help="sequences to explain (default: the run's test data)")
     explain.add_argument("--sample", type=int, help="the index of one sequence (default: the first --count)")
     explain.add_argument("--count", type=int, default=5, help="how many sequences without --sample")
@@ -260,7 +257,7 @@ def cmd_model_profile(args) -> int:
     from skelang.encoder import profile
 
     if args.config:
-        from skelang.train import load_config
+        from skelang.runs import load_config
 
         model = load_config(args.config, [])["model"]
     else:
@@ -294,7 +291,7 @@ def _add_model_commands(commands) -> None:
 
 
 def cmd_vst_tokenize(args) -> int:
-    from skelang.vst.run import tokenize, write_jsonl
+    from skelang.runs.stages.vst import tokenize, write_jsonl
 
     records = tokenize(args.run_dir, args.data)
     if args.out:
@@ -311,7 +308,7 @@ def cmd_vst_glossary(args) -> int:
     import dataclasses
 
     from skelang.vst.glossary import format_glossary
-    from skelang.vst.run import glossary
+    from skelang.runs.stages.vst import glossary
 
     entries = glossary(args.run_dir)
     print(json.dumps([dataclasses.asdict(e) for e in entries], indent=2) if args.json else format_glossary(entries))
@@ -330,6 +327,55 @@ def _add_vst_commands(commands) -> None:
     glossary.add_argument("run_dir", help="a run trained with a vst section")
     glossary.add_argument("--json", action="store_true", help="print machine-readable JSON")
     glossary.set_defaults(func=lambda args, rest: cmd_vst_glossary(args))
+
+
+def cmd_config_show(args) -> int:
+    import yaml
+
+    from skelang.runs import load_config
+
+    print(yaml.safe_dump(load_config(args.config, args.overrides), sort_keys=False), end="")
+    return 0
+
+
+def cmd_config_keys(args) -> int:
+    from skelang.runs import RunConfig
+    from skelang.schema import keys_of
+
+    rows = keys_of(RunConfig)
+    if args.json:
+        print(json.dumps([{"key": key, "default": default, "help": help} for key, default, help in rows], indent=2))
+        return 0
+    width = max(len(key) for key, _, _ in rows)
+    for key, default, help in rows:
+        print(f"{key:<{width}}  {json.dumps(default):<24}  {help}")
+    return 0
+
+
+def cmd_config_list(args) -> int:
+    import yaml
+
+    from skelang.runs import shipped_configs
+
+    for name, path in shipped_configs().items():
+        lines = [line[2:] for line in path.read_text().splitlines() if line.startswith("# ")]
+        raw = yaml.safe_load(path.read_text()) or {}
+        print(f"{name:<24} stage {raw.get('stage', 'encoder'):<8} {lines[0] if lines else ''}")
+    return 0
+
+
+def _add_config_commands(commands) -> None:
+    config = commands.add_parser("config", help="resolved configs, every key with its default, the shipped configs")
+    actions = config.add_subparsers(dest="config_command", required=True)
+    show = actions.add_parser("show", help="a config with every default filled in, as YAML")
+    show.add_argument("config", help="a configuration file, or the name of a shipped one")
+    show.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides")
+    show.set_defaults(func=lambda args, rest: cmd_config_show(args))
+    keys = actions.add_parser("keys", help="every key with its default and what it does")
+    keys.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    keys.set_defaults(func=lambda args, rest: cmd_config_keys(args))
+    listing = actions.add_parser("list", help="the configs shipped with skelang (usable by name)")
+    listing.set_defaults(func=lambda args, rest: cmd_config_list(args))
 
 
 def _load_benchmark_runner():
@@ -361,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _add_data_commands(commands)
     _add_train_commands(commands)
+    _add_config_commands(commands)
     _add_model_commands(commands)
     _add_vst_commands(commands)
 

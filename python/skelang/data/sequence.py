@@ -40,3 +40,11 @@ class Sequence:
     def num_bodies(self) -> int:
         """Bodies with at least one non-zero coordinate."""
         return int(np.count_nonzero(np.abs(self.data).reshape(-1, self.data.shape[3]).sum(0)))
+
+    def sample_id(self, position: int) -> str:
+        """An id stable across runs and machines (for matching per-sample scores): the sample's
+        name (file name), else its source and index (`position` in its dataset when the
+        metadata has no index)."""
+        if self.meta.get("name"):
+            return str(self.meta["name"])
+        return f"{self.meta.get('source', 'sample')}#{self.meta.get('index', position)}"

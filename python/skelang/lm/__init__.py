@@ -1,6 +1,6 @@
 """The language-model stage (LVLM-VAR): LoRA layers on the fused op and their injection into
 Hugging Face models (PEFT's file format), semantic action tokens and a motion projector,
-prompts, class scoring, explanations and their faithfulness. Training: skelang.lm.train."""
+prompts, class scoring, explanations and their faithfulness. Training: skelang.runs.stages.lm."""
 
 from skelang.lm.action_tokens import ActionTokenEmbedding, ActionTokenHead, MotionProjector, add_action_tokens
 from skelang.lm.adapters import (LoRAConfig, adapter_names, disable_adapters, inject_lora, load_adapter,

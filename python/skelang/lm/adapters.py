@@ -13,10 +13,8 @@ equals an entry or ends with "." + entry; as a str it is a regex that must fullm
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -24,8 +22,11 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from pydantic import Field
+
 from skelang.files import atomic_open, write_text_atomic
-from skelang.lm.lora import LoRALayer, check_lora_hyperparameters, is_lora_base, lora_backend
+from skelang.lm.lora import LoRALayer, is_lora_base, lora_backend
+from skelang.schema import Bool, PositiveFloat, PositiveInt, Rate, Section, module_names, value_type
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -45,35 +46,25 @@ UNSUPPORTED_PEFT_FIELDS = {
 }
 
 
-@dataclass
-class LoRAConfig:
-    """LoRA hyperparameters of one adapter: rank r, alpha (scaling alpha / r, or alpha / sqrt(r)
-    with rslora), dropout on the LoRA branch's input, and the modules to adapt."""
+def _target_modules(value):
+    if value == "all-linear":
+        raise ValueError("PEFT's 'all-linear' shortcut is not supported; list the module names "
+                         "(e.g. ['q_proj', 'k_proj', 'v_proj', 'o_proj'])")
+    return module_names(value)
 
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    rslora: bool = False
-    target_modules: tuple[str, ...] | list[str] | str = ("q_proj", "v_proj")
 
-    def __post_init__(self):
-        check_lora_hyperparameters(self.r, self.alpha, self.dropout)
-        if not isinstance(self.rslora, bool):
-            raise ValueError(f"LoRAConfig.rslora must be a bool, got {self.rslora!r}")
-        targets = self.target_modules
-        if isinstance(targets, str):
-            if targets == "all-linear":
-                raise ValueError("LoRAConfig.target_modules: PEFT's 'all-linear' shortcut is not supported; "
-                                 "list the module names (e.g. ['q_proj', 'k_proj', 'v_proj', 'o_proj'])")
-            try:
-                re.compile(targets)
-            except re.error as error:
-                raise ValueError(f"LoRAConfig.target_modules {targets!r} is not a valid regex: {error}") from None
-        elif isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) and t for t in targets):
-            self.target_modules = tuple(targets)
-        else:
-            raise ValueError("LoRAConfig.target_modules must be a regex string or a non-empty list of "
-                             f"module names, got {targets!r}")
+class LoRAConfig(Section):
+    """LoRA hyperparameters of one adapter (the `lm.lora` section of a run config): rank r,
+    alpha (scaling alpha / r, or alpha / sqrt(r) with rslora), dropout on the LoRA branch's
+    input, and the modules to adapt (PEFT's target_modules)."""
+
+    r: PositiveInt = Field(16, description="rank")
+    alpha: PositiveFloat = Field(32.0, description="scaling numerator: alpha / r (or alpha / sqrt(r) with rslora)")
+    dropout: Rate = Field(0.05, description="dropout on the LoRA branch's input")
+    rslora: Bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
+    target_modules: value_type(_target_modules, list[str] | str) = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="module-name suffixes, or one regular expression that fully matches a module's name")
 
     def matches(self, module_name: str) -> bool:
         """PEFT's rule: a regex fullmatches the qualified name; a list entry equals it or is a
@@ -163,7 +154,7 @@ def inject_lora(model: nn.Module, config: LoRAConfig, adapter_name: str = "defau
             module = LoRALayer(module, backend=backend, module_name=name).train(module.training)
             _set_submodule(model, name, module)
         module.add_adapter(adapter_name, config.r, config.alpha, config.dropout, config.rslora)
-    _configs(model)[adapter_name] = dataclasses.replace(config)
+    _configs(model)[adapter_name] = config.model_copy(deep=True)
     model.requires_grad_(False)
     set_adapter(model, adapter_name)
     return [name for name, _ in targets]

@@ -11,32 +11,34 @@ much of the encoder's accuracy the tokens keep).
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from skelang.data.layouts import get_layout
 from skelang.encoder.hglnet import SkeletonEncoder
+from skelang.schema import Bool, NonNegativeFloat, OneOf, PositiveInt, Rate, Section
 from skelang.vst.decoder import MotionDecoder, segment_targets
 from skelang.vst.narrative import TokenRun, run_length, smooth_tokens
 from skelang.vst.quantizer import VectorQuantizer
 from skelang.vst.segments import fixed_segments, pool_fixed
 
 
-@dataclasses.dataclass
-class VSTConfig:
-    num_codes: int = 512
-    code_dim: int = 64
-    metric: str = "euclidean"
-    decay: float = 0.99
-    commitment: float = 0.25
-    dead_threshold: float = 0.1
-    segment_length: int = 1          # encoder time steps per segment
-    reconstruction: float = 1.0      # weight of the motion decoder's loss
-    consistency: float = 0.0         # weight of |z_s - z_(s+1)|^2 between neighbouring segments
-    switch_penalty: float = 0.0      # tokenization: cost of a token switch between segments
-    token_classifier: bool = True
+class VSTConfig(Section):
+    """VST's settings (the `vst` section of a run config)."""
+
+    num_codes: PositiveInt = Field(512, description="codebook size: the number of action tokens")
+    code_dim: PositiveInt = Field(64, description="dimension of a code")
+    metric: OneOf("euclidean", "cosine") = Field("euclidean", description="nearest-code distance")
+    decay: Rate = Field(0.99, description="EMA decay of the codebook")
+    commitment: NonNegativeFloat = Field(0.25, description="weight of the commitment loss")
+    dead_threshold: NonNegativeFloat = Field(0.1, description="revive codes whose EMA size is under this x the "
+                                                               "average")
+    segment_length: PositiveInt = Field(1, description="encoder time steps per segment (token)")
+    reconstruction: NonNegativeFloat = Field(1.0, description="weight of the motion decoder's loss")
+    consistency: NonNegativeFloat = Field(0.0, description="weight of |z_s - z_(s+1)|^2 between segments")
+    switch_penalty: NonNegativeFloat = Field(0.0, description="tokenization: cost of a token switch")
+    token_classifier: Bool = Field(True, description="a classifier that reads only the tokens")
 
 
 class TokenizedEncoder(nn.Module):
@@ -195,11 +197,6 @@ class TokenizedEncoder(nn.Module):
         if self.token_head is not None:
             metrics["token_top1"] = correct / max(seen, 1)
         return metrics
-
-
-def vst_config(section: dict) -> VSTConfig:
-    known = {field.name for field in dataclasses.fields(VSTConfig)}
-    return VSTConfig(**{key: value for key, value in section.items() if key in known})
 
 
 def codes_of(runs: list[TokenRun]) -> list[int]:

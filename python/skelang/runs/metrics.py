@@ -1,5 +1,5 @@
 """Classification metrics from logits and labels: top-k accuracy, the confusion matrix and
-per-class accuracy, and evaluate(model, loader) which gathers them over a test set."""
+per-class accuracy."""
 
 from __future__ import annotations
 
@@ -37,14 +37,3 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
         "confusion_matrix": confusion.tolist(),
         "samples": len(labels),
     }
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: torch.utils.data.DataLoader, device: str | torch.device = "cpu") -> dict:
-    """classification_metrics of `model` (put in eval mode) over every batch of `loader`."""
-    model.eval()
-    all_logits, all_labels = [], []
-    for inputs, labels in loader:
-        all_logits.append(model(inputs.to(device)).float().cpu())
-        all_labels.append(labels)
-    return classification_metrics(torch.cat(all_logits), torch.cat(all_labels))
