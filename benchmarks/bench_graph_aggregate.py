@@ -4,10 +4,10 @@ CTR-GCN code base writes it), for each broadcast case of the topology A."""
 from __future__ import annotations
 
 import torch
+from harness import Case
 
 import skelang.ops
 import skelang.reference
-from harness import Case
 
 # topology name -> shape of A as a function of (N, C, V)
 TOPOLOGIES = {
@@ -38,11 +38,13 @@ def cases(config: dict, device: torch.device) -> list[Case]:
             grad_y = torch.randn(N, C, T, V, device=device, dtype=dtype)
             # forward y, backward grad_x and grad_A: three contractions of N*C*T*V*V MACs
             flops = 3 * 2 * N * C * T * V * V
-            out.append(Case(
-                name="graph_aggregate fwd+bwd",
-                params=f"N={N} C={C} T={T} V={V} A={topology}",
-                flops=flops,
-                skelang=_training_step(skelang.ops.graph_aggregate, x, A, grad_y),
-                reference=_training_step(skelang.reference.graph_aggregate, x, A, grad_y),
-            ))
+            out.append(
+                Case(
+                    name="graph_aggregate fwd+bwd",
+                    params=f"N={N} C={C} T={T} V={V} A={topology}",
+                    flops=flops,
+                    skelang=_training_step(skelang.ops.graph_aggregate, x, A, grad_y),
+                    reference=_training_step(skelang.reference.graph_aggregate, x, A, grad_y),
+                )
+            )
     return out

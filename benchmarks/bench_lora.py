@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib.util
 
 import torch
+from harness import Case
 from torch import nn
 
-from harness import Case
 from skelang.lm.lora import LoRALinear
 
 
@@ -26,8 +26,10 @@ def _step(layer, x, grad_y):
 def _peft_layer(base: nn.Linear, r: int, alpha: float, dropout: float) -> nn.Module:
     from peft import LoraConfig, inject_adapter_in_model
 
-    model = inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=["layer"]),
-                                    nn.ModuleDict({"layer": base}))
+    model = inject_adapter_in_model(
+        LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=["layer"]),
+        nn.ModuleDict({"layer": base}),
+    )
     return model["layer"]
 
 
@@ -41,18 +43,37 @@ def cases(config: dict, device: torch.device) -> list[Case]:
             base = nn.Linear(features_in, features_out, device=device)
             x = torch.randn(tokens, features_in, device=device, requires_grad=True)
             grad_y = torch.randn(tokens, features_out, device=device)
-            layers = {backend: LoRALinear(base, r, 2 * r, config["dropout"], backend=backend).train()
-                      for backend in ("cpp", "reference")}
+            layers = {
+                backend: LoRALinear(base, r, 2 * r, config["dropout"], backend=backend).train()
+                for backend in ("cpp", "reference")
+            }
             frozen = nn.Linear(features_in, features_out, device=device).requires_grad_(False)
             params = f"{shape['name']} tokens={tokens} {features_in}->{features_out} r={r}"
-            peft = _peft_layer(nn.Linear(features_in, features_out, device=device), r, 2 * r,
-                               config["dropout"]).train() if has_peft else None
+            peft = (
+                _peft_layer(nn.Linear(features_in, features_out, device=device), r, 2 * r, config["dropout"]).train()
+                if has_peft
+                else None
+            )
             flops = 2 * tokens * features_in * features_out * 2 + 2 * tokens * r * (features_in + features_out) * 3
-            out.append(Case(name="LoRA layer step", params=params, flops=flops,
-                            skelang=_step(layers["cpp"], x, grad_y), reference=_step(layers["reference"], x, grad_y),
-                            peer=_step(peft, x, grad_y) if peft is not None else None,
-                            peer_name="peft" if peft is not None else ""))
+            out.append(
+                Case(
+                    name="LoRA layer step",
+                    params=params,
+                    flops=flops,
+                    skelang=_step(layers["cpp"], x, grad_y),
+                    reference=_step(layers["reference"], x, grad_y),
+                    peer=_step(peft, x, grad_y) if peft is not None else None,
+                    peer_name="peft" if peft is not None else "",
+                )
+            )
             if r == config["ranks"][1 if len(config["ranks"]) > 1 else 0]:
-                out.append(Case(name="LoRA vs frozen base", params=params, flops=flops,
-                                skelang=_step(layers["cpp"], x, grad_y), reference=_step(frozen, x, grad_y)))
+                out.append(
+                    Case(
+                        name="LoRA vs frozen base",
+                        params=params,
+                        flops=flops,
+                        skelang=_step(layers["cpp"], x, grad_y),
+                        reference=_step(frozen, x, grad_y),
+                    )
+                )
     return out

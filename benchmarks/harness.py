@@ -13,7 +13,7 @@ import ctypes.util
 import dataclasses
 import gc
 import platform
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.utils.benchmark as tb
@@ -163,8 +163,7 @@ def measure_case_memory(case: Case, device: torch.device) -> dict:
         row["memory_ratio"] = row["skelang_peak_mib"] / row["reference_peak_mib"]
     else:
         row["memory_ratio"] = None
-    row["saved_ratio"] = (row["skelang_saved_mib"] / row["reference_saved_mib"]
-                          if row["reference_saved_mib"] else None)
+    row["saved_ratio"] = row["skelang_saved_mib"] / row["reference_saved_mib"] if row["reference_saved_mib"] else None
     return row
 
 
@@ -184,26 +183,62 @@ def format_table(rows: list[dict]) -> str:
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
 
-    header = ("case", "params", "skelang ms", "ref ms", "speedup", "samples/s", "ref samples/s", "GFLOP/s",
-              "% peak", "skelang MiB", "ref MiB", "mem ratio", "saved MiB", "ref saved", "saved ratio",
-              "peer", "peer ms", "vs peer", "peer MiB", "peer saved")
+    header = (
+        "case",
+        "params",
+        "skelang ms",
+        "ref ms",
+        "speedup",
+        "samples/s",
+        "ref samples/s",
+        "GFLOP/s",
+        "% peak",
+        "skelang MiB",
+        "ref MiB",
+        "mem ratio",
+        "saved MiB",
+        "ref saved",
+        "saved ratio",
+        "peer",
+        "peer ms",
+        "vs peer",
+        "peer MiB",
+        "peer saved",
+    )
     lines = [header]
     for r in rows:
-        lines.append((r["name"], r["params"], fmt(r["skelang_ms"], ".2f"), fmt(r["reference_ms"], ".2f"),
-                      fmt(r["speedup"], ".2f") + "x", fmt(r.get("skelang_samples_per_s"), ".1f"),
-                      fmt(r.get("reference_samples_per_s"), ".1f"), fmt(r["skelang_gflops"], ".1f"),
-                      fmt(r["skelang_fraction_of_peak"] and 100 * r["skelang_fraction_of_peak"], ".1f"),
-                      fmt(r["skelang_peak_mib"], ".1f"),
-                      fmt(r["reference_peak_mib"], ".1f"), fmt(r["memory_ratio"], ".2f"),
-                      fmt(r.get("skelang_saved_mib"), ".1f"), fmt(r.get("reference_saved_mib"), ".1f"),
-                      fmt(r.get("saved_ratio"), ".2f"), r.get("peer") or "-",
-                      fmt(r.get("peer_ms"), ".2f"), fmt(r.get("peer_speedup"), ".2f") + ("x" if r.get("peer_speedup") else ""),
-                      fmt(r.get("peer_peak_mib"), ".1f"), fmt(r.get("peer_saved_mib"), ".1f")))
+        lines.append(
+            (
+                r["name"],
+                r["params"],
+                fmt(r["skelang_ms"], ".2f"),
+                fmt(r["reference_ms"], ".2f"),
+                fmt(r["speedup"], ".2f") + "x",
+                fmt(r.get("skelang_samples_per_s"), ".1f"),
+                fmt(r.get("reference_samples_per_s"), ".1f"),
+                fmt(r["skelang_gflops"], ".1f"),
+                fmt(r["skelang_fraction_of_peak"] and 100 * r["skelang_fraction_of_peak"], ".1f"),
+                fmt(r["skelang_peak_mib"], ".1f"),
+                fmt(r["reference_peak_mib"], ".1f"),
+                fmt(r["memory_ratio"], ".2f"),
+                fmt(r.get("skelang_saved_mib"), ".1f"),
+                fmt(r.get("reference_saved_mib"), ".1f"),
+                fmt(r.get("saved_ratio"), ".2f"),
+                r.get("peer") or "-",
+                fmt(r.get("peer_ms"), ".2f"),
+                fmt(r.get("peer_speedup"), ".2f") + ("x" if r.get("peer_speedup") else ""),
+                fmt(r.get("peer_peak_mib"), ".1f"),
+                fmt(r.get("peer_saved_mib"), ".1f"),
+            )
+        )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     out = []
     for k, line in enumerate(lines):
-        out.append("  ".join(str(cell).ljust(w) if i < 2 else str(cell).rjust(w)
-                             for i, (cell, w) in enumerate(zip(line, widths))))
+        out.append(
+            "  ".join(
+                str(cell).ljust(w) if i < 2 else str(cell).rjust(w) for i, (cell, w) in enumerate(zip(line, widths))
+            )
+        )
         if k == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)

@@ -32,16 +32,14 @@ def load_config(path: Path, quick: bool) -> dict:
     return config
 
 
-def run(config_path: Path = DEFAULT_CONFIG, quick: bool = False, only: str | None = None,
-        device: str = "cpu") -> dict:
+def run(config_path: Path = DEFAULT_CONFIG, quick: bool = False, only: str | None = None, device: str = "cpu") -> dict:
     sys.path.insert(0, str(BENCHMARKS_DIR))
     import harness
 
     config = load_config(Path(config_path), quick)
     min_run_time = float(config.pop("min_run_time", 1.0))
     dev = torch.device(device)
-    peak = harness.machine_peak_gflops(dev, size=512 if quick else 2048,
-                                       min_run_time=min(1.0, 4 * min_run_time))
+    peak = harness.machine_peak_gflops(dev, size=512 if quick else 2048, min_run_time=min(1.0, 4 * min_run_time))
     cases = []
     for module_path in sorted(BENCHMARKS_DIR.glob("bench_*.py")):
         name = module_path.stem.removeprefix("bench_")
@@ -79,8 +77,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     else:
         import harness
 
-        print(f"{report['machine']}, torch {report['torch']}, peak {report['peak_gflops_fp32_matmul']:.1f} "
-              f"GFLOP/s (float32 matmul); speedup = reference time / skelang time")
+        print(
+            f"{report['machine']}, torch {report['torch']}, peak {report['peak_gflops_fp32_matmul']:.1f} "
+            f"GFLOP/s (float32 matmul); speedup = reference time / skelang time"
+        )
         print(harness.format_table(report["results"]))
     return 0
 

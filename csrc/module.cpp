@@ -34,16 +34,21 @@ std::map<std::string, std::vector<std::string>> registered_ops() {
 
 PYBIND11_MODULE(_C, module) {
   module.doc() = "skelang's C++ core: operators in torch.ops.skelang, and build information";
-  module.def("torch_version", [] { return std::string(SKELANG_TORCH_VERSION); },
-        "The torch version this extension was compiled against.");
-  module.def("with_cuda", [] {
+  module.def(
+      "torch_version", [] { return std::string(SKELANG_TORCH_VERSION); },
+      "The torch version this extension was compiled against.");
+  module.def(
+      "with_cuda",
+      [] {
 #ifdef SKELANG_WITH_CUDA
-    return true;
+        return true;
 #else
-    return false;
+        return false;
 #endif
-  }, "Whether the CUDA kernels were compiled into this build.");
-  module.def("registered_ops", &registered_ops,
-        "skelang operator names mapped to the devices (CPU, CUDA) that have kernels for them.");
+      },
+      "Whether the CUDA kernels were compiled into this build.");
+  module.def(
+      "registered_ops", &registered_ops,
+      "skelang operator names mapped to the devices (CPU, CUDA) that have kernels for them.");
   skelang::bind_data(module);
 }

@@ -65,9 +65,37 @@ def synthetic_vst_run(synthetic_hglnet_run, tmp_path_factory):
 
     encoder_run, _ = synthetic_hglnet_run
     folder = tmp_path_factory.mktemp("synthetic_vst")
-    config = {**SYNTHETIC_HGLNET, "train": {**SYNTHETIC_HGLNET["train"], "epochs": 4, "eval_every": 4},
-              "stage": "vst", "vst": {"num_codes": 512, "code_dim": 32, "decay": 0.95, "dead_threshold": 0.2,
-                      "segment_length": 2, "switch_penalty": 0.1, "encoder_run": str(encoder_run)}}
+    config = {
+        **SYNTHETIC_HGLNET,
+        "train": {**SYNTHETIC_HGLNET["train"], "epochs": 4, "eval_every": 4},
+        "stage": "vst",
+        "vst": {
+            "num_codes": 512,
+            "code_dim": 32,
+            "decay": 0.95,
+            "dead_threshold": 0.2,
+            "segment_length": 2,
+            "switch_penalty": 0.1,
+            "encoder_run": str(encoder_run),
+        },
+    }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     metrics = train(load_config(folder / "config.yaml"), folder / "run", progress=False)
     return folder / "run", metrics
+
+
+# Tests that train (or read a trained run), run the real language model or spawn the benchmarks
+# are marked slow: `make test-fast` (pytest -m "not slow") skips them.
+SLOW_FIXTURES = {"synthetic_hglnet_run", "synthetic_vst_run", "synthetic_ssf_run", "synthetic_lm_run", "joint_lm_run",
+                 "smollm2", "finished_run"}
+SLOW_TESTS = {"test_bench_quick_json_reports_ratios", "test_train_and_eval_commands", "test_eval_zero_shot_command",
+              "test_ddp_ranks_end_with_identical_codebooks", "test_shipped_configs_by_name_and_the_config_commands",
+              "test_resume_reaches_the_same_weights", "test_the_language_model_loss_reaches_the_encoder",
+              "test_default_loads_offline_without_writing_a_cache", "test_convert_nw_ucla_test_split_and_load_fast"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SLOW_FIXTURES or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO_ROOT
 
 import skelang
-from conftest import REPO_ROOT
 
 
 def test_extension_registers_the_skelang_library():
@@ -34,8 +34,9 @@ def test_torch_mismatch_names_both_versions():
 
 def test_import_fails_cleanly_with_another_torch(tmp_path):
     # A fresh interpreter whose torch reports another version must refuse to load _C.
-    code = ("import torch; torch.__version__ = '9.9.9'\n"
-            "try:\n    import skelang\nexcept ImportError as e:\n    print(e)\n")
+    code = (
+        "import torch; torch.__version__ = '9.9.9'\ntry:\n    import skelang\nexcept ImportError as e:\n    print(e)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "built against torch" in out and "9.9.9 is installed" in out
 
@@ -44,10 +45,14 @@ def test_import_fails_cleanly_with_another_torch(tmp_path):
 def test_missing_shared_data_skips_or_fails(tmp_path, required, outcome):
     test_file = tmp_path / "test_needs_data.py"
     test_file.write_text(
-        "from conftest import require_shared_data\n"
-        "def test_it():\n    require_shared_data('no/such/file.json')\n")
-    env = {"PATH": "/usr/bin:/bin", "SKELANG_REQUIRE_SHARED_DATA": required,
-           "PYTHONPATH": str(REPO_ROOT / "tests")}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
-                            capture_output=True, text=True, env=env, cwd=tmp_path)
+        "from conftest import require_shared_data\ndef test_it():\n    require_shared_data('no/such/file.json')\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "SKELANG_REQUIRE_SHARED_DATA": required, "PYTHONPATH": str(REPO_ROOT / "tests")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert f"1 {outcome}" in result.stdout, result.stdout

@@ -7,10 +7,10 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from skelang.data.bvh import (CMU_SCALE, hierarchy_layout_name, nearest_frames, parse_bvh,
-                              read_bvh)
+from skelang.data.bvh import CMU_SCALE, hierarchy_layout_name, nearest_frames, parse_bvh, read_bvh
 from skelang.data.layouts import get_layout
 
 # Hips -> Upper -> Lower -> End Site, offsets +y, +x, +y, +z. Frames: 0 root moved by +10 x;
@@ -49,13 +49,16 @@ XYZ = {"upper_channels": "Xrotation Yrotation Zrotation", "upper_angles": "90 0 
 
 # (T, joints + End Site, 3) by hand. Rz(90): x -> y, y -> -x; Rx(90): y -> z, z -> -y;
 # Ry(90): x -> -z, z -> x.
-EXPECTED_ZXY = np.array([
-    [[10, 1, 0], [11, 1, 0], [11, 3, 0], [11, 3, 3]],
-    [[0, 1, 0], [0, 2, 0], [-2, 2, 0], [-2, 2, 3]],
-    # Rz @ Rx: Lower's offset (0, 2, 0) -> (0, 0, 2); the End Site's (0, 0, 3) -> (3, 0, 0).
-    [[0, 1, 0], [1, 1, 0], [1, 1, 2], [4, 1, 2]],
-    [[0, 1, 0], [0, 1, -1], [0, 3, -1], [3, 3, -1]],
-], dtype=np.float64)
+EXPECTED_ZXY = np.array(
+    [
+        [[10, 1, 0], [11, 1, 0], [11, 3, 0], [11, 3, 3]],
+        [[0, 1, 0], [0, 2, 0], [-2, 2, 0], [-2, 2, 3]],
+        # Rz @ Rx: Lower's offset (0, 2, 0) -> (0, 0, 2); the End Site's (0, 0, 3) -> (3, 0, 0).
+        [[0, 1, 0], [1, 1, 0], [1, 1, 2], [4, 1, 2]],
+        [[0, 1, 0], [0, 1, -1], [0, 3, -1], [3, 3, -1]],
+    ],
+    dtype=np.float64,
+)
 # Rx @ Rz: (0, 2, 0) -> (-2, 0, 0); (0, 0, 3) -> (0, -3, 0). The other frames are the same.
 EXPECTED_XYZ_FRAME_2 = np.array([[0, 1, 0], [1, 1, 0], [-1, 1, 0], [-1, -2, 0]], dtype=np.float64)
 
@@ -69,8 +72,7 @@ def write(tmp_path, text: str | bytes, name: str = "tiny.bvh"):
 
 
 def tiny(order=ZXY) -> str:
-    return TINY.replace("{upper_channels}", order["upper_channels"]).replace(
-        "{upper_angles}", order["upper_angles"])
+    return TINY.replace("{upper_channels}", order["upper_channels"]).replace("{upper_angles}", order["upper_angles"])
 
 
 def test_tiny_hierarchy_by_hand(tmp_path):
@@ -78,15 +80,13 @@ def test_tiny_hierarchy_by_hand(tmp_path):
     assert bvh.joint_names == ["Hips", "Upper", "Lower"]
     assert bvh.parents.tolist() == [-1, 0, 1]
     assert bvh.offsets.tolist() == [[0, 1, 0], [1, 0, 0], [0, 2, 0]]
-    assert bvh.channels[0] == ["Xposition", "Yposition", "Zposition",
-                               "Zrotation", "Yrotation", "Xrotation"]
+    assert bvh.channels[0] == ["Xposition", "Yposition", "Zposition", "Zrotation", "Yrotation", "Xrotation"]
     assert bvh.channels[1] == ["Zrotation", "Xrotation", "Yrotation"]
     assert bvh.end_site_parents.tolist() == [2] and bvh.end_site_offsets.tolist() == [[0, 0, 3]]
     assert bvh.frame_time == 0.0083333 and bvh.fps == 120.0
     assert bvh.motion.shape == (4, 12) and bvh.motion.dtype == np.float64
     np.testing.assert_allclose(bvh.positions(), EXPECTED_ZXY[:, :3], rtol=0, atol=1e-9)
-    np.testing.assert_allclose(bvh.positions(include_end_sites=True), EXPECTED_ZXY,
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(bvh.positions(include_end_sites=True), EXPECTED_ZXY, rtol=0, atol=1e-9)
 
 
 def test_channel_order_matters(tmp_path):
@@ -99,20 +99,24 @@ def test_channel_order_matters(tmp_path):
 
 def _rotation(axis: str, degrees: float) -> np.ndarray:
     c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    return {"X": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]),
-            "Y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
-            "Z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
+    return {
+        "X": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]),
+        "Y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+        "Z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]),
+    }[axis]
 
 
 def test_matches_a_per_frame_4x4_chain(tmp_path):
     """Random angles and positions, position channels on a child too: the vectorised
     kinematics equal parent global @ translate(offset + positions) @ rotations, frame by
     frame with homogeneous matrices."""
-    text = tiny().replace("CHANNELS 3 Zrotation Xrotation Yrotation\n    JOINT Lower",
-                          "CHANNELS 4 Zrotation Xposition Xrotation Yrotation\n    JOINT Lower")
+    text = tiny().replace(
+        "CHANNELS 3 Zrotation Xrotation Yrotation\n    JOINT Lower",
+        "CHANNELS 4 Zrotation Xposition Xrotation Yrotation\n    JOINT Lower",
+    )
     rows = np.random.default_rng(0).uniform(-180, 180, size=(5, 13))
     motion = "\n".join(" ".join(f"{v:.6f}" for v in row) for row in rows)
-    text = text[:text.index("Frames:")] + f"Frames: 5\nFrame Time: 0.04\n{motion}\n"
+    text = text[: text.index("Frames:")] + f"Frames: 5\nFrame Time: 0.04\n{motion}\n"
     bvh = parse_bvh(write(tmp_path, text))
     assert bvh.fps == 25.0
     expected = np.empty((5, 4, 3))
@@ -133,20 +137,23 @@ def test_matches_a_per_frame_4x4_chain(tmp_path):
             globals_.append(local if parent == -1 else globals_[parent] @ local)
             expected[t, joint] = globals_[joint][:3, 3]
         expected[t, 3] = (globals_[2] @ np.array([0, 0, 3, 1]))[:3]
-    np.testing.assert_allclose(bvh.positions(include_end_sites=True), expected,
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(bvh.positions(include_end_sites=True), expected, rtol=0, atol=1e-9)
 
 
 def test_read_bvh_sequence_layout_and_end_sites(tmp_path):
     path = write(tmp_path, tiny())
     sequence = read_bvh(path, scale=1.0)
     assert sequence.data.shape == (3, 4, 3, 1) and sequence.data.dtype == np.float32
-    np.testing.assert_allclose(sequence.data[..., 0].transpose(1, 2, 0), EXPECTED_ZXY[:, :3],
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(sequence.data[..., 0].transpose(1, 2, 0), EXPECTED_ZXY[:, :3], rtol=0, atol=1e-6)
     assert sequence.label is None
-    assert sequence.meta == {"source": str(path), "name": "tiny", "fps": 120.0,
-                             "frame_time": 0.0083333, "joint_names": ["Hips", "Upper", "Lower"],
-                             "parents": [-1, 0, 1]}
+    assert sequence.meta == {
+        "source": str(path),
+        "name": "tiny",
+        "fps": 120.0,
+        "frame_time": 0.0083333,
+        "joint_names": ["Hips", "Upper", "Lower"],
+        "parents": [-1, 0, 1],
+    }
     assert re.fullmatch(r"bvh-3-[0-9a-f]{8}", sequence.layout)
     assert get_layout(sequence.layout).parents == (-1, 0, 1)
     assert read_bvh(path).layout == sequence.layout  # registered once, then reused
@@ -157,8 +164,7 @@ def test_read_bvh_sequence_layout_and_end_sites(tmp_path):
     assert with_ends.meta["joint_names"] == ["Hips", "Upper", "Lower", "Lower_end"]
     assert get_layout(with_ends.layout).parents == (-1, 0, 1, 2)
     assert with_ends.layout.startswith("bvh-4-")
-    np.testing.assert_allclose(with_ends.data[..., 0].transpose(1, 2, 0), EXPECTED_ZXY,
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(with_ends.data[..., 0].transpose(1, 2, 0), EXPECTED_ZXY, rtol=0, atol=1e-6)
 
 
 def test_crlf_tabs_and_spacing(tmp_path):
@@ -247,8 +253,12 @@ def test_cmu_layout(cmu):
     assert layout.centre == index("Hips")
     assert layout.spine == (index("Hips"), index("Chest"))
     assert layout.shoulders == (index("LeftShoulder"), index("RightShoulder"))
-    for pair in [("LeftHip", "RightHip"), ("LHipJoint", "RHipJoint"), ("LThumb", "RThumb"),
-                 ("LeftWrist", "RightWrist")]:
+    for pair in [
+        ("LeftHip", "RightHip"),
+        ("LHipJoint", "RHipJoint"),
+        ("LThumb", "RThumb"),
+        ("LeftWrist", "RightWrist"),
+    ]:
         assert (index(pair[0]), index(pair[1])) in layout.left_right
 
 
@@ -259,6 +269,7 @@ def test_cmu_target_fps(cmu, shared_data):
 
 
 # --- malformed input --------------------------------------------------------------------
+
 
 def error_line(path, error) -> int:
     """The line number of a "<path>:<line>: <what>" error."""
@@ -283,36 +294,39 @@ LINES = tiny().splitlines()
 
 def edited(line: int, new: str | None) -> str:
     """The tiny file with its 1-based `line` replaced by `new` (None deletes it)."""
-    lines = LINES[:line - 1] + ([] if new is None else [new]) + LINES[line:]
+    lines = LINES[: line - 1] + ([] if new is None else [new]) + LINES[line:]
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("text, line, message", [
-    (edited(7, None), 7, "expected '{' after JOINT Upper, found 'OFFSET'"),  # JOINT Upper's {
-    (edited(20, None), 20, "found 'MOTION'"),  # the root's closing brace
-    (edited(19, "  }\n  }"), 21, "expected 'MOTION' after the hierarchy, found '}'"),
-    (edited(9, "    CHANNELS 3 Zrotation Xrotation"), 9, "declares 3 channels but lists 2"),
-    (edited(9, "    CHANNELS 2 Zrotation Xrotation Yrotation"), 9, "declares 2 channels"),
-    (edited(9, "    CHANNELS 3 Zrotation Xrotation Wrotation"), 9, "unknown channel 'Wrotation'"),
-    (edited(9, "    ROTATION 0 0 0"), 9, "expected OFFSET, CHANNELS, JOINT, End Site or '}'"),
-    (edited(14, "      End Joint"), 14, "expected 'Site' after End, found 'Joint'"),
-    (edited(16, "        CHANNELS 1 Xrotation"), 16, "expected OFFSET or '}' in End Site"),
-    (edited(8, "    OFFSET 1 0"), 8, "expected 3 numbers after OFFSET, found 2"),
-    (edited(8, "    OFFSET 1 nan 0"), 8, "'nan' is not a finite number"),
-    (edited(8, None), 18, "JOINT Upper (line 6) has no OFFSET"),
-    (edited(10, "    JOINT Hips"), 10, "joint name 'Hips' is used twice"),
-    (edited(1, "HIERARCHY;"), 1, "expected 'HIERARCHY' at the start of the file"),
-    (edited(22, "Frames: four"), 22, "'four' is not a frame count"),
-    (edited(22, "Frames: 5"), 22, "'Frames: 5' but 4 rows of values follow (truncated?)"),
-    (edited(22, "Frames: 3"), 22, "'Frames: 3' but 4 rows of values follow"),
-    (edited(23, "Frame Time: 0"), 23, "frame time '0' is not a positive number"),
-    (edited(23, None), 23, "expected 'Frame Time: <seconds>'"),
-    (edited(26, "0 0 0   0 0 0   90 90 0 0 0"), 26, "expected 12 values"),
-    (edited(26, "0 0 0   0 0 0   90 90 0 0 0 0 0"), 26, "expected 12 values"),
-    (edited(25, "0 0 0   nan 0 0  0 0 0   0 0 0"), 25, "NaN or infinite"),
-    (edited(25, "0 0 0   -inf 0 0  0 0 0   0 0 0"), 25, "NaN or infinite"),
-    (edited(25, "0 0 0   9O 0 0  0 0 0   0 0 0"), 25, "non-numeric"),
-])
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        (edited(7, None), 7, "expected '{' after JOINT Upper, found 'OFFSET'"),  # JOINT Upper's {
+        (edited(20, None), 20, "found 'MOTION'"),  # the root's closing brace
+        (edited(19, "  }\n  }"), 21, "expected 'MOTION' after the hierarchy, found '}'"),
+        (edited(9, "    CHANNELS 3 Zrotation Xrotation"), 9, "declares 3 channels but lists 2"),
+        (edited(9, "    CHANNELS 2 Zrotation Xrotation Yrotation"), 9, "declares 2 channels"),
+        (edited(9, "    CHANNELS 3 Zrotation Xrotation Wrotation"), 9, "unknown channel 'Wrotation'"),
+        (edited(9, "    ROTATION 0 0 0"), 9, "expected OFFSET, CHANNELS, JOINT, End Site or '}'"),
+        (edited(14, "      End Joint"), 14, "expected 'Site' after End, found 'Joint'"),
+        (edited(16, "        CHANNELS 1 Xrotation"), 16, "expected OFFSET or '}' in End Site"),
+        (edited(8, "    OFFSET 1 0"), 8, "expected 3 numbers after OFFSET, found 2"),
+        (edited(8, "    OFFSET 1 nan 0"), 8, "'nan' is not a finite number"),
+        (edited(8, None), 18, "JOINT Upper (line 6) has no OFFSET"),
+        (edited(10, "    JOINT Hips"), 10, "joint name 'Hips' is used twice"),
+        (edited(1, "HIERARCHY;"), 1, "expected 'HIERARCHY' at the start of the file"),
+        (edited(22, "Frames: four"), 22, "'four' is not a frame count"),
+        (edited(22, "Frames: 5"), 22, "'Frames: 5' but 4 rows of values follow (truncated?)"),
+        (edited(22, "Frames: 3"), 22, "'Frames: 3' but 4 rows of values follow"),
+        (edited(23, "Frame Time: 0"), 23, "frame time '0' is not a positive number"),
+        (edited(23, None), 23, "expected 'Frame Time: <seconds>'"),
+        (edited(26, "0 0 0   0 0 0   90 90 0 0 0"), 26, "expected 12 values"),
+        (edited(26, "0 0 0   0 0 0   90 90 0 0 0 0 0"), 26, "expected 12 values"),
+        (edited(25, "0 0 0   nan 0 0  0 0 0   0 0 0"), 25, "NaN or infinite"),
+        (edited(25, "0 0 0   -inf 0 0  0 0 0   0 0 0"), 25, "NaN or infinite"),
+        (edited(25, "0 0 0   9O 0 0  0 0 0   0 0 0"), 25, "non-numeric"),
+    ],
+)
 def test_malformed_input_names_the_line(tmp_path, text, line, message):
     path = write(tmp_path, text)
     with pytest.raises(ValueError, match=re.escape(message)) as error:
@@ -320,8 +334,9 @@ def test_malformed_input_names_the_line(tmp_path, text, line, message):
     assert error_line(path, error.value) == line
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty file"), (b" \r\n\t\n", "empty file"), (b"HIERARCHY\xff\n", "not UTF-8")])
+@pytest.mark.parametrize(
+    "data, message", [(b"", "empty file"), (b" \r\n\t\n", "empty file"), (b"HIERARCHY\xff\n", "not UTF-8")]
+)
 def test_empty_and_binary_files(tmp_path, data, message):
     path = write(tmp_path, data)
     with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: {message}"):
@@ -335,21 +350,44 @@ def test_deep_nesting_is_not_a_recursion(tmp_path):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, len(tiny())), st.integers(0, 4),
-                          st.sampled_from(["", "{", "}", "\n", " ", "nan", "9", "-", ".",
-                                           "JOINT", "End Site", "OFFSET", "CHANNELS 1",
-                                           "MOTION", "Frames: 9"])),
-                min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, len(tiny())),
+            st.integers(0, 4),
+            st.sampled_from(
+                [
+                    "",
+                    "{",
+                    "}",
+                    "\n",
+                    " ",
+                    "nan",
+                    "9",
+                    "-",
+                    ".",
+                    "JOINT",
+                    "End Site",
+                    "OFFSET",
+                    "CHANNELS 1",
+                    "MOTION",
+                    "Frames: 9",
+                ]
+            ),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_random_edits_fail_cleanly(tmp_path_factory, edits):
     """Cutting and inserting anywhere gives a BvhMotion or a ValueError, never another error."""
     text = tiny()
     for position, cut, insert in edits:
-        text = text[:position] + insert + text[position + cut:]
+        text = text[:position] + insert + text[position + cut :]
     path = write(tmp_path_factory.mktemp("fuzz"), text)
     try:
         bvh = parse_bvh(path)
     except ValueError as error:
         assert str(error).startswith(str(path))
     else:
-        assert bvh.positions(include_end_sites=True).shape[1] == len(bvh.joint_names) + len(
-            bvh.end_site_parents)
+        assert bvh.positions(include_end_sites=True).shape[1] == len(bvh.joint_names) + len(bvh.end_site_parents)

@@ -39,11 +39,22 @@ def test_bench_quick_json_reports_ratios():
     rows = report["results"]
     aggregate = [r for r in rows if r["name"].startswith("graph_aggregate")]
     assert {r["params"].split("A=")[1] for r in aggregate} == {
-        "shared", "per_channel", "per_sample", "per_sample_channel"}
+        "shared",
+        "per_channel",
+        "per_sample",
+        "per_sample_channel",
+    }
     assert {"ntu .skeleton parse", "ntu read + preprocess"} <= {r["name"] for r in rows}
-    assert {"composite_aggregate fwd+bwd", "hglnet training step", "ctrgcn training step",
-            "quantizer step (search + EMA)", "LoRA layer step", "LoRA vs frozen base",
-            "contrastive_alignment_loss fwd+bwd", "cross_modal_attention fwd+bwd"} <= {r["name"] for r in rows}
+    assert {
+        "composite_aggregate fwd+bwd",
+        "hglnet training step",
+        "ctrgcn training step",
+        "quantizer step (search + EMA)",
+        "LoRA layer step",
+        "LoRA vs frozen base",
+        "contrastive_alignment_loss fwd+bwd",
+        "cross_modal_attention fwd+bwd",
+    } <= {r["name"] for r in rows}
     composite = next(r for r in rows if r["name"] == "composite_aggregate fwd+bwd")
     assert composite["skelang_saved_mib"] < composite["reference_saved_mib"]  # no (N, K, C, V, V) topology kept
     for r in rows:

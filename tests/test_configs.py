@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 import pytest
+import yaml
 
 from skelang.encoder import encoder_config
 from skelang.runs import load_config
@@ -28,9 +27,22 @@ def test_config_resolves(path):
 
 def test_every_family_has_a_config():
     names = {p.stem for p in CONFIGS}
-    for expected in ("synthetic_stgcn", "synthetic_vst", "synthetic_ssf", "nw_ucla_ctrgcn", "nw_ucla_hglnet",
-                     "nw_ucla_vst", "nw_ucla_ssf", "nw_ucla_zeroshot_ssf", "ntu60_xsub_hglnet", "ntu60_xsub_ctrgcn",
-                     "ntu120_xsub_hglnet", "ntu120_xsub_ctrgcn", "ntu60_xsub_ssf", "ntu60_zeroshot_ssf"):
+    for expected in (
+        "synthetic_stgcn",
+        "synthetic_vst",
+        "synthetic_ssf",
+        "nw_ucla_ctrgcn",
+        "nw_ucla_hglnet",
+        "nw_ucla_vst",
+        "nw_ucla_ssf",
+        "nw_ucla_zeroshot_ssf",
+        "ntu60_xsub_hglnet",
+        "ntu60_xsub_ctrgcn",
+        "ntu120_xsub_hglnet",
+        "ntu120_xsub_ctrgcn",
+        "ntu60_xsub_ssf",
+        "ntu60_zeroshot_ssf",
+    ):
         assert expected in names
 
 
@@ -51,11 +63,13 @@ def test_yaml_1_2_numbers_in_files_and_overrides(tmp_path):
 def test_every_section_names_unknown_keys_with_a_suggestion(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(BASE))
-    for override, message in [("model.chanels=[8]", "unknown key model.chanels (did you mean model.channels?)"),
-                              ("data.augmentation.rotation=5", "did you mean data.augmentation.rotation_degrees?"),
-                              ("stage=ssf", "ssf.descriptions: expected a set of action descriptions"),
-                              ("vst.num_codes=8", "vst: a section of stage vst, but this config's stage is encoder"),
-                              ("stage=vst vst.num_cods=8", "unknown key vst.num_cods (did you mean vst.num_codes?)")]:
+    for override, message in [
+        ("model.chanels=[8]", "unknown key model.chanels (did you mean model.channels?)"),
+        ("data.augmentation.rotation=5", "did you mean data.augmentation.rotation_degrees?"),
+        ("stage=ssf", "ssf.descriptions: expected a set of action descriptions"),
+        ("vst.num_codes=8", "vst: a section of stage vst, but this config's stage is encoder"),
+        ("stage=vst vst.num_cods=8", "unknown key vst.num_cods (did you mean vst.num_codes?)"),
+    ]:
         with pytest.raises(ValueError) as error:
             load_config(path, override.split())
         assert message in str(error.value)
@@ -65,14 +79,20 @@ def test_configs_of_earlier_versions_are_converted(tmp_path):
     """Stages switched by ssf/vst/lm.enabled with every section present (an old config.yaml)."""
     from skelang.runs.config import resolve_config
 
-    old = {**BASE, "vst": {"enabled": True, "num_codes": 8, "encoder_run": "runs/x"},
-           "ssf": {"enabled": False, "descriptions": None}, "lm": {"enabled": False, "joint": {"enabled": False}}}
+    old = {
+        **BASE,
+        "vst": {"enabled": True, "num_codes": 8, "encoder_run": "runs/x"},
+        "ssf": {"enabled": False, "descriptions": None},
+        "lm": {"enabled": False, "joint": {"enabled": False}},
+    }
     config = resolve_config(old)
     assert config["stage"] == "vst" and config["vst"]["num_codes"] == 8 and "ssf" not in config and "lm" not in config
     assert resolve_config({**BASE, "vst": {"enabled": False, "num_codes": 3}})["stage"] == "encoder"
     with pytest.raises(ValueError, match="train one stage at a time"):
         resolve_config({**BASE, "vst": {"enabled": True}, "ssf": {"enabled": True, "descriptions": "synthetic"}})
-    lm = resolve_config({"data": BASE["data"], "model": {}, "lm": {"enabled": True, "vst_run": "r", "descriptions": "x"}})
+    lm = resolve_config(
+        {"data": BASE["data"], "model": {}, "lm": {"enabled": True, "vst_run": "r", "descriptions": "x"}}
+    )
     assert lm["stage"] == "lm" and "model" not in lm
 
 
@@ -85,8 +105,9 @@ def test_shipped_configs_by_name_and_the_config_commands(tmp_path):
     with pytest.raises(ValueError, match="no shipped config of that name"):
         load_config("no_such_config")
     skelang = [sys.executable, "-m", "skelang"]
-    shown = subprocess.run(skelang + ["config", "show", "synthetic_stgcn", "optim.lr=5e-4"], capture_output=True,
-                           text=True, cwd=tmp_path)
+    shown = subprocess.run(
+        skelang + ["config", "show", "synthetic_stgcn", "optim.lr=5e-4"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert shown.returncode == 0, shown.stderr
     assert yaml.safe_load(shown.stdout)["optim"]["lr"] == 5e-4
     keys = subprocess.run(skelang + ["config", "keys"], capture_output=True, text=True, cwd=tmp_path)

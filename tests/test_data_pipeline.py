@@ -33,7 +33,11 @@ def test_cache_round_trip(tmp_path):
     assert len(loaded) == len(sequences)
     for original, again in zip(sequences, loaded):
         np.testing.assert_array_equal(original.data, again.data)
-        assert (again.label, again.layout, again.meta["action"]) == (original.label, original.layout, original.meta["action"])
+        assert (again.label, again.layout, again.meta["action"]) == (
+            original.label,
+            original.layout,
+            original.meta["action"],
+        )
     # Written again over itself: replaced whole.
     cache.write_cache(sequences[:3], folder)
     assert len(cache.SequenceCache(folder)) == 3
@@ -84,8 +88,7 @@ def test_detect_format(shared_data):
 
 
 def test_inspect_ntu_lists_the_empty_file(shared_data):
-    result = skelang("data", "inspect", str(shared_data("ntu60/raw_examples")), "--json",
-                     "--benchmark", "ntu60-xsub")
+    result = skelang("data", "inspect", str(shared_data("ntu60/raw_examples")), "--json", "--benchmark", "ntu60-xsub")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["sequences"] == 21 and report["classes"] == 10
@@ -107,8 +110,17 @@ def test_inspect_folder_with_a_bad_file(tmp_path, shared_data):
 
 def test_convert_nw_ucla_test_split_and_load_fast(tmp_path, shared_data):
     out = tmp_path / "ucla-test"
-    result = skelang("data", "convert", str(shared_data("nw-ucla/all_sqe.tar.xz")), "--out", str(out),
-                     "--benchmark", "nw-ucla-view3", "--part", "test")
+    result = skelang(
+        "data",
+        "convert",
+        str(shared_data("nw-ucla/all_sqe.tar.xz")),
+        "--out",
+        str(out),
+        "--benchmark",
+        "nw-ucla-view3",
+        "--part",
+        "test",
+    )
     assert result.returncode == 0, result.stderr
     assert "wrote 464 sequences" in result.stdout
     start = time.perf_counter()
@@ -126,8 +138,13 @@ def test_bad_path_is_a_clear_error(tmp_path):
 
 
 def test_render_gif(tmp_path, shared_data):
-    result = skelang("data", "render", str(shared_data("nw-ucla/raw_examples/a02_s09_e04_v02.json")),
-                     "--out", str(tmp_path / "one.gif"))
+    result = skelang(
+        "data",
+        "render",
+        str(shared_data("nw-ucla/raw_examples/a02_s09_e04_v02.json")),
+        "--out",
+        str(tmp_path / "one.gif"),
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "one.gif").read_bytes()[:6] == b"GIF89a"
     sequence = SyntheticSkeletons(samples_per_class=1, num_frames=4)[0]
@@ -146,9 +163,11 @@ def test_bvh_folder_with_workers_and_its_cache_in_a_new_process(tmp_path, shared
     assert get_layout(sequences[0].layout).num_joints == 31  # registered in this process too
     out = tmp_path / "bvh.cache"
     cache.write_cache(sequences, out)
-    code = ("from skelang.data.cache import SequenceCache\n"
-            "from skelang.data.preprocess import Preprocess\n"
-            f"c = SequenceCache({str(out)!r})\n"
-            "print(len(c), Preprocess(num_frames=8)(c[0]).shape)\n")
+    code = (
+        "from skelang.data.cache import SequenceCache\n"
+        "from skelang.data.preprocess import Preprocess\n"
+        f"c = SequenceCache({str(out)!r})\n"
+        "print(len(c), Preprocess(num_frames=8)(c[0]).shape)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["3", "(3,", "8,", "31,", "1)"]

@@ -11,17 +11,32 @@ import yaml
 
 from skelang.data.nw_ucla import NW_UCLA_CLASSES
 from skelang.data.synthetic import synthetic_class_names
-from skelang.fusion.describe import (DEFAULT_PROMPT, Describer, cache_file_name, describe_samples,
-                                     load_sample_descriptions)
-from skelang.fusion.descriptions import (BODY_PARTS, ActionDescription, ActionDescriptions,
-                                         builtin_descriptions, extend_descriptions, load_descriptions)
+from skelang.fusion.describe import (
+    DEFAULT_PROMPT,
+    Describer,
+    cache_file_name,
+    describe_samples,
+    load_sample_descriptions,
+)
+from skelang.fusion.descriptions import (
+    BODY_PARTS,
+    ActionDescription,
+    ActionDescriptions,
+    builtin_descriptions,
+    extend_descriptions,
+    load_descriptions,
+)
 
 EXPECTED_COUNTS = {"ntu60": 60, "ntu120": 120, "nw-ucla": 10, "synthetic": 15}
 
 
 def _entry(label: int, name: str) -> dict:
-    return {"label": label, "name": name, "description": f"The person does {name}.",
-            "body_parts": {part: f"{part} moves for {name}" for part in BODY_PARTS}}
+    return {
+        "label": label,
+        "name": name,
+        "description": f"The person does {name}.",
+        "body_parts": {part: f"{part} moves for {name}" for part in BODY_PARTS},
+    }
 
 
 def _write(path: Path, document) -> Path:
@@ -30,6 +45,7 @@ def _write(path: Path, document) -> Path:
 
 
 # Built-in descriptions.
+
 
 def test_builtin_names():
     assert builtin_descriptions() == list(EXPECTED_COUNTS)
@@ -73,9 +89,14 @@ def test_ntu_interactions_mention_the_other_person():
 def test_similar_ntu_classes_are_told_apart():
     ntu120 = load_descriptions("ntu120")
     by_name = {entry.name: entry for entry in ntu120}
-    pairs = [("wear a shoe", "take off a shoe"), ("clapping", "rub two hands together"),
-             ("wear jacket", "take off jacket"), ("put on headphone", "take off headphone"),
-             ("sitting down", "standing up (from sitting position)"), ("thumb up", "thumb down")]
+    pairs = [
+        ("wear a shoe", "take off a shoe"),
+        ("clapping", "rub two hands together"),
+        ("wear jacket", "take off jacket"),
+        ("put on headphone", "take off headphone"),
+        ("sitting down", "standing up (from sitting position)"),
+        ("thumb up", "thumb down"),
+    ]
     for first, second in pairs:
         assert first in by_name and second in by_name
         assert by_name[first].description != by_name[second].description
@@ -88,6 +109,7 @@ def test_nw_ucla_and_synthetic_names_match_the_data_modules():
 
 
 # The ActionDescriptions API.
+
 
 def test_texts_kinds():
     descriptions = load_descriptions("ntu120")
@@ -120,10 +142,12 @@ def test_subset_relabels_in_the_given_order():
 
 def test_extend_appends_and_overrides(tmp_path):
     base = load_descriptions("nw-ucla")
-    throw = ActionDescription(0, "throw", "The person hurls a ball overhand.",
-                              {part: f"{part} of the new throw" for part in BODY_PARTS})
-    juggle = ActionDescription(1, "juggle", "The person juggles three balls.",
-                               {part: f"{part} juggling" for part in BODY_PARTS})
+    throw = ActionDescription(
+        0, "throw", "The person hurls a ball overhand.", {part: f"{part} of the new throw" for part in BODY_PARTS}
+    )
+    juggle = ActionDescription(
+        1, "juggle", "The person juggles three balls.", {part: f"{part} juggling" for part in BODY_PARTS}
+    )
     extended = extend_descriptions(base, ActionDescriptions("mine", [throw, juggle]))
     assert len(extended) == 11 and extended.dataset == "nw-ucla"
     assert extended[8].name == "throw" and extended[8].label == 8
@@ -152,6 +176,7 @@ def test_to_yaml_round_trip(tmp_path):
 
 
 # Validation.
+
 
 def test_missing_body_part_names_file_and_entry(tmp_path):
     entry = _entry(1, "jog")
@@ -207,6 +232,7 @@ def test_unknown_source_and_bad_yaml(tmp_path):
 
 
 # The describe step, with a fake vision-language model.
+
 
 class FakeDescriber:
     def __init__(self, model: str = "fake-vlm-1", answer: str = "A person waves; head still; hands wave."):

@@ -32,13 +32,23 @@ def test_presets(kind):
     assert model.features(x).shape == (3, 2, 16, 4, 25)  # (N, M, C', T / 2, V)
 
 
-@pytest.mark.parametrize("switch", [
-    {"gsm": False}, {"gta": False}, {"gsm": False, "gta": False},
-    {"lse_topology": "physical"}, {"lse_topology": "shared"}, {"lse_topology": "composite"},
-    {"ltc_dilations": [1, 2, 3, 4], "channels": [12, 24]}, {"ltc_pool_branch": False, "ltc_pointwise_branch": False},
-    {"temporal_order": "ltc_gta"}, {"temporal_order": "parallel"}, {"dropout": 0.5},
-    {"recompute_attention": True},
-])
+@pytest.mark.parametrize(
+    "switch",
+    [
+        {"gsm": False},
+        {"gta": False},
+        {"gsm": False, "gta": False},
+        {"lse_topology": "physical"},
+        {"lse_topology": "shared"},
+        {"lse_topology": "composite"},
+        {"ltc_dilations": [1, 2, 3, 4], "channels": [12, 24]},
+        {"ltc_pool_branch": False, "ltc_pointwise_branch": False},
+        {"temporal_order": "ltc_gta"},
+        {"temporal_order": "parallel"},
+        {"dropout": 0.5},
+        {"recompute_attention": True},
+    ],
+)
 def test_every_switch_runs(switch):
     _, _, logits = run(switch, layout="kinect_v1_20", bodies=1)
     assert torch.isfinite(logits).all()
@@ -78,7 +88,9 @@ def test_backends_agree_in_training_with_gradients(kind):
 def test_recomputed_attention_gives_the_same_gradients_with_less_kept():
     torch.manual_seed(3)
     plain = build_model({**TINY, "channels": [16, 16]}, 3, 4, "kinect_v1_20", 1).double()
-    recomputed = build_model({**TINY, "channels": [16, 16], "recompute_attention": True}, 3, 4, "kinect_v1_20", 1).double()
+    recomputed = build_model(
+        {**TINY, "channels": [16, 16], "recompute_attention": True}, 3, 4, "kinect_v1_20", 1
+    ).double()
     with torch.no_grad():
         for name, parameter in plain.named_parameters():
             if name.endswith("norm.weight"):
@@ -120,8 +132,10 @@ def test_config_errors_name_the_key():
         encoder_config({"channels": [8, 8], "strides": [1]})
     with pytest.raises(ValueError, match=r"model.attention_heads \(3\) must divide every block's channels"):
         build_model({**TINY, "attention_heads": 3}, 3, 4, "ntu25")
-    for bad, message in ((16, "model.channels: expected a non-empty list of positive integers, got 16"),
-                         ([0, 16], "got [0, 16]")):
+    for bad, message in (
+        (16, "model.channels: expected a non-empty list of positive integers, got 16"),
+        ([0, 16], "got [0, 16]"),
+    ):
         with pytest.raises(ValueError, match=re.escape(message)):
             encoder_config({"channels": bad, "strides": [1, 1]})
     with pytest.raises(ValueError, match=re.escape("model.strides: expected a non-empty list of positive integers")):
@@ -145,10 +159,30 @@ def test_model_profile_command():
     import sys
     from pathlib import Path
 
-    result = subprocess.run([str(Path(sys.executable).parent / "skelang"), "model", "profile", "--type", "ctrgcn",
-                             "--layout", "kinect_v1_20", "--frames", "52", "--bodies", "1", "--classes", "10", "--json"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "skelang"),
+            "model",
+            "profile",
+            "--type",
+            "ctrgcn",
+            "--layout",
+            "kinect_v1_20",
+            "--frames",
+            "52",
+            "--bodies",
+            "1",
+            "--classes",
+            "10",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["parameters"] == sum(p.numel() for p in build_model({"type": "ctrgcn"}, 3, 10, "kinect_v1_20", 1).parameters())
+    assert report["parameters"] == sum(
+        p.numel() for p in build_model({"type": "ctrgcn"}, 3, 10, "kinect_v1_20", 1).parameters()
+    )
     assert report["gflops"] > 0.5

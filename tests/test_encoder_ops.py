@@ -35,9 +35,12 @@ def assert_parity(op, ref, inputs, dtype, *extra):
 
 # --- composite_aggregate ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("shape", [dict(), dict(N=1, K=1, C=1, T=1, V=1, R=1), dict(V=25, T=16, C=8, R=2),
-                                   dict(N=5, K=2, C=16, T=3, V=20, R=8)])
+@pytest.mark.parametrize(
+    "shape",
+    [dict(), dict(N=1, K=1, C=1, T=1, V=1, R=1), dict(V=25, T=16, C=8, R=2), dict(N=5, K=2, C=16, T=3, V=20, R=8)],
+)
 def test_composite_aggregate_parity(dtype, shape):
     assert_parity(ops.composite_aggregate, reference.composite_aggregate, composite_inputs(dtype=dtype, **shape), dtype)
 
@@ -47,8 +50,9 @@ def test_composite_aggregate_gradcheck_and_opcheck():
     assert torch.autograd.gradcheck(ops.composite_aggregate, inputs)
     torch.library.opcheck(torch.ops.skelang.composite_aggregate.default, inputs)
     grad_y = torch.randn(2, 3, 4, 5, dtype=torch.float64)
-    torch.library.opcheck(torch.ops.skelang.composite_aggregate_backward.default,
-                          [grad_y] + [t.detach() for t in inputs])
+    torch.library.opcheck(
+        torch.ops.skelang.composite_aggregate_backward.default, [grad_y] + [t.detach() for t in inputs]
+    )
 
 
 def test_composite_aggregate_alpha_zero_still_trains_alpha():
@@ -60,8 +64,9 @@ def test_composite_aggregate_alpha_zero_still_trains_alpha():
     grads = torch.autograd.grad(y.square().sum(), inputs)
     assert grads[3].abs().max() == 0 and grads[1].abs().max() == 0
     assert grads[5].abs().item() > 0
-    torch.testing.assert_close(grads[5], torch.autograd.grad(reference.composite_aggregate(*inputs).square().sum(),
-                                                             inputs[5])[0])
+    torch.testing.assert_close(
+        grads[5], torch.autograd.grad(reference.composite_aggregate(*inputs).square().sum(), inputs[5])[0]
+    )
 
 
 def test_composite_aggregate_same_result_for_any_thread_count():
@@ -85,15 +90,18 @@ def test_composite_aggregate_compiles():
     torch.testing.assert_close(compiled(*inputs), reference.composite_aggregate(*inputs))
 
 
-@pytest.mark.parametrize("index,shape,message", [
-    (0, (3, 3, 5, 7), r"x must be a 5-D tensor \(N, K, C, T, V\)"),
-    (1, (3, 3, 4, 5), r"phi must be \(N, K, R, V\)"),
-    (2, (3, 3, 3, 6), "psi must have phi's shape"),
-    (3, (3, 4, 4), r"weight must be \(K, C, R\) = \(3, 5, 4\)"),
-    (4, (3, 4), r"bias must be \(K, C\)"),
-    (5, (2,), "alpha must hold one value"),
-    (6, (2, 6, 6), r"topology must be \(K, V, V\)"),
-])
+@pytest.mark.parametrize(
+    "index,shape,message",
+    [
+        (0, (3, 3, 5, 7), r"x must be a 5-D tensor \(N, K, C, T, V\)"),
+        (1, (3, 3, 4, 5), r"phi must be \(N, K, R, V\)"),
+        (2, (3, 3, 3, 6), "psi must have phi's shape"),
+        (3, (3, 4, 4), r"weight must be \(K, C, R\) = \(3, 5, 4\)"),
+        (4, (3, 4), r"bias must be \(K, C\)"),
+        (5, (2,), "alpha must hold one value"),
+        (6, (2, 6, 6), r"topology must be \(K, V, V\)"),
+    ],
+)
 def test_composite_aggregate_errors(index, shape, message):
     inputs = [t.detach() for t in composite_inputs()]
     inputs[index] = torch.zeros(shape, dtype=torch.float64)
@@ -109,6 +117,7 @@ def test_composite_aggregate_dtype_error():
 
 
 # --- axis_attention -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("axis", [2, 3])
@@ -137,8 +146,10 @@ def test_axis_attention_keeps_only_qkv_and_bias_for_backward():
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         y = ops.axis_attention(qkv, bias, 2, 2)
     assert sorted(t.numel() for t in saved) == sorted([qkv.numel(), bias.numel()])
-    assert all(t.untyped_storage().data_ptr() in (qkv.untyped_storage().data_ptr(), bias.untyped_storage().data_ptr())
-               for t in saved)
+    assert all(
+        t.untyped_storage().data_ptr() in (qkv.untyped_storage().data_ptr(), bias.untyped_storage().data_ptr())
+        for t in saved
+    )
     y.sum().backward()
 
 
@@ -176,19 +187,24 @@ def test_axis_attention_errors():
 
 # --- multiscale_temporal_conv -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("dilations,stride,k", [([1], 1, 9), ([1, 2], 1, 5), ([1, 2, 3, 4], 2, 5), ([2, 1], 2, 3)])
 def test_multiscale_temporal_conv_parity(dtype, dilations, stride, k):
     g = torch.Generator().manual_seed(len(dilations) + stride)
     B, W = len(dilations), 3
-    inputs = [torch.randn(shape, dtype=dtype, generator=g).requires_grad_()
-              for shape in [(2, B * W, 11, 4), (B, W, W, k), (B, W)]]
+    inputs = [
+        torch.randn(shape, dtype=dtype, generator=g).requires_grad_()
+        for shape in [(2, B * W, 11, 4), (B, W, W, k), (B, W)]
+    ]
     assert_parity(ops.multiscale_temporal_conv, reference.multiscale_temporal_conv, inputs, dtype, dilations, stride)
     assert ops.multiscale_temporal_conv(*inputs, dilations, stride).shape[2] == (11 - 1) // stride + 1
 
 
 def test_multiscale_temporal_conv_gradcheck_and_opcheck():
-    inputs = [torch.randn(shape, dtype=torch.float64, requires_grad=True) for shape in [(2, 6, 9, 3), (2, 3, 3, 5), (2, 3)]]
+    inputs = [
+        torch.randn(shape, dtype=torch.float64, requires_grad=True) for shape in [(2, 6, 9, 3), (2, 3, 3, 5), (2, 3)]
+    ]
     for stride in (1, 2):
         assert torch.autograd.gradcheck(lambda *a: ops.multiscale_temporal_conv(*a, [1, 2], stride), inputs)
         torch.library.opcheck(torch.ops.skelang.multiscale_temporal_conv.default, (*inputs, [1, 2], stride))
@@ -207,12 +223,26 @@ def test_multiscale_temporal_conv_errors():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_parity(dtype):
-    cases = [(ops.composite_aggregate, composite_inputs(N=9, C=16, T=10, V=25, dtype=dtype), ()),
-             (ops.axis_attention, [torch.randn(2, 24, 7, 6, dtype=dtype, requires_grad=True),
-                                   torch.randn(2, 6, 6, dtype=dtype, requires_grad=True)], (2, 3)),
-             (ops.multiscale_temporal_conv, [torch.randn(2, 6, 9, 3, dtype=dtype, requires_grad=True),
-                                             torch.randn(2, 3, 3, 5, dtype=dtype, requires_grad=True),
-                                             torch.randn(2, 3, dtype=dtype, requires_grad=True)], ([1, 2], 2))]
+    cases = [
+        (ops.composite_aggregate, composite_inputs(N=9, C=16, T=10, V=25, dtype=dtype), ()),
+        (
+            ops.axis_attention,
+            [
+                torch.randn(2, 24, 7, 6, dtype=dtype, requires_grad=True),
+                torch.randn(2, 6, 6, dtype=dtype, requires_grad=True),
+            ],
+            (2, 3),
+        ),
+        (
+            ops.multiscale_temporal_conv,
+            [
+                torch.randn(2, 6, 9, 3, dtype=dtype, requires_grad=True),
+                torch.randn(2, 3, 3, 5, dtype=dtype, requires_grad=True),
+                torch.randn(2, 3, dtype=dtype, requires_grad=True),
+            ],
+            ([1, 2], 2),
+        ),
+    ]
     for op, inputs, extra in cases:
         on_cuda = [t.detach().cuda().requires_grad_() for t in inputs]
         y, y_cpu = op(*on_cuda, *extra), op(*inputs, *extra)

@@ -24,8 +24,7 @@ def ramp(*shape) -> np.ndarray:
 
 
 def annotation(frame_dir, label, keypoint, **extra):
-    return {"frame_dir": frame_dir, "label": label, "total_frames": keypoint.shape[1],
-            "keypoint": keypoint, **extra}
+    return {"frame_dir": frame_dir, "label": label, "total_frames": keypoint.shape[1], "keypoint": keypoint, **extra}
 
 
 def write_pickle(path, contents):
@@ -36,17 +35,27 @@ def write_pickle(path, contents):
 
 def test_pyskl_3d_ntu_names_and_split(tmp_path):
     kp_a, kp_b = ramp(2, 4, 25, 3), -ramp(1, 6, 25, 3)  # (M, T, V, C)
-    path = write_pickle(tmp_path / "ntu60_3danno.pkl", {
-        "split": {"xsub_train": ["S001C002P003R002A013"], "xsub_val": ["custom_clip"]},
-        "annotations": [annotation("S001C002P003R002A013", 12, kp_a),
-                        annotation("custom_clip", 3, kp_b)]})
+    path = write_pickle(
+        tmp_path / "ntu60_3danno.pkl",
+        {
+            "split": {"xsub_train": ["S001C002P003R002A013"], "xsub_val": ["custom_clip"]},
+            "annotations": [annotation("S001C002P003R002A013", 12, kp_a), annotation("custom_clip", 3, kp_b)],
+        },
+    )
     a, b = formats.read_pyskl(path)
     assert a.data.shape == (3, 4, 25, 2) and a.data.dtype == np.float32 and a.layout == "ntu25"
     assert a.data[2, 3, 24, 1] == kp_a[1, 3, 24, 2] and a.data[0, 1, 5, 0] == kp_a[0, 1, 5, 0]
     np.testing.assert_array_equal(a.data, kp_a.transpose(3, 1, 2, 0))
     assert a.label == 12
-    assert a.meta == {"source": str(path), "name": "S001C002P003R002A013", "setup": 1, "camera": 2,
-                      "subject": 3, "replication": 2, "action": 13}
+    assert a.meta == {
+        "source": str(path),
+        "name": "S001C002P003R002A013",
+        "setup": 1,
+        "camera": 2,
+        "subject": 3,
+        "replication": 2,
+        "action": 13,
+    }
     assert b.data.shape == (3, 6, 25, 1) and b.meta == {"source": str(path), "name": "custom_clip"}
 
     (val,) = formats.read_pyskl(path, split="xsub_val")
@@ -59,9 +68,15 @@ def test_pyskl_2d_scores_and_layouts(tmp_path):
     kp = ramp(2, 3, 17, 2)
     kp[1, 2] = 0  # body 1 absent from the last frame
     score = ramp(2, 3, 17) / 100
-    path = write_pickle(tmp_path / "hrnet.pkl", {"annotations": [
-        annotation("clip_with_scores", 0, kp, keypoint_score=score, img_shape=(480, 640)),
-        annotation("clip_without_scores", 1, kp)]})
+    path = write_pickle(
+        tmp_path / "hrnet.pkl",
+        {
+            "annotations": [
+                annotation("clip_with_scores", 0, kp, keypoint_score=score, img_shape=(480, 640)),
+                annotation("clip_without_scores", 1, kp),
+            ]
+        },
+    )
     with_scores, without_scores = formats.read_pyskl(path)
     assert with_scores.layout == "coco17" and with_scores.data.shape == (3, 3, 17, 2)
     assert with_scores.data[0, 1, 16, 1] == kp[1, 1, 16, 0] and with_scores.data[1, 1, 16, 1] == kp[1, 1, 16, 1]
@@ -97,8 +112,10 @@ def bad_annotations():
         ({**good, "label": 1.0}, "'label' must be a non-negative integer"),
         ({**good, "label": "1"}, "'label' must be a non-negative integer"),
         ({**good, "total_frames": 4}, "'total_frames' is 4 but 'keypoint' has 3 frames"),
-        (annotation("clip", 1, ramp(2, 3, 17, 2), keypoint_score=ramp(2, 3, 18)),
-         r"'keypoint_score' must be numeric of shape \(2, 3, 17\)"),
+        (
+            annotation("clip", 1, ramp(2, 3, 17, 2), keypoint_score=ramp(2, 3, 18)),
+            r"'keypoint_score' must be numeric of shape \(2, 3, 17\)",
+        ),
         (annotation("clip", 1, ramp(1, 3, 17, 2), keypoint_score=np.full((1, 3, 17), np.inf)), "infinite"),
     ]
 
@@ -186,16 +203,24 @@ def test_ctrgcn_npz_nw_ucla_shape(tmp_path):
         formats.read_ctrgcn_npz(tmp_path / "ucla.npz")
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"x_test": np.zeros((2, 4, 150))}, r"no array 'y_test' \(arrays: x_test\)"),
-    ({"x_test": np.zeros((2, 150)), "y_test": np.zeros(2)}, r"'x_test' must be numeric \(N, T, M\*25\*3\).*\(2, 150\)"),
-    ({"x_test": np.zeros((2, 4, 140)), "y_test": np.zeros(2)}, r"'x_test' .*got shape \(2, 4, 140\)"),
-    ({"x_test": np.zeros((2, 4, 150)), "y_test": np.zeros(3)},
-     r"'y_test' must be .* \(2,\) or one-hot \(2, num_classes\)"),
-    ({"x_test": np.zeros((2, 4, 150)), "y_test": np.ones((2, 3))}, "'y_test' row 0 is not one-hot"),
-    ({"x_test": np.zeros((2, 4, 150)), "y_test": np.array([0.0, 1.5])}, r"'y_test'\[1\] is not a class index"),
-    ({"x_test": np.full((2, 4, 150), np.nan), "y_test": np.zeros(2)}, "'x_test' sample 0 holds NaN"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"x_test": np.zeros((2, 4, 150))}, r"no array 'y_test' \(arrays: x_test\)"),
+        (
+            {"x_test": np.zeros((2, 150)), "y_test": np.zeros(2)},
+            r"'x_test' must be numeric \(N, T, M\*25\*3\).*\(2, 150\)",
+        ),
+        ({"x_test": np.zeros((2, 4, 140)), "y_test": np.zeros(2)}, r"'x_test' .*got shape \(2, 4, 140\)"),
+        (
+            {"x_test": np.zeros((2, 4, 150)), "y_test": np.zeros(3)},
+            r"'y_test' must be .* \(2,\) or one-hot \(2, num_classes\)",
+        ),
+        ({"x_test": np.zeros((2, 4, 150)), "y_test": np.ones((2, 3))}, "'y_test' row 0 is not one-hot"),
+        ({"x_test": np.zeros((2, 4, 150)), "y_test": np.array([0.0, 1.5])}, r"'y_test'\[1\] is not a class index"),
+        ({"x_test": np.full((2, 4, 150), np.nan), "y_test": np.zeros(2)}, "'x_test' sample 0 holds NaN"),
+    ],
+)
 def test_ctrgcn_npz_malformed(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match=rf"bad\.npz: {message}"):
@@ -226,18 +251,27 @@ def write_json(path, document):
 
 
 def test_kinetics_people_by_score_and_missing_frames(tmp_path):
-    path = write_json(tmp_path / "abseiling_clip.json", {
-        "data": [
-            {"frame_index": 1, "skeleton": [person(10, 0.2), person(20, 0.9), person(30, 0.5)]},
-            {"frame_index": 4, "skeleton": [person(40, 0.7)]},
-            {"frame_index": 2, "skeleton": []},
-        ],
-        "label": "abseiling", "label_index": 0})
+    path = write_json(
+        tmp_path / "abseiling_clip.json",
+        {
+            "data": [
+                {"frame_index": 1, "skeleton": [person(10, 0.2), person(20, 0.9), person(30, 0.5)]},
+                {"frame_index": 4, "skeleton": [person(40, 0.7)]},
+                {"frame_index": 2, "skeleton": []},
+            ],
+            "label": "abseiling",
+            "label_index": 0,
+        },
+    )
     sequence = formats.read_kinetics_json(path)
     assert sequence.data.shape == (3, 4, 18, 2) and sequence.layout == "openpose18"
     assert sequence.label == 0
-    assert sequence.meta == {"source": str(path), "name": "abseiling_clip", "label_name": "abseiling",
-                             "coordinates": "xy"}
+    assert sequence.meta == {
+        "source": str(path),
+        "name": "abseiling_clip",
+        "label_name": "abseiling",
+        "coordinates": "xy",
+    }
     # frame 1: the most confident person in slot 0, the next in slot 1, the least dropped
     assert sequence.data[0, 0, 0, 0] == 20 and sequence.data[1, 0, 3, 0] == -23
     assert sequence.data[2, 0, 17, 0] == np.float32(0.9)
@@ -250,8 +284,10 @@ def test_kinetics_people_by_score_and_missing_frames(tmp_path):
 
 
 def test_kinetics_unknown_label_and_folder(tmp_path):
-    write_json(tmp_path / "b.json", {"data": [{"frame_index": 1, "skeleton": [person(1, 1.0)]}],
-                                     "label": "unknown", "label_index": -1})
+    write_json(
+        tmp_path / "b.json",
+        {"data": [{"frame_index": 1, "skeleton": [person(1, 1.0)]}], "label": "unknown", "label_index": -1},
+    )
     write_json(tmp_path / "a.json", {"data": [{"frame_index": 2, "skeleton": []}]})
     (tmp_path / "c.json").write_text('{"data": [\n{"frame_index": 1,}\n]}')
     (tmp_path / "notes.txt").write_text("not a skeleton")
@@ -263,18 +299,27 @@ def test_kinetics_unknown_label_and_folder(tmp_path):
         list(formats.iter_kinetics(tmp_path / "a.json"))
 
 
-@pytest.mark.parametrize("frames, message", [
-    ([{"frame_index": 3, "skeleton": [{"pose": [0.0] * 34, "score": [1.0] * 18}]}],
-     r"frame 3, person 0: 'pose' must be 36 finite numbers"),
-    ([{"frame_index": 1, "skeleton": [{"pose": [0.0] * 36, "score": [1.0] * 17}]}],
-     r"frame 1, person 0: 'score' must be 18 finite numbers"),
-    ([{"frame_index": 2, "skeleton": [person(0, 1.0), {"pose": ["a"] * 36, "score": [1.0] * 18}]}],
-     r"frame 2, person 1: 'pose'"),
-    ([{"frame_index": 1, "skeleton": [{"pose": [0.0] * 36, "score": [None] * 18}]}], r"frame 1, person 0: 'score'"),
-    ([{"frame_index": 0, "skeleton": []}], r"data\[0\]: 'frame_index' must be an integer >= 1"),
-    ([{"frame_index": 1, "skeleton": []}, {"frame_index": 1, "skeleton": []}], "frame 1: listed twice"),
-    ([], "no frames"),
-])
+@pytest.mark.parametrize(
+    "frames, message",
+    [
+        (
+            [{"frame_index": 3, "skeleton": [{"pose": [0.0] * 34, "score": [1.0] * 18}]}],
+            r"frame 3, person 0: 'pose' must be 36 finite numbers",
+        ),
+        (
+            [{"frame_index": 1, "skeleton": [{"pose": [0.0] * 36, "score": [1.0] * 17}]}],
+            r"frame 1, person 0: 'score' must be 18 finite numbers",
+        ),
+        (
+            [{"frame_index": 2, "skeleton": [person(0, 1.0), {"pose": ["a"] * 36, "score": [1.0] * 18}]}],
+            r"frame 2, person 1: 'pose'",
+        ),
+        ([{"frame_index": 1, "skeleton": [{"pose": [0.0] * 36, "score": [None] * 18}]}], r"frame 1, person 0: 'score'"),
+        ([{"frame_index": 0, "skeleton": []}], r"data\[0\]: 'frame_index' must be an integer >= 1"),
+        ([{"frame_index": 1, "skeleton": []}, {"frame_index": 1, "skeleton": []}], "frame 1: listed twice"),
+        ([], "no frames"),
+    ],
+)
 def test_kinetics_malformed(tmp_path, frames, message):
     path = write_json(tmp_path / "bad.json", {"data": frames, "label_index": 3})
     with pytest.raises(ValueError, match=rf"bad\.json: {message}"):
@@ -298,14 +343,17 @@ def test_from_array_any_dimension_order():
             np.testing.assert_array_equal(got.data, want.data)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"array_layout": "NCTVV"}, "array_layout 'NCTVV' must order the letters N, C, T, V, M"),
-    ({"layout": "coco17"}, "V = 25 joints, but layout 'coco17' has 17"),
-    ({"labels": [1]}, "1 labels for 2 sequences"),
-    ({"names": ["a", "b", "c"]}, "3 names for 2 sequences"),
-    ({"labels": [0, -1]}, "label 1 must be a non-negative integer"),
-    ({"labels": [0, 1.5]}, "label 1 must be a non-negative integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"array_layout": "NCTVV"}, "array_layout 'NCTVV' must order the letters N, C, T, V, M"),
+        ({"layout": "coco17"}, "V = 25 joints, but layout 'coco17' has 17"),
+        ({"labels": [1]}, "1 labels for 2 sequences"),
+        ({"names": ["a", "b", "c"]}, "3 names for 2 sequences"),
+        ({"labels": [0, -1]}, "label 1 must be a non-negative integer"),
+        ({"labels": [0, 1.5]}, "label 1 must be a non-negative integer"),
+    ],
+)
 def test_from_array_errors(kwargs, message):
     kwargs = {"layout": "ntu25", **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -349,7 +397,13 @@ def test_pyskl_every_pickle_protocol(tmp_path, protocol):
     keypoint = ramp(1, 3, 17, 2)
     path = tmp_path / f"p{protocol}.pkl"
     with open(path, "wb") as f:
-        pickle.dump({"split": {"train": ["clip"]}, "annotations": [
-            annotation("clip", 1, keypoint, keypoint_score=np.ones((1, 3, 17), np.float32))]}, f, protocol=protocol)
+        pickle.dump(
+            {
+                "split": {"train": ["clip"]},
+                "annotations": [annotation("clip", 1, keypoint, keypoint_score=np.ones((1, 3, 17), np.float32))],
+            },
+            f,
+            protocol=protocol,
+        )
     (sequence,) = formats.read_pyskl(path)
     np.testing.assert_array_equal(sequence.data[:2, :, :, 0], keypoint[0].transpose(2, 0, 1))

@@ -33,8 +33,9 @@ def test_contrastive_alignment_loss_parity(dtype, N, M, D):
     ref = reference.contrastive_alignment_loss(skeleton, text, labels, log_scale)
     tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(loss, ref, **tolerance)
-    for grad, grad_ref in zip(torch.autograd.grad(loss, (skeleton, text, log_scale)),
-                              torch.autograd.grad(ref, (skeleton, text, log_scale))):
+    for grad, grad_ref in zip(
+        torch.autograd.grad(loss, (skeleton, text, log_scale)), torch.autograd.grad(ref, (skeleton, text, log_scale))
+    ):
         torch.testing.assert_close(grad, grad_ref, **tolerance)
 
 
@@ -42,8 +43,9 @@ def test_contrastive_alignment_loss_gradcheck_and_opcheck():
     skeleton, text = unit(6, 4), unit(9, 4)
     labels = torch.tensor([0, 3, 8, 3, 1, 0])
     log_scale = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda s, t, l: ops.contrastive_alignment_loss(s, t, labels, l),
-                                    (skeleton, text, log_scale))
+    assert torch.autograd.gradcheck(
+        lambda s, t, l: ops.contrastive_alignment_loss(s, t, labels, l), (skeleton, text, log_scale)
+    )
     torch.library.opcheck(torch.ops.skelang.contrastive_alignment_loss.default, (skeleton, text, labels, log_scale))
 
 
@@ -86,8 +88,9 @@ def test_cross_modal_attention_parity(dtype, batch_tokens, masked):
     tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else {}
     torch.testing.assert_close(out, ref, **tolerance)
     grad = torch.randn_like(out)
-    for a, b in zip(torch.autograd.grad(out, (query, key, value), grad),
-                    torch.autograd.grad(ref, (query, key, value), grad)):
+    for a, b in zip(
+        torch.autograd.grad(out, (query, key, value), grad), torch.autograd.grad(ref, (query, key, value), grad)
+    ):
         torch.testing.assert_close(a, b, **tolerance)
 
 
@@ -99,8 +102,9 @@ def test_cross_modal_attention_gradcheck_opcheck_and_errors():
     assert torch.autograd.gradcheck(lambda q, k, v: ops.cross_modal_attention(q, k, v, mask, 2), (query, key, value))
     torch.library.opcheck(torch.ops.skelang.cross_modal_attention.default, (query, key, value, mask, 2))
     with pytest.raises(RuntimeError, match="key must hold tokens for 1 or N = 2 samples, got 3"):
-        ops.cross_modal_attention(query, torch.randn(3, 5, 4, dtype=torch.float64),
-                                  torch.randn(3, 5, 4, dtype=torch.float64))
+        ops.cross_modal_attention(
+            query, torch.randn(3, 5, 4, dtype=torch.float64), torch.randn(3, 5, 4, dtype=torch.float64)
+        )
     with pytest.raises(RuntimeError, match="not divisible by 3 heads"):
         ops.cross_modal_attention(query, key, value, None, 3)
     with pytest.raises(RuntimeError, match=r"key_mask must be \(B, Lk\) = \(1, 5\)"):
@@ -135,15 +139,26 @@ def test_unseen_classes_are_recognised_from_their_descriptions(synthetic_ssf_run
 
 def test_eval_zero_shot_command(synthetic_ssf_run):
     run, metrics = synthetic_ssf_run
-    command = [str(Path(sys.executable).parent / "skelang"), "eval", str(run), "--zero-shot", "--json",
-               "--calibration", "10"]
+    command = [
+        str(Path(sys.executable).parent / "skelang"),
+        "eval",
+        str(run),
+        "--zero-shot",
+        "--json",
+        "--calibration",
+        "10",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["zsl_unseen_top1"] == pytest.approx(metrics["zsl_unseen_top1"])
     assert report["gzsl_unseen_top1"] >= metrics["gzsl_unseen_top1"]  # calibration moves predictions to unseen
-    result = subprocess.run([str(Path(sys.executable).parent / "skelang"), "eval", str(run), "--zero-shot",
-                             "--unseen", "2,6"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "skelang"), "eval", str(run), "--zero-shot", "--unseen", "2,6"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "zero-shot on classes [2, 6]" in result.stdout
 

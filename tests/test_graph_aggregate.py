@@ -15,8 +15,12 @@ TOPOLOGIES = ["shared", "per_channel", "per_sample", "per_sample_channel"]
 
 
 def topology_shape(kind: str, N: int, C: int, V: int) -> tuple[int, ...]:
-    return {"shared": (1, 1, V, V), "per_channel": (1, C, V, V),
-            "per_sample": (N, 1, V, V), "per_sample_channel": (N, C, V, V)}[kind]
+    return {
+        "shared": (1, 1, V, V),
+        "per_channel": (1, C, V, V),
+        "per_sample": (N, 1, V, V),
+        "per_sample_channel": (N, C, V, V),
+    }[kind]
 
 
 def make_inputs(kind, N=3, C=5, T=7, V=25, dtype=torch.float64, seed=0):
@@ -57,7 +61,8 @@ def test_parity_odd_shapes(kind, N, C, T):
     grad_y = torch.randn_like(y)
     torch.testing.assert_close(
         ops.graph_aggregate_grad_topology(grad_y, x, A.shape[0], A.shape[1]),
-        reference.graph_aggregate_grad_topology(grad_y, x, A.shape[0], A.shape[1]))
+        reference.graph_aggregate_grad_topology(grad_y, x, A.shape[0], A.shape[1]),
+    )
 
 
 def test_strided_inputs_are_read_without_copies_of_A():
@@ -101,8 +106,9 @@ def test_opcheck(kind):
     x, A = make_inputs(kind, N=2, C=3, T=4, V=5)
     torch.library.opcheck(torch.ops.skelang.graph_aggregate.default, (x, A))
     grad_y = torch.randn(2, 3, 4, 5, dtype=torch.float64)
-    torch.library.opcheck(torch.ops.skelang.graph_aggregate_grad_topology.default,
-                          (grad_y, x.detach(), A.shape[0], A.shape[1]))
+    torch.library.opcheck(
+        torch.ops.skelang.graph_aggregate_grad_topology.default, (grad_y, x.detach(), A.shape[0], A.shape[1])
+    )
 
 
 def test_torch_compile_fullgraph():

@@ -39,8 +39,9 @@ def test_smollm2_knows_an_easy_answer(smollm2):
     messages = [{"role": "user", "content": "What is the capital of France? Answer with one word."}]
     prompt = ids(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     embeds = model.get_input_embeddings()(torch.tensor([prompt]))
-    scores = class_log_likelihoods(model, embeds, torch.ones(1, len(prompt), dtype=torch.long),
-                                   [ids("Paris"), ids("Banana"), ids("Seven")])
+    scores = class_log_likelihoods(
+        model, embeds, torch.ones(1, len(prompt), dtype=torch.long), [ids("Paris"), ids("Banana"), ids("Seven")]
+    )
     assert scores.argmax().item() == 0  # the dequantized weights are the model's
 
 

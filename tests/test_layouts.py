@@ -9,11 +9,16 @@ import numpy as np
 import pytest
 
 from skelang.data import layouts
-from skelang.data.layouts import (SkeletonLayout, get_layout, layout_from_dict,
-                                  layout_from_hierarchy, layout_names, register_layout)
+from skelang.data.layouts import (
+    SkeletonLayout,
+    get_layout,
+    layout_from_dict,
+    layout_from_hierarchy,
+    layout_names,
+    register_layout,
+)
 
-NUM_JOINTS = {"ntu25": 25, "kinect_v1_20": 20, "openpose18": 18, "coco17": 17,
-              "blazepose33": 33, "jhmdb15": 15}
+NUM_JOINTS = {"ntu25": 25, "kinect_v1_20": 20, "openpose18": 18, "coco17": 17, "blazepose33": 33, "jhmdb15": 15}
 
 # (centre, (spine lower, spine upper)) by joint name; shoulders are always left/right_shoulder.
 LANDMARKS = {
@@ -26,21 +31,111 @@ LANDMARKS = {
 }
 
 # CTR-GCN's graph/ntu_rgb_d.py and graph/ucla.py: inward edges, 1-based (child, parent).
-CTRGCN_NTU = [(1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21),
-              (10, 9), (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1),
-              (18, 17), (19, 18), (20, 19), (22, 23), (23, 8), (24, 25), (25, 12)]
-CTRGCN_UCLA = [(1, 2), (2, 3), (4, 3), (5, 3), (6, 5), (7, 6), (8, 7), (9, 3), (10, 9),
-               (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17),
-               (19, 18), (20, 19)]
+CTRGCN_NTU = [
+    (1, 2),
+    (2, 21),
+    (3, 21),
+    (4, 3),
+    (5, 21),
+    (6, 5),
+    (7, 6),
+    (8, 7),
+    (9, 21),
+    (10, 9),
+    (11, 10),
+    (12, 11),
+    (13, 1),
+    (14, 13),
+    (15, 14),
+    (16, 15),
+    (17, 1),
+    (18, 17),
+    (19, 18),
+    (20, 19),
+    (22, 23),
+    (23, 8),
+    (24, 25),
+    (25, 12),
+]
+CTRGCN_UCLA = [
+    (1, 2),
+    (2, 3),
+    (4, 3),
+    (5, 3),
+    (6, 5),
+    (7, 6),
+    (8, 7),
+    (9, 3),
+    (10, 9),
+    (11, 10),
+    (12, 11),
+    (13, 1),
+    (14, 13),
+    (15, 14),
+    (16, 15),
+    (17, 1),
+    (18, 17),
+    (19, 18),
+    (20, 19),
+]
 # ST-GCN's openpose graph, 0-based.
-STGCN_OPENPOSE = [(4, 3), (3, 2), (7, 6), (6, 5), (13, 12), (12, 11), (10, 9), (9, 8), (11, 5),
-                  (8, 2), (5, 1), (2, 1), (0, 1), (15, 0), (14, 0), (17, 15), (16, 14)]
+STGCN_OPENPOSE = [
+    (4, 3),
+    (3, 2),
+    (7, 6),
+    (6, 5),
+    (13, 12),
+    (12, 11),
+    (10, 9),
+    (9, 8),
+    (11, 5),
+    (8, 2),
+    (5, 1),
+    (2, 1),
+    (0, 1),
+    (15, 0),
+    (14, 0),
+    (17, 15),
+    (16, 14),
+]
 # MediaPipe's POSE_CONNECTIONS, 0-based.
 BLAZEPOSE_CONNECTIONS = [
-    (0, 1), (1, 2), (2, 3), (3, 7), (0, 4), (4, 5), (5, 6), (6, 8), (9, 10), (11, 12),
-    (11, 13), (13, 15), (15, 17), (15, 19), (15, 21), (17, 19), (12, 14), (14, 16), (16, 18),
-    (16, 20), (16, 22), (18, 20), (11, 23), (12, 24), (23, 24), (23, 25), (24, 26), (25, 27),
-    (26, 28), (27, 29), (28, 30), (29, 31), (30, 32), (27, 31), (28, 32)]
+    (0, 1),
+    (1, 2),
+    (2, 3),
+    (3, 7),
+    (0, 4),
+    (4, 5),
+    (5, 6),
+    (6, 8),
+    (9, 10),
+    (11, 12),
+    (11, 13),
+    (13, 15),
+    (15, 17),
+    (15, 19),
+    (15, 21),
+    (17, 19),
+    (12, 14),
+    (14, 16),
+    (16, 18),
+    (16, 20),
+    (16, 22),
+    (18, 20),
+    (11, 23),
+    (12, 24),
+    (23, 24),
+    (23, 25),
+    (24, 26),
+    (25, 27),
+    (26, 28),
+    (27, 29),
+    (28, 30),
+    (29, 31),
+    (30, 32),
+    (27, 31),
+    (28, 32),
+]
 
 
 def undirected(edges):
@@ -125,7 +220,7 @@ def test_ntu25_matches_ctrgcn():
     assert names[4] == "left_shoulder" and names[8] == "right_shoulder"
     assert names[21:] == ("left_hand_tip", "left_thumb", "right_hand_tip", "right_thumb")
     assert (21, 22) in layout.bones and (22, 7) in layout.bones  # hand tip -> thumb -> hand
-    assert (12, 0) in layout.bones and (16, 0) in layout.bones   # hips -> spine base
+    assert (12, 0) in layout.bones and (16, 0) in layout.bones  # hips -> spine base
 
 
 def test_kinect_v1_20_matches_ctrgcn_ucla():
@@ -183,17 +278,29 @@ ARMS_BY_NAME = {
     "left_right": [["left_shoulder", "right_shoulder"], ["left_hand", "right_hand"]],
     "description": "test skeleton",
 }
-ARMS_BY_INDEX = {**ARMS_BY_NAME, "parents": [-1, 0, 1, 2, 1, 4], "centre": 0, "spine": [0, 1],
-                 "shoulders": [2, 4], "left_right": [[2, 4], [3, 5]]}
+ARMS_BY_INDEX = {
+    **ARMS_BY_NAME,
+    "parents": [-1, 0, 1, 2, 1, 4],
+    "centre": 0,
+    "spine": [0, 1],
+    "shoulders": [2, 4],
+    "left_right": [[2, 4], [3, 5]],
+}
 
 
 @pytest.mark.parametrize("spec", [ARMS_BY_NAME, ARMS_BY_INDEX], ids=["names", "indices"])
 def test_layout_from_dict(spec, registry):
     layout = layout_from_dict(spec)
     assert layout == SkeletonLayout(
-        name="arms", joint_names=tuple(ARMS_BY_NAME["joints"]), parents=(-1, 0, 1, 2, 1, 4),
-        centre=0, spine=(0, 1), shoulders=(2, 4), left_right=((2, 4), (3, 5)),
-        description="test skeleton")
+        name="arms",
+        joint_names=tuple(ARMS_BY_NAME["joints"]),
+        parents=(-1, 0, 1, 2, 1, 4),
+        centre=0,
+        spine=(0, 1),
+        shoulders=(2, 4),
+        left_right=((2, 4), (3, 5)),
+        description="test skeleton",
+    )
     assert layout.bones == ((1, 0), (2, 1), (3, 2), (4, 1), (5, 4))
     np.testing.assert_array_equal(layout.flip_permutation(), [0, 1, 4, 5, 2, 3])
     register_layout(layout)
@@ -201,24 +308,28 @@ def test_layout_from_dict(spec, registry):
 
 
 def test_layout_from_dict_optional_keys():
-    spec = {key: value for key, value in ARMS_BY_NAME.items()
-            if key not in ("left_right", "description")}
+    spec = {key: value for key, value in ARMS_BY_NAME.items() if key not in ("left_right", "description")}
     layout = layout_from_dict(spec)
     assert layout.left_right == () and layout.description == ""
     np.testing.assert_array_equal(layout.flip_permutation(), np.arange(6))
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"centre": None}, r"missing keys \['centre'\]"),
-    ({"shoulders": None, "spine": None}, r"missing keys \['spine', 'shoulders'\]"),
-    ({"center": 0}, r"unknown keys \['center'\]"),
-    ({"centre": "hips"}, r"unknown joint name 'hips' in centre"),
-    ({"parents": [None, "pelvis", "chest", "left_shoulder", "chest", "rigth_shoulder"]},
-     r"unknown joint name 'rigth_shoulder' in parents"),
-    ({"left_right": [["left_hand", "right_hand", "chest"]]}, r"left_right entries must be pairs"),
-    ({"spine": [0.5, 1]}, r"spine must give joints as indices or names"),
-    ({"joints": "pelvis"}, r"joints must be a list of names"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"centre": None}, r"missing keys \['centre'\]"),
+        ({"shoulders": None, "spine": None}, r"missing keys \['spine', 'shoulders'\]"),
+        ({"center": 0}, r"unknown keys \['center'\]"),
+        ({"centre": "hips"}, r"unknown joint name 'hips' in centre"),
+        (
+            {"parents": [None, "pelvis", "chest", "left_shoulder", "chest", "rigth_shoulder"]},
+            r"unknown joint name 'rigth_shoulder' in parents",
+        ),
+        ({"left_right": [["left_hand", "right_hand", "chest"]]}, r"left_right entries must be pairs"),
+        ({"spine": [0.5, 1]}, r"spine must give joints as indices or names"),
+        ({"joints": "pelvis"}, r"joints must be a list of names"),
+    ],
+)
 def test_layout_from_dict_errors(change, message):
     spec = {**ARMS_BY_NAME, **change}
     spec = {key: value for key, value in spec.items() if value is not None}
@@ -226,39 +337,48 @@ def test_layout_from_dict_errors(change, message):
         layout_from_dict(spec)
 
 
-VALID = dict(name="broken", joint_names=("a", "b", "c", "d"), parents=(-1, 0, 0, 1), centre=0,
-             spine=(0, 1), shoulders=(2, 3), left_right=((2, 3),))
+VALID = dict(
+    name="broken",
+    joint_names=("a", "b", "c", "d"),
+    parents=(-1, 0, 0, 1),
+    centre=0,
+    spine=(0, 1),
+    shoulders=(2, 3),
+    left_right=((2, 3),),
+)
 
 
 def test_valid_template():
     layout = SkeletonLayout(**VALID)
     assert layout.bones == ((1, 0), (2, 0), (3, 1))
     # Lists (as loaded from YAML) are stored as tuples.
-    as_lists = SkeletonLayout(**{**VALID, "parents": [-1, 0, 0, 1], "spine": [0, 1],
-                                 "left_right": [[2, 3]]})
+    as_lists = SkeletonLayout(**{**VALID, "parents": [-1, 0, 0, 1], "spine": [0, 1], "left_right": [[2, 3]]})
     assert as_lists == layout and hash(as_lists) == hash(layout)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"joint_names": ()}, "has no joints"),
-    ({"joint_names": ("a", "b", "a", "d")}, r"duplicate joint names \['a'\]"),
-    ({"parents": (-1, 0, 0)}, "4 joint names but 3 parents"),
-    ({"parents": (-1, 0, 0, 4)}, r"parent 4 of joint 3 \('d'\) is out of range"),
-    ({"parents": (-1, 0, -2, 1)}, r"parent -2 of joint 2 \('c'\) is out of range"),
-    ({"parents": (-1, -1, 0, 1)}, r"exactly one root .* found 2: \[0, 1\]"),
-    ({"parents": (1, 0, 0, 1)}, r"exactly one root .* found 0"),
-    ({"parents": (-1, 3, 0, 1)}, r"joint 1 \('b'\) form a cycle"),
-    ({"parents": (-1, 1, 0, 1)}, r"joint 1 \('b'\) form a cycle"),
-    ({"centre": 4}, r"centre joint index out of range \[0, 4\)"),
-    ({"centre": -1}, r"centre joint index out of range"),
-    ({"spine": (0, 9)}, r"spine joint index out of range"),
-    ({"spine": (0, 1, 2)}, r"spine must be a pair of joints"),
-    ({"shoulders": (-1, 3)}, r"shoulders joint index out of range"),
-    ({"left_right": ((2, 2),)}, r"left_right pair \(2, 2\) repeats a joint"),
-    ({"left_right": ((2, 3), (3, 1))}, r"left_right pair \(3, 1\) repeats a joint"),
-    ({"left_right": ((2, 7),)}, r"left_right pair \(2, 7\) has a joint index out of range"),
-    ({"left_right": ((2,),)}, r"left_right entry \(2,\) is not a \(left, right\) pair"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"joint_names": ()}, "has no joints"),
+        ({"joint_names": ("a", "b", "a", "d")}, r"duplicate joint names \['a'\]"),
+        ({"parents": (-1, 0, 0)}, "4 joint names but 3 parents"),
+        ({"parents": (-1, 0, 0, 4)}, r"parent 4 of joint 3 \('d'\) is out of range"),
+        ({"parents": (-1, 0, -2, 1)}, r"parent -2 of joint 2 \('c'\) is out of range"),
+        ({"parents": (-1, -1, 0, 1)}, r"exactly one root .* found 2: \[0, 1\]"),
+        ({"parents": (1, 0, 0, 1)}, r"exactly one root .* found 0"),
+        ({"parents": (-1, 3, 0, 1)}, r"joint 1 \('b'\) form a cycle"),
+        ({"parents": (-1, 1, 0, 1)}, r"joint 1 \('b'\) form a cycle"),
+        ({"centre": 4}, r"centre joint index out of range \[0, 4\)"),
+        ({"centre": -1}, r"centre joint index out of range"),
+        ({"spine": (0, 9)}, r"spine joint index out of range"),
+        ({"spine": (0, 1, 2)}, r"spine must be a pair of joints"),
+        ({"shoulders": (-1, 3)}, r"shoulders joint index out of range"),
+        ({"left_right": ((2, 2),)}, r"left_right pair \(2, 2\) repeats a joint"),
+        ({"left_right": ((2, 3), (3, 1))}, r"left_right pair \(3, 1\) repeats a joint"),
+        ({"left_right": ((2, 7),)}, r"left_right pair \(2, 7\) has a joint index out of range"),
+        ({"left_right": ((2,),)}, r"left_right entry \(2,\) is not a \(left, right\) pair"),
+    ],
+)
 def test_malformed_layouts(change, message):
     with pytest.raises(ValueError, match=r"skeleton layout 'broken': .*" + message):
         SkeletonLayout(**{**VALID, **change})
@@ -284,12 +404,23 @@ def test_register_layout(registry):
 
 # (name, parent) in BVH order, like a CMU/Mixamo skeleton.
 CMU_LIKE = [
-    ("Hips", None), ("LeftUpLeg", "Hips"), ("LeftLeg", "LeftUpLeg"), ("LeftFoot", "LeftLeg"),
-    ("RightUpLeg", "Hips"), ("RightLeg", "RightUpLeg"), ("RightFoot", "RightLeg"),
-    ("Spine", "Hips"), ("Neck", "Spine"), ("Head", "Neck"),
-    ("LeftShoulder", "Neck"), ("LeftArm", "LeftShoulder"), ("LeftForeArm", "LeftArm"),
+    ("Hips", None),
+    ("LeftUpLeg", "Hips"),
+    ("LeftLeg", "LeftUpLeg"),
+    ("LeftFoot", "LeftLeg"),
+    ("RightUpLeg", "Hips"),
+    ("RightLeg", "RightUpLeg"),
+    ("RightFoot", "RightLeg"),
+    ("Spine", "Hips"),
+    ("Neck", "Spine"),
+    ("Head", "Neck"),
+    ("LeftShoulder", "Neck"),
+    ("LeftArm", "LeftShoulder"),
+    ("LeftForeArm", "LeftArm"),
     ("LeftHand", "LeftForeArm"),
-    ("RightShoulder", "Neck"), ("RightArm", "RightShoulder"), ("RightForeArm", "RightArm"),
+    ("RightShoulder", "Neck"),
+    ("RightArm", "RightShoulder"),
+    ("RightForeArm", "RightArm"),
     ("RightHand", "RightForeArm"),
 ]
 
@@ -318,17 +449,31 @@ def test_layout_from_hierarchy_cmu_like():
 
 def test_layout_from_hierarchy_finds_a_deeper_spine_and_cmu_prefixes():
     # CMU's BVH: the root's children are the hip joints and LowerBack, then Spine, Spine1.
-    names, parents = hierarchy([
-        ("Hips", None), ("LHipJoint", "Hips"), ("LeftUpLeg", "LHipJoint"),
-        ("RHipJoint", "Hips"), ("RightUpLeg", "RHipJoint"), ("LowerBack", "Hips"),
-        ("Spine", "LowerBack"), ("Spine1", "Spine"), ("LeftShoulder", "Spine1"),
-        ("RightShoulder", "Spine1"), ("LThumb", "LeftShoulder"), ("RThumb", "RightShoulder")])
+    names, parents = hierarchy(
+        [
+            ("Hips", None),
+            ("LHipJoint", "Hips"),
+            ("LeftUpLeg", "LHipJoint"),
+            ("RHipJoint", "Hips"),
+            ("RightUpLeg", "RHipJoint"),
+            ("LowerBack", "Hips"),
+            ("Spine", "LowerBack"),
+            ("Spine1", "Spine"),
+            ("LeftShoulder", "Spine1"),
+            ("RightShoulder", "Spine1"),
+            ("LThumb", "LeftShoulder"),
+            ("RThumb", "RightShoulder"),
+        ]
+    )
     layout = layout_from_hierarchy("cmu", names, parents)
     assert layout.spine == (0, names.index("Spine"))
     assert layout.shoulders == (names.index("LeftShoulder"), names.index("RightShoulder"))
     assert {(names[l], names[r]) for l, r in layout.left_right} == {
-        ("LHipJoint", "RHipJoint"), ("LeftUpLeg", "RightUpLeg"),
-        ("LeftShoulder", "RightShoulder"), ("LThumb", "RThumb")}
+        ("LHipJoint", "RHipJoint"),
+        ("LeftUpLeg", "RightUpLeg"),
+        ("LeftShoulder", "RightShoulder"),
+        ("LThumb", "RThumb"),
+    }
     midline = [names.index(n) for n in ("Hips", "LowerBack", "Spine", "Spine1")]
     np.testing.assert_array_equal(layout.flip_permutation()[midline], midline)
 

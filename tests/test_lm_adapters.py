@@ -16,9 +16,19 @@ transformers = pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM  # noqa: E402
 from transformers.pytorch_utils import Conv1D  # noqa: E402
 
-from skelang.lm.adapters import (LoRAConfig, adapter_names, disable_adapters, inject_lora,  # noqa: E402
-                                 load_adapter, lora_layers, lora_parameters, merge_adapter, save_adapter,
-                                 set_adapter, unmerge_adapter)
+from skelang.lm.adapters import (  # noqa: E402
+    LoRAConfig,
+    adapter_names,
+    disable_adapters,
+    inject_lora,
+    load_adapter,
+    lora_layers,
+    lora_parameters,
+    merge_adapter,
+    save_adapter,
+    set_adapter,
+    unmerge_adapter,
+)
 from skelang.lm.lora import LoRALayer  # noqa: E402
 
 GPT2_TARGETS = ["c_attn", "c_proj", "c_fc"]
@@ -28,15 +38,22 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:Fu
 
 def make_llama():
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, bos_token_id=0, eos_token_id=0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     return LlamaForCausalLM(config).eval()
 
 
 def make_gpt2():
     torch.manual_seed(0)
-    config = GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=64, n_positions=64,
-                        bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=64, n_positions=64, bos_token_id=0, eos_token_id=0)
     return GPT2LMHeadModel(config).eval()
 
 
@@ -81,9 +98,18 @@ def adapted(base, config, **kwargs):
 
 # --- targeting --------------------------------------------------------------------------------
 
+
 def test_config_validation():
-    for bad in (dict(r=0), dict(r=2.0), dict(alpha=0), dict(dropout=1.0), dict(rslora="yes"),
-                dict(target_modules=[]), dict(target_modules=["q_proj", ""]), dict(target_modules="(")):
+    for bad in (
+        dict(r=0),
+        dict(r=2.0),
+        dict(alpha=0),
+        dict(dropout=1.0),
+        dict(rslora="yes"),
+        dict(target_modules=[]),
+        dict(target_modules=["q_proj", ""]),
+        dict(target_modules="("),
+    ):
         with pytest.raises(ValueError):
             LoRAConfig(**bad)
     with pytest.raises(ValueError, match="all-linear"):
@@ -100,8 +126,9 @@ def test_inject_by_suffix_list_and_regex(llama):
     assert inject_lora(copy.deepcopy(llama), LoRAConfig(target_modules=r".*\.(q|v)_proj")) == expected
     # a suffix may be dotted; it must end at a '.' boundary, and a regex must match the whole name
     assert inject_lora(copy.deepcopy(llama), LoRAConfig(target_modules=["self_attn.q_proj"])) == expected[::2]
-    assert inject_lora(copy.deepcopy(llama), LoRAConfig(target_modules=["model.layers.1.mlp.up_proj"])) == \
-        ["model.layers.1.mlp.up_proj"]
+    assert inject_lora(copy.deepcopy(llama), LoRAConfig(target_modules=["model.layers.1.mlp.up_proj"])) == [
+        "model.layers.1.mlp.up_proj"
+    ]
     for config in (LoRAConfig(target_modules=["proj"]), LoRAConfig(target_modules="q_proj")):
         with pytest.raises(ValueError, match=r"match no module of LlamaForCausalLM.*layers\.0\.self_attn\.q_proj"):
             inject_lora(copy.deepcopy(llama), config)
@@ -115,8 +142,9 @@ def test_inject_gpt2_conv1d(gpt2, ids):
     assert isinstance(c_fc, LoRALayer) and isinstance(c_fc.base_layer, Conv1D) and c_fc.fan_in_fan_out
     assert (c_fc.in_features, c_fc.out_features) == (32, 128)
     regex = r"transformer\.h\.\d+\.(attn\.c_attn|mlp\.c_fc)"
-    assert inject_lora(copy.deepcopy(gpt2), LoRAConfig(target_modules=regex)) == \
-        [name for name in names if name.endswith(("c_attn", "c_fc"))]
+    assert inject_lora(copy.deepcopy(gpt2), LoRAConfig(target_modules=regex)) == [
+        name for name in names if name.endswith(("c_attn", "c_fc"))
+    ]
     assert c_fc.lora_A["default"].shape == (4, 32) and c_fc.lora_B["default"].shape == (128, 4)
     # the op takes the Conv1D weight's transpose, a non-contiguous (out, in) view
     randomise_B(model)
@@ -134,6 +162,7 @@ def test_wrong_module_type_is_a_type_error(llama):
 
 
 # --- training -----------------------------------------------------------------------------
+
 
 def test_only_adapters_train(llama, ids):
     model = adapted(llama, LoRAConfig(r=4, target_modules=QV))
@@ -178,8 +207,9 @@ def test_dropout_only_in_training(llama, ids):
 
 
 def test_cpp_and_reference_backends_agree(gpt2, ids):
-    models = [adapted(gpt2, LoRAConfig(r=4, target_modules=GPT2_TARGETS), backend=backend)
-              for backend in ("cpp", "reference")]
+    models = [
+        adapted(gpt2, LoRAConfig(r=4, target_modules=GPT2_TARGETS), backend=backend) for backend in ("cpp", "reference")
+    ]
     with torch.no_grad():
         for a, b in zip(lora_parameters(models[0]), lora_parameters(models[1])):
             b.copy_(a.normal_(0, 0.1))
@@ -194,6 +224,7 @@ def test_cpp_and_reference_backends_agree(gpt2, ids):
 
 
 # --- merging ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("make", ["llama", "gpt2"])
 def test_merge_and_unmerge(make, request, ids):
@@ -239,6 +270,7 @@ def test_safe_merge_rejects_non_finite_weights(llama):
 
 # --- named adapters -----------------------------------------------------------------------
 
+
 def test_two_named_adapters(llama, ids):
     model = adapted(llama, LoRAConfig(r=4, target_modules=QV), adapter_name="a")
     randomise_B(model, "a", seed=3)
@@ -271,6 +303,7 @@ def test_two_named_adapters(llama, ids):
 
 # --- PEFT files ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("make", ["llama", "gpt2"])
 def test_peft_loads_our_adapter(make, request, ids, tmp_path):
     peft = pytest.importorskip("peft")
@@ -294,8 +327,15 @@ def test_we_load_a_peft_adapter(make, request, ids, tmp_path):
     peft = pytest.importorskip("peft")
     base = request.getfixturevalue(make)
     targets = GPT2_TARGETS if make == "gpt2" else ["q_proj", "k_proj", "up_proj"]
-    config = peft.LoraConfig(r=4, lora_alpha=16, lora_dropout=0.1, use_rslora=make == "gpt2",
-                             target_modules=targets, fan_in_fan_out=make == "gpt2", task_type="CAUSAL_LM")
+    config = peft.LoraConfig(
+        r=4,
+        lora_alpha=16,
+        lora_dropout=0.1,
+        use_rslora=make == "gpt2",
+        target_modules=targets,
+        fan_in_fan_out=make == "gpt2",
+        task_type="CAUSAL_LM",
+    )
     theirs = peft.get_peft_model(copy.deepcopy(base), config).eval()
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
@@ -318,12 +358,13 @@ def test_load_errors(llama, tmp_path):
     save_adapter(model, tmp_path)
     config_path = tmp_path / "adapter_config.json"
     good = json.loads(config_path.read_text())
-    for change, message in [({"peft_type": "IA3"}, "peft_type is 'IA3', expected 'LORA'"),
-                            ({"r": None}, r"missing LoRA keys \['r'\]"),
-                            ({"use_dora": True}, "use_dora = True is not supported"),
-                            ({"r": 2}, r"lora_A.weight has shape \(4, 32\), expected \(2, 32\)"),
-                            ({"target_modules": ["q_proj", "k_proj", "v_proj"]},
-                             r"missing keys \['model.layers.0.self_attn.k_proj")]:
+    for change, message in [
+        ({"peft_type": "IA3"}, "peft_type is 'IA3', expected 'LORA'"),
+        ({"r": None}, r"missing LoRA keys \['r'\]"),
+        ({"use_dora": True}, "use_dora = True is not supported"),
+        ({"r": 2}, r"lora_A.weight has shape \(4, 32\), expected \(2, 32\)"),
+        ({"target_modules": ["q_proj", "k_proj", "v_proj"]}, r"missing keys \['model.layers.0.self_attn.k_proj"),
+    ]:
         config_path.write_text(json.dumps({**good, **change}))
         fresh = copy.deepcopy(llama)
         with pytest.raises(ValueError, match=message):

@@ -11,12 +11,16 @@ import torch
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from skelang.lm.action_tokens import (ActionTokenEmbedding, MotionProjector, add_action_tokens,
-                                      insert_soft_tokens)
-from skelang.lm.faithfulness import (cited_codes, faithfulness_summary, named_action,
-                                     probability_drop)
-from skelang.lm.scoring import (AllowedActionTokens, chat_prompt, class_log_likelihoods, classify,
-                                embed_prompts, generate_text)
+from skelang.lm.action_tokens import ActionTokenEmbedding, MotionProjector, add_action_tokens, insert_soft_tokens
+from skelang.lm.faithfulness import cited_codes, faithfulness_summary, named_action, probability_drop
+from skelang.lm.scoring import (
+    AllowedActionTokens,
+    chat_prompt,
+    class_log_likelihoods,
+    classify,
+    embed_prompts,
+    generate_text,
+)
 
 CLASSES = ["walk", "sit down", "pick up the cup", "wave"]
 SENTENCES = [
@@ -38,11 +42,12 @@ def word_tokenizer():
 
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(SENTENCES + CLASSES, trainers.WordLevelTrainer(
-        special_tokens=["<unk>", "<pad>", "<s>", "</s>"]))
+    tok.train_from_iterator(
+        SENTENCES + CLASSES, trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<s>", "</s>"])
+    )
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
-        eos_token="</s>")
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
 
 
 def bpe_tokenizer():
@@ -52,11 +57,15 @@ def bpe_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(SENTENCES + CLASSES, trainers.BpeTrainer(
-        vocab_size=320, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        SENTENCES + CLASSES,
+        trainers.BpeTrainer(
+            vocab_size=320, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>"
+    )
 
 
 def make(kind: str, num_codes: int | None = NUM_CODES, seed: int = 0):
@@ -65,18 +74,31 @@ def make(kind: str, num_codes: int | None = NUM_CODES, seed: int = 0):
     if kind.startswith("llama"):
         tokenizer = word_tokenizer()
         config = transformers.LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            max_position_embeddings=128, tie_word_embeddings=kind == "llama-tied",
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id)
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            tie_word_embeddings=kind == "llama-tied",
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         model = transformers.LlamaForCausalLM(config)
     else:
         tokenizer = bpe_tokenizer()
         # A vocabulary larger than the tokenizer's, as for real GPT-2 style checkpoints.
         config = transformers.GPT2Config(
-            vocab_size=len(tokenizer) + 24, n_embd=32, n_layer=2, n_head=4, n_positions=128,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+            vocab_size=len(tokenizer) + 24,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=128,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         model = transformers.GPT2LMHeadModel(config)
     if num_codes is not None:
         add_action_tokens(model, tokenizer, num_codes)
@@ -87,10 +109,11 @@ def candidate_ids(tokenizer, names=CLASSES):
     return [tokenizer(name, add_special_tokens=False)["input_ids"] for name in names]
 
 
-PROMPTS = ["Narrative : <a3> <a3> <a7> <a15> . which action is this ?",
-           "<a1><a2> the person",
-           "Narrative : <a0> <a9> <a9> <a9> <a4> <a4> <a11> . Instruction : which action is "
-           "this ? Response : Action :"]
+PROMPTS = [
+    "Narrative : <a3> <a3> <a7> <a15> . which action is this ?",
+    "<a1><a2> the person",
+    "Narrative : <a0> <a9> <a9> <a9> <a4> <a4> <a11> . Instruction : which action is this ? Response : Action :",
+]
 
 
 # ----------------------------------------------------------------------------- action tokens
@@ -107,7 +130,7 @@ def test_action_tokens_round_trip(kind):
     assert first == size_before and embedding.num_codes == NUM_CODES
     assert len(tokenizer) == size_before + NUM_CODES
     assert model.get_output_embeddings().weight.shape[0] == vocab_before  # lm_head not resized
-    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
     assert ids("<a15>") == [first + 15]
     assert ids("<a1><a2>") == [first + 1, first + 2]
     # A byte-level BPE keeps the space between them as a token of its own.
@@ -120,10 +143,13 @@ def test_action_tokens_round_trip(kind):
     out = model(input_ids=torch.tensor([ids("walk <a3> <a15>")]))
     # The head adds the action tokens' logits after the vocabulary (or over unused rows).
     assert out.logits.shape[-1] == max(vocab_before, first + NUM_CODES)
-    hidden = model.model(input_ids=torch.tensor([ids("walk <a3>")])).last_hidden_state[0, -1] \
-        if hasattr(model, "model") else model.transformer(input_ids=torch.tensor([ids("walk <a3>")])).last_hidden_state[0, -1]
+    hidden = (
+        model.model(input_ids=torch.tensor([ids("walk <a3>")])).last_hidden_state[0, -1]
+        if hasattr(model, "model")
+        else model.transformer(input_ids=torch.tensor([ids("walk <a3>")])).last_hidden_state[0, -1]
+    )
     logits = model(input_ids=torch.tensor([ids("walk <a3>")])).logits[0, -1]
-    torch.testing.assert_close(logits[first:first + NUM_CODES], hidden @ embedding.action_embeddings.t())
+    torch.testing.assert_close(logits[first : first + NUM_CODES], hidden @ embedding.action_embeddings.t())
     assert torch.isinf(logits[vocab_before:first]).all()
 
 
@@ -154,9 +180,11 @@ def test_action_tokens_mapped_differently_raise():
     with pytest.raises(ValueError, match="already an ActionTokenEmbedding"):
         add_action_tokens(model, fresh, 4)
     assert "<a0>" not in fresh.get_vocab()  # the tokenizer is left as it was
-    small = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=10, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
-        num_attention_heads=2))
+    small = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=10, hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2
+        )
+    )
     with pytest.raises(ValueError, match="input embedding only 10 rows"):
         add_action_tokens(small, fresh, 4)
     assert "<a0>" not in fresh.get_vocab()
@@ -175,15 +203,13 @@ def test_only_action_rows_train(kind):
     deviation = (embedding.action_embeddings - rows.mean(0)) / rows.std(0)
     assert deviation.abs().max() < 0.6 and 0.03 < deviation.std() < 0.3
     assert not base.requires_grad and embedding.action_embeddings.requires_grad
-    assert [name for name, p in embedding.named_parameters() if p.requires_grad] == \
-        ["action_embeddings"]
+    assert [name for name, p in embedding.named_parameters() if p.requires_grad] == ["action_embeddings"]
 
     base_before = base.detach().clone()
     head_before = model.get_output_embeddings().weight.detach().clone()
     actions_before = embedding.action_embeddings.detach().clone()
     model.train()
-    ids = torch.tensor(tokenizer(["walk <a3> <a5> <a3> the"], add_special_tokens=False)
-                       ["input_ids"])
+    ids = torch.tensor(tokenizer(["walk <a3> <a5> <a3> the"], add_special_tokens=False)["input_ids"])
     labels = ids.masked_fill(ids >= first, -100)  # the model never predicts action tokens
     logits = model(input_ids=ids).logits  # (1, L, V + K): HF's own loss assumes config.vocab_size
     loss = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:])
@@ -225,8 +251,7 @@ def test_generation_after_adding_action_tokens(kind):
     texts = generate_text(model, tokenizer, embeds, mask, max_new_tokens=5)
     assert len(texts) == 2 and all(isinstance(text, str) for text in texts)
     ids = tokenizer(["<a1> <a2> walk"], add_special_tokens=False, return_tensors="pt")
-    out = model.generate(**ids, max_new_tokens=3, do_sample=False,
-                         pad_token_id=tokenizer.eos_token_id)
+    out = model.generate(**ids, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.eos_token_id)
     prompt_length = ids["input_ids"].shape[1]
     assert torch.equal(out[:, :prompt_length], ids["input_ids"])
     assert prompt_length < out.shape[1] <= prompt_length + 3  # may stop early at eos
@@ -256,11 +281,9 @@ def test_motion_projector_and_insert_soft_tokens():
     assert features.grad is not None and features.grad.abs().sum() > 0
 
     with pytest.raises(ValueError, match="row 1 of input_ids has 2 placeholder tokens"):
-        insert_soft_tokens(embeds, torch.tensor([[5, P, P, P, 6, 7], [P, P, 1, 8, 9, 10]]), P,
-                           soft.detach())
+        insert_soft_tokens(embeds, torch.tensor([[5, P, P, P, 6, 7], [P, P, 1, 8, 9, 10]]), P, soft.detach())
     with pytest.raises(ValueError, match="row 0 .* not consecutive"):
-        insert_soft_tokens(embeds, torch.tensor([[P, 5, P, P, 6, 7], [P, P, P, 8, 9, 10]]), P,
-                           soft.detach())
+        insert_soft_tokens(embeds, torch.tensor([[P, 5, P, P, 6, 7], [P, P, P, 8, 9, 10]]), P, soft.detach())
     with pytest.raises(ValueError, match="input_ids must have shape"):
         insert_soft_tokens(embeds, ids[:, :4], P, soft.detach())
     with pytest.raises(ValueError, match="soft_tokens must have shape"):
@@ -280,10 +303,9 @@ def direct_log_likelihoods(model, embeds, mask, candidates, normalize):
             sequence = torch.cat([embeds[n], table(ids)])[None]  # (1, L + T, H)
             full_mask = torch.cat([mask[n], torch.ones(len(ids), dtype=torch.long)])[None]
             positions = (full_mask.cumsum(1) - 1).clamp(min=0)
-            logits = model(inputs_embeds=sequence, attention_mask=full_mask,
-                           position_ids=positions).logits[0]
+            logits = model(inputs_embeds=sequence, attention_mask=full_mask, position_ids=positions).logits[0]
             L = embeds.shape[1]
-            log_probs = logits[L - 1:-1].log_softmax(-1)  # predicts the candidate tokens
+            log_probs = logits[L - 1 : -1].log_softmax(-1)  # predicts the candidate tokens
             total = log_probs[torch.arange(len(ids)), ids].sum()
             scores[n, c] = total / len(ids) if normalize else total
     return scores
@@ -305,9 +327,12 @@ def test_cached_scoring_equals_direct_scoring(kind):
             torch.testing.assert_close(cached, direct, atol=1e-4, rtol=0)
         # Left padding does not change a prompt's scores.
         alone = embed_prompts(model, tokenizer, texts[1:2], "cpu")
-        torch.testing.assert_close(class_log_likelihoods(model, *alone[:2], candidates),
-                                   class_log_likelihoods(model, embeds, mask, candidates)[1:2],
-                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            class_log_likelihoods(model, *alone[:2], candidates),
+            class_log_likelihoods(model, embeds, mask, candidates)[1:2],
+            atol=1e-4,
+            rtol=0,
+        )
 
 
 def test_scoring_gradient_reaches_action_tokens():
@@ -369,26 +394,29 @@ def test_generate_strategies(kind):
     embeds, mask, _ = embed_prompts(model, tokenizer, PROMPTS, "cpu")
     calls = spy_generate(model)
     greedy = generate_text(model, tokenizer, embeds, mask, max_new_tokens=6)
-    assert len(greedy) == 3 and greedy == generate_text(model, tokenizer, embeds, mask,
-                                                        max_new_tokens=6)
+    assert len(greedy) == 3 and greedy == generate_text(model, tokenizer, embeds, mask, max_new_tokens=6)
     assert calls[0].shape[0] == 3 and calls[0].shape[1] <= 6
     # Only new tokens are decoded: the text is the decoding of the generated ids.
     assert greedy == tokenizer.batch_decode(calls[0], skip_special_tokens=True)
 
-    beam = generate_text(model, tokenizer, embeds, mask, max_new_tokens=4, strategy="beam",
-                         num_beams=3)
+    beam = generate_text(model, tokenizer, embeds, mask, max_new_tokens=4, strategy="beam", num_beams=3)
     assert len(beam) == 3 and calls[-1].shape[1] <= 4
 
     state = torch.get_rng_state()
-    sampled = generate_text(model, tokenizer, embeds, mask, max_new_tokens=8,
-                            strategy="sample", temperature=1.5, top_p=0.95, seed=3)
+    sampled = generate_text(
+        model, tokenizer, embeds, mask, max_new_tokens=8, strategy="sample", temperature=1.5, top_p=0.95, seed=3
+    )
     assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left alone
-    assert sampled == generate_text(model, tokenizer, embeds, mask, max_new_tokens=8,
-                                    strategy="sample", temperature=1.5, top_p=0.95, seed=3)
+    assert sampled == generate_text(
+        model, tokenizer, embeds, mask, max_new_tokens=8, strategy="sample", temperature=1.5, top_p=0.95, seed=3
+    )
     assert calls[-1].shape[1] <= 8
-    others = [generate_text(model, tokenizer, embeds, mask, max_new_tokens=8,
-                            strategy="sample", temperature=1.5, top_p=0.95, seed=seed)
-              for seed in (4, 5)]
+    others = [
+        generate_text(
+            model, tokenizer, embeds, mask, max_new_tokens=8, strategy="sample", temperature=1.5, top_p=0.95, seed=seed
+        )
+        for seed in (4, 5)
+    ]
     assert any(other != sampled for other in others)
 
     with pytest.raises(ValueError, match="strategy must be one of"):
@@ -412,8 +440,10 @@ def test_allowed_action_tokens_masks_only_the_other_action_tokens():
     # cite_first: at the first step only the allowed action tokens remain, later as above
     processor = AllowedActionTokens(5, 4, allowed=[[1, 3], [2]], cite_first=True)
     first = processor(torch.zeros(2, 7), scores[:2].clone())
-    assert torch.equal(torch.isfinite(first), torch.tensor([[False] * 6 + [True, False, True, False],
-                                                            [False] * 7 + [True, False, False]]))
+    assert torch.equal(
+        torch.isfinite(first),
+        torch.tensor([[False] * 6 + [True, False, True, False], [False] * 7 + [True, False, False]]),
+    )
     later = processor(torch.zeros(2, 8), scores[:2].clone())
     torch.testing.assert_close(later[:, :5], scores[:2, :5])
     # a row about to cite a token outside its narrative cites one of its own instead
@@ -433,23 +463,38 @@ def test_generation_cites_only_allowed_action_tokens(kind, strategy):
     first = model.get_input_embeddings().first_action_id
 
     def prefer_action_tokens(input_ids, scores):  # without the constraint, every token is an action token
-        scores[:, first:first + NUM_CODES] += 100.0
+        scores[:, first : first + NUM_CODES] += 100.0
         return scores
 
     embeds, mask, _ = embed_prompts(model, tokenizer, PROMPTS, "cpu")
     allowed = [[3, 7], [], [11]]
-    free = generate_text(model, tokenizer, embeds, mask, max_new_tokens=6, strategy=strategy,
-                         logits_processors=[prefer_action_tokens])
-    texts = generate_text(model, tokenizer, embeds, mask, max_new_tokens=6, strategy=strategy,
-                          logits_processors=[prefer_action_tokens, AllowedActionTokens(first, NUM_CODES, allowed)])
+    free = generate_text(
+        model, tokenizer, embeds, mask, max_new_tokens=6, strategy=strategy, logits_processors=[prefer_action_tokens]
+    )
+    texts = generate_text(
+        model,
+        tokenizer,
+        embeds,
+        mask,
+        max_new_tokens=6,
+        strategy=strategy,
+        logits_processors=[prefer_action_tokens, AllowedActionTokens(first, NUM_CODES, allowed)],
+    )
     assert any(set(cited_codes(text)) - set(codes) for text, codes in zip(free, allowed))
     assert cited_codes(texts[0]) and set(cited_codes(texts[0])) <= {3, 7}
     assert cited_codes(texts[1]) == []
     assert set(cited_codes(texts[2])) == {11}
     # without the push towards action tokens, cite_first still makes every text start with one
     allowed = [[3, 7], [0], [11]]
-    texts = generate_text(model, tokenizer, embeds, mask, max_new_tokens=4, strategy=strategy,
-                          logits_processors=[AllowedActionTokens(first, NUM_CODES, allowed, cite_first=True)])
+    texts = generate_text(
+        model,
+        tokenizer,
+        embeds,
+        mask,
+        max_new_tokens=4,
+        strategy=strategy,
+        logits_processors=[AllowedActionTokens(first, NUM_CODES, allowed, cite_first=True)],
+    )
     for text, codes in zip(texts, allowed):
         assert cited_codes(text) and cited_codes(text)[0] in codes and set(cited_codes(text)) <= set(codes)
 
@@ -480,8 +525,7 @@ def test_generation_stops_at_eos():
     embeds, mask, _ = embed_prompts(model, tokenizer, PROMPTS, "cpu")
     calls = spy_generate(model)
     for strategy in ("greedy", "sample"):
-        texts = generate_text(model, tokenizer, embeds, mask, max_new_tokens=10,
-                              strategy=strategy, seed=0)
+        texts = generate_text(model, tokenizer, embeds, mask, max_new_tokens=10, strategy=strategy, seed=0)
         assert texts == ["", "", ""]  # eos is a special token: skipped
         assert calls[-1].shape[1] == 1
 
@@ -499,8 +543,8 @@ def test_embed_prompts_pads_left():
     assert ids.shape == mask.shape == (2, L) and embeds.shape == (2, L, 32)
     assert mask[0].tolist() == [0] * (L - lengths[0]) + [1] * lengths[0]
     assert mask[1].all()
-    assert ids[0, :L - lengths[0]].eq(tokenizer.eos_token_id).all()
-    assert ids[0, L - lengths[0]:].tolist() == tokenizer(texts[0])["input_ids"]
+    assert ids[0, : L - lengths[0]].eq(tokenizer.eos_token_id).all()
+    assert ids[0, L - lengths[0] :].tolist() == tokenizer(texts[0])["input_ids"]
     assert torch.equal(embeds, model.get_input_embeddings()(ids))
     with pytest.raises(ValueError, match=r"texts\[1\]"):
         embed_prompts(model, tokenizer, ["walk", ""], "cpu")
@@ -511,22 +555,28 @@ def test_chat_prompt_with_and_without_template():
     assert not tokenizer.chat_template
     plain = chat_prompt(tokenizer, "which action ?")
     assert plain == "### Instruction:\nwhich action ?\n\n### Response:\n"
-    assert chat_prompt(tokenizer, "which action ?", "You see motion.") == \
-        "You see motion.\n\n" + plain
-    tokenizer.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n"
-                               "{% endfor %}{% if add_generation_prompt %}<|assistant|>"
-                               "{% endif %}")
+    assert chat_prompt(tokenizer, "which action ?", "You see motion.") == "You see motion.\n\n" + plain
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n"
+        "{% endfor %}{% if add_generation_prompt %}<|assistant|>"
+        "{% endif %}"
+    )
     assert chat_prompt(tokenizer, "which action ?") == "<|user|>which action ?\n<|assistant|>"
-    assert chat_prompt(tokenizer, "which action ?", "You see motion.") == \
-        "<|system|>You see motion.\n<|user|>which action ?\n<|assistant|>"
+    assert (
+        chat_prompt(tokenizer, "which action ?", "You see motion.")
+        == "<|system|>You see motion.\n<|user|>which action ?\n<|assistant|>"
+    )
 
 
 # ----------------------------------------------------------------------------- faithfulness
 
 
 def test_cited_codes():
-    assert cited_codes("Action: wave. Explanation: <a12> raises the arm, then <a3>; "
-                       "<a12> again and <a40>x2.") == [12, 3, 40]
+    assert cited_codes("Action: wave. Explanation: <a12> raises the arm, then <a3>; <a12> again and <a40>x2.") == [
+        12,
+        3,
+        40,
+    ]
     assert cited_codes("no tokens here, a12 <b3>") == []
 
 
@@ -535,8 +585,9 @@ def test_probability_drop_known_answers():
         return 0.9 if 7 in codes else 0.1
 
     codes = [7, 7, 3, 4, 5, 6]
-    result = probability_drop(holds_seven, codes, cited=[7], label=0, num_random=4,
-                              generator=torch.Generator().manual_seed(0))
+    result = probability_drop(
+        holds_seven, codes, cited=[7], label=0, num_random=4, generator=torch.Generator().manual_seed(0)
+    )
     assert result["full"] == 0.9 and result["cited_removed"] == 0.1
     assert result["random_removed"] == pytest.approx(0.9)  # random steps never hold code 7
     assert result["drop_cited"] == pytest.approx(0.8) and result["drop_random"] == 0.0
@@ -577,9 +628,12 @@ def test_probability_drop_known_answers():
     def by_codes(codes):
         return sum(codes) / 100
 
-    draws = [probability_drop(by_codes, list(range(10)), cited=[0, 1], label=0, num_random=2,
-                              generator=torch.Generator().manual_seed(1))["random_removed"]
-             for _ in range(2)]
+    draws = [
+        probability_drop(
+            by_codes, list(range(10)), cited=[0, 1], label=0, num_random=2, generator=torch.Generator().manual_seed(1)
+        )["random_removed"]
+        for _ in range(2)
+    ]
     assert draws[0] == draws[1]
     with pytest.raises(ValueError, match="num_random"):
         probability_drop(by_codes, [1], [1], 0, num_random=0)

@@ -11,9 +11,8 @@ import sys
 
 import pytest
 import torch
-import yaml
-
 from conftest import SYNTHETIC_HGLNET
+
 from skelang.fusion.descriptions import load_descriptions
 from skelang.lm.prompts import INSTRUCTION, SYSTEM, CodeEvidence, build_prompt, target_text
 from skelang.vst.glossary import GlossaryEntry
@@ -32,16 +31,32 @@ def tiny_language_model(tmp_path_factory):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts * 4, trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "</s>"],
-                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(
+        texts * 4,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=["<pad>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="</s>", pad_token="<pad>")
-    tokenizer.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
-                               "{% if add_generation_prompt %}<assistant>{% endif %}")
+    tokenizer.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=512, eos_token_id=tokenizer.eos_token_id,
-                                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=False,
+        )
+    )
     folder = tmp_path_factory.mktemp("tiny_llama")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -49,14 +64,22 @@ def tiny_language_model(tmp_path_factory):
 
 
 def lm_config(vst_run, model_folder, **lm) -> dict:
-    return {"seed": 0,
-            "data": {**SYNTHETIC_HGLNET["data"], "train": "synthetic:4:0", "test": "synthetic:2:1"},
-            "optim": {"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.0, "schedule": "cosine",
-                      "warmup_epochs": 0},
-            "train": {"epochs": 2, "batch_size": 12, "test_batch_size": 16, "eval_every": 1},
-            "stage": "lm", "lm": {"vst_run": str(vst_run), "model": str(model_folder), "descriptions": "synthetic",
-                   "lora": {"r": 4, "alpha": 8, "dropout": 0.05}, "max_new_tokens": 12, "explain_samples": 4,
-                   **lm}}
+    return {
+        "seed": 0,
+        "data": {**SYNTHETIC_HGLNET["data"], "train": "synthetic:4:0", "test": "synthetic:2:1"},
+        "optim": {"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.0, "schedule": "cosine", "warmup_epochs": 0},
+        "train": {"epochs": 2, "batch_size": 12, "test_batch_size": 16, "eval_every": 1},
+        "stage": "lm",
+        "lm": {
+            "vst_run": str(vst_run),
+            "model": str(model_folder),
+            "descriptions": "synthetic",
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.05},
+            "max_new_tokens": 12,
+            "explain_samples": 4,
+            **lm,
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +95,15 @@ def synthetic_lm_run(synthetic_vst_run, tiny_language_model, tmp_path_factory):
 
 def test_the_run_holds_its_files_and_metrics(synthetic_lm_run):
     run, _, metrics = synthetic_lm_run
-    for name in ("config.yaml", "log.jsonl", "checkpoint.pt", "narratives.pt", "metrics.json",
-                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors"):
+    for name in (
+        "config.yaml",
+        "log.jsonl",
+        "checkpoint.pt",
+        "narratives.pt",
+        "metrics.json",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+    ):
         assert (run / name).is_file(), name
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [entry["epoch"] for entry in log] == [1, 2] and "test_top1" in log[0]
@@ -119,18 +149,30 @@ def test_peft_loads_the_runs_adapter(synthetic_lm_run, tiny_language_model):
 def test_eval_and_explain_from_the_command_line(synthetic_lm_run):
     run, _, metrics = synthetic_lm_run
     names = load_descriptions("synthetic").names()
-    evaluated = subprocess.run([sys.executable, "-m", "skelang", "eval", str(run), "--json", "--explanations",
-                                "--limit", "2"], capture_output=True, text=True, check=True)
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "skelang", "eval", str(run), "--json", "--explanations", "--limit", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(evaluated.stdout)
     assert result["top1"] == pytest.approx(metrics["top1"])
     assert len(result["explanations"]) == 2
-    explained = subprocess.run([sys.executable, "-m", "skelang", "explain", str(run), "--sample", "3", "--json"],
-                               capture_output=True, text=True, check=True)
+    explained = subprocess.run(
+        [sys.executable, "-m", "skelang", "explain", str(run), "--sample", "3", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     [record] = json.loads(explained.stdout)
     assert record["index"] == 3 and record["predicted_name"] in names and 0 < record["probability"] <= 1
     assert record["narrative"].startswith("<a")
-    printed = subprocess.run([sys.executable, "-m", "skelang", "explain", str(run), "--count", "2"],
-                             capture_output=True, text=True, check=True).stdout
+    printed = subprocess.run(
+        [sys.executable, "-m", "skelang", "explain", str(run), "--count", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert printed.count("explanation:") == 2
 
 
@@ -157,8 +199,9 @@ def test_joint_training_trains_the_encoder_and_narrates_with_it(joint_lm_run, sy
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert {"lm_loss", "classification", "commitment"} <= log[0].keys()
     assert (run / "narratives_joint.pt").is_file() and metrics["samples"] == 30
-    evaluated = subprocess.run([sys.executable, "-m", "skelang", "eval", str(run), "--json"],
-                               capture_output=True, text=True, check=True)
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "skelang", "eval", str(run), "--json"], capture_output=True, text=True, check=True
+    )
     assert json.loads(evaluated.stdout)["top1"] == pytest.approx(metrics["top1"])
 
 
@@ -180,10 +223,10 @@ def test_the_language_model_loss_reaches_the_encoder(synthetic_vst_run, tiny_lan
     """Straight-through on the action tokens (and the projector, where on): the loss's value
     is that of the hard codes, and the encoder gets a gradient from the language model alone."""
     from skelang.data.dataset import SkeletonDataset
-    from skelang.runs.stages.lm import build_language_model, narrate_for_training, unfreeze_for_joint_training
-    from skelang.runs.stages.vst import load_vst_run
     from skelang.runs.config import resolve_config
     from skelang.runs.stages.encoder import load_sequences, make_preprocess
+    from skelang.runs.stages.lm import build_language_model, narrate_for_training, unfreeze_for_joint_training
+    from skelang.runs.stages.vst import load_vst_run
 
     config = resolve_config(lm_config(synthetic_vst_run[0], tiny_language_model, projector=projector))
     vst_model = load_vst_run(config["lm"]["vst_run"]).model
@@ -254,8 +297,14 @@ def test_the_answer_weight_weighs_the_class_name_tokens(tiny_language_model):
 
     torch.manual_seed(0)
     language_model, tokenizer = load_language_model(str(tiny_language_model))
-    model = ActionLanguageModel(language_model, tokenizer, load_descriptions("synthetic"), 16, 8,
-                                LMOptions(LoRAConfig(r=2, alpha=4, target_modules=["q_proj"]))).eval()
+    model = ActionLanguageModel(
+        language_model,
+        tokenizer,
+        load_descriptions("synthetic"),
+        16,
+        8,
+        LMOptions(LoRAConfig(r=2, alpha=4, target_modules=["q_proj"])),
+    ).eval()
     sample, target = NarratedSample(label=3, codes=[1, 2, 2]), (" kick.", " Explanation: <a2> (legs) are typical.")
 
     def ids(text):
@@ -264,9 +313,10 @@ def test_the_answer_weight_weighs_the_class_name_tokens(tiny_language_model):
     prompt, answer, rest = ids(model.prompt(sample)), ids(target[0]), ids(target[1]) + [tokenizer.eos_token_id]
     with torch.no_grad():
         logits = model.language_model(input_ids=torch.tensor([prompt + answer + rest])).logits[0]
-        token_loss = torch.nn.functional.cross_entropy(logits[len(prompt) - 1:-1], torch.tensor(answer + rest),
-                                                       reduction="none")
+        token_loss = torch.nn.functional.cross_entropy(
+            logits[len(prompt) - 1 : -1], torch.tensor(answer + rest), reduction="none"
+        )
         plain = model.loss([sample], [target])
         weighted = model.loss([sample], [target], answer_weight=1e6)
     torch.testing.assert_close(plain, token_loss.mean(), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(weighted, token_loss[:len(answer)].mean(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(weighted, token_loss[: len(answer)].mean(), rtol=1e-4, atol=1e-4)

@@ -38,8 +38,7 @@ def test_parity(dtype, shape, bias, masked):
     tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else {}
     torch.testing.assert_close(y, y_ref, **tolerance)
     grad_y = torch.randn_like(y)
-    for grad, grad_ref in zip(torch.autograd.grad(y, (x, A, B), grad_y),
-                              torch.autograd.grad(y_ref, (x, A, B), grad_y)):
+    for grad, grad_ref in zip(torch.autograd.grad(y, (x, A, B), grad_y), torch.autograd.grad(y_ref, (x, A, B), grad_y)):
         torch.testing.assert_close(grad, grad_ref, **tolerance)
 
 
@@ -51,8 +50,7 @@ def test_parity_across_row_blocks(masked):
     y_ref = reference.lora_linear(x, weight, b, A, B, 0.75, mask)
     torch.testing.assert_close(y, y_ref)
     grad_y = torch.randn_like(y)
-    for grad, grad_ref in zip(torch.autograd.grad(y, (x, A, B), grad_y),
-                              torch.autograd.grad(y_ref, (x, A, B), grad_y)):
+    for grad, grad_ref in zip(torch.autograd.grad(y, (x, A, B), grad_y), torch.autograd.grad(y_ref, (x, A, B), grad_y)):
         torch.testing.assert_close(grad, grad_ref)
 
 
@@ -69,8 +67,9 @@ def test_a_bool_mask_is_the_float_mask_with_its_scale_in_scaling():
     y_float = ops.lora_linear(x, weight, b, A, B, 0.5, keep.double() / 0.8)
     torch.testing.assert_close(y_bool, y_float)
     grad_y = torch.randn_like(y_bool)
-    for grad_bool, grad_float in zip(torch.autograd.grad(y_bool, (x, A, B), grad_y),
-                                     torch.autograd.grad(y_float, (x, A, B), grad_y)):
+    for grad_bool, grad_float in zip(
+        torch.autograd.grad(y_bool, (x, A, B), grad_y), torch.autograd.grad(y_float, (x, A, B), grad_y)
+    ):
         torch.testing.assert_close(grad_bool, grad_float)
 
 
@@ -84,8 +83,9 @@ def test_backward_keeps_x_the_bool_mask_and_xa_only():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         ops.lora_linear(x, weight, b, A, B, 0.5, keep)
-    activations = {t.data_ptr(): t.numel() * t.element_size() for t in saved
-                   if t.shape[:-1] == x.shape[:-1]}  # per-token tensors (not the weights)
+    activations = {
+        t.data_ptr(): t.numel() * t.element_size() for t in saved if t.shape[:-1] == x.shape[:-1]
+    }  # per-token tensors (not the weights)
     assert sorted(activations.values()) == sorted([64 * 4 * 4, 64 * 32, 64 * 32 * 4])  # xa, mask, x
 
 
@@ -106,8 +106,9 @@ def test_layer_starts_as_its_base_and_matches_peft():
     peft = pytest.importorskip("peft")
     with torch.no_grad():
         layer.lora_B.normal_()
-    model = peft.inject_adapter_in_model(peft.LoraConfig(r=4, lora_alpha=8, target_modules=["layer"]),
-                                         nn.ModuleDict({"layer": nn.Linear(12, 10)}))
+    model = peft.inject_adapter_in_model(
+        peft.LoraConfig(r=4, lora_alpha=8, target_modules=["layer"]), nn.ModuleDict({"layer": nn.Linear(12, 10)})
+    )
     peft_layer = model["layer"]
     with torch.no_grad():
         peft_layer.base_layer.load_state_dict(base.state_dict())
@@ -123,10 +124,11 @@ def test_dropout_is_a_mask_drawn_outside_the_op():
         layer.lora_B.normal_()
     x = torch.randn(64, 8)
     assert not torch.equal(layer.train()(x), layer(x))  # training: a new mask each call
-    assert torch.equal(layer.eval()(x), layer(x))       # evaluation: no dropout
+    assert torch.equal(layer.eval()(x), layer(x))  # evaluation: no dropout
 
 
 # --- dropout_mask ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("numel", [0, 1, 3, 4, 5, 4099])
 @pytest.mark.parametrize("p", [0.0, 0.05, 0.5, 0.999])
@@ -195,8 +197,10 @@ def test_cuda_parity():
     y, y_cpu = ops.lora_linear(*on_cuda[:5], 0.5, on_cuda[5]), ops.lora_linear(*inputs[:5], 0.5, inputs[5])
     torch.testing.assert_close(y.cpu(), y_cpu)
     grad_y = torch.randn_like(y_cpu)
-    for a, b in zip(torch.autograd.grad(y, (on_cuda[0], on_cuda[3], on_cuda[4]), grad_y.cuda()),
-                    torch.autograd.grad(y_cpu, (inputs[0], inputs[3], inputs[4]), grad_y)):
+    for a, b in zip(
+        torch.autograd.grad(y, (on_cuda[0], on_cuda[3], on_cuda[4]), grad_y.cuda()),
+        torch.autograd.grad(y_cpu, (inputs[0], inputs[3], inputs[4]), grad_y),
+    ):
         torch.testing.assert_close(a.cpu(), b)
     x = torch.empty(1001, 7)  # a partial last word
     for p in (0.05, 0.5):

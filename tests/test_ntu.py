@@ -7,7 +7,8 @@ import csv
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skelang import _C
 from skelang.data import ntu
@@ -77,7 +78,12 @@ def test_missing_skeleton_list(shared_data):
 
 def test_sample_names():
     assert ntu.parse_ntu_name("S017C003P020R002A060.skeleton") == {
-        "setup": 17, "camera": 3, "subject": 20, "replication": 2, "action": 60}
+        "setup": 17,
+        "camera": 3,
+        "subject": 20,
+        "replication": 2,
+        "action": 60,
+    }
     with pytest.raises(ValueError, match="not an NTU RGB\\+D sample name"):
         ntu.parse_ntu_name("video.avi")
 
@@ -102,10 +108,18 @@ coordinates = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, width=64
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(st.tuples(st.integers(0, 2**64 - 1),
-                                   st.lists(st.tuples(coordinates, coordinates, coordinates),
-                                            min_size=25, max_size=25)),
-                         max_size=3), max_size=5))
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.integers(0, 2**64 - 1),
+                st.lists(st.tuples(coordinates, coordinates, coordinates), min_size=25, max_size=25),
+            ),
+            max_size=3,
+        ),
+        max_size=5,
+    )
+)
 def test_parser_round_trips_generated_files(frames):
     parsed = _C.parse_ntu_skeleton_text(make_skeleton_text(frames), "generated.skeleton")
     assert parsed["num_frames"] == len(frames)
@@ -150,8 +164,14 @@ BAD_FILES = [
     ("1\n1\n5 0 0 0 0 0 0 0 0 2\n24\n", r"bad\.skeleton:4: expected 25 joints per body, got 24"),
     ("1\n1\n5 0 0 0 0 0 0 0 2\n25\n", r"bad\.skeleton:3: the body info line .* must have 9 values, got 8"),
     ("1\n1\n5 0 0 0 0 0 0 0 0 2\n25\n1 2 3\n", r"bad\.skeleton:5: a joint line .* must have 12 values, got 3"),
-    ("1\n1\n5 0 0 0 0 0 0 0 0 2\n25\n" + "1 2 abc 0 0 0 0 0 0 0 0 0\n" * 25, r"bad\.skeleton:5: expected a number .* got 'abc'"),
-    ("1\n1\n5 0 0 0 0 0 0 0 0 2\n25\n" + "1 2 3 0 0 0 0 0 0 0 0 0\n" * 3 + "inf 2 3 0 0 0 0 0 0 0 0 0\n", r"bad\.skeleton:8: non-finite value 'inf'"),
+    (
+        "1\n1\n5 0 0 0 0 0 0 0 0 2\n25\n" + "1 2 abc 0 0 0 0 0 0 0 0 0\n" * 25,
+        r"bad\.skeleton:5: expected a number .* got 'abc'",
+    ),
+    (
+        "1\n1\n5 0 0 0 0 0 0 0 0 2\n25\n" + "1 2 3 0 0 0 0 0 0 0 0 0\n" * 3 + "inf 2 3 0 0 0 0 0 0 0 0 0\n",
+        r"bad\.skeleton:8: non-finite value 'inf'",
+    ),
     ("1\n1\n5 0 0 0 0 0 0 0 0 2\n25\n" + "NaN 2 3 0 0 0 0 0 0 0 0 0\n", r"bad\.skeleton:5: non-finite value 'NaN'"),
     ("1\n0\n0\n", r"bad\.skeleton:3: unexpected content after the 1 frames"),
     ("99999999999\n", r"bad\.skeleton:1: the frame count 99999999999 is implausibly large"),
@@ -174,7 +194,7 @@ def test_denoising_drops_short_and_wide_bodies():
     person = np.zeros((25, 3))
     person[:, 1] = np.linspace(0, 1.7, 25)  # tall and thin: a person
     wide = np.zeros((25, 3))
-    wide[:, 0] = np.linspace(0, 2.0, 25)    # wider than tall: furniture
+    wide[:, 0] = np.linspace(0, 2.0, 25)  # wider than tall: furniture
     frames = []
     for t in range(40):
         bodies = [(1, person + rng.normal(0, 0.01, (25, 3)))]
@@ -188,7 +208,8 @@ def test_denoising_drops_short_and_wide_bodies():
 
 
 def test_two_people_fill_two_actor_slots():
-    a = np.zeros((25, 3)); a[:, 1] = np.linspace(0, 1.7, 25)
+    a = np.zeros((25, 3))
+    a[:, 1] = np.linspace(0, 1.7, 25)
     b = a + np.array([1.0, 0, 0])
     frames = [[(1, a + 0.01 * t), (2, b - 0.02 * t)] for t in range(30)]
     sequence_path_text = make_skeleton_text(frames)
@@ -201,7 +222,10 @@ def test_two_people_fill_two_actor_slots():
 
 decimal_text = st.builds(
     lambda sign, digits, point: sign + (digits[:point] or "0") + ("." + digits[point:] if point < len(digits) else ""),
-    st.sampled_from(["", "-", "+"]), st.text("0123456789", min_size=1, max_size=18), st.integers(0, 18))
+    st.sampled_from(["", "-", "+"]),
+    st.text("0123456789", min_size=1, max_size=18),
+    st.integers(0, 18),
+)
 
 
 @settings(max_examples=300, deadline=None)

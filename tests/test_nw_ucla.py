@@ -46,8 +46,7 @@ def test_archive_matches_manifest_and_view3_split(all_sequences, manifest):
         splits[split] += 1
         per_class[(split, sequence.label)] += 1
     assert splits == {"train": 1020, "test": 464}
-    expected = collections.Counter(
-        (row["split"], int(row["label"]) - 1) for row in manifest.values())
+    expected = collections.Counter((row["split"], int(row["label"]) - 1) for row in manifest.values())
     assert per_class == expected
 
 
@@ -62,9 +61,11 @@ def test_raw_examples_and_the_one_frame_sequence(shared_data):
 
 
 def _document(frames=2, joints=20, label=3, value=0.5):
-    return {"file_name": "a04_s01_e00_v03",
-            "skeletons": [[[value, 1.0, 3.0] for _ in range(joints)] for _ in range(frames)],
-            "label": label}
+    return {
+        "file_name": "a04_s01_e00_v03",
+        "skeletons": [[[value, 1.0, 3.0] for _ in range(joints)] for _ in range(frames)],
+        "label": label,
+    }
 
 
 BAD_DOCUMENTS = [

@@ -21,7 +21,7 @@ def random_sequence(seed=0, C=3, T=12, V=25, M=2):
     rng = np.random.default_rng(seed)
     x = rng.normal(0, 1, (C, T, V, M)).astype(np.float32)
     x[:, 2:5, :, 1] = 0  # body 1 absent in frames 2-4
-    x[:, 7] = 0          # nobody in frame 7
+    x[:, 7] = 0  # nobody in frame 7
     return x
 
 
@@ -59,8 +59,9 @@ def test_normalize_removes_the_viewpoint():
     sequence = generate_sequence("kick", seed=4, second_person_prob=0.0, noise_std=0.0)
     angle = np.radians(70)
     turn = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]], np.float32)
-    turned = Sequence(_C.apply_linear_transform(sequence.data, turn) + np.float32(0.5) * (sequence.data != 0),
-                      "ntu25", 0)
+    turned = Sequence(
+        _C.apply_linear_transform(sequence.data, turn) + np.float32(0.5) * (sequence.data != 0), "ntu25", 0
+    )
     a = preprocess.normalize(sequence).data
     b = preprocess.normalize(turned).data
     np.testing.assert_allclose(a, b, atol=1e-4)
@@ -69,8 +70,12 @@ def test_normalize_removes_the_viewpoint():
 @pytest.mark.parametrize("start,step,num_frames", [(0, 1, 12), (0, 11 / 63, 64), (2.5, 0.3, 10), (0, 0, 1), (-3, 2, 9)])
 def test_resample_parity(start, step, num_frames):
     x = random_sequence(2)
-    np.testing.assert_allclose(_C.resample_frames(x, start, step, num_frames),
-                               reference.resample_frames(x, start, step, num_frames), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        _C.resample_frames(x, start, step, num_frames),
+        reference.resample_frames(x, start, step, num_frames),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_resample_keeps_frames_at_integer_positions_and_absent_bodies_absent():
@@ -118,8 +123,9 @@ def test_stream_definitions():
 
 def test_pipeline_is_deterministic_under_a_seed():
     sequence = generate_sequence("jump", seed=1)
-    pipeline = preprocess.Preprocess(num_frames=32, streams=("joint", "bone"),
-                                     augmentation=preprocess.Augmentation(15, 0.1, 0.1, 0.05))
+    pipeline = preprocess.Preprocess(
+        num_frames=32, streams=("joint", "bone"), augmentation=preprocess.Augmentation(15, 0.1, 0.1, 0.05)
+    )
     a = pipeline(sequence, np.random.default_rng(7))
     b = pipeline(sequence, np.random.default_rng(7))
     c = pipeline(sequence, np.random.default_rng(8))
@@ -145,7 +151,9 @@ def test_one_frame_sequence():
 
 def test_bad_arguments():
     x = random_sequence(8)
-    with pytest.raises(ValueError, match=r"normalize_skeleton: centre = 30 is not a joint index of a skeleton with 25 joints"):
+    with pytest.raises(
+        ValueError, match=r"normalize_skeleton: centre = 30 is not a joint index of a skeleton with 25 joints"
+    ):
         _C.normalize_skeleton(x, 30, 0, 20, 4, 8)
     with pytest.raises(ValueError, match=r"must be a \(C, T, V, M\) array, got 3 dimensions"):
         _C.present_frames(x[0])
@@ -170,8 +178,9 @@ def test_two_dimensional_data_keeps_its_score_channel():
     np.testing.assert_array_equal(out[2], x[2])
     for name in preprocess.STREAMS:
         streamed = _C.compute_stream(x, name, list(NTU.parents), NTU.centre, 2)
-        np.testing.assert_allclose(streamed, reference.compute_stream(x, name, NTU.parents, NTU.centre, 2),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            streamed, reference.compute_stream(x, name, NTU.parents, NTU.centre, 2), rtol=1e-5, atol=1e-5
+        )
         np.testing.assert_array_equal(streamed[2], x[2])
     sequence = Sequence(x, "ntu25", 0, {"coordinates": "xy"})
     augmented = preprocess.Augmentation(rotation_degrees=30, scale=0.2, shear=0.2)(sequence, np.random.default_rng(0))
@@ -214,16 +223,18 @@ def test_undetected_2d_joints_stay_zero_in_every_step(seed):
     out, _ = _C.normalize_skeleton(x, *args, coordinates=2)
     np.testing.assert_allclose(out, reference.normalize_skeleton(x, *args, coordinates=2)[0], atol=1e-5)
     assert not out[:, undetected].any()
-    np.testing.assert_allclose(_C.minmax_scale(out, coordinates=2), reference.minmax_scale(out, coordinates=2),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        _C.minmax_scale(out, coordinates=2), reference.minmax_scale(out, coordinates=2), atol=1e-6
+    )
     assert not _C.minmax_scale(out, coordinates=2)[:, undetected].any()
     resampled = _C.resample_frames(out, 0.3, 0.7, 12, coordinates=2)
     np.testing.assert_allclose(resampled, reference.resample_frames(out, 0.3, 0.7, 12, coordinates=2), atol=1e-6)
     assert not resampled[:, :, [3, 8]].any()
     for name in preprocess.STREAMS:
         streamed = _C.compute_stream(out, name, list(layout.parents), layout.centre, 2)
-        np.testing.assert_allclose(streamed, reference.compute_stream(out, name, layout.parents, layout.centre, 2),
-                                   atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(
+            streamed, reference.compute_stream(out, name, layout.parents, layout.centre, 2), atol=1e-5, err_msg=name
+        )
         assert not streamed[:, undetected].any(), name
         children = [v for v, p in enumerate(layout.parents) if p in (3, 8)]
         if name in ("bone", "bone_motion", "bone_direction"):  # bones from an undetected parent
@@ -233,8 +244,13 @@ def test_undetected_2d_joints_stay_zero_in_every_step(seed):
 def test_index_sampling_follows_ctrgcn():
     sequence = generate_sequence("wave", seed=1, second_person_prob=0.0)
     T = sequence.num_frames
-    pipeline = preprocess.Preprocess(num_frames=20, sampling="index", minmax=True, rotate=False,
-                                     augmentation=preprocess.Augmentation(rotation_degrees=30))
+    pipeline = preprocess.Preprocess(
+        num_frames=20,
+        sampling="index",
+        minmax=True,
+        rotate=False,
+        augmentation=preprocess.Augmentation(rotation_degrees=30),
+    )
     test_input = pipeline(sequence)
     moved = preprocess.minmax_scale(preprocess.normalize(preprocess.drop_empty_frames(sequence), rotate=False))
     np.testing.assert_array_equal(test_input, moved.data[:, np.linspace(0, T - 1, 20).astype(int)])

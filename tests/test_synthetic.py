@@ -7,9 +7,18 @@ import numpy as np
 import pytest
 
 from skelang.data.layouts import get_layout
-from skelang.data.synthetic import (HEAD, L_FOOT, L_SHOULDER, R_FOOT, R_SHOULDER, SPINE_BASE,
-                                    SYNTHETIC_ACTIONS, SyntheticSkeletons, generate_sequence,
-                                    synthetic_class_names)
+from skelang.data.synthetic import (
+    HEAD,
+    L_FOOT,
+    L_SHOULDER,
+    R_FOOT,
+    R_SHOULDER,
+    SPINE_BASE,
+    SYNTHETIC_ACTIONS,
+    SyntheticSkeletons,
+    generate_sequence,
+    synthetic_class_names,
+)
 
 ACTIONS = synthetic_class_names()
 BONES = [(joint, parent) for joint, parent in enumerate(get_layout("ntu25").parents) if parent >= 0]
@@ -31,10 +40,21 @@ def bone_lengths(sequence, body=0) -> np.ndarray:
 
 def test_at_least_14_named_and_described_actions():
     assert len(ACTIONS) >= 14 and len(set(ACTIONS)) == len(ACTIONS)
-    assert {"wave", "clap", "kick", "squat", "jump", "punch", "sit down", "stand up", "bow",
-            "raise both arms", "turn around", "walk in place"} <= set(ACTIONS)
-    assert all(len(action.description) > 30 and action.description.endswith(".")
-               for action in SYNTHETIC_ACTIONS)
+    assert {
+        "wave",
+        "clap",
+        "kick",
+        "squat",
+        "jump",
+        "punch",
+        "sit down",
+        "stand up",
+        "bow",
+        "raise both arms",
+        "turn around",
+        "walk in place",
+    } <= set(ACTIONS)
+    assert all(len(action.description) > 30 and action.description.endswith(".") for action in SYNTHETIC_ACTIONS)
 
 
 @pytest.mark.parametrize("num_frames", [None, 2, 64])
@@ -150,29 +170,35 @@ def test_dataset_labels_and_subset():
         subset[6]
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (dict(action="moonwalk"), "known actions: wave, clap"),
-    (dict(action=len(ACTIONS)), "out of range"),
-    (dict(seed=-1), "seed"),
-    (dict(index=-2), "index"),
-    (dict(num_frames=1), "num_frames"),
-    (dict(second_person_prob=1.5), "second_person_prob"),
-    (dict(noise_std=-0.01), "noise_std"),
-    (dict(noise_std=float("nan")), "noise_std"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(action="moonwalk"), "known actions: wave, clap"),
+        (dict(action=len(ACTIONS)), "out of range"),
+        (dict(seed=-1), "seed"),
+        (dict(index=-2), "index"),
+        (dict(num_frames=1), "num_frames"),
+        (dict(second_person_prob=1.5), "second_person_prob"),
+        (dict(noise_std=-0.01), "noise_std"),
+        (dict(noise_std=float("nan")), "noise_std"),
+    ],
+)
 def test_generate_sequence_rejects_bad_arguments(arguments, message):
     with pytest.raises(ValueError, match=message):
         generate_sequence(**{"action": "wave", "seed": 0, **arguments})
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (dict(samples_per_class=0), "samples_per_class"),
-    (dict(seed=-1), "seed"),
-    (dict(actions=[]), "at least one"),
-    (dict(actions=["wave", "wave"]), "duplicates"),
-    (dict(actions=["wave", "fly"]), "unknown synthetic action 'fly'"),
-    (dict(second_person_prob=-0.1), "second_person_prob"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(samples_per_class=0), "samples_per_class"),
+        (dict(seed=-1), "seed"),
+        (dict(actions=[]), "at least one"),
+        (dict(actions=["wave", "wave"]), "duplicates"),
+        (dict(actions=["wave", "fly"]), "unknown synthetic action 'fly'"),
+        (dict(second_person_prob=-0.1), "second_person_prob"),
+    ],
+)
 def test_dataset_rejects_bad_arguments(arguments, message):
     with pytest.raises(ValueError, match=message):
         SyntheticSkeletons(**arguments)

@@ -52,8 +52,9 @@ def tiny_bert(tmp_path_factory, minilm_folder):
 
     folder = tmp_path_factory.mktemp("tiny_bert")
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_folder), local_files_only=True)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=37)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37
+    )
     torch.manual_seed(0)
     model = BertModel(config).eval()
     model.save_pretrained(folder)
@@ -74,12 +75,12 @@ def test_default_loads_offline_without_writing_a_cache(tmp_path):
         features = TextEncoder.from_pretrained().encode(["drinking water", "kicking a football"])
         print("SHAPE", tuple(features.shape))
     """)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               HF_HOME=str(hf_home), XDG_CACHE_HOME=str(hf_home))
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(hf_home), XDG_CACHE_HOME=str(hf_home)
+    )
     env.pop("HF_HUB_CACHE", None)
     env.pop("TRANSFORMERS_CACHE", None)
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "SHAPE (2, 384)" in result.stdout
     assert list(hf_home.rglob("*")) == [], "something was downloaded or cached"
@@ -130,13 +131,18 @@ def test_sentence_transformers_files_select_pooling(tmp_path, tiny_bert):
     folder, model, tokenizer = tiny_bert
     for item in folder.iterdir():
         (tmp_path / item.name).symlink_to(item)
-    (tmp_path / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]))
+    (tmp_path / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
     (tmp_path / "1_Pooling").mkdir()
-    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(
-        {"word_embedding_dimension": 32, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    (tmp_path / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
+    )
     cls_encoder = TextEncoder.from_pretrained(tmp_path)
     assert cls_encoder.pooling == "cls" and not cls_encoder.normalize
     batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
@@ -158,11 +164,11 @@ def test_token_features_shapes_and_mask(encoder):
     assert features.shape == (2, int(lengths.max()), 384)
     assert mask.dtype == torch.bool and mask.shape == features.shape[:2]
     assert mask.sum(1).tolist() == lengths.tolist()
-    assert mask[1].all() and not mask[0, int(lengths[0]):].any()
-    assert (features[0, int(lengths[0]):] == 0).all()
+    assert mask[1].all() and not mask[0, int(lengths[0]) :].any()
+    assert (features[0, int(lengths[0]) :] == 0).all()
     # token features of a short text do not depend on padding
     alone, _ = encoder.token_features(["wave"])
-    assert torch.allclose(features[0, :int(lengths[0])], alone[0], atol=1e-5)
+    assert torch.allclose(features[0, : int(lengths[0])], alone[0], atol=1e-5)
     # padded across batches of different lengths
     split, split_mask = encoder.token_features(texts, batch_size=1)
     assert torch.equal(split_mask, mask) and torch.allclose(split, features, atol=1e-5)

@@ -22,12 +22,18 @@ from skelang.runs.loop import learning_rate, make_optimizer
 def load_checkpoint(path: Path) -> dict:
     return RunDirectory(path.parent).load_checkpoint()
 
+
 SKELANG = shutil.which("skelang", path=str(Path(sys.executable).parent)) or "skelang"
 
 TINY = {
     "seed": 3,
-    "data": {"train": "synthetic:1:0", "test": "synthetic:1:1", "num_frames": 8, "num_workers": 0,
-             "augmentation": {"rotation_degrees": 10, "joint_dropout": 0.1}},
+    "data": {
+        "train": "synthetic:1:0",
+        "test": "synthetic:1:1",
+        "num_frames": 8,
+        "num_workers": 0,
+        "augmentation": {"rotation_degrees": 10, "joint_dropout": 0.1},
+    },
     "model": {"type": "stgcn", "channels": [8, 8], "strides": [1, 2]},
     "optim": {"warmup_epochs": 1, "milestones": [2]},
     "train": {"epochs": 3, "batch_size": 8},
@@ -58,12 +64,30 @@ def finished_run(tmp_path_factory) -> Path:
 
 # configuration
 
+
 def test_defaults_follow_ctrgcn_nw_ucla_recipe(tiny_file):
-    config = load_config(tiny_file, ["optim.lr=0.05", "data.streams=[joint, bone]", "model.channels=[4]",
-                                     "model.strides=[1]", "train.deterministic=true"])
-    assert config["optim"] == {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4,
-                               "schedule": "step", "milestones": [2], "gamma": 0.1, "warmup_epochs": 1,
-                               "label_smoothing": 0.0}
+    config = load_config(
+        tiny_file,
+        [
+            "optim.lr=0.05",
+            "data.streams=[joint, bone]",
+            "model.channels=[4]",
+            "model.strides=[1]",
+            "train.deterministic=true",
+        ],
+    )
+    assert config["optim"] == {
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 1e-4,
+        "schedule": "step",
+        "milestones": [2],
+        "gamma": 0.1,
+        "warmup_epochs": 1,
+        "label_smoothing": 0.0,
+    }
     assert config["data"]["streams"] == ["joint", "bone"]
     assert config["model"]["channels"] == [4] and config["model"]["strides"] == [1]
     assert config["model"]["ltc_kernel_size"] == 9 and config["model"]["gsm"] is False  # the stgcn preset
@@ -74,34 +98,37 @@ def test_defaults_follow_ctrgcn_nw_ucla_recipe(tiny_file):
     assert defaults["optim"]["warmup_epochs"] == 5 and defaults["optim"]["lr"] == 0.1
 
 
-@pytest.mark.parametrize("override, message", [
-    ("optim.lr=fast", "optim.lr: expected a positive number, got 'fast'"),
-    ("optim.lr=0", "optim.lr: expected a positive number, got 0"),
-    ("data.frames=20", "unknown key data.frames (did you mean data.num_frames?)"),
-    ("optimizer.lr=1", "unknown key optimizer (did you mean optim?)"),
-    ("data.augmentation.twist=1", "unknown key data.augmentation.twist"),
-    ("lr=0.1", "unknown key lr"),
-    ("train.epochs=2.5", "train.epochs: expected a positive integer, got 2.5"),
-    ("train.epochs=true", "train.epochs: expected a positive integer, got True"),
-    ("seed=-1", "seed: expected a non-negative integer, got -1"),
-    ("data.augmentation.shear=-1", "data.augmentation.shear: expected a non-negative number, got -1"),
-    ("data.streams=[joint, angle]", "data.streams: expected a non-empty list of joint, bone"),
-    ("data.streams=[]", "data.streams: expected a non-empty list"),
-    ("data.train_crop=[0.9, 0.5]", "data.train_crop: expected low <= high"),
-    ("data.eval_crop=1.5", "data.eval_crop: expected a number in (0, 1], got 1.5"),
-    ("data.normalize=maybe", "data.normalize: expected true or false, got 'maybe'"),
-    ("data.benchmark=ntu61", "data.benchmark: expected one of ntu60-xsub"),
-    ("optim.schedule=linear", "optim.schedule: expected one of step, cosine, got 'linear'"),
-    ("optim.milestones=[55, 35]", "optim.milestones: expected an increasing list of epochs"),
-    ("train.device=tpu", "train.device: expected one of auto, cpu, cuda"),
-    ("data.train=null", "data.train: expected the training data's path, got null"),
-    ("data.test=null", "data.test: expected the test data's path"),
-    ("data={}", "data.train: expected the training data's path"),
-    ("optim=3", "optim: expected a section of keys, got 3"),
-    ("optim.lr", "override 'optim.lr': expected key.sub=value"),
-    ("seed.value=1", "override 'seed.value=1': seed is not a section"),
-    ("optim.lr=[1", "cannot parse '[1' as a YAML value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr=fast", "optim.lr: expected a positive number, got 'fast'"),
+        ("optim.lr=0", "optim.lr: expected a positive number, got 0"),
+        ("data.frames=20", "unknown key data.frames (did you mean data.num_frames?)"),
+        ("optimizer.lr=1", "unknown key optimizer (did you mean optim?)"),
+        ("data.augmentation.twist=1", "unknown key data.augmentation.twist"),
+        ("lr=0.1", "unknown key lr"),
+        ("train.epochs=2.5", "train.epochs: expected a positive integer, got 2.5"),
+        ("train.epochs=true", "train.epochs: expected a positive integer, got True"),
+        ("seed=-1", "seed: expected a non-negative integer, got -1"),
+        ("data.augmentation.shear=-1", "data.augmentation.shear: expected a non-negative number, got -1"),
+        ("data.streams=[joint, angle]", "data.streams: expected a non-empty list of joint, bone"),
+        ("data.streams=[]", "data.streams: expected a non-empty list"),
+        ("data.train_crop=[0.9, 0.5]", "data.train_crop: expected low <= high"),
+        ("data.eval_crop=1.5", "data.eval_crop: expected a number in (0, 1], got 1.5"),
+        ("data.normalize=maybe", "data.normalize: expected true or false, got 'maybe'"),
+        ("data.benchmark=ntu61", "data.benchmark: expected one of ntu60-xsub"),
+        ("optim.schedule=linear", "optim.schedule: expected one of step, cosine, got 'linear'"),
+        ("optim.milestones=[55, 35]", "optim.milestones: expected an increasing list of epochs"),
+        ("train.device=tpu", "train.device: expected one of auto, cpu, cuda"),
+        ("data.train=null", "data.train: expected the training data's path, got null"),
+        ("data.test=null", "data.test: expected the test data's path"),
+        ("data={}", "data.train: expected the training data's path"),
+        ("optim=3", "optim: expected a section of keys, got 3"),
+        ("optim.lr", "override 'optim.lr': expected key.sub=value"),
+        ("seed.value=1", "override 'seed.value=1': seed is not a section"),
+        ("optim.lr=[1", "cannot parse '[1' as a YAML value"),
+    ],
+)
 def test_bad_key_or_value_is_named(tiny_file, override, message):
     with pytest.raises(ValueError) as error:
         load_config(tiny_file, [override])
@@ -127,7 +154,8 @@ def test_learning_rate_schedules():
     optim = resolve_config({"data": {"train": "x", "test": "y"}, "model": {"type": "stgcn"}})["optim"]
     assert [learning_rate(optim, 65, e) for e in (0, 1, 4)] == pytest.approx([0.02, 0.04, 0.1])
     assert [learning_rate(optim, 65, e) for e in (5, 34, 35, 54, 55, 64)] == pytest.approx(
-        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
     cosine = {**optim, "schedule": "cosine", "warmup_epochs": 0}
     assert [learning_rate(cosine, 10, e) for e in (0, 5)] == pytest.approx([0.1, 0.05])
 
@@ -139,6 +167,7 @@ def test_shipped_configs_load(name):
 
 
 # metrics
+
 
 def test_classification_metrics():
     logits = torch.tensor([[3.0, 2, 1, 0], [0, 3, 2, 1], [0, 1, 3, 2], [3, 0, 1, 2], [1, 2, 0, 3]])
@@ -153,9 +182,17 @@ def test_classification_metrics():
 
 # runs
 
+
 def test_run_writes_config_log_metrics_and_checkpoint(finished_run):
-    assert sorted(p.name for p in finished_run.iterdir()) == [".lock", "checkpoint.pt", "config.yaml", "log.csv",
-                                                             "log.jsonl", "metrics.json", "scores.npz"]
+    assert sorted(p.name for p in finished_run.iterdir()) == [
+        ".lock",
+        "checkpoint.pt",
+        "config.yaml",
+        "log.csv",
+        "log.jsonl",
+        "metrics.json",
+        "scores.npz",
+    ]
     assert yaml.safe_load((finished_run / "config.yaml").read_text()) == resolve_config(tiny_config())
     log = [json.loads(line) for line in (finished_run / "log.jsonl").read_text().splitlines()]
     assert [entry["epoch"] for entry in log] == [1, 2, 3]
@@ -233,6 +270,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
 # command line
 
+
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([SKELANG, *args], capture_output=True, text=True, timeout=300)
 
@@ -251,7 +289,8 @@ def test_train_and_eval_commands(tmp_path, tiny_file):
     result = run("train", "--config", str(tiny_file), "optim.lr=fast", "--out", str(tmp_path / "other"))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"skelang train: error: {tiny_file}: optim.lr: expected a positive number, got 'fast'"]
+        f"skelang train: error: {tiny_file}: optim.lr: expected a positive number, got 'fast'"
+    ]
 
 
 def test_the_optimizer_is_sgd_or_adamw():
@@ -262,4 +301,6 @@ def test_the_optimizer_is_sgd_or_adamw():
     adamw = make_optimizer(parameters, {**optim, "optimizer": "adamw", "lr": 1e-3})
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 1e-3
     with pytest.raises(ValueError, match="optim.optimizer"):
-        resolve_config({"data": {"train": "x", "test": "y"}, "model": {"type": "stgcn"}, "optim": {"optimizer": "adam"}})
+        resolve_config(
+            {"data": {"train": "x", "test": "y"}, "model": {"type": "stgcn"}, "optim": {"optimizer": "adam"}}
+        )

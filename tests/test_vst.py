@@ -88,9 +88,14 @@ def test_bad_inputs():
 def test_ddp_ranks_end_with_identical_codebooks(tmp_path):
     worker = Path(__file__).with_name("vst_ddp_worker.py")
     init_file = tmp_path / "rendezvous"
-    processes = [subprocess.Popen([sys.executable, str(worker), str(rank), "2", str(init_file),
-                                   str(tmp_path / f"rank{rank}.pt")], stderr=subprocess.PIPE, text=True)
-                 for rank in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(worker), str(rank), "2", str(init_file), str(tmp_path / f"rank{rank}.pt")],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
     for process in processes:
         _, error = process.communicate(timeout=120)
         assert process.returncode == 0, error
@@ -114,9 +119,21 @@ def test_tokenize_is_deterministic_and_writes_narratives(synthetic_vst_run, tmp_
     run, _ = synthetic_vst_run
     outputs = []
     for name in ("a.jsonl", "b.jsonl"):
-        result = subprocess.run([str(Path(sys.executable).parent / "skelang"), "vst", "tokenize", str(run),
-                                 "--data", "synthetic:2:7", "--out", str(tmp_path / name)],
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "skelang"),
+                "vst",
+                "tokenize",
+                str(run),
+                "--data",
+                "synthetic:2:7",
+                "--out",
+                str(tmp_path / name),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
         outputs.append((tmp_path / name).read_text())
     assert outputs[0] == outputs[1]
@@ -137,8 +154,12 @@ def format_narrative_from(record: dict) -> str:
 
 def test_glossary_command(synthetic_vst_run):
     run, metrics = synthetic_vst_run
-    result = subprocess.run([str(Path(sys.executable).parent / "skelang"), "vst", "glossary", str(run)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "skelang"), "vst", "glossary", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     entries = json.loads((run / "glossary.json").read_text())
@@ -151,10 +172,27 @@ def test_render_a_code(synthetic_vst_run, tmp_path):
     run, _ = synthetic_vst_run
     code = json.loads((run / "glossary.json").read_text())[0]["code"]
     out = tmp_path / "code.gif"
-    result = subprocess.run([str(Path(sys.executable).parent / "skelang"), "data", "render", str(run), "--code", str(code),
-                             "--out", str(out)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "skelang"),
+            "data",
+            "render",
+            str(run),
+            "--code",
+            str(code),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert out.stat().st_size > 1000
-    result = subprocess.run([str(Path(sys.executable).parent / "skelang"), "data", "render", str(run), "--code", "9999",
-                             "--out", str(out)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "skelang"), "data", "render", str(run), "--code", "9999", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "code 9999 is not in [0, 512)" in result.stderr

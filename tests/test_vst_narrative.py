@@ -10,10 +10,16 @@ import torch
 
 from skelang.data.layouts import get_layout
 from skelang.vst.decoder import MotionDecoder, segment_targets
-from skelang.vst.glossary import (build_glossary, describe_motion,
-                                  format_glossary, load_glossary, save_glossary)
-from skelang.vst.narrative import (TokenRun, format_narrative, narrative_codes, parse_narrative,
-                                   run_length, smooth_tokens, token_name)
+from skelang.vst.glossary import build_glossary, describe_motion, format_glossary, load_glossary, save_glossary
+from skelang.vst.narrative import (
+    TokenRun,
+    format_narrative,
+    narrative_codes,
+    parse_narrative,
+    run_length,
+    smooth_tokens,
+    token_name,
+)
 from skelang.vst.segments import adaptive_segments, fixed_segments, pool_fixed, pool_segments
 
 
@@ -70,9 +76,7 @@ def test_smooth_tokens_penalty_zero_and_large():
 
 
 def test_smooth_tokens_hand_computed():
-    distances = torch.tensor([[0.0, 1.0],
-                              [0.6, 0.0],
-                              [0.0, 1.0]])
+    distances = torch.tensor([[0.0, 1.0], [0.6, 0.0], [0.0, 1.0]])
     # Switching twice costs 2 * 0.5 = 1.0 > 0.6 for staying on code 0.
     assert smooth_tokens(distances, 0.5).tolist() == [0, 0, 0]
     # Switching twice costs 2 * 0.2 = 0.4 < 0.6.
@@ -88,11 +92,9 @@ def test_smooth_tokens_matches_brute_force():
         K = int(torch.randint(1, 5, (1,), generator=generator))
         distances = torch.rand(S, K, generator=generator, dtype=torch.float64)
         penalty = float(torch.rand(1, generator=generator)) * 0.8
-        best = min(itertools.product(range(K), repeat=S),
-                   key=lambda codes: _path_cost(distances, codes, penalty))
+        best = min(itertools.product(range(K), repeat=S), key=lambda codes: _path_cost(distances, codes, penalty))
         codes = smooth_tokens(distances, penalty, candidates=K).tolist()
-        assert _path_cost(distances, codes, penalty) == pytest.approx(
-            _path_cost(distances, best, penalty), abs=1e-12)
+        assert _path_cost(distances, codes, penalty) == pytest.approx(_path_cost(distances, best, penalty), abs=1e-12)
         assert codes == list(best)
 
 
@@ -140,12 +142,25 @@ def test_segment_targets_pads_with_last_frame():
 
 
 # Neutral standing pose for ntu25, facing the camera: y up, performer's right at larger x.
-_LEFT_SIDE = {"shoulder": (-0.18, 0.5, 0), "elbow": (-0.2, 0.25, 0), "wrist": (-0.2, 0.02, 0),
-              "hand": (-0.2, -0.05, 0), "hand_tip": (-0.2, -0.12, 0), "thumb": (-0.17, -0.07, 0),
-              "hip": (-0.1, 0, 0), "knee": (-0.1, -0.45, 0), "ankle": (-0.1, -0.85, 0),
-              "foot": (-0.1, -0.9, -0.1)}
-_CENTRE = {"spine_base": (0, 0, 0), "spine_middle": (0, 0.25, 0), "spine_shoulder": (0, 0.5, 0),
-           "neck": (0, 0.58, 0), "head": (0, 0.7, 0)}
+_LEFT_SIDE = {
+    "shoulder": (-0.18, 0.5, 0),
+    "elbow": (-0.2, 0.25, 0),
+    "wrist": (-0.2, 0.02, 0),
+    "hand": (-0.2, -0.05, 0),
+    "hand_tip": (-0.2, -0.12, 0),
+    "thumb": (-0.17, -0.07, 0),
+    "hip": (-0.1, 0, 0),
+    "knee": (-0.1, -0.45, 0),
+    "ankle": (-0.1, -0.85, 0),
+    "foot": (-0.1, -0.9, -0.1),
+}
+_CENTRE = {
+    "spine_base": (0, 0, 0),
+    "spine_middle": (0, 0.25, 0),
+    "spine_shoulder": (0, 0.5, 0),
+    "neck": (0, 0.58, 0),
+    "head": (0, 0.7, 0),
+}
 _ARM = ("elbow", "wrist", "hand", "hand_tip", "thumb")
 
 

@@ -71,8 +71,11 @@ def test_code_statistics_parity(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_ema_codebook_update_parity(dtype):
     g = torch.Generator().manual_seed(3)
-    state = [torch.randn(20, 6, dtype=dtype, generator=g), torch.rand(20, dtype=dtype, generator=g) * 5,
-             torch.randn(20, 6, dtype=dtype, generator=g)]
+    state = [
+        torch.randn(20, 6, dtype=dtype, generator=g),
+        torch.rand(20, dtype=dtype, generator=g) * 5,
+        torch.randn(20, 6, dtype=dtype, generator=g),
+    ]
     counts = torch.randint(0, 4, (20,)).to(dtype)
     sums = torch.randn(20, 6, dtype=dtype, generator=g)
     ours = [t.clone() for t in state]
@@ -91,8 +94,10 @@ def test_opcheck():
     indices = torch.randint(0, 30, (40,))
     torch.library.opcheck(torch.ops.skelang.code_statistics.default, (x, indices, 30))
     counts, sums = ops.code_statistics(x, indices, 30)
-    torch.library.opcheck(torch.ops.skelang.ema_codebook_update_.default,
-                          (codebook.clone(), torch.ones(30), codebook.clone(), counts, sums, 0.99, 1e-5))
+    torch.library.opcheck(
+        torch.ops.skelang.ema_codebook_update_.default,
+        (codebook.clone(), torch.ones(30), codebook.clone(), counts, sums, 0.99, 1e-5),
+    )
 
 
 def test_errors():
@@ -105,11 +110,13 @@ def test_errors():
     with pytest.raises(RuntimeError, match=r"indices\[1\] = 9 is not a code in \[0, 5\)"):
         ops.code_statistics(torch.randn(3, 4), torch.tensor([0, 9, 1]), 5)
     with pytest.raises(RuntimeError, match="decay must be in"):
-        ops.ema_codebook_update_(torch.randn(5, 4), torch.ones(5), torch.randn(5, 4), torch.ones(5),
-                                 torch.randn(5, 4), 1.0, 1e-5)
+        ops.ema_codebook_update_(
+            torch.randn(5, 4), torch.ones(5), torch.randn(5, 4), torch.ones(5), torch.randn(5, 4), 1.0, 1e-5
+        )
     with pytest.raises(RuntimeError, match=r"sums must be \(K, D\) = \(5, 4\)"):
-        ops.ema_codebook_update_(torch.randn(5, 4), torch.ones(5), torch.randn(5, 4), torch.ones(5),
-                                 torch.randn(5, 3), 0.9, 1e-5)
+        ops.ema_codebook_update_(
+            torch.randn(5, 4), torch.ones(5), torch.randn(5, 4), torch.ones(5), torch.randn(5, 3), 0.9, 1e-5
+        )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

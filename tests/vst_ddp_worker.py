@@ -18,6 +18,8 @@ torch.manual_seed(100 + rank)  # different data and different random state on ea
 for step in range(30):
     x = torch.randn(128, 8) + rank + (10 if step >= 10 else 0)  # the data moves: codes die, are revived
     quantizer(x)
-torch.save({"codebook": quantizer.codebook, "cluster_size": quantizer.cluster_size,
-            "revived": int(quantizer.revived)}, out_file)
+torch.save(
+    {"codebook": quantizer.codebook, "cluster_size": quantizer.cluster_size, "revived": int(quantizer.revived)},
+    out_file,
+)
 dist.destroy_process_group()

@@ -3,7 +3,8 @@
 #pragma once
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define SKELANG_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define SKELANG_MULTIVERSION \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define SKELANG_MULTIVERSION
 #endif

@@ -1,11 +1,12 @@
 // Python bindings of the data component's C++ helpers (file parsers, geometry).
+#include "data/data_bindings.h"
+
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstring>
 
-#include "data/data_bindings.h"
 #include "data/ntu_skeleton.h"
 #include "data/preprocess.h"
 
@@ -44,13 +45,16 @@ SequenceShape sequence_shape(const FloatArray& x, const char* function, int64_t 
                           std::to_string(x.ndim()) + " dimensions");
   }
   if (coordinates != 2 && coordinates != 3) {
-    throw py::value_error(std::string(function) + ": coordinates must be 2 (x y) or 3 (x y z), got " +
+    throw py::value_error(std::string(function) +
+                          ": coordinates must be 2 (x y) or 3 (x y z), got " +
                           std::to_string(coordinates));
   }
   const SequenceShape s{x.shape(0), x.shape(1), x.shape(2), x.shape(3), coordinates};
   if (s.C < 3) {
-    throw py::value_error(std::string(function) + ": x must have at least 3 channels (x y z, or x y "
-                          "score) in its first dimension, got " + std::to_string(s.C));
+    throw py::value_error(std::string(function) +
+                          ": x must have at least 3 channels (x y z, or x y "
+                          "score) in its first dimension, got " +
+                          std::to_string(s.C));
   }
   return s;
 }
@@ -58,7 +62,8 @@ SequenceShape sequence_shape(const FloatArray& x, const char* function, int64_t 
 void check_joint(const char* function, const char* name, int64_t joint, const SequenceShape& s) {
   if (joint < 0 || joint >= s.V) {
     throw py::value_error(std::string(function) + ": " + name + " = " + std::to_string(joint) +
-                          " is not a joint index of a skeleton with " + std::to_string(s.V) + " joints");
+                          " is not a joint index of a skeleton with " + std::to_string(s.V) +
+                          " joints");
   }
 }
 
@@ -75,7 +80,8 @@ Stream stream_named(const std::string& name) {
   if (name == "bone_motion") return Stream::kBoneMotion;
   if (name == "joint_local") return Stream::kJointLocal;
   if (name == "bone_direction") return Stream::kBoneDirection;
-  throw py::value_error("compute_stream: unknown stream '" + name + "'; known: joint, bone, "
+  throw py::value_error("compute_stream: unknown stream '" + name +
+                        "'; known: joint, bone, "
                         "joint_motion, bone_motion, joint_local, bone_direction");
 }
 
@@ -128,7 +134,8 @@ w x y z, tracking state). Raises SkeletonParseError (a ValueError) naming the fi
   module.def(
       "normalize_skeleton",
       [](const FloatArray& x, int64_t centre, int64_t spine_lower, int64_t spine_upper,
-         int64_t left_shoulder, int64_t right_shoulder, bool rotate, bool scale, int64_t coordinates) {
+         int64_t left_shoulder, int64_t right_shoulder, bool rotate, bool scale,
+         int64_t coordinates) {
         const char* fn = "normalize_skeleton";
         const SequenceShape s = sequence_shape(x, fn, coordinates);
         check_joint(fn, "centre", centre, s);
@@ -137,9 +144,9 @@ w x y z, tracking state). Raises SkeletonParseError (a ValueError) naming the fi
         check_joint(fn, "left_shoulder", left_shoulder, s);
         check_joint(fn, "right_shoulder", right_shoulder, s);
         FloatArray out = copy_of(x);
-        const Eigen::Matrix3f rotation = normalize_skeleton(
-            out.mutable_data(), s, centre, spine_lower, spine_upper, left_shoulder, right_shoulder,
-            rotate, scale);
+        const Eigen::Matrix3f rotation =
+            normalize_skeleton(out.mutable_data(), s, centre, spine_lower, spine_upper,
+                               left_shoulder, right_shoulder, rotate, scale);
         py::array_t<float> matrix({3, 3});
         for (int i = 0; i < 3; ++i)
           for (int j = 0; j < 3; ++j) matrix.mutable_at(i, j) = rotation(i, j);
@@ -148,7 +155,8 @@ w x y z, tracking state). Raises SkeletonParseError (a ValueError) naming the fi
       py::arg("x"), py::arg("centre"), py::arg("spine_lower"), py::arg("spine_upper"),
       py::arg("left_shoulder"), py::arg("right_shoulder"), py::arg("rotate") = true,
       py::arg("scale") = false, py::arg("coordinates") = 3,
-      "Centre, rotate to the canonical body frame (3D only) and scale; returns (x', rotation (3, 3)).");
+      "Centre, rotate to the canonical body frame (3D only) and scale; returns (x', rotation (3, "
+      "3)).");
 
   module.def(
       "resample_frames",
@@ -160,7 +168,8 @@ w x y z, tracking state). Raises SkeletonParseError (a ValueError) naming the fi
         resample_frames(x.data(), s, start, step, num_frames, out.mutable_data());
         return out;
       },
-      py::arg("x"), py::arg("start"), py::arg("step"), py::arg("num_frames"), py::arg("coordinates") = 3,
+      py::arg("x"), py::arg("start"), py::arg("step"), py::arg("num_frames"),
+      py::arg("coordinates") = 3,
       "Frames at start + i * step (i < num_frames), linearly interpolated: (C, num_frames, V, M).");
 
   module.def(
@@ -202,7 +211,8 @@ w x y z, tracking state). Raises SkeletonParseError (a ValueError) naming the fi
                                 " joints, got " + std::to_string(parents.size()));
         }
         for (int64_t parent : parents) {
-          if (parent < -1 || parent >= s.V) throw py::value_error("compute_stream: parent index out of range");
+          if (parent < -1 || parent >= s.V)
+            throw py::value_error("compute_stream: parent index out of range");
         }
         check_joint("compute_stream", "centre", centre, s);
         FloatArray out({s.C, s.T, s.V, s.M});

@@ -30,7 +30,7 @@ std::string printable(std::string_view text) {
 // so their quotient is correctly rounded, equal to what strtod gives. Anything else
 // (exponents, long mantissas, NaN) returns false and goes to std::from_chars.
 inline bool parse_short_decimal(const char* p, const char* end, double* value, const char** stop) {
-  static constexpr double kPowersOfTen[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
+  static constexpr double kPowersOfTen[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                             1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
   const bool negative = p < end && *p == '-';
   p += negative;
@@ -86,7 +86,8 @@ class LineReader {
   // Parses all numbers of the current line as doubles into `out` (appending). The first
   // `finite_values` must be finite; later ones may be NaN (Kinect writes NaN projections
   // for joints it did not track).
-  void doubles(std::vector<double>& out, int64_t expected, int64_t finite_values, const char* what) {
+  void doubles(std::vector<double>& out, int64_t expected, int64_t finite_values,
+               const char* what) {
     int64_t count = 0;
     while (skip_spaces()) {
       double value;
@@ -121,10 +122,14 @@ class LineReader {
     const char* begin = line_.data() + cursor_;
     const char* end = line_.data() + line_.size();
     auto [ptr, ec] = std::from_chars(begin, end, value);
-    if (ec != std::errc() || value < 0) fail(std::string("expected ") + what + ", got '" + token() + "'");
+    if (ec != std::errc() || value < 0)
+      fail(std::string("expected ") + what + ", got '" + token() + "'");
     cursor_ = ptr - line_.data();
-    if (skip_spaces()) fail(std::string("expected only ") + what + " on this line, got '" + printable(line_.substr(0, 60)) + "'");
-    if (value > max_value) fail(std::string(what) + " " + std::to_string(value) + " is implausibly large");
+    if (skip_spaces())
+      fail(std::string("expected only ") + what + " on this line, got '" +
+           printable(line_.substr(0, 60)) + "'");
+    if (value > max_value)
+      fail(std::string(what) + " " + std::to_string(value) + " is implausibly large");
     return value;
   }
 
@@ -197,17 +202,20 @@ NtuSkeletonFile parse_ntu_skeleton(const std::string& text, const std::string& p
       reader.next_line("a joint count");
       const int64_t joints = reader.count("a joint count", 1 << 16);
       if (joints != expected_joints) {
-        reader.fail("expected " + std::to_string(expected_joints) + " joints per body, got " + std::to_string(joints));
+        reader.fail("expected " + std::to_string(expected_joints) + " joints per body, got " +
+                    std::to_string(joints));
       }
       for (int64_t j = 0; j < joints; ++j) {
         reader.next_line("a joint line");
-        reader.doubles(file.joints, NtuSkeletonFile::kJointValues, 3, "a joint line (x y z must be finite)");
+        reader.doubles(file.joints, NtuSkeletonFile::kJointValues, 3,
+                       "a joint line (x y z must be finite)");
       }
     }
   }
   if (!reader.at_end()) {
     reader.next_line("");
-    reader.fail("unexpected content after the " + std::to_string(file.num_frames) + " frames the file announced");
+    reader.fail("unexpected content after the " + std::to_string(file.num_frames) +
+                " frames the file announced");
   }
   return file;
 }

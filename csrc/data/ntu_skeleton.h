@@ -24,13 +24,13 @@ struct NtuSkeletonFile {
   static constexpr int kInfoValues = 9;    // the info line after the tracking id
   static constexpr int kJointValues = 12;  // per joint line
   int64_t num_frames = 0;
-  int64_t num_joints = 0;                  // per body (25 for NTU)
-  std::vector<int32_t> bodies_per_frame;   // (F,)
+  int64_t num_joints = 0;                 // per body (25 for NTU)
+  std::vector<int32_t> bodies_per_frame;  // (F,)
   // One record per body per frame, in file order (B records):
-  std::vector<int32_t> body_frame;         // (B,) frame index
-  std::vector<uint64_t> body_id;           // (B,) Kinect tracking id
-  std::vector<double> body_info;           // (B, 9)
-  std::vector<double> joints;              // (B, num_joints, 12)
+  std::vector<int32_t> body_frame;  // (B,) frame index
+  std::vector<uint64_t> body_id;    // (B,) Kinect tracking id
+  std::vector<double> body_info;    // (B, 9)
+  std::vector<double> joints;       // (B, num_joints, 12)
 };
 
 // Parses `text` (the whole file); `path` only names the file in errors. Joint coordinates

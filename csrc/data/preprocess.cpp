@@ -1,7 +1,6 @@
 #include "data/preprocess.h"
 
 #include <Eigen/Geometry>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -33,12 +32,14 @@ std::vector<bool> presence(const float* x, const SequenceShape& s) {
 
 // Whether joint v of a present body m was detected at frame t: a 2D joint with score 0 was
 // not; a 3D joint always was.
-inline bool joint_detected(const float* x, const SequenceShape& s, int64_t t, int64_t v, int64_t m) {
+inline bool joint_detected(const float* x, const SequenceShape& s, int64_t t, int64_t v,
+                           int64_t m) {
   return s.coordinates == 3 || x[at(s, 2, t, v, m)] > 0.0f;
 }
 
 // (T, V, M) row-major: body m present at frame t and its joint v detected.
-std::vector<bool> detection(const float* x, const SequenceShape& s, const std::vector<bool>& present) {
+std::vector<bool> detection(const float* x, const SequenceShape& s,
+                            const std::vector<bool>& present) {
   std::vector<bool> detected(s.T * s.V * s.M);
   for (int64_t t = 0; t < s.T; ++t)
     for (int64_t v = 0; v < s.V; ++v)
@@ -49,7 +50,8 @@ std::vector<bool> detection(const float* x, const SequenceShape& s, const std::v
 
 // The coordinates of a joint (z = 0 for 2D data).
 Eigen::Vector3f joint(const float* x, const SequenceShape& s, int64_t t, int64_t v, int64_t m) {
-  return {x[at(s, 0, t, v, m)], x[at(s, 1, t, v, m)], s.coordinates == 3 ? x[at(s, 2, t, v, m)] : 0.0f};
+  return {x[at(s, 0, t, v, m)], x[at(s, 1, t, v, m)],
+          s.coordinates == 3 ? x[at(s, 2, t, v, m)] : 0.0f};
 }
 
 }  // namespace
@@ -68,9 +70,8 @@ std::vector<int64_t> present_frames(const float* x, const SequenceShape& s) {
 }
 
 Eigen::Matrix3f normalize_skeleton(float* x, const SequenceShape& s, int64_t centre,
-                                   int64_t spine_lower, int64_t spine_upper,
-                                   int64_t left_shoulder, int64_t right_shoulder, bool rotate,
-                                   bool scale) {
+                                   int64_t spine_lower, int64_t spine_upper, int64_t left_shoulder,
+                                   int64_t right_shoulder, bool rotate, bool scale) {
   // Body 0's presence per frame decides what is measured; every present body is moved.
   // Undetected joints (2D) are never measured.
   const std::vector<bool> present = presence(x, s);
@@ -159,7 +160,8 @@ void resample_frames(const float* x, const SequenceShape& s, double start, doubl
     const int64_t nearest = position - lower < 0.5 ? lower : upper;
     for (int64_t v = 0; v < s.V; ++v)
       for (int64_t m = 0; m < s.M; ++m) {
-        if (detected[(lower * s.V + v) * s.M + m] && detected[(upper * s.V + v) * s.M + m]) continue;
+        if (detected[(lower * s.V + v) * s.M + m] && detected[(upper * s.V + v) * s.M + m])
+          continue;
         for (int64_t c = 0; c < s.C; ++c) out[at(o, c, i, v, m)] = x[at(s, c, nearest, v, m)];
       }
   }
@@ -190,7 +192,8 @@ void minmax_scale(float* x, const SequenceShape& s) {
 
 void apply_linear_transform(float* x, const SequenceShape& s, const Eigen::Matrix3f& matrix) {
   // The first three coordinate planes as a 3 x (T V M) matrix; zeros map to zeros.
-  Eigen::Map<Eigen::Matrix<float, 3, Eigen::Dynamic, Eigen::RowMajor>> points(x, 3, s.T * s.V * s.M);
+  Eigen::Map<Eigen::Matrix<float, 3, Eigen::Dynamic, Eigen::RowMajor>> points(x, 3,
+                                                                              s.T * s.V * s.M);
   points = (matrix * points).eval();
 }
 

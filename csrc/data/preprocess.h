@@ -11,7 +11,6 @@
 #pragma once
 
 #include <Eigen/Core>
-
 #include <cstdint>
 #include <vector>
 
@@ -32,9 +31,8 @@ std::vector<int64_t> present_frames(const float* x, const SequenceShape& s);
 // length of body 0. Returns the 3x3 rotation it applied (identity when rotate is false).
 // 2D data (s.coordinates == 2) is centred and scaled, never rotated.
 Eigen::Matrix3f normalize_skeleton(float* x, const SequenceShape& s, int64_t centre,
-                                   int64_t spine_lower, int64_t spine_upper,
-                                   int64_t left_shoulder, int64_t right_shoulder, bool rotate,
-                                   bool scale);
+                                   int64_t spine_lower, int64_t spine_upper, int64_t left_shoulder,
+                                   int64_t right_shoulder, bool rotate, bool scale);
 
 // out (C, num_frames, V, M): frames of x at the positions start + i * step, i < num_frames,
 // interpolated linearly between neighbouring frames (positions clamp to [0, T - 1]). A body

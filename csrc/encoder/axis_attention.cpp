@@ -11,11 +11,10 @@
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <ATen/ops/softmax.h>
 #include <ATen/ops/zeros_like.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
-
-#include <torch/library.h>
 
 #include "common/checks.h"
 
@@ -52,9 +51,11 @@ at::Tensor to_sequences(const at::Tensor& t, const AxisAttentionShape& s, int64_
 
 at::Tensor from_sequences(const at::Tensor& t, const AxisAttentionShape& s, int64_t parts) {
   if (s.axis == 3)
-    return t.view({parts, s.N, s.T, s.heads, s.V, s.D}).permute({1, 0, 3, 5, 2, 4})
+    return t.view({parts, s.N, s.T, s.heads, s.V, s.D})
+        .permute({1, 0, 3, 5, 2, 4})
         .reshape({s.N, parts * s.C, s.T, s.V});
-  return t.view({parts, s.N, s.V, s.heads, s.T, s.D}).permute({1, 0, 3, 5, 4, 2})
+  return t.view({parts, s.N, s.V, s.heads, s.T, s.D})
+      .permute({1, 0, 3, 5, 4, 2})
       .reshape({s.N, parts * s.C, s.T, s.V});
 }
 
@@ -76,8 +77,9 @@ at::Tensor axis_attention_aten(const at::Tensor& qkv, const at::Tensor& bias, in
                                int64_t axis) {
   const auto s = axis_attention_shape("skelang::axis_attention", qkv, bias, heads, axis);
   const at::Tensor qkv_seq = to_sequences(qkv, s, 3);  // (3, S, H, L, D)
-  if (qkv.is_cuda()) {  // ATen's fused attention kernels
-    const at::Tensor out = at::scaled_dot_product_attention(qkv_seq[0], qkv_seq[1], qkv_seq[2], bias);
+  if (qkv.is_cuda()) {                                 // ATen's fused attention kernels
+    const at::Tensor out =
+        at::scaled_dot_product_attention(qkv_seq[0], qkv_seq[1], qkv_seq[2], bias);
     return from_sequences(out.unsqueeze(0), s, 1);
   }
   // CPU: ATen's attention would take its blocked kernel, slower than batched products at
@@ -107,7 +109,7 @@ std::tuple<at::Tensor, at::Tensor> axis_attention_backward_aten(const at::Tensor
   check_same_dtype(op, "grad_out", grad_out, "qkv", qkv);
   check_same_device(op, "grad_out", grad_out, "qkv", qkv);
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.D));
-  const at::Tensor qkv_seq = to_sequences(qkv, s, 3);         // (3, S, H, L, D)
+  const at::Tensor qkv_seq = to_sequences(qkv, s, 3);           // (3, S, H, L, D)
   const at::Tensor grad_seq = to_sequences(grad_out, s, 1)[0];  // (S, H, L, D)
   at::Tensor grad_qkv_seq = at::empty_like(qkv_seq);
   at::Tensor grad_bias = at::zeros_like(bias);

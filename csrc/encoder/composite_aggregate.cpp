@@ -16,8 +16,7 @@ namespace skelang {
 CompositeAggregateInputs composite_aggregate_inputs(const char* op, const at::Tensor& x,
                                                     const at::Tensor& phi, const at::Tensor& psi,
                                                     const at::Tensor& weight,
-                                                    const at::Tensor& bias,
-                                                    const at::Tensor& alpha,
+                                                    const at::Tensor& bias, const at::Tensor& alpha,
                                                     const at::Tensor& topology) {
   check_rank(op, "x", x, 5, "(N, K, C, T, V)");
   check_rank(op, "phi", phi, 4, "(N, K, R, V)");
@@ -28,35 +27,39 @@ CompositeAggregateInputs composite_aggregate_inputs(const char* op, const at::Te
   check_rank(op, "topology", topology, 3, "(K, V, V)");
   check_floating(op, "x", x);
   check_same_dtype_and_device(op, "x", x,
-                              {{"phi", phi}, {"psi", psi}, {"weight", weight}, {"bias", bias},
-                               {"alpha", alpha}, {"topology", topology}});
+                              {{"phi", phi},
+                               {"psi", psi},
+                               {"weight", weight},
+                               {"bias", bias},
+                               {"alpha", alpha},
+                               {"topology", topology}});
   const int64_t N = x.size(0), K = x.size(1), C = x.size(2), V = x.size(4);
   const int64_t R = phi.size(2);
   TORCH_CHECK(phi.sizes() == at::IntArrayRef({N, K, R, V}), op, ": phi must be (N, K, R, V) = (", N,
               ", ", K, ", R, ", V, ") for x of shape ", x.sizes(), ", got ", phi.sizes());
-  TORCH_CHECK(psi.sizes() == phi.sizes(), op, ": psi must have phi's shape ", phi.sizes(),
-              ", got ", psi.sizes());
-  TORCH_CHECK(weight.sizes() == at::IntArrayRef({K, C, R}), op, ": weight must be (K, C, R) = (",
-              K, ", ", C, ", ", R, "), got ", weight.sizes());
-  TORCH_CHECK(bias.sizes() == at::IntArrayRef({K, C}), op, ": bias must be (K, C) = (", K, ", ",
-              C, "), got ", bias.sizes());
+  TORCH_CHECK(psi.sizes() == phi.sizes(), op, ": psi must have phi's shape ", phi.sizes(), ", got ",
+              psi.sizes());
+  TORCH_CHECK(weight.sizes() == at::IntArrayRef({K, C, R}), op, ": weight must be (K, C, R) = (", K,
+              ", ", C, ", ", R, "), got ", weight.sizes());
+  TORCH_CHECK(bias.sizes() == at::IntArrayRef({K, C}), op, ": bias must be (K, C) = (", K, ", ", C,
+              "), got ", bias.sizes());
   TORCH_CHECK(alpha.numel() == 1, op, ": alpha must hold one value, got shape ", alpha.sizes());
   TORCH_CHECK(topology.sizes() == at::IntArrayRef({K, V, V}), op,
               ": topology must be (K, V, V) = (", K, ", ", V, ", ", V, "), got ", topology.sizes());
-  return {x.contiguous(),      phi.contiguous(),   psi.contiguous(),     weight.contiguous(),
-          bias.contiguous(),   alpha.contiguous(), topology.contiguous()};
+  return {x.contiguous(),    phi.contiguous(),   psi.contiguous(),     weight.contiguous(),
+          bias.contiguous(), alpha.contiguous(), topology.contiguous()};
 }
 
 namespace {
 
 // rel (B, K, R, V, V) = tanh(phi_u - psi_v) and the topology A (B, K, C, V, V) of samples
 // [n0, n1).
-std::pair<at::Tensor, at::Tensor> composite_topology(const CompositeAggregateInputs& in,
-                                                     int64_t n0, int64_t n1) {
+std::pair<at::Tensor, at::Tensor> composite_topology(const CompositeAggregateInputs& in, int64_t n0,
+                                                     int64_t n1) {
   const int64_t B = n1 - n0, K = in.x.size(1), C = in.x.size(2), V = in.x.size(4);
   const int64_t R = in.phi.size(2);
-  at::Tensor rel = at::tanh(in.phi.slice(0, n0, n1).unsqueeze(-1) -
-                            in.psi.slice(0, n0, n1).unsqueeze(-2));
+  at::Tensor rel =
+      at::tanh(in.phi.slice(0, n0, n1).unsqueeze(-1) - in.psi.slice(0, n0, n1).unsqueeze(-2));
   at::Tensor A = at::matmul(in.weight, rel.view({B, K, R, V * V}));  // (B, K, C, V * V)
   A.add_(in.bias.unsqueeze(-1)).mul_(in.alpha).add_(in.topology.view({K, 1, V * V}));
   return {rel, A.view({B, K, C, V, V})};
@@ -74,11 +77,13 @@ void bmm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
 
 }  // namespace
 
-at::Tensor composite_aggregate_grad_y(const CompositeAggregateInputs& in, const at::Tensor& grad_y) {
+at::Tensor composite_aggregate_grad_y(const CompositeAggregateInputs& in,
+                                      const at::Tensor& grad_y) {
   const auto& x = in.x;
-  TORCH_CHECK(grad_y.sizes() == at::IntArrayRef({x.size(0), x.size(2), x.size(3), x.size(4)}),
-              "skelang::composite_aggregate_backward: grad_y must be (N, C, T, V) like the output, got ",
-              grad_y.sizes());
+  TORCH_CHECK(
+      grad_y.sizes() == at::IntArrayRef({x.size(0), x.size(2), x.size(3), x.size(4)}),
+      "skelang::composite_aggregate_backward: grad_y must be (N, C, T, V) like the output, got ",
+      grad_y.sizes());
   return grad_y.contiguous();
 }
 
@@ -89,8 +94,7 @@ at::Tensor composite_aggregate_output(const CompositeAggregateInputs& in) {
 
 void composite_aggregate_forward_chunk(const CompositeAggregateInputs& in, int64_t n0, int64_t n1,
                                        at::Tensor& y) {
-  const int64_t B = n1 - n0, K = in.x.size(1), C = in.x.size(2), T = in.x.size(3),
-                V = in.x.size(4);
+  const int64_t B = n1 - n0, K = in.x.size(1), C = in.x.size(2), T = in.x.size(3), V = in.x.size(4);
   auto [rel, A] = composite_topology(in, n0, n1);
   at::Tensor y_chunk = y.slice(0, n0, n1).view({B * C, T, V});  // y is contiguous
   for (int64_t k = 0; k < K; ++k) {
@@ -106,11 +110,11 @@ composite_aggregate_grad_buffers(const CompositeAggregateInputs& in) {
   const int64_t N = in.x.size(0), K = in.x.size(1), C = in.x.size(2), V = in.x.size(4);
   const int64_t R = in.phi.size(2);
   const auto options = in.x.options();
-  return {at::empty(in.x.sizes(), options), at::empty(in.phi.sizes(), options),
-          at::empty(in.psi.sizes(), options),
-          CompositeAggregatePartials{at::empty({N, K, C, R}, options),
-                                     at::empty({N, K, C}, options),
-                                     at::empty({N, K, V, V}, options)}};
+  return {
+      at::empty(in.x.sizes(), options), at::empty(in.phi.sizes(), options),
+      at::empty(in.psi.sizes(), options),
+      CompositeAggregatePartials{at::empty({N, K, C, R}, options), at::empty({N, K, C}, options),
+                                 at::empty({N, K, V, V}, options)}};
 }
 
 void composite_aggregate_backward_chunk(const CompositeAggregateInputs& in,
@@ -118,8 +122,7 @@ void composite_aggregate_backward_chunk(const CompositeAggregateInputs& in,
                                         at::Tensor& grad_x, at::Tensor& grad_phi,
                                         at::Tensor& grad_psi,
                                         CompositeAggregatePartials& partials) {
-  const int64_t B = n1 - n0, K = in.x.size(1), C = in.x.size(2), T = in.x.size(3),
-                V = in.x.size(4);
+  const int64_t B = n1 - n0, K = in.x.size(1), C = in.x.size(2), T = in.x.size(3), V = in.x.size(4);
   const int64_t R = in.phi.size(2);
   auto [rel, A] = composite_topology(in, n0, n1);
   const at::Tensor gy = grad_y.slice(0, n0, n1).reshape({B * C, T, V});
@@ -143,10 +146,9 @@ void composite_aggregate_backward_chunk(const CompositeAggregateInputs& in,
   grad_psi.slice(0, n0, n1).copy_(d_pre.sum(-2).neg_());
 }
 
-CompositeAggregateGrads composite_aggregate_finish_backward(const CompositeAggregateInputs& in,
-                                                            at::Tensor grad_x, at::Tensor grad_phi,
-                                                            at::Tensor grad_psi,
-                                                            const CompositeAggregatePartials& partials) {
+CompositeAggregateGrads composite_aggregate_finish_backward(
+    const CompositeAggregateInputs& in, at::Tensor grad_x, at::Tensor grad_phi, at::Tensor grad_psi,
+    const CompositeAggregatePartials& partials) {
   const at::Tensor weight_sum = partials.weight.sum(0);  // (K, C, R)
   const at::Tensor bias_sum = partials.bias.sum(0);      // (K, C)
   at::Tensor grad_alpha = ((in.weight * weight_sum).sum() + (in.bias * bias_sum).sum()).view({1});

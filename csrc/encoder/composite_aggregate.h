@@ -35,8 +35,7 @@ using CompositeAggregateGrads =
 CompositeAggregateInputs composite_aggregate_inputs(const char* op, const at::Tensor& x,
                                                     const at::Tensor& phi, const at::Tensor& psi,
                                                     const at::Tensor& weight,
-                                                    const at::Tensor& bias,
-                                                    const at::Tensor& alpha,
+                                                    const at::Tensor& bias, const at::Tensor& alpha,
                                                     const at::Tensor& topology);
 
 // Per-sample partial sums of the parameter gradients, added over samples at the end (in a
@@ -56,8 +55,7 @@ void composite_aggregate_forward_chunk(const CompositeAggregateInputs& in, int64
 void composite_aggregate_backward_chunk(const CompositeAggregateInputs& in,
                                         const at::Tensor& grad_y, int64_t n0, int64_t n1,
                                         at::Tensor& grad_x, at::Tensor& grad_phi,
-                                        at::Tensor& grad_psi,
-                                        CompositeAggregatePartials& partials);
+                                        at::Tensor& grad_psi, CompositeAggregatePartials& partials);
 
 // grad_y checked to be (N, C, T, V) like the output, made contiguous.
 at::Tensor composite_aggregate_grad_y(const CompositeAggregateInputs& in, const at::Tensor& grad_y);
@@ -69,9 +67,8 @@ composite_aggregate_grad_buffers(const CompositeAggregateInputs& in);
 
 // grad_x, grad_phi, grad_psi, grad_weight, grad_bias, grad_alpha, grad_topology from the
 // per-sample partials.
-CompositeAggregateGrads composite_aggregate_finish_backward(const CompositeAggregateInputs& in,
-                                                            at::Tensor grad_x, at::Tensor grad_phi,
-                                                            at::Tensor grad_psi,
-                                                            const CompositeAggregatePartials& partials);
+CompositeAggregateGrads composite_aggregate_finish_backward(
+    const CompositeAggregateInputs& in, at::Tensor grad_x, at::Tensor grad_phi, at::Tensor grad_psi,
+    const CompositeAggregatePartials& partials);
 
 }  // namespace skelang

@@ -21,8 +21,7 @@ void check_graph_aggregate_inputs(const at::Tensor& x, const at::Tensor& A) {
 }
 
 void check_graph_aggregate_grad_topology_inputs(const at::Tensor& grad_y, const at::Tensor& x,
-                                                int64_t topology_batch,
-                                                int64_t topology_channels) {
+                                                int64_t topology_batch, int64_t topology_channels) {
   constexpr const char* op = "skelang::graph_aggregate_grad_topology";
   check_rank(op, "grad_y", grad_y, 4, "(N, C, T, V)");
   check_rank(op, "x", x, 4, "(N, C, T, V)");
@@ -41,21 +40,26 @@ TORCH_LIBRARY_FRAGMENT(skelang, m) {
   // y[n,c,t,u] = sum_v A[n,c,u,v] x[n,c,t,v]; see encoder/graph_aggregate.h.
   m.def("graph_aggregate(Tensor x, Tensor A) -> Tensor");
   // grad_A (topology_batch, topology_channels, V, V) of graph_aggregate.
-  m.def("graph_aggregate_grad_topology(Tensor grad_y, Tensor x, int topology_batch, "
-        "int topology_channels) -> Tensor");
+  m.def(
+      "graph_aggregate_grad_topology(Tensor grad_y, Tensor x, int topology_batch, "
+      "int topology_channels) -> Tensor");
   // LSE on the composite topology, summed over partitions; see encoder/composite_aggregate.h.
-  m.def("composite_aggregate(Tensor x, Tensor phi, Tensor psi, Tensor weight, Tensor bias, "
-        "Tensor alpha, Tensor topology) -> Tensor");
+  m.def(
+      "composite_aggregate(Tensor x, Tensor phi, Tensor psi, Tensor weight, Tensor bias, "
+      "Tensor alpha, Tensor topology) -> Tensor");
   // Gradients with respect to (x, phi, psi, weight, bias, alpha, topology).
-  m.def("composite_aggregate_backward(Tensor grad_y, Tensor x, Tensor phi, Tensor psi, "
-        "Tensor weight, Tensor bias, Tensor alpha, Tensor topology) -> "
-        "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "composite_aggregate_backward(Tensor grad_y, Tensor x, Tensor phi, Tensor psi, "
+      "Tensor weight, Tensor bias, Tensor alpha, Tensor topology) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // GSM (axis 3, joints) and GTA (axis 2, frames); see encoder/axis_attention.h.
   m.def("axis_attention(Tensor qkv, Tensor bias, int heads, int axis) -> Tensor");
   // Gradients with respect to (qkv, bias), from qkv and bias alone.
-  m.def("axis_attention_backward(Tensor grad_out, Tensor qkv, Tensor bias, int heads, "
-        "int axis) -> (Tensor, Tensor)");
+  m.def(
+      "axis_attention_backward(Tensor grad_out, Tensor qkv, Tensor bias, int heads, "
+      "int axis) -> (Tensor, Tensor)");
   // LTC's dilated branches; see encoder/multiscale_temporal_conv.cpp.
-  m.def("multiscale_temporal_conv(Tensor x, Tensor weight, Tensor bias, int[] dilations, "
-        "int stride) -> Tensor");
+  m.def(
+      "multiscale_temporal_conv(Tensor x, Tensor weight, Tensor bias, int[] dilations, "
+      "int stride) -> Tensor");
 }

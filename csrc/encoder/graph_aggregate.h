@@ -22,7 +22,6 @@ namespace skelang {
 // Shape checks shared by the CPU and CUDA kernels.
 void check_graph_aggregate_inputs(const at::Tensor& x, const at::Tensor& A);
 void check_graph_aggregate_grad_topology_inputs(const at::Tensor& grad_y, const at::Tensor& x,
-                                                int64_t topology_batch,
-                                                int64_t topology_channels);
+                                                int64_t topology_batch, int64_t topology_channels);
 
 }  // namespace skelang

@@ -20,7 +20,8 @@ SKELANG_HOST_DEVICE int64_t topology_index(int64_t n, int64_t c, int64_t Na, int
 // are few topologies, that sum is split into a fixed number of chunks whose partial sums
 // are added in order afterwards: parallel work without atomics, and the same result for
 // any number of threads.
-SKELANG_HOST_DEVICE int64_t grad_topology_chunks(int64_t num_topologies, int64_t slices_per_topology) {
+SKELANG_HOST_DEVICE int64_t grad_topology_chunks(int64_t num_topologies,
+                                                 int64_t slices_per_topology) {
   if (num_topologies >= 16) return 1;
   return slices_per_topology < 64 ? slices_per_topology : 64;
 }

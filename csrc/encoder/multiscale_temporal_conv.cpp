@@ -35,8 +35,8 @@ at::Tensor multiscale_temporal_conv(const at::Tensor& x, const at::Tensor& weigh
               ": weight must be (B, W, W, k) with an odd kernel size k, got ", weight.sizes());
   TORCH_CHECK(x.size(1) == B * W, op, ": x must have B * W = ", B * W, " channels for weight ",
               weight.sizes(), ", got x of shape ", x.sizes());
-  TORCH_CHECK(bias.sizes() == at::IntArrayRef({B, W}), op, ": bias must be (B, W) = (", B, ", ",
-              W, "), got ", bias.sizes());
+  TORCH_CHECK(bias.sizes() == at::IntArrayRef({B, W}), op, ": bias must be (B, W) = (", B, ", ", W,
+              "), got ", bias.sizes());
   TORCH_CHECK(int64_t(dilations.size()) == B, op, ": one dilation per branch expected (", B,
               "), got ", dilations.size());
   TORCH_CHECK(stride >= 1, op, ": stride must be positive, got ", stride);

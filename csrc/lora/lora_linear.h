@@ -26,13 +26,16 @@
 
 namespace skelang {
 
-std::tuple<at::Tensor, at::Tensor> lora_linear_forward(const at::Tensor& x, const at::Tensor& weight,
+std::tuple<at::Tensor, at::Tensor> lora_linear_forward(const at::Tensor& x,
+                                                       const at::Tensor& weight,
                                                        const std::optional<at::Tensor>& bias,
-                                                       const at::Tensor& lora_A, const at::Tensor& lora_B,
-                                                       double scaling, const std::optional<at::Tensor>& mask);
+                                                       const at::Tensor& lora_A,
+                                                       const at::Tensor& lora_B, double scaling,
+                                                       const std::optional<at::Tensor>& mask);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lora_linear_backward_impl(
-    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& lora_A,
-    const at::Tensor& lora_B, double scaling, const std::optional<at::Tensor>& mask, const at::Tensor& xa);
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+    const at::Tensor& lora_A, const at::Tensor& lora_B, double scaling,
+    const std::optional<at::Tensor>& mask, const at::Tensor& xa);
 
 }  // namespace skelang

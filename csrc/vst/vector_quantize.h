@@ -26,7 +26,8 @@ enum class CodeMetric { kEuclidean, kCosine };
 
 CodeMetric parse_code_metric(const char* op, std::string_view metric);
 void check_nearest_code_inputs(const at::Tensor& x, const at::Tensor& codebook);
-void check_code_statistics_inputs(const at::Tensor& x, const at::Tensor& indices, int64_t num_codes);
+void check_code_statistics_inputs(const at::Tensor& x, const at::Tensor& indices,
+                                  int64_t num_codes);
 void check_ema_codebook_update_inputs(const at::Tensor& codebook, const at::Tensor& cluster_size,
                                       const at::Tensor& embed_sum, const at::Tensor& counts,
                                       const at::Tensor& sums, double decay, double epsilon);

@@ -24,7 +24,8 @@ void check_nearest_code_inputs(const at::Tensor& x, const at::Tensor& codebook) 
   TORCH_CHECK(codebook.size(0) > 0, op, ": the codebook has no code");
 }
 
-void check_code_statistics_inputs(const at::Tensor& x, const at::Tensor& indices, int64_t num_codes) {
+void check_code_statistics_inputs(const at::Tensor& x, const at::Tensor& indices,
+                                  int64_t num_codes) {
   constexpr const char* op = "skelang::code_statistics";
   check_rank(op, "x", x, 2, "(N, D)");
   check_rank(op, "indices", indices, 1, "(N)");
@@ -45,8 +46,10 @@ void check_ema_codebook_update_inputs(const at::Tensor& codebook, const at::Tens
   check_floating(op, "codebook", codebook);
   const int64_t K = codebook.size(0), D = codebook.size(1);
   check_same_dtype_and_device(op, "codebook", codebook,
-                              {{"cluster_size", cluster_size}, {"embed_sum", embed_sum},
-                               {"counts", counts}, {"sums", sums}});
+                              {{"cluster_size", cluster_size},
+                               {"embed_sum", embed_sum},
+                               {"counts", counts},
+                               {"sums", sums}});
   TORCH_CHECK(cluster_size.dim() == 1 && cluster_size.size(0) == K, op,
               ": cluster_size must be (K) = (", K, "), got ", cluster_size.sizes());
   TORCH_CHECK(counts.sizes() == cluster_size.sizes(), op, ": counts must be (K) = (", K, "), got ",
@@ -56,7 +59,8 @@ void check_ema_codebook_update_inputs(const at::Tensor& codebook, const at::Tens
   TORCH_CHECK(sums.sizes() == codebook.sizes(), op, ": sums must be (K, D) = (", K, ", ", D,
               "), got ", sums.sizes());
   TORCH_CHECK(codebook.is_contiguous() && cluster_size.is_contiguous() && embed_sum.is_contiguous(),
-              op, ": codebook, cluster_size and embed_sum are updated in place and must be contiguous");
+              op,
+              ": codebook, cluster_size and embed_sum are updated in place and must be contiguous");
   TORCH_CHECK(decay >= 0 && decay < 1, op, ": decay must be in [0, 1), got ", decay);
   TORCH_CHECK(epsilon > 0, op, ": epsilon must be positive, got ", epsilon);
 }
@@ -65,8 +69,10 @@ void check_ema_codebook_update_inputs(const at::Tensor& codebook, const at::Tens
 
 TORCH_LIBRARY_FRAGMENT(skelang, m) {
   // See vst/vector_quantize.h.
-  m.def("nearest_code(Tensor x, Tensor codebook, str metric) -> (Tensor indices, Tensor distances)");
+  m.def(
+      "nearest_code(Tensor x, Tensor codebook, str metric) -> (Tensor indices, Tensor distances)");
   m.def("code_statistics(Tensor x, Tensor indices, int num_codes) -> (Tensor counts, Tensor sums)");
-  m.def("ema_codebook_update_(Tensor(a!) codebook, Tensor(b!) cluster_size, Tensor(c!) embed_sum, "
-        "Tensor counts, Tensor sums, float decay, float epsilon) -> ()");
+  m.def(
+      "ema_codebook_update_(Tensor(a!) codebook, Tensor(b!) cluster_size, Tensor(c!) embed_sum, "
+      "Tensor counts, Tensor sums, float decay, float epsilon) -> ()");
 }

@@ -38,6 +38,6 @@ def _load_extension():
 
 _C = _load_extension()
 
-from skelang import ops, reference  # noqa: E402  (ops need _C loaded first)
+from skelang import ops, reference
 
 __all__ = ["ops", "reference", "__version__"]

@@ -1,17 +1,17 @@
 """The `skelang` command line.
 
-    skelang info [--json]     package and torch versions, CUDA build, registered operators
-    skelang bench [--json]    the benchmarks of benchmarks/ (a source checkout), with ratios
-    skelang data inspect PATH [--json]        what a dataset holds, and its bad files
-    skelang data convert PATH --out DIR       a dataset into a fast-loading cache
-    skelang data render PATH --out FILE.gif   an animation of one sequence
-    skelang train --config FILE|NAME [key=value ...] --out DIR [--resume]   train a model
-    skelang config show|keys|list     a resolved config, every key with its default, the shipped configs
-    skelang eval RUN_DIR [--json] [--data PATH] [--zero-shot | --explanations]   a run's test metrics
-    skelang explain RUN_DIR [--data PATH] [--sample ID] [--json]       the language model's answers, explained
-    skelang model profile [--type T | --config FILE] [--json]          parameters and GFLOPs
-    skelang vst tokenize RUN_DIR --data PATH [--out FILE.jsonl]   each sequence's narrative
-    skelang vst glossary RUN_DIR [--json]                         the codes described in words
+skelang info [--json]     package and torch versions, CUDA build, registered operators
+skelang bench [--json]    the benchmarks of benchmarks/ (a source checkout), with ratios
+skelang data inspect PATH [--json]        what a dataset holds, and its bad files
+skelang data convert PATH --out DIR       a dataset into a fast-loading cache
+skelang data render PATH --out FILE.gif   an animation of one sequence
+skelang train --config FILE|NAME [key=value ...] --out DIR [--resume]   train a model
+skelang config show|keys|list     a resolved config, every key with its default, the shipped configs
+skelang eval RUN_DIR [--json] [--data PATH] [--zero-shot | --explanations]   a run's test metrics
+skelang explain RUN_DIR [--data PATH] [--sample ID] [--json]       the language model's answers, explained
+skelang model profile [--type T | --config FILE] [--json]          parameters and GFLOPs
+skelang vst tokenize RUN_DIR --data PATH [--out FILE.jsonl]   each sequence's narrative
+skelang vst glossary RUN_DIR [--json]                         the codes described in words
 """
 
 from __future__ import annotations
@@ -47,8 +47,10 @@ def cmd_info(args) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print(f"skelang {info['skelang']} (torch {info['torch']}, built against {info['built_against_torch']})")
-    print(f"CUDA kernels: {'built' if info['cuda_kernels_built'] else 'not built (CPU-only build)'}; "
-          f"CUDA device available: {'yes' if info['cuda_available'] else 'no'}")
+    print(
+        f"CUDA kernels: {'built' if info['cuda_kernels_built'] else 'not built (CPU-only build)'}; "
+        f"CUDA device available: {'yes' if info['cuda_available'] else 'no'}"
+    )
     print("operators:")
     for name, devices in info["ops"].items():
         print(f"  skelang::{name:<32} {', '.join(devices)}")
@@ -69,8 +71,10 @@ def cmd_data_convert(args) -> int:
     if (args.benchmark is None) != (args.part is None):
         raise SystemExit("skelang data convert: --benchmark and --part go together")
     result = convert_dataset(args.path, args.out, args.format, args.workers, args.benchmark, args.part)
-    print(f"wrote {result['sequences']} sequences to {result['cache']}"
-          + (f" ({len(result['skipped'])} files without skeletons skipped)" if result["skipped"] else ""))
+    print(
+        f"wrote {result['sequences']} sequences to {result['cache']}"
+        + (f" ({len(result['skipped'])} files without skeletons skipped)" if result["skipped"] else "")
+    )
     return 0
 
 
@@ -81,8 +85,9 @@ def cmd_data_render(args) -> int:
     if args.code is not None:
         from skelang.runs.stages.vst import code_motion
 
-        out = render_sequence(code_motion(args.path, args.code), args.out, fps=args.fps,
-                              title=f"<a{args.code}> decoded")
+        out = render_sequence(
+            code_motion(args.path, args.code), args.out, fps=args.fps, title=f"<a{args.code}> decoded"
+        )
         print(f"wrote {out}")
         return 0
     sequences = open_sequences(args.path, format=args.format)
@@ -99,13 +104,16 @@ def _add_data_commands(commands) -> None:
 
     data = commands.add_parser("data", help="inspect, convert and render skeleton datasets")
     actions = data.add_subparsers(dest="data_command", required=True)
-    path_help = ("a dataset: a file, a folder, an archive, a skelang cache, or 'synthetic[:N[:SEED]]' "
-                 "(the built-in set, N per class)")
+    path_help = (
+        "a dataset: a file, a folder, an archive, a skelang cache, or 'synthetic[:N[:SEED]]' "
+        "(the built-in set, N per class)"
+    )
 
     def common(parser):
         parser.add_argument("path", help=path_help)
-        parser.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
-                            help="the format (default: detected from the path)")
+        parser.add_argument(
+            "--format", default="auto", choices=("auto",) + FORMATS, help="the format (default: detected from the path)"
+        )
         parser.add_argument("--workers", type=int, default=1, help="processes that parse files")
 
     inspect = actions.add_parser("inspect", help="counts per class, frames, bodies, bad files")
@@ -136,8 +144,10 @@ def cmd_train(args) -> int:
 
     config = load_config(args.config, args.overrides)
     metrics = train(config, args.out, resume=args.resume)
-    print(f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} after {metrics['epochs']} epochs "
-          f"({metrics['wall_time_s']:.0f} s, {metrics['parameters']:,} parameters); wrote {args.out}")
+    print(
+        f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} after {metrics['epochs']} epochs "
+        f"({metrics['wall_time_s']:.0f} s, {metrics['parameters']:,} parameters); wrote {args.out}"
+    )
     return 0
 
 
@@ -149,8 +159,13 @@ def cmd_eval(args) -> int:
     if args.explanations:
         raise ValueError(f"{args.run_dir}: --explanations needs a language-model run (stage lm)")
     unseen = [int(c) for c in args.unseen.split(",")] if args.unseen else None
-    metrics = evaluate_run(args.run_dir, args.data, zero_shot=args.zero_shot or unseen is not None, unseen=unseen,
-                           calibration=args.calibration)
+    metrics = evaluate_run(
+        args.run_dir,
+        args.data,
+        zero_shot=args.zero_shot or unseen is not None,
+        unseen=unseen,
+        calibration=args.calibration,
+    )
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0
@@ -161,14 +176,19 @@ def cmd_eval(args) -> int:
         def percent(value):
             return "-" if value is None else f"{value:.2%}"
 
-        print(f"{args.run_dir}: zero-shot on classes {metrics['unseen_classes']} (calibration {args.calibration}): "
-              f"ZSL unseen top-1 {percent(metrics['zsl_unseen_top1'])} (ConSE {percent(metrics['zsl_conse_unseen_top1'])}); "
-              f"GZSL seen {percent(metrics['gzsl_seen_top1'])}, unseen {percent(metrics['gzsl_unseen_top1'])}, "
-              f"harmonic mean {percent(metrics['gzsl_harmonic_mean'])}")
+        print(
+            f"{args.run_dir}: zero-shot on classes {metrics['unseen_classes']} (calibration {args.calibration}): "
+            f"ZSL unseen top-1 {percent(metrics['zsl_unseen_top1'])} "
+            f"(ConSE {percent(metrics['zsl_conse_unseen_top1'])}); "
+            f"GZSL seen {percent(metrics['gzsl_seen_top1'])}, unseen {percent(metrics['gzsl_unseen_top1'])}, "
+            f"harmonic mean {percent(metrics['gzsl_harmonic_mean'])}"
+        )
         return 0
-    print(f"{args.run_dir} (epoch {metrics['epoch']}) on {args.data or 'its test data'}: "
-          f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} over {metrics['samples']} samples"
-          + (f"; per-sample scores in {metrics['scores']}" if "scores" in metrics else ""))
+    print(
+        f"{args.run_dir} (epoch {metrics['epoch']}) on {args.data or 'its test data'}: "
+        f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} over {metrics['samples']} samples"
+        + (f"; per-sample scores in {metrics['scores']}" if "scores" in metrics else "")
+    )
     for label, accuracy in enumerate(metrics["per_class_accuracy"]):
         print(f"  class {label:>3}: " + ("no samples" if accuracy is None else f"{accuracy:.2%}"))
     return 0
@@ -177,17 +197,30 @@ def cmd_eval(args) -> int:
 def cmd_eval_language(args) -> int:
     from skelang.runs.stages.lm import evaluate_language_run
 
-    metrics = evaluate_language_run(args.run_dir, args.data, explanations=args.explanations, limit=args.limit,
-                                    progress=not args.json, cite_only_narrative=_citations(args))
+    metrics = evaluate_language_run(
+        args.run_dir,
+        args.data,
+        explanations=args.explanations,
+        limit=args.limit,
+        progress=not args.json,
+        cite_only_narrative=_citations(args),
+    )
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0
-    print(f"{args.run_dir} on {args.data or 'its test data'}: language-model top-1 {metrics['top1']:.2%}, "
-          f"top-5 {metrics['top5']:.2%} over {metrics['samples']} samples (the encoder's classifier: "
-          f"{metrics['encoder_top1']:.2%})")
+    print(
+        f"{args.run_dir} on {args.data or 'its test data'}: language-model top-1 {metrics['top1']:.2%}, "
+        f"top-5 {metrics['top5']:.2%} over {metrics['samples']} samples (the encoder's classifier: "
+        f"{metrics['encoder_top1']:.2%})"
+    )
     if "faithfulness" in metrics:
-        print("explanations: " + ", ".join(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
-                                           for key, value in metrics["faithfulness"].items()))
+        print(
+            "explanations: "
+            + ", ".join(
+                f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
+                for key, value in metrics["faithfulness"].items()
+            )
+        )
     return 0
 
 
@@ -199,26 +232,40 @@ def _citations(args) -> bool | None:
 def cmd_explain(args) -> int:
     from skelang.runs.stages.lm import explain_run
 
-    records = explain_run(args.run_dir, args.data, args.sample, args.count, args.strategy, args.max_new_tokens,
-                          cite_only_narrative=_citations(args),
-                          **({"seed": args.seed} if args.strategy == "sample" else {}))
+    records = explain_run(
+        args.run_dir,
+        args.data,
+        args.sample,
+        args.count,
+        args.strategy,
+        args.max_new_tokens,
+        cite_only_narrative=_citations(args),
+        **({"seed": args.seed} if args.strategy == "sample" else {}),
+    )
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
     for record in records:
         truth = f" (true: {record['label_name']})" if record["label_name"] is not None else ""
-        print(f"[{record['index']}] {record['name']}: {record['predicted_name']} "
-              f"p={record['probability']:.2f}{truth}\n  narrative: {record['narrative']}\n"
-              f"  explanation: {record['explanation']}")
+        print(
+            f"[{record['index']}] {record['name']}: {record['predicted_name']} "
+            f"p={record['probability']:.2f}{truth}\n  narrative: {record['narrative']}\n"
+            f"  explanation: {record['explanation']}"
+        )
     return 0
 
 
 def _add_train_commands(commands) -> None:
     train = commands.add_parser("train", help="train a model from a YAML configuration")
-    train.add_argument("--config", required=True,
-                       help="a configuration file, or the name of a shipped one (skelang config list)")
-    train.add_argument("overrides", nargs="*", metavar="key=value",
-                       help="configuration overrides, e.g. optim.lr=0.05 data.streams=[joint,bone]")
+    train.add_argument(
+        "--config", required=True, help="a configuration file, or the name of a shipped one (skelang config list)"
+    )
+    train.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="configuration overrides, e.g. optim.lr=0.05 data.streams=[joint,bone]",
+    )
     train.add_argument("--out", required=True, help="the run folder to write")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.set_defaults(func=lambda args, rest: cmd_train(args))
@@ -227,16 +274,29 @@ def _add_train_commands(commands) -> None:
     evaluate.add_argument("run_dir", help="a folder written by skelang train")
     evaluate.add_argument("--data", help="evaluate on all sequences at this path instead of the run's test data")
     evaluate.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    evaluate.add_argument("--zero-shot", action="store_true",
-                          help="an SSF run: text-prototype accuracy on its unseen and seen classes")
+    evaluate.add_argument(
+        "--zero-shot", action="store_true", help="an SSF run: text-prototype accuracy on its unseen and seen classes"
+    )
     evaluate.add_argument("--unseen", metavar="LABELS", help="comma-separated unseen classes (default: the run's)")
-    evaluate.add_argument("--calibration", type=float, default=0.0,
-                          help="subtracted from the seen classes' logits in GZSL (calibrated stacking)")
-    evaluate.add_argument("--explanations", action="store_true",
-                          help="a language-model run: also the faithfulness of its explanations")
-    evaluate.add_argument("--limit", type=int, help="with --explanations: how many samples, spread over the data (default lm.explain_samples)")
-    evaluate.add_argument("--free-citations", action="store_true",
-                          help="with --explanations: let explanations cite any action token, not only the narrative's")
+    evaluate.add_argument(
+        "--calibration",
+        type=float,
+        default=0.0,
+        help="subtracted from the seen classes' logits in GZSL (calibrated stacking)",
+    )
+    evaluate.add_argument(
+        "--explanations", action="store_true", help="a language-model run: also the faithfulness of its explanations"
+    )
+    evaluate.add_argument(
+        "--limit",
+        type=int,
+        help="with --explanations: how many samples, spread over the data (default lm.explain_samples)",
+    )
+    evaluate.add_argument(
+        "--free-citations",
+        action="store_true",
+        help="with --explanations: let explanations cite any action token, not only the narrative's",
+    )
     evaluate.set_defaults(func=lambda args, rest: cmd_eval(args))
 
     explain = commands.add_parser("explain", help="a language-model run's answer and explanation for sequences")
@@ -247,8 +307,11 @@ def _add_train_commands(commands) -> None:
     explain.add_argument("--strategy", default="greedy", choices=("greedy", "beam", "sample"))
     explain.add_argument("--max-new-tokens", type=int, help="explanation length (default lm.max_new_tokens)")
     explain.add_argument("--seed", type=int, default=0, help="with --strategy sample")
-    explain.add_argument("--free-citations", action="store_true",
-                         help="let explanations cite any action token, not only the narrative's (lm.cite_only_narrative)")
+    explain.add_argument(
+        "--free-citations",
+        action="store_true",
+        help="let explanations cite any action token, not only the narrative's (lm.cite_only_narrative)",
+    )
     explain.add_argument("--json", action="store_true", help="print machine-readable JSON")
     explain.set_defaults(func=lambda args, rest: cmd_explain(args))
 
@@ -262,14 +325,22 @@ def cmd_model_profile(args) -> int:
         model = load_config(args.config, [])["model"]
     else:
         model = {"type": args.type}
-    stats = profile(model, in_channels=args.channels, num_classes=args.classes, layout=args.layout,
-                    num_frames=args.frames, num_bodies=args.bodies)
+    stats = profile(
+        model,
+        in_channels=args.channels,
+        num_classes=args.classes,
+        layout=args.layout,
+        num_frames=args.frames,
+        num_bodies=args.bodies,
+    )
     shapes = {"layout": args.layout, "frames": args.frames, "bodies": args.bodies, "channels": args.channels}
     if args.json:
         print(json.dumps({"model": model, "input": shapes, **stats}, indent=2))
     else:
-        print(f"{model.get('type', 'hglnet')}: {stats['parameters']:,} parameters, "
-              f"{stats['gflops']:.2f} GFLOPs per sample ({shapes})")
+        print(
+            f"{model.get('type', 'hglnet')}: {stats['parameters']:,} parameters, "
+            f"{stats['gflops']:.2f} GFLOPs per sample ({shapes})"
+        )
     return 0
 
 
@@ -299,16 +370,18 @@ def cmd_vst_tokenize(args) -> int:
         print(f"wrote {len(records)} narratives to {args.out}")
     else:
         for record in records:
-            print(f"{record['index']:>5} {record['name']:<24} label {record['label']} "
-                  f"predicted {record['predicted']}: {record['narrative']}")
+            print(
+                f"{record['index']:>5} {record['name']:<24} label {record['label']} "
+                f"predicted {record['predicted']}: {record['narrative']}"
+            )
     return 0
 
 
 def cmd_vst_glossary(args) -> int:
     import dataclasses
 
-    from skelang.vst.glossary import format_glossary
     from skelang.runs.stages.vst import glossary
+    from skelang.vst.glossary import format_glossary
 
     entries = glossary(args.run_dir)
     print(json.dumps([dataclasses.asdict(e) for e in entries], indent=2) if args.json else format_glossary(entries))
@@ -385,7 +458,8 @@ def _load_benchmark_runner():
     if not run_py.is_file():
         raise SystemExit(
             f"skelang bench: {run_py} not found. The benchmarks live in a source checkout "
-            f"(benchmarks/): use an editable install, or set SKELANG_BENCHMARKS_DIR.")
+            f"(benchmarks/): use an editable install, or set SKELANG_BENCHMARKS_DIR."
+        )
     spec = importlib.util.spec_from_file_location("skelang_benchmarks_run", run_py)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -398,7 +472,8 @@ def cmd_bench(args, rest: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="skelang", description="skelang: skeleton-based action recognition enhanced by language models")
+        prog="skelang", description="skelang: skeleton-based action recognition enhanced by language models"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     info = commands.add_parser("info", help="versions, CUDA build and registered operators")
@@ -412,8 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_vst_commands(commands)
 
     # Options after `bench` belong to benchmarks/run.py (see `skelang bench --help`).
-    bench = commands.add_parser("bench", add_help=False,
-                                help="run the benchmarks: each op against its reference")
+    bench = commands.add_parser("bench", add_help=False, help="run the benchmarks: each op against its reference")
     bench.set_defaults(func=cmd_bench)
 
     args, rest = parser.parse_known_args(argv)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from typing import Annotated, Any, Callable
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import pydantic
 import yaml
@@ -66,8 +67,11 @@ def _interval(low: float, high: float, closed_low: bool, closed_high: bool):
     text = f"{'[' if closed_low else '('}{low:g}, {high:g}{']' if closed_high else ')'}"
 
     def check(value):
-        if not _is_number(value) or not ((low <= value) if closed_low else (low < value)) \
-                or not ((value <= high) if closed_high else (value < high)):
+        if (
+            not _is_number(value)
+            or not ((low <= value) if closed_low else (low < value))
+            or not ((value <= high) if closed_high else (value < high))
+        ):
             raise ValueError(f"expected a number in {text}, got {_got(value)}")
         return float(value)
 
@@ -104,24 +108,31 @@ def one_of(*choices):
 
 
 def positive_int_list(value):
-    if not (isinstance(value, (list, tuple)) and value
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+    if not (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
         raise ValueError(f"expected a non-empty list of positive integers, got {_got(value)}")
     return list(value)
 
 
 def increasing_int_list(value):
-    if not (isinstance(value, (list, tuple))
-            and all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in value)
-            and list(value) == sorted(value)):
+    if not (
+        isinstance(value, (list, tuple))
+        and all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in value)
+        and list(value) == sorted(value)
+    ):
         raise ValueError(f"expected an increasing list of epochs, got {_got(value)}")
     return list(value)
 
 
 def label_list(value):
-    if not (isinstance(value, (list, tuple))
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
-            and len(set(value)) == len(value)):
+    if not (
+        isinstance(value, (list, tuple))
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+        and len(set(value)) == len(value)
+    ):
         raise ValueError(f"expected a list of distinct class labels (0-based), got {_got(value)}")
     return list(value)
 
@@ -144,8 +155,8 @@ PositiveFloat = value_type(positive, float)
 NonNegativeFloat = value_type(non_negative, float)
 PositiveInt = value_type(positive_int, int)
 NonNegativeInt = value_type(non_negative_int, int)
-Fraction = value_type(fraction, float)                 # (0, 1]
-Rate = value_type(rate, float)                         # [0, 1): probabilities, decays
+Fraction = value_type(fraction, float)  # (0, 1]
+Rate = value_type(rate, float)  # [0, 1): probabilities, decays
 Bool = value_type(boolean, bool)
 Text = value_type(text, str)
 OptionalText = value_type(optional(text), str | None)
@@ -157,11 +168,12 @@ Labels = value_type(label_list, list[int])
 ModuleNames = value_type(module_names, list[str] | str)
 
 
-def OneOf(*choices):  # noqa: N802 (a type, spelled as one)
+def OneOf(*choices):
     return value_type(one_of(*choices), str)
 
 
 # --- errors -----------------------------------------------------------------------------------
+
 
 def _field_model(model: type[pydantic.BaseModel], path: tuple) -> type[pydantic.BaseModel] | None:
     """The section model at `path` below `model` (None where the path leaves the sections)."""
@@ -169,8 +181,14 @@ def _field_model(model: type[pydantic.BaseModel], path: tuple) -> type[pydantic.
         field = model.model_fields.get(key) if isinstance(key, str) else None
         if field is None:
             return None
-        inner = next((arg for arg in getattr(field.annotation, "__args__", (field.annotation,))
-                      if isinstance(arg, type) and issubclass(arg, pydantic.BaseModel)), None)
+        inner = next(
+            (
+                arg
+                for arg in getattr(field.annotation, "__args__", (field.annotation,))
+                if isinstance(arg, type) and issubclass(arg, pydantic.BaseModel)
+            ),
+            None,
+        )
         if inner is None:
             return None
         model = inner
@@ -184,7 +202,8 @@ def _unknown(model: type[pydantic.BaseModel], loc: tuple, prefix: tuple) -> str:
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)
     head = ".".join(map(str, path[:-1]))
     return f"unknown key {'.'.join(map(str, path))}" + (
-        f" (did you mean {head + '.' if head else ''}{close[0]}?)" if close else "")
+        f" (did you mean {head + '.' if head else ''}{close[0]}?)" if close else ""
+    )
 
 
 def describe_error(model: type[pydantic.BaseModel], error: dict, prefix: tuple = ()) -> str:
@@ -234,23 +253,29 @@ def keys_of(model: type[pydantic.BaseModel], prefix: str = "") -> list[tuple[str
 
 # --- YAML 1.2 numbers ---------------------------------------------------------------------------
 
+
 class YAML12Loader(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2's float rule: 5e-4, 1E+3 and .5 are numbers."""
 
 
-YAML12Loader.yaml_implicit_resolvers = {key: [(tag, regexp) for tag, regexp in resolvers
-                                              if tag != "tag:yaml.org,2002:float"]
-                                        for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YAML12Loader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 YAML12Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                 |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                 |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                 |[-+]?\.(?:inf|Inf|INF)
-                |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
+                |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 def load_yaml(text: str):
     """YAML text with YAML 1.2 numbers; yaml.YAMLError on bad syntax."""
-    return yaml.load(text, Loader=YAML12Loader)  # noqa: S506 (a SafeLoader subclass)
+    return yaml.load(text, Loader=YAML12Loader)

@@ -22,16 +22,17 @@ at::Tensor composite_aggregate_cpu(const at::Tensor& x, const at::Tensor& phi,
 }
 
 CompositeAggregateGrads composite_aggregate_backward_cpu(
-    const at::Tensor& grad_y_in, const at::Tensor& x, const at::Tensor& phi,
-    const at::Tensor& psi, const at::Tensor& weight, const at::Tensor& bias,
-    const at::Tensor& alpha, const at::Tensor& topology) {
+    const at::Tensor& grad_y_in, const at::Tensor& x, const at::Tensor& phi, const at::Tensor& psi,
+    const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& alpha,
+    const at::Tensor& topology) {
   const auto in = composite_aggregate_inputs("skelang::composite_aggregate_backward", x, phi, psi,
                                              weight, bias, alpha, topology);
   const at::Tensor grad_y = composite_aggregate_grad_y(in, grad_y_in);
   auto [grad_x, grad_phi, grad_psi, partials] = composite_aggregate_grad_buffers(in);
   at::parallel_for(0, in.x.size(0), 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n)
-      composite_aggregate_backward_chunk(in, grad_y, n, n + 1, grad_x, grad_phi, grad_psi, partials);
+      composite_aggregate_backward_chunk(in, grad_y, n, n + 1, grad_x, grad_phi, grad_psi,
+                                         partials);
   });
   return composite_aggregate_finish_backward(in, grad_x, grad_phi, grad_psi, partials);
 }

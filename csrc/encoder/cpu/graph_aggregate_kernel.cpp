@@ -50,8 +50,8 @@ inline __attribute__((always_inline)) void store(scalar_t* p, Vec<scalar_t> v) {
 // a sum of rows of At weighted by the frame's joint values, kept in NV x RB vector registers.
 template <typename scalar_t, int NV, int RB>
 inline __attribute__((always_inline)) void aggregate_frames(const scalar_t* __restrict x,
-                                                             const scalar_t* __restrict At,
-                                                             scalar_t* __restrict y, int64_t V) {
+                                                            const scalar_t* __restrict At,
+                                                            scalar_t* __restrict y, int64_t V) {
   constexpr int64_t W = kWidth<scalar_t>;
   Vec<scalar_t> acc[RB][NV] = {};
   for (int64_t v = 0; v < V; ++v) {
@@ -74,7 +74,7 @@ inline __attribute__((always_inline)) void aggregate_frames(const scalar_t* __re
 
 template <typename scalar_t, int NV>
 inline __attribute__((always_inline)) void aggregate_slice_nv(const scalar_t* x, const scalar_t* At,
-                                                               scalar_t* y, int64_t T, int64_t V) {
+                                                              scalar_t* y, int64_t T, int64_t V) {
   constexpr int RB = NV == 1 ? 8 : (NV == 2 ? 6 : 3);
   int64_t t = 0;
   for (; t + RB <= T; t += RB) aggregate_frames<scalar_t, NV, RB>(x + t * V, At, y + t * V, V);
@@ -84,9 +84,9 @@ inline __attribute__((always_inline)) void aggregate_slice_nv(const scalar_t* x,
 // G (V, Vp) += grad_y (T, V)^T @ x (T, Vp), RB rows of G at a time kept in registers.
 template <typename scalar_t, int NV, int RB>
 inline __attribute__((always_inline)) void accumulate_rows(const scalar_t* __restrict grad_y,
-                                                            const scalar_t* __restrict x,
-                                                            scalar_t* __restrict G, int64_t T,
-                                                            int64_t V) {
+                                                           const scalar_t* __restrict x,
+                                                           scalar_t* __restrict G, int64_t T,
+                                                           int64_t V) {
   constexpr int64_t W = kWidth<scalar_t>;
   Vec<scalar_t> acc[RB][NV];
   for (int r = 0; r < RB; ++r)
@@ -105,9 +105,9 @@ inline __attribute__((always_inline)) void accumulate_rows(const scalar_t* __res
 
 template <typename scalar_t, int NV>
 inline __attribute__((always_inline)) void accumulate_topology_grad_nv(const scalar_t* grad_y,
-                                                                        const scalar_t* x,
-                                                                        scalar_t* G, int64_t T,
-                                                                        int64_t V) {
+                                                                       const scalar_t* x,
+                                                                       scalar_t* G, int64_t T,
+                                                                       int64_t V) {
   constexpr int RB = NV == 1 ? 8 : (NV == 2 ? 6 : 3);
   constexpr int64_t Vp = NV * kWidth<scalar_t>;
   int64_t u = 0;
@@ -119,8 +119,9 @@ inline __attribute__((always_inline)) void accumulate_topology_grad_nv(const sca
 // vectors per row: over 64 float or 32 double joints). Same padded layouts.
 template <typename scalar_t>
 inline __attribute__((always_inline)) void aggregate_slice_generic(const scalar_t* x,
-                                                                    const scalar_t* At, scalar_t* y,
-                                                                    int64_t T, int64_t V, int64_t Vp) {
+                                                                   const scalar_t* At, scalar_t* y,
+                                                                   int64_t T, int64_t V,
+                                                                   int64_t Vp) {
   for (int64_t t = 0; t < T; ++t) {
     scalar_t* y_row = y + t * V;
     for (int64_t u = 0; u < V; ++u) y_row[u] = 0;
@@ -131,8 +132,10 @@ inline __attribute__((always_inline)) void aggregate_slice_generic(const scalar_
   }
 }
 template <typename scalar_t>
-inline __attribute__((always_inline)) void accumulate_topology_grad_generic(
-    const scalar_t* grad_y, const scalar_t* x, scalar_t* G, int64_t T, int64_t V, int64_t Vp) {
+inline __attribute__((always_inline)) void accumulate_topology_grad_generic(const scalar_t* grad_y,
+                                                                            const scalar_t* x,
+                                                                            scalar_t* G, int64_t T,
+                                                                            int64_t V, int64_t Vp) {
   for (int64_t t = 0; t < T; ++t)
     for (int64_t u = 0; u < V; ++u) {
       const scalar_t g = grad_y[t * V + u];
@@ -145,42 +148,63 @@ inline int64_t vectors_per_row(int64_t V) {
   return (V + kWidth<scalar_t> - 1) / kWidth<scalar_t>;
 }
 
-#define SKELANG_SWITCH_NV(nv, CALL, GENERIC)             \
-  switch (nv) {                                          \
-    case 1: { constexpr int NV = 1; CALL; break; }       \
-    case 2: { constexpr int NV = 2; CALL; break; }       \
-    case 3: { constexpr int NV = 3; CALL; break; }       \
-    case 4: { constexpr int NV = 4; CALL; break; }       \
-    default: GENERIC;                                    \
+#define SKELANG_SWITCH_NV(nv, CALL, GENERIC) \
+  switch (nv) {                              \
+    case 1: {                                \
+      constexpr int NV = 1;                  \
+      CALL;                                  \
+      break;                                 \
+    }                                        \
+    case 2: {                                \
+      constexpr int NV = 2;                  \
+      CALL;                                  \
+      break;                                 \
+    }                                        \
+    case 3: {                                \
+      constexpr int NV = 3;                  \
+      CALL;                                  \
+      break;                                 \
+    }                                        \
+    case 4: {                                \
+      constexpr int NV = 4;                  \
+      CALL;                                  \
+      break;                                 \
+    }                                        \
+    default:                                 \
+      GENERIC;                               \
   }
 
 template <typename scalar_t>
 inline __attribute__((always_inline)) void aggregate_slice(const scalar_t* x, const scalar_t* At,
-                                                            scalar_t* y, int64_t T, int64_t V) {
+                                                           scalar_t* y, int64_t T, int64_t V) {
   const int64_t nv = vectors_per_row<scalar_t>(V);
   SKELANG_SWITCH_NV(nv, (aggregate_slice_nv<scalar_t, NV>(x, At, y, T, V)),
                     (aggregate_slice_generic(x, At, y, T, V, nv * kWidth<scalar_t>)));
 }
 template <typename scalar_t>
 inline __attribute__((always_inline)) void accumulate_topology_grad(const scalar_t* grad_y,
-                                                                     const scalar_t* x, scalar_t* G,
-                                                                     int64_t T, int64_t V) {
+                                                                    const scalar_t* x, scalar_t* G,
+                                                                    int64_t T, int64_t V) {
   const int64_t nv = vectors_per_row<scalar_t>(V);
   SKELANG_SWITCH_NV(nv, (accumulate_topology_grad_nv<scalar_t, NV>(grad_y, x, G, T, V)),
                     (accumulate_topology_grad_generic(grad_y, x, G, T, V, nv * kWidth<scalar_t>)));
 }
 
 // The entry points of the micro-kernels, one per dtype, each compiled for every target.
-SKELANG_MULTIVERSION void run_aggregate_slice(const float* x, const float* At, float* y, int64_t T, int64_t V) {
+SKELANG_MULTIVERSION void run_aggregate_slice(const float* x, const float* At, float* y, int64_t T,
+                                              int64_t V) {
   aggregate_slice(x, At, y, T, V);
 }
-SKELANG_MULTIVERSION void run_aggregate_slice(const double* x, const double* At, double* y, int64_t T, int64_t V) {
+SKELANG_MULTIVERSION void run_aggregate_slice(const double* x, const double* At, double* y,
+                                              int64_t T, int64_t V) {
   aggregate_slice(x, At, y, T, V);
 }
-SKELANG_MULTIVERSION void run_accumulate_topology_grad(const float* gy, const float* x, float* G, int64_t T, int64_t V) {
+SKELANG_MULTIVERSION void run_accumulate_topology_grad(const float* gy, const float* x, float* G,
+                                                       int64_t T, int64_t V) {
   accumulate_topology_grad(gy, x, G, T, V);
 }
-SKELANG_MULTIVERSION void run_accumulate_topology_grad(const double* gy, const double* x, double* G, int64_t T, int64_t V) {
+SKELANG_MULTIVERSION void run_accumulate_topology_grad(const double* gy, const double* x, double* G,
+                                                       int64_t T, int64_t V) {
   accumulate_topology_grad(gy, x, G, T, V);
 }
 
@@ -239,13 +263,14 @@ at::Tensor graph_aggregate_grad_topology_cpu(const at::Tensor& grad_y_in, const 
     const int64_t work_per_chunk = std::max<int64_t>(1, slices_per_topology / chunks * T * V * V);
     const int64_t grain = std::max<int64_t>(1, 16384 / work_per_chunk);
     at::parallel_for(0, topologies * chunks, grain, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> G(V * Vp);                       // (V, Vp) accumulator
+      std::vector<scalar_t> G(V * Vp);                      // (V, Vp) accumulator
       std::vector<scalar_t> x_padded(T * Vp, scalar_t(0));  // (T, Vp) one slice of x
       for (int64_t job = begin; job < end; ++job) {
         const int64_t topology = job / chunks, k = job % chunks;
         const int64_t na = topology / Ca, ca = topology % Ca;
         std::fill(G.begin(), G.end(), scalar_t(0));
-        for (int64_t r = k * slices_per_topology / chunks; r < (k + 1) * slices_per_topology / chunks; ++r) {
+        for (int64_t r = k * slices_per_topology / chunks;
+             r < (k + 1) * slices_per_topology / chunks; ++r) {
           int64_t n, c;
           topology_slice(na, ca, r, N, C, Na, Ca, &n, &c);
           const int64_t offset = (n * C + c) * T * V;

@@ -34,9 +34,9 @@ at::Tensor composite_aggregate_cuda(const at::Tensor& x, const at::Tensor& phi,
 }
 
 CompositeAggregateGrads composite_aggregate_backward_cuda(
-    const at::Tensor& grad_y_in, const at::Tensor& x, const at::Tensor& phi,
-    const at::Tensor& psi, const at::Tensor& weight, const at::Tensor& bias,
-    const at::Tensor& alpha, const at::Tensor& topology) {
+    const at::Tensor& grad_y_in, const at::Tensor& x, const at::Tensor& phi, const at::Tensor& psi,
+    const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& alpha,
+    const at::Tensor& topology) {
   const auto in = composite_aggregate_inputs("skelang::composite_aggregate_backward", x, phi, psi,
                                              weight, bias, alpha, topology);
   const c10::cuda::CUDAGuard guard(in.x.device());

@@ -29,8 +29,8 @@ __global__ void graph_aggregate_kernel(const scalar_t* __restrict__ x,
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t u = i % V;
-    const int64_t row = i / V;             // (n * C + c) * T + t
-    const int64_t slice = row / T;         // n * C + c
+    const int64_t row = i / V;      // (n * C + c) * T + t
+    const int64_t slice = row / T;  // n * C + c
     const int64_t n = slice / C, c = slice % C;
     const int64_t topology = topology_index(n, c, Na, Ca);
     const scalar_t* A_row = A + (topology / Ca) * sA.s0 + (topology % Ca) * sA.s1 + u * sA.s2;

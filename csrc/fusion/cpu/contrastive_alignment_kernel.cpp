@@ -6,11 +6,11 @@
 // order (the same result for any thread count; memory: kGroups x M x D).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/mm.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/maximum.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
@@ -27,7 +27,8 @@ namespace {
 
 constexpr int64_t kRowTile = 64;
 constexpr int64_t kTextTile = 512;
-constexpr int64_t kGroups = 16;  // row tiles are summed in this many fixed groups (any thread count)
+constexpr int64_t kGroups =
+    16;  // row tiles are summed in this many fixed groups (any thread count)
 
 std::tuple<at::Tensor, at::Tensor> contrastive_alignment_loss_cpu(const at::Tensor& skeleton_in,
                                                                   const at::Tensor& text_in,
@@ -40,7 +41,8 @@ std::tuple<at::Tensor, at::Tensor> contrastive_alignment_loss_cpu(const at::Tens
   const int64_t N = skeleton.size(0), M = text.size(0);
   const int64_t* label = labels.const_data_ptr<int64_t>();
   for (int64_t n = 0; n < N; ++n)
-    TORCH_CHECK(label[n] >= 0 && label[n] < M, op, ": labels[", n, "] = ", label[n], " is not a text in [0, ", M, ")");
+    TORCH_CHECK(label[n] >= 0 && label[n] < M, op, ": labels[", n, "] = ", label[n],
+                " is not a text in [0, ", M, ")");
   const double scale = std::exp(log_scale.item<double>());
   at::Tensor logsumexp = at::empty({N}, skeleton.options());
   at::Tensor positive = at::empty({N}, skeleton.options());  // logits[n, labels[n]]
@@ -49,7 +51,8 @@ std::tuple<at::Tensor, at::Tensor> contrastive_alignment_loss_cpu(const at::Tens
     at::Tensor buffer = at::empty({kRowTile, std::min(M, kTextTile)}, skeleton.options());
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t r0 = tile * kRowTile, rows = std::min(kRowTile, N - r0);
-      at::Tensor running_max = at::full({rows}, -std::numeric_limits<double>::infinity(), skeleton.options());
+      at::Tensor running_max =
+          at::full({rows}, -std::numeric_limits<double>::infinity(), skeleton.options());
       at::Tensor running_sum = at::zeros({rows}, skeleton.options());
       const at::Tensor tile_labels = labels.narrow(0, r0, rows);
       for (int64_t m0 = 0; m0 < M; m0 += kTextTile) {
@@ -59,12 +62,14 @@ std::tuple<at::Tensor, at::Tensor> contrastive_alignment_loss_cpu(const at::Tens
         logits.mul_(scale);
         // the running log-sum-exp: rescale the sum to the new maximum, add this tile
         const at::Tensor new_max = at::maximum(running_max, std::get<0>(logits.max(1)));
-        running_sum.mul_((running_max - new_max).exp_()).add_((logits - new_max.unsqueeze(1)).exp_().sum(1));
+        running_sum.mul_((running_max - new_max).exp_())
+            .add_((logits - new_max.unsqueeze(1)).exp_().sum(1));
         running_max = new_max;
         const at::Tensor in_tile = (tile_labels >= m0) & (tile_labels < m0 + texts);
         const at::Tensor column = (tile_labels - m0).clamp(0, texts - 1).unsqueeze(1);
-        positive.narrow(0, r0, rows).copy_(at::where(in_tile, logits.gather(1, column).squeeze(1),
-                                                     positive.narrow(0, r0, rows)));
+        positive.narrow(0, r0, rows)
+            .copy_(at::where(in_tile, logits.gather(1, column).squeeze(1),
+                             positive.narrow(0, r0, rows)));
       }
       logsumexp.narrow(0, r0, rows).copy_(running_max + running_sum.log());
     }
@@ -87,12 +92,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_alignment_loss_backwa
   const double scale = std::exp(log_scale.item<double>());
   const double g = grad.item<double>() / double(N);
   at::Tensor grad_skeleton = at::empty({N, D}, skeleton.options());
-  at::Tensor text_partials = at::zeros({groups, M, D}, skeleton.options());  // per group of row tiles
+  at::Tensor text_partials =
+      at::zeros({groups, M, D}, skeleton.options());  // per group of row tiles
   at::Tensor scale_partials = at::zeros({groups}, skeleton.options().dtype(at::kDouble));
   at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
     at::Tensor buffer = at::empty({kRowTile, std::min(M, kTextTile)}, skeleton.options());
     for (int64_t group = begin; group < end; ++group) {
-      for (int64_t tile = group * row_tiles / groups; tile < (group + 1) * row_tiles / groups; ++tile) {
+      for (int64_t tile = group * row_tiles / groups; tile < (group + 1) * row_tiles / groups;
+           ++tile) {
         const int64_t r0 = tile * kRowTile, rows = std::min(kRowTile, N - r0);
         at::Tensor grad_rows = grad_skeleton.narrow(0, r0, rows);
         grad_rows.zero_();
@@ -118,7 +125,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_alignment_loss_backwa
       }
     }
   });
-  return {grad_skeleton, text_partials.sum(0), scale_partials.sum().to(skeleton.scalar_type()).view({1})};
+  return {grad_skeleton, text_partials.sum(0),
+          scale_partials.sum().to(skeleton.scalar_type()).view({1})};
 }
 
 }  // namespace

@@ -27,11 +27,15 @@ int64_t rows_per_chunk(int64_t M, int64_t element_size) {
   return std::max<int64_t>(1, kLogitBytes / std::max<int64_t>(1, M * element_size));
 }
 
-std::tuple<at::Tensor, at::Tensor> contrastive_alignment_loss_cuda(const at::Tensor& skeleton, const at::Tensor& text,
-                                                                   const at::Tensor& labels, const at::Tensor& log_scale) {
-  check_contrastive_alignment_inputs("skelang::contrastive_alignment_loss", skeleton, text, labels, log_scale);
+std::tuple<at::Tensor, at::Tensor> contrastive_alignment_loss_cuda(const at::Tensor& skeleton,
+                                                                   const at::Tensor& text,
+                                                                   const at::Tensor& labels,
+                                                                   const at::Tensor& log_scale) {
+  check_contrastive_alignment_inputs("skelang::contrastive_alignment_loss", skeleton, text, labels,
+                                     log_scale);
   const c10::cuda::CUDAGuard guard(skeleton.device());
-  const int64_t N = skeleton.size(0), M = text.size(0), chunk = rows_per_chunk(M, skeleton.element_size());
+  const int64_t N = skeleton.size(0), M = text.size(0),
+                chunk = rows_per_chunk(M, skeleton.element_size());
   const at::Tensor scale = log_scale.exp();
   at::Tensor logsumexp = at::empty({N}, skeleton.options());
   at::Tensor positive = at::empty({N}, skeleton.options());
@@ -39,18 +43,20 @@ std::tuple<at::Tensor, at::Tensor> contrastive_alignment_loss_cuda(const at::Ten
     const int64_t rows = std::min(chunk, N - r0);
     const at::Tensor logits = at::mm(skeleton.narrow(0, r0, rows), text.t()) * scale;  // (rows, M)
     logsumexp.narrow(0, r0, rows).copy_(at::logsumexp(logits, {1}));
-    positive.narrow(0, r0, rows).copy_(at::gather(logits, 1, labels.narrow(0, r0, rows).unsqueeze(1)).squeeze(1));
+    positive.narrow(0, r0, rows)
+        .copy_(at::gather(logits, 1, labels.narrow(0, r0, rows).unsqueeze(1)).squeeze(1));
   }
   return {(logsumexp - positive).mean(), logsumexp};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_alignment_loss_backward_cuda(
-    const at::Tensor& grad, const at::Tensor& skeleton, const at::Tensor& text, const at::Tensor& labels,
-    const at::Tensor& log_scale, const at::Tensor& logsumexp) {
-  check_contrastive_alignment_inputs("skelang::contrastive_alignment_loss_backward", skeleton, text, labels,
-                                     log_scale);
+    const at::Tensor& grad, const at::Tensor& skeleton, const at::Tensor& text,
+    const at::Tensor& labels, const at::Tensor& log_scale, const at::Tensor& logsumexp) {
+  check_contrastive_alignment_inputs("skelang::contrastive_alignment_loss_backward", skeleton, text,
+                                     labels, log_scale);
   const c10::cuda::CUDAGuard guard(skeleton.device());
-  const int64_t N = skeleton.size(0), M = text.size(0), chunk = rows_per_chunk(M, skeleton.element_size());
+  const int64_t N = skeleton.size(0), M = text.size(0),
+                chunk = rows_per_chunk(M, skeleton.element_size());
   const at::Tensor scale = log_scale.exp();
   at::Tensor grad_skeleton = at::empty_like(skeleton);
   at::Tensor grad_text = at::zeros_like(text);

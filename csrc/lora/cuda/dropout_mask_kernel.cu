@@ -18,7 +18,8 @@ __global__ void dropout_mask_kernel(bool* kept, uint64_t seed, uint32_t threshol
   if (4 * word >= numel) return;
   bool lanes[4];
   dropout_mask_word(seed, static_cast<uint64_t>(word), threshold, lanes);
-  for (int lane = 0; lane < 4 && 4 * word + lane < numel; ++lane) kept[4 * word + lane] = lanes[lane];
+  for (int lane = 0; lane < 4 && 4 * word + lane < numel; ++lane)
+    kept[4 * word + lane] = lanes[lane];
 }
 
 at::Tensor dropout_mask_cuda(const at::Tensor& x, double p, int64_t seed) {

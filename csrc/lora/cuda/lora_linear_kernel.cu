@@ -9,7 +9,8 @@ namespace skelang {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> lora_linear_cuda(const at::Tensor& x, const at::Tensor& weight,
-                                                    const std::optional<at::Tensor>& bias, const at::Tensor& lora_A,
+                                                    const std::optional<at::Tensor>& bias,
+                                                    const at::Tensor& lora_A,
                                                     const at::Tensor& lora_B, double scaling,
                                                     const std::optional<at::Tensor>& mask) {
   const c10::cuda::CUDAGuard guard(x.device());
@@ -17,8 +18,9 @@ std::tuple<at::Tensor, at::Tensor> lora_linear_cuda(const at::Tensor& x, const a
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lora_linear_backward_cuda(
-    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& lora_A,
-    const at::Tensor& lora_B, double scaling, const std::optional<at::Tensor>& mask, const at::Tensor& xa) {
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+    const at::Tensor& lora_A, const at::Tensor& lora_B, double scaling,
+    const std::optional<at::Tensor>& mask, const at::Tensor& xa) {
   const c10::cuda::CUDAGuard guard(x.device());
   return lora_linear_backward_impl(grad_y, x, weight, lora_A, lora_B, scaling, mask, xa);
 }

@@ -71,14 +71,16 @@ inline __attribute__((always_inline)) void scan_codes(const scalar_t* __restrict
 }
 
 SKELANG_MULTIVERSION void run_scan_codes(const float* dot, const float* code_term, int64_t codes,
-                                         int64_t first_code, bool cosine, float* best, int64_t* best_code) {
+                                         int64_t first_code, bool cosine, float* best,
+                                         int64_t* best_code) {
   if (cosine)
     scan_codes<float, int32_t, true>(dot, code_term, codes, first_code, best, best_code);
   else
     scan_codes<float, int32_t, false>(dot, code_term, codes, first_code, best, best_code);
 }
 SKELANG_MULTIVERSION void run_scan_codes(const double* dot, const double* code_term, int64_t codes,
-                                         int64_t first_code, bool cosine, double* best, int64_t* best_code) {
+                                         int64_t first_code, bool cosine, double* best,
+                                         int64_t* best_code) {
   if (cosine)
     scan_codes<double, int64_t, true>(dot, code_term, codes, first_code, best, best_code);
   else
@@ -89,8 +91,8 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in,
                                                     const at::Tensor& codebook_in,
                                                     c10::string_view metric_name) {
   check_nearest_code_inputs(x_in, codebook_in);
-  const CodeMetric metric = parse_code_metric("skelang::nearest_code",
-                                              std::string_view(metric_name.data(), metric_name.size()));
+  const CodeMetric metric = parse_code_metric(
+      "skelang::nearest_code", std::string_view(metric_name.data(), metric_name.size()));
   const at::Tensor x = x_in.contiguous(), codebook = codebook_in.contiguous();
   const int64_t N = x.size(0), K = codebook.size(0), D = x.size(1);
   at::Tensor indices = at::empty({N}, x.options().dtype(at::kLong));
@@ -126,8 +128,8 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in,
           const scalar_t* dot = tile_dots.const_data_ptr<scalar_t>();
           const int64_t ld = tile_dots.stride(0);
           for (int64_t r = 0; r < rows; ++r)
-            run_scan_codes(dot + r * ld, code_term.data() + k0, codes, k0, metric == CodeMetric::kCosine,
-                           &best[r], &best_code[r]);
+            run_scan_codes(dot + r * ld, code_term.data() + k0, codes, k0,
+                           metric == CodeMetric::kCosine, &best[r], &best_code[r]);
         }
         for (int64_t r = 0; r < rows; ++r) {
           const scalar_t* row = x_data + (r0 + r) * D;
@@ -169,16 +171,17 @@ std::tuple<at::Tensor, at::Tensor> code_statistics_cpu(const at::Tensor& x_in,
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     scalar_t* count_data = counts.mutable_data_ptr<scalar_t>();
     scalar_t* sum_data = sums.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, K, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, D)), [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) {
-        count_data[k] = scalar_t(offsets[k + 1] - offsets[k]);
-        scalar_t* sum = sum_data + k * D;
-        for (int64_t j = offsets[k]; j < offsets[k + 1]; ++j) {
-          const scalar_t* row = x_data + rows[j] * D;
-          for (int64_t d = 0; d < D; ++d) sum[d] += row[d];
-        }
-      }
-    });
+    at::parallel_for(0, K, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, D)),
+                     [&](int64_t begin, int64_t end) {
+                       for (int64_t k = begin; k < end; ++k) {
+                         count_data[k] = scalar_t(offsets[k + 1] - offsets[k]);
+                         scalar_t* sum = sum_data + k * D;
+                         for (int64_t j = offsets[k]; j < offsets[k + 1]; ++j) {
+                           const scalar_t* row = x_data + rows[j] * D;
+                           for (int64_t d = 0; d < D; ++d) sum[d] += row[d];
+                         }
+                       }
+                     });
   });
   return {counts, sums};
 }
@@ -186,7 +189,8 @@ std::tuple<at::Tensor, at::Tensor> code_statistics_cpu(const at::Tensor& x_in,
 void ema_codebook_update_cpu(const at::Tensor& codebook, const at::Tensor& cluster_size,
                              const at::Tensor& embed_sum, const at::Tensor& counts_in,
                              const at::Tensor& sums_in, double decay, double epsilon) {
-  check_ema_codebook_update_inputs(codebook, cluster_size, embed_sum, counts_in, sums_in, decay, epsilon);
+  check_ema_codebook_update_inputs(codebook, cluster_size, embed_sum, counts_in, sums_in, decay,
+                                   epsilon);
   const at::Tensor counts = counts_in.contiguous(), sums = sums_in.contiguous();
   const int64_t K = codebook.size(0), D = codebook.size(1);
   AT_DISPATCH_FLOATING_TYPES(codebook.scalar_type(), "ema_codebook_update_cpu", [&] {
@@ -201,16 +205,17 @@ void ema_codebook_update_cpu(const at::Tensor& codebook, const at::Tensor& clust
       size_data[k] = keep * size_data[k] + take * count_data[k];
       total += size_data[k];
     }
-    at::parallel_for(0, K, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, D)), [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) {
-        const scalar_t smoothed = (size_data[k] + eps) / (total + K * eps) * total;
-        for (int64_t d = 0; d < D; ++d) {
-          scalar_t& e = embed_data[k * D + d];
-          e = keep * e + take * sum_data[k * D + d];
-          code_data[k * D + d] = e / smoothed;
-        }
-      }
-    });
+    at::parallel_for(0, K, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, D)),
+                     [&](int64_t begin, int64_t end) {
+                       for (int64_t k = begin; k < end; ++k) {
+                         const scalar_t smoothed = (size_data[k] + eps) / (total + K * eps) * total;
+                         for (int64_t d = 0; d < D; ++d) {
+                           scalar_t& e = embed_data[k * D + d];
+                           e = keep * e + take * sum_data[k * D + d];
+                           code_data[k * D + d] = e / smoothed;
+                         }
+                       }
+                     });
   });
 }
 

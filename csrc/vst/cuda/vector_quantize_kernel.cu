@@ -20,12 +20,14 @@ constexpr int kWarpsPerBlock = 8;
 
 template <typename scalar_t>
 __device__ scalar_t warp_sum(scalar_t v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
 }
 
 template <typename scalar_t>
-__global__ void nearest_code_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ codebook,
+__global__ void nearest_code_kernel(const scalar_t* __restrict__ x,
+                                    const scalar_t* __restrict__ codebook,
                                     const scalar_t* __restrict__ code_term, int64_t N, int64_t K,
                                     int64_t D, bool cosine, int64_t* __restrict__ indices,
                                     scalar_t* __restrict__ distances) {
@@ -50,7 +52,8 @@ __global__ void nearest_code_kernel(const scalar_t* __restrict__ x, const scalar
   }
   if (lane == 0) {
     indices[row] = best_code;
-    distances[row] = cosine ? (sq > 0 ? 1 + best / sqrt(sq) : scalar_t(1)) : max(scalar_t(0), sq + best);
+    distances[row] =
+        cosine ? (sq > 0 ? 1 + best / sqrt(sq) : scalar_t(1)) : max(scalar_t(0), sq + best);
   }
 }
 
@@ -64,7 +67,8 @@ __global__ void code_terms_kernel(const scalar_t* __restrict__ codebook, int64_t
   code_term[k] = cosine ? (sq > 0 ? 1 / sqrt(sq) : scalar_t(0)) : sq;
 }
 
-std::tuple<at::Tensor, at::Tensor> nearest_code_cuda(const at::Tensor& x_in, const at::Tensor& codebook_in,
+std::tuple<at::Tensor, at::Tensor> nearest_code_cuda(const at::Tensor& x_in,
+                                                     const at::Tensor& codebook_in,
                                                      c10::string_view metric_name) {
   check_nearest_code_inputs(x_in, codebook_in);
   const bool cosine = parse_code_metric("skelang::nearest_code",
@@ -82,20 +86,24 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cuda(const at::Tensor& x_in, con
     code_terms_kernel<scalar_t><<<(K + 255) / 256, 256, 0, stream>>>(
         codebook.const_data_ptr<scalar_t>(), K, D, cosine, code_term.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    nearest_code_kernel<scalar_t><<<(N + kWarpsPerBlock - 1) / kWarpsPerBlock, kWarp * kWarpsPerBlock, 0, stream>>>(
-        x.const_data_ptr<scalar_t>(), codebook.const_data_ptr<scalar_t>(), code_term.const_data_ptr<scalar_t>(),
-        N, K, D, cosine, indices.mutable_data_ptr<int64_t>(), distances.mutable_data_ptr<scalar_t>());
+    nearest_code_kernel<scalar_t>
+        <<<(N + kWarpsPerBlock - 1) / kWarpsPerBlock, kWarp * kWarpsPerBlock, 0, stream>>>(
+            x.const_data_ptr<scalar_t>(), codebook.const_data_ptr<scalar_t>(),
+            code_term.const_data_ptr<scalar_t>(), N, K, D, cosine,
+            indices.mutable_data_ptr<int64_t>(), distances.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {indices, distances};
 }
 
 template <typename scalar_t>
-__global__ void code_statistics_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ indices,
-                                       int64_t N, int64_t D, int64_t K, scalar_t* __restrict__ counts,
+__global__ void code_statistics_kernel(const scalar_t* __restrict__ x,
+                                       const int64_t* __restrict__ indices, int64_t N, int64_t D,
+                                       int64_t K, scalar_t* __restrict__ counts,
                                        scalar_t* __restrict__ sums) {
   const int64_t total = N * D;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = i / D, d = i % D, k = indices[row];
     if (k < 0 || k >= K) continue;  // checked on the host side by the Python module
     atomicAdd(sums + k * D + d, x[i]);
@@ -103,7 +111,8 @@ __global__ void code_statistics_kernel(const scalar_t* __restrict__ x, const int
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> code_statistics_cuda(const at::Tensor& x_in, const at::Tensor& indices_in,
+std::tuple<at::Tensor, at::Tensor> code_statistics_cuda(const at::Tensor& x_in,
+                                                        const at::Tensor& indices_in,
                                                         int64_t num_codes) {
   check_code_statistics_inputs(x_in, indices_in, num_codes);
   const c10::cuda::CUDAGuard guard(x_in.device());
@@ -123,7 +132,8 @@ std::tuple<at::Tensor, at::Tensor> code_statistics_cuda(const at::Tensor& x_in, 
 }
 
 template <typename scalar_t>
-__global__ void ema_kernel(scalar_t* __restrict__ codebook, const scalar_t* __restrict__ cluster_size,
+__global__ void ema_kernel(scalar_t* __restrict__ codebook,
+                           const scalar_t* __restrict__ cluster_size,
                            scalar_t* __restrict__ embed_sum, const scalar_t* __restrict__ sums,
                            const scalar_t* __restrict__ total, int64_t K, int64_t D, scalar_t keep,
                            scalar_t eps) {
@@ -139,7 +149,8 @@ __global__ void ema_kernel(scalar_t* __restrict__ codebook, const scalar_t* __re
 void ema_codebook_update_cuda(const at::Tensor& codebook, const at::Tensor& cluster_size,
                               const at::Tensor& embed_sum, const at::Tensor& counts,
                               const at::Tensor& sums_in, double decay, double epsilon) {
-  check_ema_codebook_update_inputs(codebook, cluster_size, embed_sum, counts, sums_in, decay, epsilon);
+  check_ema_codebook_update_inputs(codebook, cluster_size, embed_sum, counts, sums_in, decay,
+                                   epsilon);
   const c10::cuda::CUDAGuard guard(codebook.device());
   cluster_size.mul_(decay).add_(counts, 1 - decay);
   const at::Tensor total = cluster_size.sum();
@@ -149,8 +160,8 @@ void ema_codebook_update_cuda(const at::Tensor& codebook, const at::Tensor& clus
   AT_DISPATCH_FLOATING_TYPES(codebook.scalar_type(), "ema_codebook_update_cuda", [&] {
     ema_kernel<scalar_t><<<(K * D + 255) / 256, 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
         codebook.mutable_data_ptr<scalar_t>(), cluster_size.const_data_ptr<scalar_t>(),
-        embed_sum.mutable_data_ptr<scalar_t>(), sums.const_data_ptr<scalar_t>(), total.const_data_ptr<scalar_t>(),
-        K, D, scalar_t(decay), scalar_t(epsilon));
+        embed_sum.mutable_data_ptr<scalar_t>(), sums.const_data_ptr<scalar_t>(),
+        total.const_data_ptr<scalar_t>(), K, D, scalar_t(decay), scalar_t(epsilon));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

@@ -105,13 +105,11 @@ class BvhMotion:
                 positions[:, joint] = translation
             else:
                 rotations[joint] = rotations[parent] @ local_rotation
-                positions[:, joint] = (positions[:, parent]
-                                       + (rotations[parent] @ translation[..., None])[..., 0])
+                positions[:, joint] = positions[:, parent] + (rotations[parent] @ translation[..., None])[..., 0]
         if not include_end_sites:
             return positions
         parents = self.end_site_parents
-        end_sites = positions[:, parents] + np.einsum("etij,ej->tei", rotations[parents],
-                                                      self.end_site_offsets)
+        end_sites = positions[:, parents] + np.einsum("etij,ej->tei", rotations[parents], self.end_site_offsets)
         return np.concatenate([positions, end_sites], axis=1)
 
 
@@ -195,8 +193,7 @@ def _offset(words: _Words) -> list[float]:
 def _channels(words: _Words) -> list[str]:
     values = words.rest_of_line()
     if not values or not values[0].isdecimal():
-        raise words.error(f"expected the channel count after CHANNELS, found "
-                          f"{values[0] if values else 'nothing'!r}")
+        raise words.error(f"expected the channel count after CHANNELS, found {values[0] if values else 'nothing'!r}")
     count, names = int(values[0]), values[1:]
     if len(names) != count:
         raise words.error(f"CHANNELS declares {count} channels but lists {len(names)}")
@@ -263,18 +260,17 @@ def _parse_hierarchy(words: _Words) -> tuple[list[_Block], list[_Block]]:
     return joints, end_sites
 
 
-def _parse_motion(source: str, lines: list[str], motion_line: int, num_channels: int
-                  ) -> tuple[float, np.ndarray]:
+def _parse_motion(source: str, lines: list[str], motion_line: int, num_channels: int) -> tuple[float, np.ndarray]:
     """Frame time and (T, num_channels) values of the MOTION section, which starts on the
     1-based `motion_line`."""
-    rows = [(number, line) for number, line in enumerate(lines[motion_line:], motion_line + 1)
-            if line.strip()]  # (line number, text) of the non-blank lines after MOTION
+    rows = [
+        (number, line) for number, line in enumerate(lines[motion_line:], motion_line + 1) if line.strip()
+    ]  # (line number, text) of the non-blank lines after MOTION
 
     def header(index: int, pattern: str, what: str) -> tuple[int, str]:
         if index >= len(rows):
             last = rows[-1][0] if rows else motion_line
-            raise ValueError(f"{source}:{last}: expected {what}, found the end of the file "
-                             f"(truncated?)")
+            raise ValueError(f"{source}:{last}: expected {what}, found the end of the file (truncated?)")
         number, line = rows[index]
         match = re.fullmatch(pattern, line.strip())
         if match is None:
@@ -290,15 +286,16 @@ def _parse_motion(source: str, lines: list[str], motion_line: int, num_channels:
     except ValueError:
         seconds = math.nan
     if not 0 < seconds < math.inf:
-        raise ValueError(f"{source}:{time_line}: frame time {frame_time!r} is not a positive "
-                         f"number of seconds")
+        raise ValueError(f"{source}:{time_line}: frame time {frame_time!r} is not a positive number of seconds")
     rows = rows[2:]
     motion = np.empty((len(rows), num_channels))
     for t, (number, line) in enumerate(rows):
         values = line.split()
         if len(values) != num_channels:
-            raise ValueError(f"{source}:{number}: expected {num_channels} values (the channels "
-                             f"of the hierarchy), found {len(values)}")
+            raise ValueError(
+                f"{source}:{number}: expected {num_channels} values (the channels "
+                f"of the hierarchy), found {len(values)}"
+            )
         try:
             motion[t] = values
         except ValueError:
@@ -306,8 +303,10 @@ def _parse_motion(source: str, lines: list[str], motion_line: int, num_channels:
         if not np.isfinite(motion[t]).all():
             raise ValueError(f"{source}:{number}: NaN or infinite value in a MOTION row")
     if len(rows) != int(frames):
-        raise ValueError(f"{source}:{frames_line}: 'Frames: {frames}' but {len(rows)} rows of "
-                         f"values follow{' (truncated?)' if len(rows) < int(frames) else ''}")
+        raise ValueError(
+            f"{source}:{frames_line}: 'Frames: {frames}' but {len(rows)} rows of "
+            f"values follow{' (truncated?)' if len(rows) < int(frames) else ''}"
+        )
     return seconds, motion
 
 
@@ -331,9 +330,10 @@ def parse_bvh_text(text: str | bytes, source: str) -> BvhMotion:
         offsets=np.array([joint.offset for joint in joints], dtype=np.float64),
         channels=channels,
         end_site_parents=np.array([site.parent for site in end_sites], dtype=np.int64),
-        end_site_offsets=np.array([site.offset for site in end_sites],
-                                  dtype=np.float64).reshape(-1, 3),
-        frame_time=frame_time, motion=motion)
+        end_site_offsets=np.array([site.offset for site in end_sites], dtype=np.float64).reshape(-1, 3),
+        frame_time=frame_time,
+        motion=motion,
+    )
 
 
 def parse_bvh(path: str | Path) -> BvhMotion:
@@ -358,8 +358,9 @@ def hierarchy_layout_name(joint_names: list[str], parents: list[int]) -> str:
     return name
 
 
-def read_bvh(path: str | Path, scale: float = CMU_SCALE, include_end_sites: bool = False,
-             target_fps: float | None = None) -> Sequence:
+def read_bvh(
+    path: str | Path, scale: float = CMU_SCALE, include_end_sites: bool = False, target_fps: float | None = None
+) -> Sequence:
     """A BVH file as a Sequence (3, T, V [+ E], 1) of joint positions: file units times
     `scale` (CMU_SCALE: CMU units to metres), axes as in the file (y up for CMU).
 
@@ -380,6 +381,12 @@ def read_bvh(path: str | Path, scale: float = CMU_SCALE, include_end_sites: bool
     positions = bvh.positions(include_end_sites) * scale  # (T, V, 3)
     joint_names, parents = bvh.joint_tree(include_end_sites)
     data = np.ascontiguousarray(positions.transpose(2, 0, 1)[..., None], dtype=np.float32)
-    meta = {"source": str(path), "name": Path(path).stem, "fps": fps,
-            "frame_time": bvh.frame_time, "joint_names": joint_names, "parents": parents}
+    meta = {
+        "source": str(path),
+        "name": Path(path).stem,
+        "fps": fps,
+        "frame_time": bvh.frame_time,
+        "joint_names": joint_names,
+        "parents": parents,
+    }
     return Sequence(data=data, layout=hierarchy_layout_name(joint_names, parents), meta=meta)

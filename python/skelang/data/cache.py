@@ -16,8 +16,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -52,8 +52,10 @@ def write_cache(sequences: Iterable[Sequence], folder: str | Path) -> Path:
                 if layout is None:
                     layout, shape = sequence.layout, (C, V, M)
                 if (sequence.layout, (C, V, M)) != (layout, shape):
-                    raise ValueError(f"{sequence.meta.get('source', 'a sequence')}: layout {sequence.layout} "
-                                     f"with (C, V, M) = {(C, V, M)} differs from the cache's {layout} {shape}")
+                    raise ValueError(
+                        f"{sequence.meta.get('source', 'a sequence')}: layout {sequence.layout} "
+                        f"with (C, V, M) = {(C, V, M)} differs from the cache's {layout} {shape}"
+                    )
                 frames.write(np.ascontiguousarray(sequence.data.transpose(1, 0, 2, 3), dtype=np.float32).tobytes())
                 offsets.append(offsets[-1] + T)
                 labels.append(-1 if sequence.label is None else sequence.label)
@@ -66,8 +68,14 @@ def write_cache(sequences: Iterable[Sequence], folder: str | Path) -> Path:
         frames_path.unlink()
         np.save(work / "offsets.npy", np.asarray(offsets, dtype=np.int64))
         np.save(work / "labels.npy", np.asarray(labels, dtype=np.int64))
-        index = {"format": FORMAT, "layout": layout, "layout_definition": _layout_definition(layout),
-                 "num_sequences": len(labels), "meta": metas, "sha256": _checksum(work)}
+        index = {
+            "format": FORMAT,
+            "layout": layout,
+            "layout_definition": _layout_definition(layout),
+            "num_sequences": len(labels),
+            "meta": metas,
+            "sha256": _checksum(work),
+        }
         (work / "index.json").write_text(json.dumps(index))
         if folder.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
@@ -86,9 +94,16 @@ def _layout_definition(name: str) -> dict:
     """The layout as layout_from_dict reads it, so a cache of a layout made at run time
     (a BVH hierarchy, a user's) opens in any process."""
     layout = get_layout(name)
-    return {"name": layout.name, "joints": list(layout.joint_names), "parents": list(layout.parents),
-            "centre": layout.centre, "spine": list(layout.spine), "shoulders": list(layout.shoulders),
-            "left_right": [list(pair) for pair in layout.left_right], "description": layout.description}
+    return {
+        "name": layout.name,
+        "joints": list(layout.joint_names),
+        "parents": list(layout.parents),
+        "centre": layout.centre,
+        "spine": list(layout.spine),
+        "shoulders": list(layout.shoulders),
+        "left_right": [list(pair) for pair in layout.left_right],
+        "description": layout.description,
+    }
 
 
 def is_cache(folder: str | Path) -> bool:
@@ -104,15 +119,17 @@ class SequenceCache:
         try:
             index = json.loads(index_path.read_text())
         except FileNotFoundError:
-            raise ValueError(f"{self.folder}: not a skelang cache (no index.json); make one with "
-                             f"`skelang data convert`") from None
+            raise ValueError(
+                f"{self.folder}: not a skelang cache (no index.json); make one with `skelang data convert`"
+            ) from None
         except json.JSONDecodeError as error:
             raise ValueError(f"{index_path}:{error.lineno}: corrupt cache index: {error.msg}") from None
         if index.get("format") != FORMAT:
             raise ValueError(f"{index_path}: cache format {index.get('format')!r}, expected {FORMAT!r}")
         if verify and _checksum(self.folder) != index["sha256"]:
-            raise ValueError(f"{self.folder}: checksum mismatch: the cache was modified or is damaged; "
-                             f"convert the data again")
+            raise ValueError(
+                f"{self.folder}: checksum mismatch: the cache was modified or is damaged; convert the data again"
+            )
         self.layout = index["layout"]
         if self.layout not in layout_names():
             register_layout(layout_from_dict(index["layout_definition"]))
@@ -128,7 +145,11 @@ class SequenceCache:
         if not -len(self) <= i < len(self):
             raise IndexError(f"sequence {i} of a cache of {len(self)}")
         i %= len(self)
-        block = self.frames[self.offsets[i]:self.offsets[i + 1]]  # (T, C, V, M)
+        block = self.frames[self.offsets[i] : self.offsets[i + 1]]  # (T, C, V, M)
         label = int(self.labels[i])
-        return Sequence(data=np.ascontiguousarray(block.transpose(1, 0, 2, 3)), layout=self.layout,
-                        label=None if label < 0 else label, meta=self.meta[i])
+        return Sequence(
+            data=np.ascontiguousarray(block.transpose(1, 0, 2, 3)),
+            layout=self.layout,
+            label=None if label < 0 else label,
+            meta=self.meta[i],
+        )

@@ -4,7 +4,7 @@ through a Preprocess pipeline into tensors, and a DataLoader that keeps every co
 from __future__ import annotations
 
 import os
-from typing import Sequence as SequenceOf
+from collections.abc import Sequence as SequenceOf
 
 import numpy as np
 import torch
@@ -23,8 +23,14 @@ class SkeletonDataset(torch.utils.data.Dataset):
     draws), as CTR-GCN's NW-UCLA feeder makes one epoch of 5 passes.
     """
 
-    def __init__(self, sequences: SequenceOf[Sequence], preprocess: Preprocess, train: bool = False,
-                 seed: int = 0, repeat: int = 1):
+    def __init__(
+        self,
+        sequences: SequenceOf[Sequence],
+        preprocess: Preprocess,
+        train: bool = False,
+        seed: int = 0,
+        repeat: int = 1,
+    ):
         if repeat < 1:
             raise ValueError(f"SkeletonDataset.repeat must be a positive integer, got {repeat}")
         self.sequences = sequences
@@ -55,13 +61,26 @@ class SkeletonDataset(torch.utils.data.Dataset):
         return np.array([-1 if s.label is None else s.label for s in self.sequences])
 
 
-def make_loader(dataset: SkeletonDataset, batch_size: int, shuffle: bool, seed: int = 0,
-                num_workers: int | None = None, drop_last: bool = False) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: SkeletonDataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    num_workers: int | None = None,
+    drop_last: bool = False,
+) -> torch.utils.data.DataLoader:
     """A DataLoader with one worker process per core (preprocessing runs in the workers),
     and a shuffling order fixed by (seed, epoch)."""
     if num_workers is None:
         num_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     generator = torch.Generator().manual_seed(seed + 1_000_003 * dataset.epoch)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last,
-        num_workers=num_workers, persistent_workers=False, pin_memory=False)
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        persistent_workers=False,
+        pin_memory=False,
+    )

@@ -16,20 +16,19 @@ from __future__ import annotations
 import math
 import numbers
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
+from skelang.data.json_text import parse_json
 from skelang.data.layouts import get_layout
 from skelang.data.ntu import parse_ntu_name
 from skelang.data.safe_pickle import load_pickle
-from skelang.data.json_text import parse_json
 from skelang.data.sequence import Sequence
 
 # The layout a joint count stands for when a file does not name its skeleton.
-LAYOUT_BY_JOINTS = {25: "ntu25", 17: "coco17", 18: "openpose18", 20: "kinect_v1_20",
-                    33: "blazepose33", 15: "jhmdb15"}
+LAYOUT_BY_JOINTS = {25: "ntu25", 17: "coco17", 18: "openpose18", 20: "kinect_v1_20", 33: "blazepose33", 15: "jhmdb15"}
 
 
 def _is_integer(value) -> bool:
@@ -66,8 +65,10 @@ def _pyskl_sequence(annotation, index: int, layout: str | None, source: str) -> 
     except ValueError as error:  # ragged nested lists
         raise ValueError(f"{where}: 'keypoint' is not an array: {error}") from None
     if keypoint.ndim != 4 or keypoint.shape[3] not in (2, 3) or not np.issubdtype(keypoint.dtype, np.number):
-        raise ValueError(f"{where}: 'keypoint' must be a numeric (M, T, V, C) array with C = 2 or 3, "
-                         f"got shape {keypoint.shape} ({keypoint.dtype})")
+        raise ValueError(
+            f"{where}: 'keypoint' must be a numeric (M, T, V, C) array with C = 2 or 3, "
+            f"got shape {keypoint.shape} ({keypoint.dtype})"
+        )
     M, T, V, C = keypoint.shape
     if "total_frames" in annotation and annotation["total_frames"] != T:
         raise ValueError(f"{where}: 'total_frames' is {annotation['total_frames']!r} but 'keypoint' has {T} frames")
@@ -77,8 +78,10 @@ def _pyskl_sequence(annotation, index: int, layout: str | None, source: str) -> 
         if "keypoint_score" in annotation:
             score = np.asarray(annotation["keypoint_score"])
             if score.shape != (M, T, V) or not np.issubdtype(score.dtype, np.number):
-                raise ValueError(f"{where}: 'keypoint_score' must be numeric of shape {(M, T, V)} "
-                                 f"(as 'keypoint' minus C), got {score.shape} ({score.dtype})")
+                raise ValueError(
+                    f"{where}: 'keypoint_score' must be numeric of shape {(M, T, V)} "
+                    f"(as 'keypoint' minus C), got {score.shape} ({score.dtype})"
+                )
             if not np.isfinite(score).all():
                 raise ValueError(f"{where}: 'keypoint_score' holds NaN or infinite values")
         else:  # detected joints are certain; zero-padded (absent) ones stay zero
@@ -124,8 +127,9 @@ def read_pyskl(path: str | Path, split: str | None = None, layout: str | None = 
     if isinstance(contents, list):
         contents = {"annotations": contents}
     if not isinstance(contents, dict) or not isinstance(contents.get("annotations"), list):
-        raise ValueError(f"{source}: expected a dict with an 'annotations' list (PYSKL format), "
-                         f"got {type(contents).__name__}")
+        raise ValueError(
+            f"{source}: expected a dict with an 'annotations' list (PYSKL format), got {type(contents).__name__}"
+        )
     annotations = list(enumerate(contents["annotations"]))
     if split is not None:
         splits = contents.get("split")
@@ -133,8 +137,11 @@ def read_pyskl(path: str | Path, split: str | None = None, layout: str | None = 
             known = ", ".join(map(str, splits)) if isinstance(splits, dict) else "none"
             raise ValueError(f"{source}: no split {split!r}; known splits: {known}")
         members = set(splits[split])
-        annotations = [(index, annotation) for index, annotation in annotations
-                       if isinstance(annotation, dict) and annotation.get("frame_dir") in members]
+        annotations = [
+            (index, annotation)
+            for index, annotation in annotations
+            if isinstance(annotation, dict) and annotation.get("frame_dir") in members
+        ]
     return [_pyskl_sequence(annotation, index, layout, source) for index, annotation in annotations]
 
 
@@ -171,11 +178,14 @@ def _labels_from_y(y: np.ndarray, N: int, name: str, source: str) -> np.ndarray:
     if y.ndim == 1 and y.shape[0] == N:
         whole = np.isfinite(y) & (y == np.round(y)) & (y >= 0)
         if not whole.all():
-            raise ValueError(f"{source}: '{name}'[{np.flatnonzero(~whole)[0]}] is not a class index: "
-                             f"{y[np.flatnonzero(~whole)[0]]!r}")
+            raise ValueError(
+                f"{source}: '{name}'[{np.flatnonzero(~whole)[0]}] is not a class index: "
+                f"{y[np.flatnonzero(~whole)[0]]!r}"
+            )
         return y.astype(np.int64)
-    raise ValueError(f"{source}: '{name}' must be integer labels ({N},) or one-hot ({N}, num_classes), "
-                     f"got shape {y.shape}")
+    raise ValueError(
+        f"{source}: '{name}' must be integer labels ({N},) or one-hot ({N}, num_classes), got shape {y.shape}"
+    )
 
 
 def read_ctrgcn_npz(path: str | Path, part: str = "test", layout: str = "ntu25") -> list[Sequence]:
@@ -199,8 +209,10 @@ def read_ctrgcn_npz(path: str | Path, part: str = "test", layout: str = "ntu25")
         x = _npz_array(npz, f"x_{part}", source)
         y = _npz_array(npz, f"y_{part}", source)
     if x.ndim != 3 or x.shape[2] % (V * 3) or x.shape[2] == 0 or not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"{source}: 'x_{part}' must be numeric (N, T, M*{V}*3) for layout {layout!r}, "
-                         f"got shape {x.shape} ({x.dtype})")
+        raise ValueError(
+            f"{source}: 'x_{part}' must be numeric (N, T, M*{V}*3) for layout {layout!r}, "
+            f"got shape {x.shape} ({x.dtype})"
+        )
     N, M = x.shape[0], x.shape[2] // (V * 3)
     labels = _labels_from_y(y, N, f"y_{part}", source)
     finite = np.isfinite(x).reshape(N, -1).all(1)
@@ -211,8 +223,14 @@ def read_ctrgcn_npz(path: str | Path, part: str = "test", layout: str = "ntu25")
         nonzero_frames = np.flatnonzero(np.any(x[n] != 0, axis=1))
         T_valid = nonzero_frames[-1] + 1 if len(nonzero_frames) else 1
         data = x[n, :T_valid].reshape(T_valid, M, V, 3).transpose(3, 0, 2, 1)  # (3, T, V, M)
-        sequences.append(Sequence(data=np.ascontiguousarray(data, dtype=np.float32), layout=layout,
-                                  label=int(labels[n]), meta={"source": source, "part": part, "index": n}))
+        sequences.append(
+            Sequence(
+                data=np.ascontiguousarray(data, dtype=np.float32),
+                layout=layout,
+                label=int(labels[n]),
+                meta={"source": source, "part": part, "index": n},
+            )
+        )
     return sequences
 
 
@@ -223,8 +241,11 @@ KINETICS_JOINTS = 18
 
 
 def _finite_numbers(values, count: int) -> bool:
-    return (isinstance(values, list) and len(values) == count
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values))
+    return (
+        isinstance(values, list)
+        and len(values) == count
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    )
 
 
 def parse_kinetics_json(text: str | bytes, source: str, max_people: int = 2) -> Sequence:
@@ -247,11 +268,15 @@ def parse_kinetics_json(text: str | bytes, source: str, max_people: int = 2) -> 
             pose = skeleton.get("pose") if isinstance(skeleton, dict) else None
             score = skeleton.get("score") if isinstance(skeleton, dict) else None
             if not _finite_numbers(pose, 2 * KINETICS_JOINTS):
-                raise ValueError(f"{source}: frame {index}, person {person}: 'pose' must be "
-                                 f"{2 * KINETICS_JOINTS} finite numbers (x0, y0, x1, y1, ...), got {pose!r:.60}")
+                raise ValueError(
+                    f"{source}: frame {index}, person {person}: 'pose' must be "
+                    f"{2 * KINETICS_JOINTS} finite numbers (x0, y0, x1, y1, ...), got {pose!r:.60}"
+                )
             if not _finite_numbers(score, KINETICS_JOINTS):
-                raise ValueError(f"{source}: frame {index}, person {person}: 'score' must be "
-                                 f"{KINETICS_JOINTS} finite numbers, got {score!r:.60}")
+                raise ValueError(
+                    f"{source}: frame {index}, person {person}: 'score' must be "
+                    f"{KINETICS_JOINTS} finite numbers, got {score!r:.60}"
+                )
             frames[index].append((sum(score), pose, score))
     if not frames:
         raise ValueError(f"{source}: no frames ('data' is empty)")
@@ -306,8 +331,9 @@ def iter_kinetics(folder: str | Path, max_people: int = 2) -> Iterator[Sequence 
 # Generic arrays
 
 
-def from_array(array: np.ndarray, layout: str, labels=None, names=None, array_layout: str = "NCTVM",
-               *, source: str = "array") -> list[Sequence]:
+def from_array(
+    array: np.ndarray, layout: str, labels=None, names=None, array_layout: str = "NCTVM", *, source: str = "array"
+) -> list[Sequence]:
     """N sequences from an array whose dimensions are ordered as `array_layout`, any
     permutation of N (sequences), C (channels), T (frames), V (joints), M (bodies), e.g.
     "NTVMC" for (N, T, V, M, C). Each becomes a Sequence (C, T, V, M) float32.
@@ -319,8 +345,10 @@ def from_array(array: np.ndarray, layout: str, labels=None, names=None, array_la
         raise ValueError(f"{source}: array_layout {array_layout!r} must order the letters N, C, T, V, M")
     array = np.asarray(array)
     if array.ndim != 5 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise ValueError(f"{source}: expected a real 5-dimensional ({', '.join(array_layout)}) array, "
-                         f"got shape {array.shape} ({array.dtype})")
+        raise ValueError(
+            f"{source}: expected a real 5-dimensional ({', '.join(array_layout)}) array, "
+            f"got shape {array.shape} ({array.dtype})"
+        )
     array = array.transpose([array_layout.index(axis) for axis in "NCTVM"])
     N, V = array.shape[0], array.shape[3]
     if get_layout(layout).num_joints != V:
@@ -341,13 +369,15 @@ def from_array(array: np.ndarray, layout: str, labels=None, names=None, array_la
         meta = {"source": source, "index": n}
         if names is not None:
             meta["name"] = str(names[n])
-        sequences.append(Sequence(data=np.ascontiguousarray(array[n], dtype=np.float32), layout=layout,
-                                  label=label, meta=meta))
+        sequences.append(
+            Sequence(data=np.ascontiguousarray(array[n], dtype=np.float32), layout=layout, label=label, meta=meta)
+        )
     return sequences
 
 
-def read_array_file(path: str | Path, layout: str, array_layout: str = "NCTVM",
-                    labels_key: str | None = None) -> list[Sequence]:
+def read_array_file(
+    path: str | Path, layout: str, array_layout: str = "NCTVM", labels_key: str | None = None
+) -> list[Sequence]:
     """Sequences from a .npy array or a .npz archive (never unpickled), dimensions ordered
     as `array_layout` (see from_array). In a .npz the array is "x", else "data", else the
     first array other than `labels_key`; labels, if wanted, come from the array `labels_key`
@@ -360,8 +390,9 @@ def read_array_file(path: str | Path, layout: str, array_layout: str = "NCTVM",
             raise ValueError(f"{source}: a .npy file holds one array; labels_key={labels_key!r} needs a .npz")
         return from_array(loaded, layout, array_layout=array_layout, source=source)
     with loaded as npz:
-        candidates = [key for key in ("x", "data") if key in npz.files] or \
-                     [key for key in npz.files if key != labels_key]
+        candidates = [key for key in ("x", "data") if key in npz.files] or [
+            key for key in npz.files if key != labels_key
+        ]
         if not candidates:
             raise ValueError(f"{source}: no array of sequences (arrays: {', '.join(npz.files) or 'none'})")
         array = _npz_array(npz, candidates[0], source)

@@ -14,8 +14,9 @@ from skelang.data.readers import detect_format, iter_sequences
 from skelang.data.splits import split_of
 
 
-def inspect_dataset(path: str | Path, format: str = "auto", workers: int = 1,
-                    benchmark: str | None = None, progress: bool = False) -> dict:
+def inspect_dataset(
+    path: str | Path, format: str = "auto", workers: int = 1, benchmark: str | None = None, progress: bool = False
+) -> dict:
     """Counts per class, frames min/mean/max, bodies per sequence, layouts, and the list of
     bad files with their errors."""
     kind = detect_format(path) if format == "auto" else format
@@ -41,8 +42,9 @@ def inspect_dataset(path: str | Path, format: str = "auto", workers: int = 1,
         "layouts": dict(layouts),
         "classes": len(per_class),
         "per_class": {str(label): count for label, count in sorted(per_class.items())},
-        "frames": ({"min": int(np.min(frames)), "mean": float(np.mean(frames)), "max": int(np.max(frames))}
-                   if frames else None),
+        "frames": (
+            {"min": int(np.min(frames)), "mean": float(np.mean(frames)), "max": int(np.max(frames))} if frames else None
+        ),
         "bodies": {str(k): v for k, v in sorted(bodies.items())},
         "bad_files": bad,
     }
@@ -52,8 +54,10 @@ def inspect_dataset(path: str | Path, format: str = "auto", workers: int = 1,
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{report['path']}: {report['format']}, {report['sequences']} sequences, "
-             f"{report['classes']} classes, layouts {report['layouts']}"]
+    lines = [
+        f"{report['path']}: {report['format']}, {report['sequences']} sequences, "
+        f"{report['classes']} classes, layouts {report['layouts']}"
+    ]
     if report["frames"]:
         f = report["frames"]
         lines.append(f"frames per sequence: min {f['min']}, mean {f['mean']:.1f}, max {f['max']}")
@@ -66,8 +70,15 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def convert_dataset(path: str | Path, out: str | Path, format: str = "auto", workers: int = 1,
-                    benchmark: str | None = None, part: str | None = None, progress: bool = True) -> dict:
+def convert_dataset(
+    path: str | Path,
+    out: str | Path,
+    format: str = "auto",
+    workers: int = 1,
+    benchmark: str | None = None,
+    part: str | None = None,
+    progress: bool = True,
+) -> dict:
     """Read every sequence at `path` (optionally one part of a benchmark split) into a cache
     folder `out`. NTU's missing skeletons are skipped; any other bad file stops the
     conversion with its error (`inspect` lists them all)."""
@@ -85,5 +96,4 @@ def convert_dataset(path: str | Path, out: str | Path, format: str = "auto", wor
                 yield item
 
     folder = cache.write_cache(sequences(), out)
-    return {"cache": str(folder), "sequences": len(cache.SequenceCache(folder, verify=False)),
-            "skipped": skipped}
+    return {"cache": str(folder), "sequences": len(cache.SequenceCache(folder, verify=False)), "skipped": skipped}

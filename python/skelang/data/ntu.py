@@ -38,8 +38,7 @@ def parse_ntu_name(name: str) -> dict[str, int]:
     if match is None:
         raise ValueError(f"{name}: not an NTU RGB+D sample name (expected SsssCcccPpppRrrrAaaa)")
     setup, camera, subject, replication, action = (int(g) for g in match.groups())
-    return {"setup": setup, "camera": camera, "subject": subject, "replication": replication,
-            "action": action}
+    return {"setup": setup, "camera": camera, "subject": subject, "replication": replication, "action": action}
 
 
 def parse_ntu_skeleton(path: str | Path) -> dict:
@@ -76,8 +75,14 @@ def _bodies_by_id(parsed: dict) -> list[dict]:
     for body_id in dict.fromkeys(ids.tolist()):
         records = np.flatnonzero(ids == body_id)
         joints = parsed["joints"][records, :, :3]
-        bodies.append({"id": body_id, "frames": parsed["body_frame"][records], "joints": joints,
-                       "motion": float(np.var(joints.reshape(-1, 3), axis=0).sum())})
+        bodies.append(
+            {
+                "id": body_id,
+                "frames": parsed["body_frame"][records],
+                "joints": joints,
+                "motion": float(np.var(joints.reshape(-1, 3), axis=0).sum()),
+            }
+        )
     return bodies
 
 
@@ -152,8 +157,9 @@ def read_ntu_skeleton(path: str | Path, denoise: bool = True, drop_empty_frames:
     parsed = parse_ntu_skeleton(path)
     F, V = parsed["num_frames"], parsed["joints"].shape[1]
     if len(parsed["body_id"]) == 0:
-        raise EmptySkeletonError(f"{path}: no body in any of its {F} frames (NTU lists such "
-                                 f"samples in samples_with_missing_skeletons.txt)")
+        raise EmptySkeletonError(
+            f"{path}: no body in any of its {F} frames (NTU lists such samples in samples_with_missing_skeletons.txt)"
+        )
     if denoise:
         bodies = denoise_bodies(parsed)
         if not bodies:  # every body was shorter than the noise threshold: keep the longest
@@ -168,8 +174,12 @@ def read_ntu_skeleton(path: str | Path, denoise: bool = True, drop_empty_frames:
         actors = actors[np.abs(actors).reshape(F, -1).sum(1) > 0]
     name = parse_ntu_name(path.name)
     data = np.ascontiguousarray(actors.transpose(3, 0, 2, 1), dtype=np.float32)  # (3, T, V, 2)
-    return Sequence(data=data, layout="ntu25", label=name["action"] - 1,
-                    meta={"source": str(path), "name": path.stem.split(".")[0], **name})
+    return Sequence(
+        data=data,
+        layout="ntu25",
+        label=name["action"] - 1,
+        meta={"source": str(path), "name": path.stem.split(".")[0], **name},
+    )
 
 
 def read_missing_skeletons(path: str | Path) -> set[str]:

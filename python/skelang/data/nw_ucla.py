@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 import re
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -17,9 +17,16 @@ from skelang.data.sequence import Sequence
 
 # label 1..10 -> (action code, name)
 NW_UCLA_CLASSES = (
-    ("a01", "pick up with one hand"), ("a02", "pick up with two hands"), ("a03", "drop trash"),
-    ("a04", "walk around"), ("a05", "sit down"), ("a06", "stand up"), ("a08", "donning"),
-    ("a09", "doffing"), ("a11", "throw"), ("a12", "carry"),
+    ("a01", "pick up with one hand"),
+    ("a02", "pick up with two hands"),
+    ("a03", "drop trash"),
+    ("a04", "walk around"),
+    ("a05", "sit down"),
+    ("a06", "stand up"),
+    ("a08", "donning"),
+    ("a09", "doffing"),
+    ("a11", "throw"),
+    ("a12", "carry"),
 )
 NW_UCLA_NAME = re.compile(r"a(\d{2})_s(\d{2})_e(\d{2})_v(\d{2})")
 NUM_JOINTS = 20
@@ -38,7 +45,9 @@ def parse_nw_ucla_json(text: str | bytes, source: str) -> Sequence:
     """One NW-UCLA JSON document as a Sequence (3, T, 20, 1); `source` names it in errors."""
     document = parse_json(text, source)
     if not isinstance(document, dict):
-        raise ValueError(f"{source}: expected a JSON object with 'skeletons' and 'label', got {type(document).__name__}")
+        raise ValueError(
+            f"{source}: expected a JSON object with 'skeletons' and 'label', got {type(document).__name__}"
+        )
     for key in ("skeletons", "label"):
         if key not in document:
             raise ValueError(f"{source}: missing key '{key}'")
@@ -54,9 +63,14 @@ def parse_nw_ucla_json(text: str | bytes, source: str) -> Sequence:
             got = len(frame) if isinstance(frame, list) else type(frame).__name__
             raise ValueError(f"{source}: frame {t}: expected {NUM_JOINTS} joints, got {got}")
         for v, joint in enumerate(frame):
-            if (not isinstance(joint, list) or len(joint) != 3
-                    or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in joint)):
-                raise ValueError(f"{source}: frame {t}, joint {v}: expected 3 finite numbers (x, y, z), got {joint!r:.60}")
+            if (
+                not isinstance(joint, list)
+                or len(joint) != 3
+                or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in joint)
+            ):
+                raise ValueError(
+                    f"{source}: frame {t}, joint {v}: expected 3 finite numbers (x, y, z), got {joint!r:.60}"
+                )
         data[t] = frame
     name = document.get("file_name") or Path(source).stem
     meta = {"source": source, "name": name}

@@ -28,8 +28,7 @@ STREAMS = ("joint", "bone", "joint_motion", "bone_motion", "joint_local", "bone_
 
 
 def _with_data(sequence: Sequence, data: np.ndarray, **meta) -> Sequence:
-    return Sequence(data=data, layout=sequence.layout, label=sequence.label,
-                    meta={**sequence.meta, **meta})
+    return Sequence(data=data, layout=sequence.layout, label=sequence.label, meta={**sequence.meta, **meta})
 
 
 def drop_empty_frames(sequence: Sequence) -> Sequence:
@@ -52,8 +51,9 @@ def normalize(sequence: Sequence, rotate: bool = True, scale: bool = False) -> S
     body frame (y along the spine, x from the right to the left shoulder; 3D data only), and
     with `scale` make body 0's mean spine length 1."""
     layout = get_layout(sequence.layout)
-    data, _ = _C.normalize_skeleton(sequence.data, layout.centre, *layout.spine,
-                                           *layout.shoulders, rotate, scale, coordinates(sequence))
+    data, _ = _C.normalize_skeleton(
+        sequence.data, layout.centre, *layout.spine, *layout.shoulders, rotate, scale, coordinates(sequence)
+    )
     return _with_data(sequence, data)
 
 
@@ -77,8 +77,9 @@ def crop_window(T: int, rng: np.random.Generator, ratio: tuple[float, float] = (
     return int(rng.integers(0, T - length + 1)), length
 
 
-def random_crop_resize(sequence: Sequence, num_frames: int, rng: np.random.Generator,
-                       ratio: tuple[float, float] = (0.5, 1.0)) -> Sequence:
+def random_crop_resize(
+    sequence: Sequence, num_frames: int, rng: np.random.Generator, ratio: tuple[float, float] = (0.5, 1.0)
+) -> Sequence:
     """Training-time temporal crop as CTR-GCN does: keep a random fraction in `ratio` of the
     frames at a random start, then resample it to `num_frames`."""
     start, length = crop_window(sequence.num_frames, rng, ratio)
@@ -123,11 +124,11 @@ class Augmentation:
     """Random spatial augmentations for training; each 0 switches one off."""
 
     rotation_degrees: float | tuple[float, float, float] = 0.0  # uniform in +-this about each
-                                    # axis, or +-(x, y, z) degrees about x, y and z
-    scale: float = 0.0              # factor uniform in [1 - scale, 1 + scale], drawn per axis
-    isotropic_scale: bool = False   # or one factor for all axes (CTR-GCN's NW-UCLA view transform)
-    shear: float = 0.0              # off-diagonal shear entries uniform in +-this
-    joint_dropout: float = 0.0      # probability that a joint is zeroed for the whole sequence
+    # axis, or +-(x, y, z) degrees about x, y and z
+    scale: float = 0.0  # factor uniform in [1 - scale, 1 + scale], drawn per axis
+    isotropic_scale: bool = False  # or one factor for all axes (CTR-GCN's NW-UCLA view transform)
+    shear: float = 0.0  # off-diagonal shear entries uniform in +-this
+    joint_dropout: float = 0.0  # probability that a joint is zeroed for the whole sequence
 
     def matrix(self, rng: np.random.Generator) -> np.ndarray:
         """The random 3 x 3 linear map: rotation @ scale @ shear."""
@@ -197,8 +198,9 @@ class Preprocess:
         """The frame sampling of a T-frame sequence as a function of the sequence; the random
         draws happen here, before the augmentation's."""
         if self.sampling == "index":
-            indices = even_frame_indices(T, self.num_frames) if rng is None else \
-                random_frame_indices(T, self.num_frames, rng)
+            indices = (
+                even_frame_indices(T, self.num_frames) if rng is None else random_frame_indices(T, self.num_frames, rng)
+            )
             return lambda sequence: select_frames(sequence, indices)
         if rng is None:
             return lambda sequence: centre_crop_resize(sequence, self.num_frames, self.eval_crop)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from skelang.data import bvh, cache, formats, ntu, nw_ucla
 from skelang.data.sequence import Sequence
@@ -142,8 +142,9 @@ def iter_sequences(path: str | Path, format: str = "auto", workers: int = 1) -> 
             yield item
 
 
-def open_sequences(path: str | Path, benchmark: str | None = None, part: str | None = None,
-                   format: str = "auto", workers: int = 1) -> list[Sequence] | cache.SequenceCache:
+def open_sequences(
+    path: str | Path, benchmark: str | None = None, part: str | None = None, format: str = "auto", workers: int = 1
+) -> list[Sequence] | cache.SequenceCache:
     """All sequences at `path` (a cache is opened without reading it whole), optionally only
     those of `part` ("train" or "test") of a benchmark split. NTU files without any body
     (NTU's missing skeletons) are left out, as the standard protocols do; any other bad

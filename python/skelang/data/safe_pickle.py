@@ -11,15 +11,22 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 ALLOWED = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
-    ("builtins", "slice"), ("builtins", "complex"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("collections", "OrderedDict"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "slice"),
+    ("builtins", "complex"),
     # Protocol 2 stores bytes through _codecs.encode (mmcv, hence PYSKL, writes protocol 2);
     # protocol 5 rebuilds arrays with _frombuffer. Both only build data.
     ("_codecs", "encode"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
 }
 
 
@@ -32,7 +39,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         if (module, name) not in ALLOWED:
             raise pickle.UnpicklingError(
                 f"{self.source}: refusing to load '{module}.{name}': only containers and numpy "
-                f"arrays may be unpickled from data files")
+                f"arrays may be unpickled from data files"
+            )
         return super().find_class(module, name)
 
 

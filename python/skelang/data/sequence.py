@@ -29,8 +29,10 @@ class Sequence:
 
     def __post_init__(self):
         if self.data.ndim != 4:
-            raise ValueError(f"Sequence data must be (C, T, V, M), got shape {self.data.shape}"
-                             f" ({self.meta.get('source', 'unknown source')})")
+            raise ValueError(
+                f"Sequence data must be (C, T, V, M), got shape {self.data.shape}"
+                f" ({self.meta.get('source', 'unknown source')})"
+            )
 
     @property
     def num_frames(self) -> int:

@@ -1,21 +1,54 @@
 """The standard benchmark protocols: which samples train and which test.
 
-    ntu60-xsub    NTU RGB+D 60 cross-subject: 20 training subjects
-    ntu60-xview   NTU RGB+D 60 cross-view: cameras 2 and 3 train, camera 1 tests
-    ntu120-xsub   NTU RGB+D 120 cross-subject: 53 training subjects
-    ntu120-xset   NTU RGB+D 120 cross-setup: even setup numbers train
-    nw-ucla-view3 NW-UCLA: views 1 and 2 train, view 3 tests
+ntu60-xsub    NTU RGB+D 60 cross-subject: 20 training subjects
+ntu60-xview   NTU RGB+D 60 cross-view: cameras 2 and 3 train, camera 1 tests
+ntu120-xsub   NTU RGB+D 120 cross-subject: 53 training subjects
+ntu120-xset   NTU RGB+D 120 cross-setup: even setup numbers train
+nw-ucla-view3 NW-UCLA: views 1 and 2 train, view 3 tests
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-NTU60_TRAIN_SUBJECTS = frozenset(
-    [1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38])
+NTU60_TRAIN_SUBJECTS = frozenset([1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38])
 NTU120_TRAIN_SUBJECTS = NTU60_TRAIN_SUBJECTS | frozenset(
-    [45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86,
-     89, 91, 92, 93, 94, 95, 97, 98, 100, 103])
+    [
+        45,
+        46,
+        47,
+        49,
+        50,
+        52,
+        53,
+        54,
+        55,
+        56,
+        57,
+        58,
+        59,
+        70,
+        74,
+        78,
+        80,
+        81,
+        82,
+        83,
+        84,
+        85,
+        86,
+        89,
+        91,
+        92,
+        93,
+        94,
+        95,
+        97,
+        98,
+        100,
+        103,
+    ]
+)
 NTU60_TRAIN_CAMERAS = frozenset([2, 3])
 
 _RULES: dict[str, tuple[str, Callable[[dict], bool]]] = {

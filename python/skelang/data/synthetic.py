@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -38,19 +38,36 @@ NUM_JOINTS = 25
 # hand joints differently; the hand is rigid here, so its bones keep their length too.)
 _PARENTS = (-1, 0, 20, 2, 20, 4, 5, 6, 20, 8, 9, 10, 0, 12, 13, 14, 0, 16, 17, 18, 1, 7, 6, 11, 10)
 
-_LEFT_TWIN = {R_SHOULDER: L_SHOULDER, R_ELBOW: L_ELBOW, R_WRIST: L_WRIST, R_HAND: L_HAND,
-              R_HIP: L_HIP, R_KNEE: L_KNEE, R_ANKLE: L_ANKLE, R_FOOT: L_FOOT,
-              R_HAND_TIP: L_HAND_TIP, R_THUMB: L_THUMB}
+_LEFT_TWIN = {
+    R_SHOULDER: L_SHOULDER,
+    R_ELBOW: L_ELBOW,
+    R_WRIST: L_WRIST,
+    R_HAND: L_HAND,
+    R_HIP: L_HIP,
+    R_KNEE: L_KNEE,
+    R_ANKLE: L_ANKLE,
+    R_FOOT: L_FOOT,
+    R_HAND_TIP: L_HAND_TIP,
+    R_THUMB: L_THUMB,
+}
 
 # Rest pose (standing, arms hanging, palms facing the thighs) of a 1.7 m performer: offset of
 # each joint from its parent, in metres, in the body frame (x to the performer's right, y up,
 # the performer facing -z). Left joints mirror these.
 _RIGHT_AND_CENTRE_OFFSETS = {
-    SPINE_MID: (0.0, 0.26, 0.0), SPINE_SHOULDER: (0.0, 0.19, 0.0),
-    NECK: (0.0, 0.06, 0.0), HEAD: (0.0, 0.12, -0.01),
-    R_SHOULDER: (0.16, -0.02, 0.0), R_ELBOW: (0.0, -0.28, 0.0), R_WRIST: (0.0, -0.25, 0.0),
-    R_HAND: (0.0, -0.08, 0.0), R_HAND_TIP: (0.0, -0.07, 0.0), R_THUMB: (0.0, -0.04, -0.04),
-    R_HIP: (0.085, -0.05, 0.0), R_KNEE: (0.0, -0.42, 0.0), R_ANKLE: (0.0, -0.40, 0.0),
+    SPINE_MID: (0.0, 0.26, 0.0),
+    SPINE_SHOULDER: (0.0, 0.19, 0.0),
+    NECK: (0.0, 0.06, 0.0),
+    HEAD: (0.0, 0.12, -0.01),
+    R_SHOULDER: (0.16, -0.02, 0.0),
+    R_ELBOW: (0.0, -0.28, 0.0),
+    R_WRIST: (0.0, -0.25, 0.0),
+    R_HAND: (0.0, -0.08, 0.0),
+    R_HAND_TIP: (0.0, -0.07, 0.0),
+    R_THUMB: (0.0, -0.04, -0.04),
+    R_HIP: (0.085, -0.05, 0.0),
+    R_KNEE: (0.0, -0.42, 0.0),
+    R_ANKLE: (0.0, -0.40, 0.0),
     R_FOOT: (0.0, -0.05, -0.10),
 }
 _ARM_JOINTS = (R_ELBOW, R_WRIST, R_HAND, R_HAND_TIP, R_THUMB)
@@ -61,8 +78,7 @@ def _rest_offsets(body_scale: float, arm_scale: float, leg_scale: float) -> np.n
     """(V, 3) bone offsets from each joint's parent for one performer; the root's is zero."""
     offsets = np.zeros((NUM_JOINTS, 3))
     for joint, offset in _RIGHT_AND_CENTRE_OFFSETS.items():
-        scale = body_scale * (arm_scale if joint in _ARM_JOINTS else
-                              leg_scale if joint in _LEG_JOINTS else 1.0)
+        scale = body_scale * (arm_scale if joint in _ARM_JOINTS else leg_scale if joint in _LEG_JOINTS else 1.0)
         offsets[joint] = np.multiply(offset, scale)
         if joint in _LEFT_TWIN:
             offsets[_LEFT_TWIN[joint]] = offsets[joint] * (-1.0, 1.0, 1.0)
@@ -89,8 +105,11 @@ class Motion:
     @classmethod
     def standing(cls, num_frames: int) -> Motion:
         """No movement, in float32 like the output (its trigonometry is much faster)."""
-        return cls(np.zeros((num_frames, NUM_JOINTS, 3), np.float32), np.zeros(num_frames, np.float32),
-                   np.zeros(num_frames, np.float32))
+        return cls(
+            np.zeros((num_frames, NUM_JOINTS, 3), np.float32),
+            np.zeros(num_frames, np.float32),
+            np.zeros(num_frames, np.float32),
+        )
 
     def rotate(self, joint: int, x=0.0, y=0.0, z=0.0) -> None:
         """Adds rotations (degrees: numbers or (T,) curves) at `joint`."""
@@ -121,6 +140,7 @@ class Style:
 
 
 # Curves of the phase u (T,) in [0, 1], raised-cosine shaped so that movements start and stop smoothly.
+
 
 def _ramp(u: np.ndarray, start: float, end: float) -> np.ndarray:
     """Raised-cosine step from 0 (before start) to 1 (after end)."""
@@ -155,6 +175,7 @@ def _step_legs(motion: Motion, u: np.ndarray, cycles: float, phase: float, heigh
 
 
 # The actions. Each maps the phase u (T,) and a style to a Motion.
+
 
 def _wave(u, style):
     m = Motion.standing(len(u))
@@ -284,7 +305,7 @@ def _touch_head(u, style):
 
 def _side_step(u, style):
     m = Motion.standing(len(u))
-    lead, trail = ((R_HIP, R_KNEE), (L_HIP, L_KNEE))[::style.side]
+    lead, trail = ((R_HIP, R_KNEE), (L_HIP, L_KNEE))[:: style.side]
     spread = 18 * style.amplitude * style.side
     # The leading leg reaches out, the weight shifts across (both legs tilt together), the
     # trailing leg closes in.
@@ -319,36 +340,64 @@ class SyntheticAction:
 
 
 SYNTHETIC_ACTIONS: tuple[SyntheticAction, ...] = (
-    SyntheticAction("wave", "The right hand is raised above the shoulder and swings side to side "
-                    "several times.", _wave),
-    SyntheticAction("clap", "Both arms reach forward and the hands meet in front of the chest "
-                    "several times.", _clap),
-    SyntheticAction("kick", "The right leg swings forward, the knee first bent then snapping "
-                    "straight, and returns to the floor.", _kick),
-    SyntheticAction("squat", "The hips and knees bend to lower the body with the arms stretched "
-                    "forward and straighten again, once or twice.", _squat),
-    SyntheticAction("jump", "The body crouches, swings the arms up and leaves the floor with both "
-                    "feet, then lands bending the knees.", _jump),
-    SyntheticAction("punch", "From a guard with both fists raised, the right arm drives straight "
-                    "forward and pulls back, two or three times.", _punch),
-    SyntheticAction("sit down", "From standing, the hips and knees bend until the thighs are level, "
-                    "as if sitting on a chair, and the body stays seated.", _sit_down),
-    SyntheticAction("stand up", "From a seated pose the body leans forward and rises until it stands "
-                    "upright, sit down played backwards.", _stand_up),
-    SyntheticAction("bow", "The upper body bends forward from the waist, pauses and straightens "
-                    "up again.", _bow),
-    SyntheticAction("raise both arms", "Both arms are raised sideways above the head, held and "
-                    "lowered again.", _raise_both_arms),
-    SyntheticAction("turn around", "The body turns half a circle on the spot with small steps.",
-                    _turn_around),
-    SyntheticAction("walk in place", "The knees lift alternately while the arms swing, without "
-                    "moving forward.", _walk_in_place),
-    SyntheticAction("touch head", "The right hand comes up to the top of the head, pats it and "
-                    "goes back down.", _touch_head),
-    SyntheticAction("side step", "One leg steps sideways, the weight shifts onto it and the other "
-                    "leg follows, moving the body to the side.", _side_step),
-    SyntheticAction("throw", "The right arm is drawn back beside the head and whips forward over "
-                    "the shoulder, as in throwing a ball.", _throw),
+    SyntheticAction(
+        "wave", "The right hand is raised above the shoulder and swings side to side several times.", _wave
+    ),
+    SyntheticAction("clap", "Both arms reach forward and the hands meet in front of the chest several times.", _clap),
+    SyntheticAction(
+        "kick",
+        "The right leg swings forward, the knee first bent then snapping straight, and returns to the floor.",
+        _kick,
+    ),
+    SyntheticAction(
+        "squat",
+        "The hips and knees bend to lower the body with the arms stretched "
+        "forward and straighten again, once or twice.",
+        _squat,
+    ),
+    SyntheticAction(
+        "jump",
+        "The body crouches, swings the arms up and leaves the floor with both feet, then lands bending the knees.",
+        _jump,
+    ),
+    SyntheticAction(
+        "punch",
+        "From a guard with both fists raised, the right arm drives straight "
+        "forward and pulls back, two or three times.",
+        _punch,
+    ),
+    SyntheticAction(
+        "sit down",
+        "From standing, the hips and knees bend until the thighs are level, "
+        "as if sitting on a chair, and the body stays seated.",
+        _sit_down,
+    ),
+    SyntheticAction(
+        "stand up",
+        "From a seated pose the body leans forward and rises until it stands upright, sit down played backwards.",
+        _stand_up,
+    ),
+    SyntheticAction("bow", "The upper body bends forward from the waist, pauses and straightens up again.", _bow),
+    SyntheticAction(
+        "raise both arms", "Both arms are raised sideways above the head, held and lowered again.", _raise_both_arms
+    ),
+    SyntheticAction("turn around", "The body turns half a circle on the spot with small steps.", _turn_around),
+    SyntheticAction(
+        "walk in place", "The knees lift alternately while the arms swing, without moving forward.", _walk_in_place
+    ),
+    SyntheticAction(
+        "touch head", "The right hand comes up to the top of the head, pats it and goes back down.", _touch_head
+    ),
+    SyntheticAction(
+        "side step",
+        "One leg steps sideways, the weight shifts onto it and the other leg follows, moving the body to the side.",
+        _side_step,
+    ),
+    SyntheticAction(
+        "throw",
+        "The right arm is drawn back beside the head and whips forward over the shoulder, as in throwing a ball.",
+        _throw,
+    ),
 )
 
 
@@ -398,9 +447,11 @@ def _joint_rotations(degrees: np.ndarray) -> np.ndarray:
     multiplied out (the x rotation applies first)."""
     radians = np.deg2rad(degrees)
     (cx, cy, cz), (sx, sy, sz) = np.moveaxis(np.cos(radians), -1, 0), np.moveaxis(np.sin(radians), -1, 0)
-    rows = [(cy * cz, sy * sx - cy * sz * cx, cy * sz * sx + sy * cx),
-            (sz, cz * cx, -cz * sx),
-            (-sy * cz, sy * sz * cx + cy * sx, cy * cx - sy * sz * sx)]
+    rows = [
+        (cy * cz, sy * sx - cy * sz * cx, cy * sz * sx + sy * cx),
+        (sz, cz * cx, -cz * sx),
+        (-sy * cz, sy * sz * cx + cy * sx, cy * cx - sy * sz * sx),
+    ]
     return np.stack([np.stack(row, -1) for row in rows], -2)
 
 
@@ -496,8 +547,14 @@ def _check_arguments(seed, index, num_frames, second_person_prob, noise_std) -> 
         raise ValueError(f"noise_std must be a finite number of metres >= 0, got {noise_std}")
 
 
-def generate_sequence(action: int | str, seed: int, index: int = 0, num_frames: int | None = None,
-                      second_person_prob: float = 0.3, noise_std: float = 0.01) -> Sequence:
+def generate_sequence(
+    action: int | str,
+    seed: int,
+    index: int = 0,
+    num_frames: int | None = None,
+    second_person_prob: float = 0.3,
+    noise_std: float = 0.01,
+) -> Sequence:
     """One synthetic sequence of `action` (a name or an index into SYNTHETIC_ACTIONS).
 
     Performer (size, style, timing), view and noise depend on (seed, index) only: the same
@@ -518,8 +575,12 @@ def generate_sequence(action: int | str, seed: int, index: int = 0, num_frames: 
     T = random_num_frames if num_frames is None else operator.index(num_frames)
     t = np.linspace(0.0, 1.0, T)
     body_scale, offsets = _random_body(rng)
-    style = Style(amplitude=rng.uniform(0.8, 1.2), tempo=rng.uniform(), phase=rng.uniform(0, 2 * np.pi),
-                  side=int(rng.integers(2)) * 2 - 1)
+    style = Style(
+        amplitude=rng.uniform(0.8, 1.2),
+        tempo=rng.uniform(),
+        phase=rng.uniform(0, 2 * np.pi),
+        side=int(rng.integers(2)) * 2 - 1,
+    )
     yaw = rng.uniform(-45, 45)
     spot = np.array([rng.uniform(-0.4, 0.4), rng.uniform(2.6, 3.6)])
     camera_height, camera_pitch = rng.uniform(0.8, 1.2), rng.uniform(-5, 5)
@@ -543,15 +604,21 @@ def generate_sequence(action: int | str, seed: int, index: int = 0, num_frames: 
         data[1] += noise_std * rng.standard_normal((T, NUM_JOINTS, 3))
 
     meta = {
-        "source": "synthetic", "name": f"synthetic-{int(seed)}-{int(index):05d}", "seed": int(seed), "index": int(index),
+        "source": "synthetic",
+        "name": f"synthetic-{int(seed)}-{int(index):05d}",
+        "seed": int(seed),
+        "index": int(index),
         "action": SYNTHETIC_ACTIONS[action_index].name,
         "performer": {"body_scale": float(body_scale), "amplitude": float(style.amplitude)},
-        "view": {"yaw_deg": float(yaw), "distance": float(spot[1]),
-                 "camera_height": float(camera_height), "camera_pitch_deg": float(camera_pitch)},
+        "view": {
+            "yaw_deg": float(yaw),
+            "distance": float(spot[1]),
+            "camera_height": float(camera_height),
+            "camera_pitch_deg": float(camera_pitch),
+        },
         "second_person": bool(has_bystander),
     }
-    return Sequence(np.ascontiguousarray(data.transpose(3, 1, 2, 0), dtype=np.float32), "ntu25",
-                    action_index, meta)
+    return Sequence(np.ascontiguousarray(data.transpose(3, 1, 2, 0), dtype=np.float32), "ntu25", action_index, meta)
 
 
 class SyntheticSkeletons(torch.utils.data.Dataset):
@@ -562,9 +629,15 @@ class SyntheticSkeletons(torch.utils.data.Dataset):
     positions in this list. The other arguments are generate_sequence's.
     """
 
-    def __init__(self, samples_per_class: int = 40, seed: int = 0, num_frames: int | None = None,
-                 second_person_prob: float = 0.3, noise_std: float = 0.01,
-                 actions: list[str] | None = None):
+    def __init__(
+        self,
+        samples_per_class: int = 40,
+        seed: int = 0,
+        num_frames: int | None = None,
+        second_person_prob: float = 0.3,
+        noise_std: float = 0.01,
+        actions: list[str] | None = None,
+    ):
         if operator.index(samples_per_class) < 1:
             raise ValueError(f"samples_per_class must be at least 1, got {samples_per_class}")
         _check_arguments(seed, 0, num_frames, second_person_prob, noise_std)
@@ -599,7 +672,8 @@ class SyntheticSkeletons(torch.utils.data.Dataset):
             raise IndexError(f"item {i} out of range for {len(self)} synthetic sequences")
         i %= len(self)
         label = i % len(self._class_names)
-        sequence = generate_sequence(self._action_indices[label], self.seed, i, self.num_frames,
-                                     self.second_person_prob, self.noise_std)
+        sequence = generate_sequence(
+            self._action_indices[label], self.seed, i, self.num_frames, self.second_person_prob, self.noise_std
+        )
         sequence.label = label
         return sequence

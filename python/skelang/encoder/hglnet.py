@@ -25,7 +25,7 @@ from skelang.data.layouts import get_layout
 from skelang.encoder.spatial import TOPOLOGIES, AxisSelfAttention, GlobalSpatialModule, LocalSpatialEncoder
 from skelang.encoder.temporal import GlobalTemporalAttention, LocalTemporalConv
 from skelang.encoder.topology import hop_distances, spatial_partitions
-from skelang.schema import (Bool, OneOf, PositiveInt, PositiveIntList, Rate, Section, validate)
+from skelang.schema import Bool, OneOf, PositiveInt, PositiveIntList, Rate, Section, validate
 
 TEMPORAL_ORDERS = ("gta_ltc", "ltc_gta", "parallel")
 
@@ -34,8 +34,15 @@ TEMPORAL_ORDERS = ("gta_ltc", "ltc_gta", "parallel")
 PRESETS = {
     "hglnet": {},
     "ctrgcn": {"gsm": False, "gta": False},
-    "stgcn": {"gsm": False, "gta": False, "lse_topology": "physical", "ltc_kernel_size": 9,
-              "ltc_dilations": [1], "ltc_pool_branch": False, "ltc_pointwise_branch": False},
+    "stgcn": {
+        "gsm": False,
+        "gta": False,
+        "lse_topology": "physical",
+        "ltc_kernel_size": 9,
+        "ltc_dilations": [1],
+        "ltc_pool_branch": False,
+        "ltc_pointwise_branch": False,
+    },
 }
 
 
@@ -43,8 +50,9 @@ class EncoderConfig(Section):
     """The `model` section: HGLNet's switches over the defaults of the preset `type`."""
 
     type: OneOf(*PRESETS) = Field("hglnet", description="preset: hglnet, ctrgcn (no GSM, GTA) or stgcn")
-    channels: PositiveIntList = Field([64, 64, 64, 64, 128, 128, 128, 256, 256, 256],
-                                      description="output channels of each block (CTR-GCN's plan)")
+    channels: PositiveIntList = Field(
+        [64, 64, 64, 64, 128, 128, 128, 256, 256, 256], description="output channels of each block (CTR-GCN's plan)"
+    )
     strides: PositiveIntList = Field([1, 1, 1, 1, 2, 1, 1, 2, 1, 1], description="temporal stride of each block")
     gsm: Bool = Field(True, description="global spatial module: self-attention across joints (CTS)")
     gta: Bool = Field(True, description="global temporal attention across frames (DHT)")
@@ -56,8 +64,9 @@ class EncoderConfig(Section):
     ltc_residual: Bool = Field(False, description="a residual inside LTC")
     temporal_order: OneOf(*TEMPORAL_ORDERS) = Field("gta_ltc", description="DHT's order: gta_ltc, ltc_gta, parallel")
     attention_heads: PositiveInt = Field(4, description="heads of GSM and GTA (divides every block's channels)")
-    recompute_attention: Bool = Field(False, description="GSM/GTA keep only their input for backward "
-                                                         "(less memory, more time)")
+    recompute_attention: Bool = Field(
+        False, description="GSM/GTA keep only their input for backward (less memory, more time)"
+    )
     max_hops: PositiveInt = Field(8, description="GSM's bias per graph distance, up to this many hops")
     dropout: Rate = Field(0.0, description="dropout before the classifier")
     backend: OneOf("cpp", "reference") = Field("cpp", description="cpp: skelang's fused ops; reference: plain PyTorch")
@@ -73,13 +82,16 @@ class EncoderConfig(Section):
     @pydantic.model_validator(mode="after")
     def _consistent(self):
         if len(self.channels) != len(self.strides):
-            raise ValueError(f"model.channels and model.strides must have the same length, got "
-                             f"{len(self.channels)} and {len(self.strides)}")
+            raise ValueError(
+                f"model.channels and model.strides must have the same length, got "
+                f"{len(self.channels)} and {len(self.strides)}"
+            )
         if self.gsm or self.gta:
             bad = [c for c in self.channels if c % self.attention_heads]
             if bad:
-                raise ValueError(f"model.attention_heads ({self.attention_heads}) must divide every block's "
-                                 f"channels, not {bad}")
+                raise ValueError(
+                    f"model.attention_heads ({self.attention_heads}) must divide every block's channels, not {bad}"
+                )
         return self
 
 
@@ -92,27 +104,58 @@ def encoder_config(config: dict | EncoderConfig) -> EncoderConfig:
 
 
 class HGLBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, stride: int, layout: str, config: EncoderConfig,
-                 residual: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        layout: str,
+        config: EncoderConfig,
+        residual: bool = True,
+    ):
         super().__init__()
         self.order = config.temporal_order
         self.stride = stride
-        self.lse = LocalSpatialEncoder(in_channels, out_channels, spatial_partitions(layout),
-                                       config.lse_topology, backend=config.backend)
-        self.gsm = (GlobalSpatialModule(out_channels, hop_distances(layout, config.max_hops), config.attention_heads,
-                                        config.backend, config.recompute_attention) if config.gsm else None)
-        self.gta = (GlobalTemporalAttention(out_channels, config.attention_heads, backend=config.backend,
-                                            recompute=config.recompute_attention) if config.gta else None)
-        self.ltc = LocalTemporalConv(out_channels, out_channels, stride, config.ltc_kernel_size, config.ltc_dilations,
-                                     config.ltc_pool_branch, config.ltc_pointwise_branch, config.ltc_residual,
-                                     config.backend)
+        self.lse = LocalSpatialEncoder(
+            in_channels, out_channels, spatial_partitions(layout), config.lse_topology, backend=config.backend
+        )
+        self.gsm = (
+            GlobalSpatialModule(
+                out_channels,
+                hop_distances(layout, config.max_hops),
+                config.attention_heads,
+                config.backend,
+                config.recompute_attention,
+            )
+            if config.gsm
+            else None
+        )
+        self.gta = (
+            GlobalTemporalAttention(
+                out_channels, config.attention_heads, backend=config.backend, recompute=config.recompute_attention
+            )
+            if config.gta
+            else None
+        )
+        self.ltc = LocalTemporalConv(
+            out_channels,
+            out_channels,
+            stride,
+            config.ltc_kernel_size,
+            config.ltc_dilations,
+            config.ltc_pool_branch,
+            config.ltc_pointwise_branch,
+            config.ltc_residual,
+            config.backend,
+        )
         if not residual:
             self.residual = None
         elif in_channels == out_channels and stride == 1:
             self.residual = nn.Identity()
         else:
-            self.residual = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, (stride, 1)),
-                                          nn.BatchNorm2d(out_channels))
+            self.residual = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, (stride, 1)), nn.BatchNorm2d(out_channels)
+            )
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, T, V) -> (N, C', T / stride, V)

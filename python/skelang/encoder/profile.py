@@ -21,8 +21,14 @@ def _composite_aggregate_flops(x_shape, phi_shape, *args, **kwargs) -> int:
     return 2 * N * K * C * R * V * V + 2 * N * K * C * T * V * V  # topologies, then aggregation
 
 
-def profile(config: dict, in_channels: int = 3, num_classes: int = 60, layout: str = "ntu25",
-            num_frames: int = 64, num_bodies: int = 2) -> dict:
+def profile(
+    config: dict,
+    in_channels: int = 3,
+    num_classes: int = 60,
+    layout: str = "ntu25",
+    num_frames: int = 64,
+    num_bodies: int = 2,
+) -> dict:
     """{"parameters", "gflops"} of one sample's forward pass (multiply-adds count 2)."""
     from skelang.encoder.hglnet import build_model
 
@@ -31,5 +37,4 @@ def profile(config: dict, in_channels: int = 3, num_classes: int = 60, layout: s
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(x)
-    return {"parameters": sum(p.numel() for p in model.parameters()),
-            "gflops": counter.get_total_flops() / 1e9}
+    return {"parameters": sum(p.numel() for p in model.parameters()), "gflops": counter.get_total_flops() / 1e9}

@@ -43,8 +43,15 @@ class LocalSpatialEncoder(nn.Module):
     the composite topology is never materialised (skelang.ops.composite_aggregate).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, partitions: torch.Tensor,
-                 topology: str = "composite", reduction: int = 8, backend: str = "cpp"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        partitions: torch.Tensor,
+        topology: str = "composite",
+        reduction: int = 8,
+        backend: str = "cpp",
+    ):
         super().__init__()
         if topology not in TOPOLOGIES:
             raise ValueError(f"LSE topology must be one of {TOPOLOGIES}, got {topology!r}")
@@ -62,8 +69,11 @@ class LocalSpatialEncoder(nn.Module):
             self.expand_bias = nn.Parameter(torch.zeros(K, out_channels))
             self.alpha = nn.Parameter(torch.zeros(1))
         self.norm = nn.BatchNorm2d(out_channels)
-        self.residual = (nn.Identity() if in_channels == out_channels else
-                         nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels)))
+        self.residual = (
+            nn.Identity()
+            if in_channels == out_channels
+            else nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
+        )
         self.init_like_ctrgcn()
 
     def init_like_ctrgcn(self) -> None:
@@ -84,8 +94,9 @@ class LocalSpatialEncoder(nn.Module):
         if self.topology == "composite":
             pooled = x.mean(2, keepdim=True)  # (N, C_in, 1, V)
             phi, psi = self.relate(pooled).view(N, 2, K, self.relation_channels, V).unbind(1)
-            y = self.ops.composite_aggregate(projected, phi, psi, self.expand_weight, self.expand_bias,
-                                             self.alpha, topology)
+            y = self.ops.composite_aggregate(
+                projected, phi, psi, self.expand_weight, self.expand_bias, self.alpha, topology
+            )
         else:
             y = sum(self.ops.graph_aggregate(projected[:, k], topology[k][None, None]) for k in range(K))
         return F.relu(self.norm(y) + self.residual(x))
@@ -136,8 +147,9 @@ class GlobalSpatialModule(AxisSelfAttention):
 
     axis = 3
 
-    def __init__(self, channels: int, hop_distance: torch.Tensor, heads: int = 4, backend: str = "cpp",
-                 recompute: bool = False):
+    def __init__(
+        self, channels: int, hop_distance: torch.Tensor, heads: int = 4, backend: str = "cpp", recompute: bool = False
+    ):
         super().__init__(channels, heads, int(hop_distance.max()) + 1, backend, recompute, "GSM")
         self.register_buffer("hop_distance", hop_distance)  # (V, V) int64
 

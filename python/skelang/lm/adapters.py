@@ -15,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import safetensors.torch
 import torch
-from torch import nn
-
 from pydantic import Field
+from torch import nn
 
 from skelang.files import atomic_open, write_text_atomic
 from skelang.lm.lora import LoRALayer, is_lora_base, lora_backend
@@ -35,12 +34,25 @@ PEFT_PREFIX = "base_model.model."
 # PEFT LoraConfig fields that change what the adapter computes and are not implemented here,
 # with the values that mean "off".
 UNSUPPORTED_PEFT_FIELDS = {
-    "use_dora": (False, None), "lora_bias": (False, None), "bias": ("none", None),
-    "modules_to_save": (None, []), "rank_pattern": (None, {}), "alpha_pattern": (None, {}),
-    "layers_to_transform": (None, []), "exclude_modules": (None, [], ""), "target_parameters": (None, []),
-    "trainable_token_indices": (None, [], {}), "layer_replication": (None, []), "use_qalora": (False, None),
-    "alora_invocation_tokens": (None, []), "use_bdlora": (None, False), "arrow_config": (None,),
-    "kasa_config": (None,), "monteclora_config": (None,), "velora_config": (None,), "megatron_config": (None,),
+    "use_dora": (False, None),
+    "lora_bias": (False, None),
+    "bias": ("none", None),
+    "modules_to_save": (None, []),
+    "rank_pattern": (None, {}),
+    "alpha_pattern": (None, {}),
+    "layers_to_transform": (None, []),
+    "exclude_modules": (None, [], ""),
+    "target_parameters": (None, []),
+    "trainable_token_indices": (None, [], {}),
+    "layer_replication": (None, []),
+    "use_qalora": (False, None),
+    "alora_invocation_tokens": (None, []),
+    "use_bdlora": (None, False),
+    "arrow_config": (None,),
+    "kasa_config": (None,),
+    "monteclora_config": (None,),
+    "velora_config": (None,),
+    "megatron_config": (None,),
     # PiSSA, OLoRA, CorDA, LoftQ, ... initialisations change the base weight as well.
     "init_lora_weights": (True, False, None, "gaussian", "eva"),
 }
@@ -48,8 +60,10 @@ UNSUPPORTED_PEFT_FIELDS = {
 
 def _target_modules(value):
     if value == "all-linear":
-        raise ValueError("PEFT's 'all-linear' shortcut is not supported; list the module names "
-                         "(e.g. ['q_proj', 'k_proj', 'v_proj', 'o_proj'])")
+        raise ValueError(
+            "PEFT's 'all-linear' shortcut is not supported; list the module names "
+            "(e.g. ['q_proj', 'k_proj', 'v_proj', 'o_proj'])"
+        )
     return module_names(value)
 
 
@@ -64,7 +78,8 @@ class LoRAConfig(Section):
     rslora: Bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
     target_modules: value_type(_target_modules, list[str] | str) = Field(
         ["q_proj", "k_proj", "v_proj", "o_proj"],
-        description="module-name suffixes, or one regular expression that fully matches a module's name")
+        description="module-name suffixes, or one regular expression that fully matches a module's name",
+    )
 
     def matches(self, module_name: str) -> bool:
         """PEFT's rule: a regex fullmatches the qualified name; a list entry equals it or is a
@@ -75,6 +90,7 @@ class LoRAConfig(Section):
 
 
 # --- the LoRA layers of a model --------------------------------------------------------------
+
 
 def lora_layers(model: nn.Module) -> list[tuple[str, LoRALayer]]:
     """(qualified name, layer) of every LoRALayer in the model."""
@@ -105,12 +121,16 @@ def _find_targets(model: nn.Module, config: LoRAConfig) -> list[tuple[str, nn.Mo
     if not targets:
         linear = [name for name, module in modules if is_lora_base(module)]
         examples = (linear or [name for name, _ in modules])[:8]
-        raise ValueError(f"target_modules {config.target_modules!r} match no module of {type(model).__name__}; "
-                         f"some of its {'linear ' if linear else ''}module names: {examples}")
+        raise ValueError(
+            f"target_modules {config.target_modules!r} match no module of {type(model).__name__}; "
+            f"some of its {'linear ' if linear else ''}module names: {examples}"
+        )
     for name, module in targets:
         if not (isinstance(module, LoRALayer) or is_lora_base(module)):
-            raise TypeError(f"module {name!r} matches target_modules {config.target_modules!r} but is a "
-                            f"{type(module).__name__}; LoRA wraps only nn.Linear and transformers' Conv1D")
+            raise TypeError(
+                f"module {name!r} matches target_modules {config.target_modules!r} but is a "
+                f"{type(module).__name__}; LoRA wraps only nn.Linear and transformers' Conv1D"
+            )
     return targets
 
 
@@ -129,8 +149,8 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 # --- injection and switching -----------------------------------------------------------------
 
-def inject_lora(model: nn.Module, config: LoRAConfig, adapter_name: str = "default",
-                backend: str = "cpp") -> list[str]:
+
+def inject_lora(model: nn.Module, config: LoRAConfig, adapter_name: str = "default", backend: str = "cpp") -> list[str]:
     """Add adapter `adapter_name` to every module `config` targets, in place: an nn.Linear or
     Conv1D is replaced by a LoRALayer (backend "cpp" or "reference"); a LoRALayer gets the new
     adapter. Returns the names of the adapted modules.
@@ -146,8 +166,10 @@ def inject_lora(model: nn.Module, config: LoRAConfig, adapter_name: str = "defau
         raise ValueError(f"the model already has an adapter named {adapter_name!r}")
     merged = [name for name, layer in lora_layers(model) if layer.merged_adapter is not None]
     if merged:
-        raise ValueError(f"cannot add adapter {adapter_name!r} while an adapter is merged into {merged[:3]}; "
-                         "unmerge_adapter(model) first")
+        raise ValueError(
+            f"cannot add adapter {adapter_name!r} while an adapter is merged into {merged[:3]}; "
+            "unmerge_adapter(model) first"
+        )
     targets = _find_targets(model, config)
     for name, module in targets:
         if not isinstance(module, LoRALayer):
@@ -168,8 +190,10 @@ def set_adapter(model: nn.Module, name: str) -> None:
         raise ValueError(f"the model has no adapter named {name!r}; it has {names}")
     merged = [module for module, layer in lora_layers(model) if layer.merged_adapter not in (None, name)]
     if merged:
-        raise ValueError(f"cannot switch to adapter {name!r} while another adapter is merged into "
-                         f"{merged[:3]}; unmerge_adapter(model) first")
+        raise ValueError(
+            f"cannot switch to adapter {name!r} while another adapter is merged into "
+            f"{merged[:3]}; unmerge_adapter(model) first"
+        )
     for _, layer in lora_layers(model):
         layer.active_adapter = name
         for params in (layer.lora_A, layer.lora_B):
@@ -185,8 +209,7 @@ def disable_adapters(model: nn.Module) -> Iterator[None]:
         raise ValueError(f"{type(model).__name__} has no LoRA layers to disable")
     merged = [layer.module_name for layer in layers if layer.merged_adapter is not None]
     if merged:
-        raise ValueError(f"cannot disable adapters while one is merged into {merged[:3]}; "
-                         "unmerge_adapter(model) first")
+        raise ValueError(f"cannot disable adapters while one is merged into {merged[:3]}; unmerge_adapter(model) first")
     previous = [layer.disabled for layer in layers]
     for layer in layers:
         layer.disabled = True
@@ -234,34 +257,57 @@ def lora_parameters(model: nn.Module, name: str | None = None) -> list[nn.Parame
     """lora_A and lora_B of adapter `name`, or of every adapter when name is None."""
     if name is not None and name not in adapter_names(model):
         raise ValueError(f"the model has no adapter named {name!r}; it has {adapter_names(model)}")
-    return [params[adapter] for _, layer in lora_layers(model) for params in (layer.lora_A, layer.lora_B)
-            for adapter in params if name is None or adapter == name]
+    return [
+        params[adapter]
+        for _, layer in lora_layers(model)
+        for params in (layer.lora_A, layer.lora_B)
+        for adapter in params
+        if name is None or adapter == name
+    ]
 
 
 # --- PEFT files ------------------------------------------------------------------------------
 
-def save_adapter(model: nn.Module, folder: str | Path, adapter_name: str = "default",
-                 base_model_name_or_path: str | None = None) -> None:
+
+def save_adapter(
+    model: nn.Module, folder: str | Path, adapter_name: str = "default", base_model_name_or_path: str | None = None
+) -> None:
     """Write adapter `adapter_name` as PEFT does: folder/adapter_config.json and
     folder/adapter_model.safetensors (keys base_model.model.<module>.lora_A.weight /
     .lora_B.weight), each written atomically."""
     config = _configs(model).get(adapter_name)
     layers = [(name, layer) for name, layer in lora_layers(model) if adapter_name in layer.lora_A]
     if config is None or not layers:
-        raise ValueError(f"the model has no adapter named {adapter_name!r} injected by inject_lora; "
-                         f"it has {adapter_names(model)}")
+        raise ValueError(
+            f"the model has no adapter named {adapter_name!r} injected by inject_lora; it has {adapter_names(model)}"
+        )
     tensors = {}
     for name, layer in layers:
         tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = layer.lora_A[adapter_name].detach().cpu().contiguous()
         tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = layer.lora_B[adapter_name].detach().cpu().contiguous()
     targets = config.target_modules if isinstance(config.target_modules, str) else list(config.target_modules)
     peft_config = {
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model_name_or_path,
-        "r": config.r, "lora_alpha": config.alpha, "lora_dropout": config.dropout, "use_rslora": config.rslora,
-        "target_modules": targets, "fan_in_fan_out": all(layer.fan_in_fan_out for _, layer in layers),
-        "bias": "none", "inference_mode": True, "modules_to_save": None, "init_lora_weights": True,
-        "use_dora": False, "lora_bias": False, "rank_pattern": {}, "alpha_pattern": {},
-        "layers_to_transform": None, "layers_pattern": None, "exclude_modules": None, "revision": None,
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model_name_or_path,
+        "r": config.r,
+        "lora_alpha": config.alpha,
+        "lora_dropout": config.dropout,
+        "use_rslora": config.rslora,
+        "target_modules": targets,
+        "fan_in_fan_out": all(layer.fan_in_fan_out for _, layer in layers),
+        "bias": "none",
+        "inference_mode": True,
+        "modules_to_save": None,
+        "init_lora_weights": True,
+        "use_dora": False,
+        "lora_bias": False,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "layers_to_transform": None,
+        "layers_pattern": None,
+        "exclude_modules": None,
+        "revision": None,
     }
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -279,18 +325,23 @@ def config_from_peft(peft_config: dict, source: str = CONFIG_NAME) -> LoRAConfig
         raise ValueError(f"{source}: missing LoRA keys {missing}")
     for key, off in UNSUPPORTED_PEFT_FIELDS.items():
         if key in peft_config and peft_config[key] not in off:
-            raise ValueError(f"{source}: {key} = {peft_config[key]!r} is not supported by skelang's LoRA layers "
-                             f"(expected one of {list(off)})")
+            raise ValueError(
+                f"{source}: {key} = {peft_config[key]!r} is not supported by skelang's LoRA layers "
+                f"(expected one of {list(off)})"
+            )
     try:
-        return LoRAConfig(r=peft_config["r"], alpha=peft_config["lora_alpha"],
-                          dropout=peft_config.get("lora_dropout", 0.0), rslora=peft_config.get("use_rslora", False),
-                          target_modules=peft_config["target_modules"])
+        return LoRAConfig(
+            r=peft_config["r"],
+            alpha=peft_config["lora_alpha"],
+            dropout=peft_config.get("lora_dropout", 0.0),
+            rslora=peft_config.get("use_rslora", False),
+            target_modules=peft_config["target_modules"],
+        )
     except ValueError as error:
         raise ValueError(f"{source}: {error}") from None
 
 
-def load_adapter(model: nn.Module, folder: str | Path, adapter_name: str = "default",
-                 backend: str = "cpp") -> str:
+def load_adapter(model: nn.Module, folder: str | Path, adapter_name: str = "default", backend: str = "cpp") -> str:
     """Load a PEFT LoRA adapter folder into the model as adapter `adapter_name` (injected,
     active and trainable as after inject_lora); returns the adapter name."""
     folder = Path(folder)
@@ -320,9 +371,11 @@ def load_adapter(model: nn.Module, folder: str | Path, adapter_name: str = "defa
         shapes[f"{name}.lora_B.weight"] = (out_features, config.r)
     missing, unexpected = sorted(shapes.keys() - weights.keys()), sorted(weights.keys() - shapes.keys())
     if missing or unexpected:
-        raise ValueError(f"{weights_path} does not fit {type(model).__name__} with target_modules "
-                         f"{config.target_modules!r}: missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
-                         f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        raise ValueError(
+            f"{weights_path} does not fit {type(model).__name__} with target_modules "
+            f"{config.target_modules!r}: missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+            f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
+        )
     for key, shape in shapes.items():
         if tuple(weights[key].shape) != shape:
             raise ValueError(f"{weights_path}: {key} has shape {tuple(weights[key].shape)}, expected {shape}")

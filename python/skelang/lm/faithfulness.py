@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -31,9 +31,14 @@ def _probability(class_probability: Callable, codes: list[int], label: int) -> f
     return float(value[label])
 
 
-def probability_drop(class_probability: Callable, codes: Sequence[int], cited: Sequence[int],
-                     label: int, num_random: int = 5,
-                     generator: torch.Generator | None = None) -> dict:
+def probability_drop(
+    class_probability: Callable,
+    codes: Sequence[int],
+    cited: Sequence[int],
+    label: int,
+    num_random: int = 5,
+    generator: torch.Generator | None = None,
+) -> dict:
     """How much the probability of `label` drops when the cited steps are removed, against
     removing as many random steps.
 
@@ -55,14 +60,19 @@ def probability_drop(class_probability: Callable, codes: Sequence[int], cited: S
     full = _probability(class_probability, codes, label)
     is_cited = [code in cited_set for code in codes]
     removed = sum(is_cited)
-    result = {"full": full, "cited_removed": full, "random_removed": full,
-              "drop_cited": 0.0, "drop_random": 0.0, "cited": len(cited_set),
-              "removed": removed}
+    result = {
+        "full": full,
+        "cited_removed": full,
+        "random_removed": full,
+        "drop_cited": 0.0,
+        "drop_random": 0.0,
+        "cited": len(cited_set),
+        "removed": removed,
+    }
     if removed == 0:
         return result
 
-    cited_removed = _probability(
-        class_probability, [code for code, hit in zip(codes, is_cited) if not hit], label)
+    cited_removed = _probability(class_probability, [code for code, hit in zip(codes, is_cited) if not hit], label)
     pool = [step for step, hit in enumerate(is_cited) if not hit]
     if len(pool) < removed:
         pool = list(range(len(codes)))
@@ -72,8 +82,12 @@ def probability_drop(class_probability: Callable, codes: Sequence[int], cited: S
         drop = {pool[i] for i in drawn}
         kept = [code for step, code in enumerate(codes) if step not in drop]
         random_removed += _probability(class_probability, kept, label) / num_random
-    result.update(cited_removed=cited_removed, random_removed=random_removed,
-                  drop_cited=full - cited_removed, drop_random=full - random_removed)
+    result.update(
+        cited_removed=cited_removed,
+        random_removed=random_removed,
+        drop_cited=full - cited_removed,
+        drop_random=full - random_removed,
+    )
     return result
 
 
@@ -117,6 +131,11 @@ def faithfulness_summary(records: Sequence[dict]) -> dict:
     drop_cited = (sum(r["drop_cited"] for r in citing) / len(citing)) if citing else math.nan
     drop_random = (sum(r["drop_random"] for r in citing) / len(citing)) if citing else math.nan
     agreement = sum(r["named"] is not None and r["named"] == r["predicted"] for r in records)
-    return {"count": len(records), "citing": len(citing) / len(records),
-            "drop_cited": drop_cited, "drop_random": drop_random,
-            "drop_gap": drop_cited - drop_random, "agreement": agreement / len(records)}
+    return {
+        "count": len(records),
+        "citing": len(citing) / len(records),
+        "drop_cited": drop_cited,
+        "drop_random": drop_random,
+        "drop_gap": drop_cited - drop_random,
+        "agreement": agreement / len(records),
+    }

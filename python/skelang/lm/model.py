@@ -17,8 +17,12 @@ import torch
 from torch import Tensor, nn
 
 from skelang.fusion.descriptions import ActionDescriptions
-from skelang.lm.action_tokens import (MotionProjector, add_action_tokens, insert_soft_tokens,
-                                     straight_through_action_tokens)
+from skelang.lm.action_tokens import (
+    MotionProjector,
+    add_action_tokens,
+    insert_soft_tokens,
+    straight_through_action_tokens,
+)
 from skelang.lm.adapters import LoRAConfig, inject_lora
 from skelang.lm.prompts import answer_text, build_prompt, explanation_prefix
 from skelang.lm.scoring import AllowedActionTokens, class_log_likelihoods, generate_text
@@ -31,11 +35,11 @@ MOTION_PLACEHOLDER = "<motion>"
 class NarratedSample:
     """One sequence as the language model sees it."""
 
-    label: int                       # -1 when unknown
-    codes: list[int]                 # one code per segment
-    features: Tensor | None = None   # (S, D) segment features before quantization
+    label: int  # -1 when unknown
+    codes: list[int]  # one code per segment
+    features: Tensor | None = None  # (S, D) segment features before quantization
     name: str = ""
-    encoder_predicted: int = -1      # the encoder's own classifier, for comparison
+    encoder_predicted: int = -1  # the encoder's own classifier, for comparison
     code_probabilities: Tensor | None = None  # (S, K) soft code assignments, in joint training only
 
     def runs(self, codes: Sequence[int] | None = None) -> list[TokenRun]:
@@ -56,15 +60,22 @@ class NarratedSample:
 @dataclasses.dataclass
 class LMOptions:
     lora: LoRAConfig
-    action_tokens: bool = True    # False: the narrative is plain text to the tokenizer (ablation)
-    projector: bool = False       # soft tokens from the segment features (LLaVA-style)
-    candidates: bool = True       # the prompt lists the candidate class names
+    action_tokens: bool = True  # False: the narrative is plain text to the tokenizer (ablation)
+    projector: bool = False  # soft tokens from the segment features (LLaVA-style)
+    candidates: bool = True  # the prompt lists the candidate class names
     backend: str = "cpp"
 
 
 class ActionLanguageModel(nn.Module):
-    def __init__(self, language_model: nn.Module, tokenizer, descriptions: ActionDescriptions, num_codes: int,
-                 feature_dim: int, options: LMOptions):
+    def __init__(
+        self,
+        language_model: nn.Module,
+        tokenizer,
+        descriptions: ActionDescriptions,
+        num_codes: int,
+        feature_dim: int,
+        options: LMOptions,
+    ):
         super().__init__()
         self.language_model, self.tokenizer, self.options = language_model, tokenizer, options
         self.descriptions = descriptions
@@ -89,8 +100,10 @@ class ActionLanguageModel(nn.Module):
         expected = {name for name, p in self.named_parameters() if p.requires_grad}
         if set(state) != expected:
             missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-            raise ValueError(f"language-model checkpoint does not match the model: missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}")
+            raise ValueError(
+                f"language-model checkpoint does not match the model: missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}"
+            )
         self.load_state_dict(state, strict=False)
 
     # -- prompts ----------------------------------------------------------------------------
@@ -114,8 +127,8 @@ class ActionLanguageModel(nn.Module):
         ids = torch.full((len(id_lists), length), pad, dtype=torch.long)
         mask = torch.zeros((len(id_lists), length), dtype=torch.long)
         for row, sequence in enumerate(id_lists):
-            ids[row, length - len(sequence):] = torch.tensor(sequence, dtype=torch.long)
-            mask[row, length - len(sequence):] = 1
+            ids[row, length - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
+            mask[row, length - len(sequence) :] = 1
         ids, mask = ids.to(device), mask.to(device)
         lookup = ids if self.placeholder_id is None else ids.masked_fill(ids == self.placeholder_id, pad)
         embeds = self.language_model.get_input_embeddings()(lookup)
@@ -126,41 +139,48 @@ class ActionLanguageModel(nn.Module):
         if any(soft) and self.action_tokens is not None:
             if not all(soft):
                 raise ValueError("embed: either every sample carries code_probabilities (joint training) or none")
-            embeds = straight_through_action_tokens(embeds, ids, self.action_tokens,
-                                                    [sample.run_probabilities().to(device) for sample in samples])
+            embeds = straight_through_action_tokens(
+                embeds, ids, self.action_tokens, [sample.run_probabilities().to(device) for sample in samples]
+            )
         return embeds, mask, ids
 
     # -- training ---------------------------------------------------------------------------
-    def loss(self, samples: Sequence[NarratedSample], targets: Sequence[tuple[str, str]],
-             answer_weight: float = 1.0) -> Tensor:
+    def loss(
+        self, samples: Sequence[NarratedSample], targets: Sequence[tuple[str, str]], answer_weight: float = 1.0
+    ) -> Tensor:
         """Weighted mean cross-entropy of the target tokens (+ end of sequence) after each
         prompt; targets are (answer, rest) texts (see prompts.target_text), and the answer's
         tokens weigh `answer_weight` times the rest's (the class name is a few tokens against
         an explanation's dozens)."""
         prompts = [self._ids(self.prompt(sample)) for sample in samples]
         answer_ids = [self._ids(answer) for answer, _ in targets]  # tokenized as class scoring does
-        answers = [ids + (self._ids(rest) if rest else []) + [self.tokenizer.eos_token_id]
-                   for ids, (_, rest) in zip(answer_ids, targets)]
+        answers = [
+            ids + (self._ids(rest) if rest else []) + [self.tokenizer.eos_token_id]
+            for ids, (_, rest) in zip(answer_ids, targets)
+        ]
         embeds, mask, ids = self.embed([p + a for p, a in zip(prompts, answers)], samples)
         keep = max(len(a) for a in answers) + 1  # logits only where a target token is predicted
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        logits = self.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                                     logits_to_keep=keep).logits  # (N, keep, vocab)
-        labels = ids[:, -keep + 1:].clone()  # the tokens the last keep - 1 logits predict
+        logits = self.language_model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+        ).logits  # (N, keep, vocab)
+        labels = ids[:, -keep + 1 :].clone()  # the tokens the last keep - 1 logits predict
         weights = torch.zeros(labels.shape, device=labels.device)  # 0 on prompt and padding
         for row, (answer, name_ids) in enumerate(zip(answers, answer_ids)):
             start = labels.shape[1] - len(answer)
             weights[row, start:] = 1.0
-            weights[row, start:start + len(name_ids)] = answer_weight
+            weights[row, start : start + len(name_ids)] = answer_weight
         labels[weights == 0] = 0  # any valid id: these positions weigh nothing
-        token_loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(),
-                                                 reduction="none")  # (N * (keep - 1),)
+        token_loss = nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), labels.flatten(), reduction="none"
+        )  # (N * (keep - 1),)
         return (token_loss * weights.flatten()).sum() / weights.sum()
 
     # -- inference --------------------------------------------------------------------------
     @torch.no_grad()
-    def class_log_likelihoods(self, samples: Sequence[NarratedSample],
-                              codes: Sequence[Sequence[int]] | None = None) -> Tensor:
+    def class_log_likelihoods(
+        self, samples: Sequence[NarratedSample], codes: Sequence[Sequence[int]] | None = None
+    ) -> Tensor:
         """(N, classes) log p(" <name>." | prompt) of every class name; `codes` replaces the
         samples' own codes in the narrative (faithfulness tests)."""
         codes = codes if codes is not None else [None] * len(samples)
@@ -168,19 +188,42 @@ class ActionLanguageModel(nn.Module):
         return class_log_likelihoods(self.language_model, embeds, mask, self.candidate_ids)
 
     @torch.no_grad()
-    def explain(self, samples: Sequence[NarratedSample], predicted: Sequence[int], max_new_tokens: int = 64,
-                strategy: str = "greedy", cite_only_narrative: bool = True, **generation) -> list[str]:
+    def explain(
+        self,
+        samples: Sequence[NarratedSample],
+        predicted: Sequence[int],
+        max_new_tokens: int = 64,
+        strategy: str = "greedy",
+        cite_only_narrative: bool = True,
+        **generation,
+    ) -> list[str]:
         """The explanation the model writes after "Action: <predicted name>. Explanation:"
         (the generated text only). With `cite_only_narrative` (and action tokens), each
         explanation starts by citing an action token of its own narrative, the one the model
         finds most likely, and cites no token that is not in it."""
-        id_lists = [self._ids(self.prompt(sample) + explanation_prefix(self.class_names[label]))
-                    for sample, label in zip(samples, predicted)]
+        id_lists = [
+            self._ids(self.prompt(sample) + explanation_prefix(self.class_names[label]))
+            for sample, label in zip(samples, predicted)
+        ]
         embeds, mask, _ = self.embed(id_lists, samples)
         processors = []
         if cite_only_narrative and self.action_tokens is not None:
-            processors.append(AllowedActionTokens(self.action_tokens.first_action_id, self.action_tokens.num_codes,
-                                                  [sample.codes for sample in samples], cite_first=True))
-        texts = generate_text(self.language_model, self.tokenizer, embeds, mask, max_new_tokens=max_new_tokens,
-                              strategy=strategy, logits_processors=processors, **generation)
+            processors.append(
+                AllowedActionTokens(
+                    self.action_tokens.first_action_id,
+                    self.action_tokens.num_codes,
+                    [sample.codes for sample in samples],
+                    cite_first=True,
+                )
+            )
+        texts = generate_text(
+            self.language_model,
+            self.tokenizer,
+            embeds,
+            mask,
+            max_new_tokens=max_new_tokens,
+            strategy=strategy,
+            logits_processors=processors,
+            **generation,
+        )
         return [text.strip() for text in texts]

@@ -34,8 +34,10 @@ def user_message(narrative: str, class_names: Sequence[str] | None) -> str:
 
 def build_prompt(tokenizer, narrative: str, class_names: Sequence[str] | None) -> str:
     """The whole prompt text, ending with the assistant's ``Action:``."""
-    messages = [{"role": "system", "content": SYSTEM},
-                {"role": "user", "content": user_message(narrative, class_names)}]
+    messages = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": user_message(narrative, class_names)},
+    ]
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
@@ -61,8 +63,9 @@ class CodeEvidence:
     counts: np.ndarray  # (K, classes)
 
     @classmethod
-    def from_narratives(cls, codes: Sequence[Sequence[int]], labels: Sequence[int], num_codes: int,
-                        num_classes: int) -> CodeEvidence:
+    def from_narratives(
+        cls, codes: Sequence[Sequence[int]], labels: Sequence[int], num_codes: int, num_classes: int
+    ) -> CodeEvidence:
         counts = np.zeros((num_codes, num_classes), dtype=np.int64)
         for sequence_codes, label in zip(codes, labels):
             for code in set(sequence_codes):
@@ -88,8 +91,14 @@ def short_gloss(entry: GlossaryEntry | None) -> str:
     return entry.description.split(";")[0].strip() if entry is not None else "an unlabelled motion"
 
 
-def explanation(label: int, codes: Sequence[int], evidence: CodeEvidence, glossary: dict[int, GlossaryEntry],
-                descriptions: ActionDescriptions, top: int = 2) -> str:
+def explanation(
+    label: int,
+    codes: Sequence[int],
+    evidence: CodeEvidence,
+    glossary: dict[int, GlossaryEntry],
+    descriptions: ActionDescriptions,
+    top: int = 2,
+) -> str:
     """The explanation of the training target: the narrative's most typical codes for the
     class, what they show (glossary), and the class description."""
     cited = evidence.typical_codes(codes, label, top)
@@ -98,8 +107,14 @@ def explanation(label: int, codes: Sequence[int], evidence: CodeEvidence, glossa
     return f"{shown} are typical of {action.name}. {action.description}"
 
 
-def target_text(label: int, codes: Sequence[int], evidence: CodeEvidence, glossary: dict[int, GlossaryEntry],
-                descriptions: ActionDescriptions, with_explanation: bool = True) -> tuple[str, str]:
+def target_text(
+    label: int,
+    codes: Sequence[int],
+    evidence: CodeEvidence,
+    glossary: dict[int, GlossaryEntry],
+    descriptions: ActionDescriptions,
+    with_explanation: bool = True,
+) -> tuple[str, str]:
     """What the model learns to write after ``Action:`` (without the end-of-sequence token),
     in two parts: the answer (`` <name>.``, the text class scoring reads) and the rest
     (`` Explanation: ...``, empty without explanations)."""

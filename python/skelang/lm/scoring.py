@@ -38,8 +38,9 @@ def pad_token_id(tokenizer) -> int:
     return pad
 
 
-def embed_prompts(model: nn.Module, tokenizer, texts: list[str], device,
-                  add_special_tokens: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+def embed_prompts(
+    model: nn.Module, tokenizer, texts: list[str], device, add_special_tokens: bool = True
+) -> tuple[Tensor, Tensor, Tensor]:
     """Tokenize `texts` with left padding and embed them with the model's input embedding.
 
     Returns embeds (N, L, H), mask (N, L) int64 with 0 on the left padding, ids (N, L).
@@ -57,22 +58,23 @@ def embed_prompts(model: nn.Module, tokenizer, texts: list[str], device,
     ids = torch.full((len(encoded), L), pad, dtype=torch.long)
     mask = torch.zeros(len(encoded), L, dtype=torch.long)
     for i, seq in enumerate(encoded):
-        ids[i, L - len(seq):] = torch.tensor(seq, dtype=torch.long)
-        mask[i, L - len(seq):] = 1
+        ids[i, L - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[i, L - len(seq) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     return model.get_input_embeddings()(ids), mask, ids
 
 
 def _check_prompt(prompt_embeds: Tensor, prompt_mask: Tensor) -> None:
     if prompt_embeds.ndim != 3:
-        raise ValueError(f"prompt_embeds must have shape (N, L, H), "
-                         f"got {tuple(prompt_embeds.shape)}")
+        raise ValueError(f"prompt_embeds must have shape (N, L, H), got {tuple(prompt_embeds.shape)}")
     if tuple(prompt_mask.shape) != tuple(prompt_embeds.shape[:2]):
-        raise ValueError(f"prompt_mask must have shape {tuple(prompt_embeds.shape[:2])} "
-                         f"(N, L), got {tuple(prompt_mask.shape)}")
+        raise ValueError(
+            f"prompt_mask must have shape {tuple(prompt_embeds.shape[:2])} (N, L), got {tuple(prompt_mask.shape)}"
+        )
     if not bool(prompt_mask[:, -1].all()):
-        raise ValueError("prompt_mask must be left-padded: the last position of every row must "
-                         "be a real token (mask 1)")
+        raise ValueError(
+            "prompt_mask must be left-padded: the last position of every row must be a real token (mask 1)"
+        )
 
 
 def _token_log_probs(logits: Tensor, targets: Tensor) -> Tensor:
@@ -82,8 +84,13 @@ def _token_log_probs(logits: Tensor, targets: Tensor) -> Tensor:
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
 
 
-def class_log_likelihoods(model: nn.Module, prompt_embeds: Tensor, prompt_mask: Tensor,
-                          candidate_ids: list[list[int]], normalize: bool = False) -> Tensor:
+def class_log_likelihoods(
+    model: nn.Module,
+    prompt_embeds: Tensor,
+    prompt_mask: Tensor,
+    candidate_ids: list[list[int]],
+    normalize: bool = False,
+) -> Tensor:
     """log p(candidate tokens | prompt) for every sample and candidate: (N, C) float32.
 
     prompt_embeds (N, L, H) and prompt_mask (N, L) are left-padded prompts; candidate_ids holds
@@ -103,14 +110,19 @@ def class_log_likelihoods(model: nn.Module, prompt_embeds: Tensor, prompt_mask: 
     candidates = torch.zeros(C, T, dtype=torch.long)  # right-padded with id 0
     candidate_mask = torch.zeros(C, T, dtype=torch.long)
     for c, ids in enumerate(candidate_ids):
-        candidates[c, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-        candidate_mask[c, :len(ids)] = 1
+        candidates[c, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        candidate_mask[c, : len(ids)] = 1
     candidates, candidate_mask = candidates.to(device), candidate_mask.to(device)
     prompt_mask = prompt_mask.long()
 
     positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)  # (N, L)
-    out = model(inputs_embeds=prompt_embeds, attention_mask=prompt_mask, position_ids=positions,
-                use_cache=True, logits_to_keep=1)
+    out = model(
+        inputs_embeds=prompt_embeds,
+        attention_mask=prompt_mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+    )
     # The first candidate token is predicted by the prompt's last position.
     first = out.logits[:, -1].float().log_softmax(-1)  # (N, V)
     scores = first[:, candidates[:, 0]]  # (N, C)
@@ -121,12 +133,18 @@ def class_log_likelihoods(model: nn.Module, prompt_embeds: Tensor, prompt_mask: 
         cache.batch_repeat_interleave(C)
         step_ids = candidates[:, :-1].repeat(N, 1)  # (N * C, T - 1)
         step_embeds = model.get_input_embeddings()(step_ids)  # (N * C, T - 1, H)
-        mask = torch.cat([prompt_mask.repeat_interleave(C, 0),
-                          candidate_mask[:, :-1].repeat(N, 1)], 1)  # (N * C, L + T - 1)
+        mask = torch.cat(
+            [prompt_mask.repeat_interleave(C, 0), candidate_mask[:, :-1].repeat(N, 1)], 1
+        )  # (N * C, L + T - 1)
         lengths = prompt_mask.sum(1).repeat_interleave(C)  # (N * C,)
         step_positions = lengths[:, None] + torch.arange(T - 1, device=device)  # (N * C, T - 1)
-        out = model(inputs_embeds=step_embeds, attention_mask=mask, position_ids=step_positions,
-                    past_key_values=cache, use_cache=True)
+        out = model(
+            inputs_embeds=step_embeds,
+            attention_mask=mask,
+            position_ids=step_positions,
+            past_key_values=cache,
+            use_cache=True,
+        )
         targets = candidates[:, 1:].repeat(N, 1)  # (N * C, T - 1)
         rest = _token_log_probs(out.logits, targets)  # (N * C, T - 1)
         rest = torch.where(candidate_mask[:, 1:].repeat(N, 1).bool(), rest, 0.0)
@@ -137,12 +155,16 @@ def class_log_likelihoods(model: nn.Module, prompt_embeds: Tensor, prompt_mask: 
 
 
 @torch.no_grad()
-def classify(model: nn.Module, prompt_embeds: Tensor, prompt_mask: Tensor,
-             candidate_ids: list[list[int]], normalize: bool = False) -> tuple[Tensor, Tensor]:
+def classify(
+    model: nn.Module,
+    prompt_embeds: Tensor,
+    prompt_mask: Tensor,
+    candidate_ids: list[list[int]],
+    normalize: bool = False,
+) -> tuple[Tensor, Tensor]:
     """Choose among the candidates: probabilities (N, C), the softmax over candidates of
     `class_log_likelihoods`, and the predicted candidate index (N,)."""
-    probabilities = class_log_likelihoods(model, prompt_embeds, prompt_mask, candidate_ids,
-                                          normalize).softmax(-1)
+    probabilities = class_log_likelihoods(model, prompt_embeds, prompt_mask, candidate_ids, normalize).softmax(-1)
     return probabilities, probabilities.argmax(-1)
 
 
@@ -156,8 +178,9 @@ class AllowedActionTokens:
     beam search the rows are the samples' beams, in order, as Hugging Face's generate lays
     them out. One instance serves one generate call."""
 
-    def __init__(self, first_action_id: int, num_codes: int, allowed: Sequence[Iterable[int]],
-                 cite_first: bool = False):
+    def __init__(
+        self, first_action_id: int, num_codes: int, allowed: Sequence[Iterable[int]], cite_first: bool = False
+    ):
         self.first, self.num_codes, self.cite_first = first_action_id, num_codes, cite_first
         self.blocked = torch.ones(len(allowed), num_codes, dtype=torch.bool)  # (N, K)
         for row, codes in enumerate(allowed):
@@ -176,23 +199,32 @@ class AllowedActionTokens:
         if self.prompt_length is None:
             self.prompt_length = input_ids.shape[1]
         blocked = self.blocked.to(scores.device).repeat_interleave(rows // samples, 0)  # (rows, K)
-        band = scores[:, self.first:self.first + self.num_codes]
+        band = scores[:, self.first : self.first + self.num_codes]
         cite = band.max(1).values >= scores.max(1).values  # (rows,) an action token is the most likely
         if self.cite_first and input_ids.shape[1] == self.prompt_length:
             cite[:] = True
         cite &= ~blocked.all(1)  # a row without allowed tokens cannot be made to cite
         band = band.masked_fill(blocked, float("-inf"))
         scores[cite] = float("-inf")
-        scores[:, self.first:self.first + self.num_codes] = band
+        scores[:, self.first : self.first + self.num_codes] = band
         return scores
 
 
 @torch.no_grad()
-def generate_text(model: nn.Module, tokenizer, prompt_embeds: Tensor, prompt_mask: Tensor,
-                  max_new_tokens: int = 64, strategy: str = "greedy", num_beams: int = 4,
-                  temperature: float = 0.7, top_p: float = 0.9,
-                  seed: int | None = None, logits_processors: Sequence[Callable] = (),
-                  repetition_penalty: float = 1.0) -> list[str]:
+def generate_text(
+    model: nn.Module,
+    tokenizer,
+    prompt_embeds: Tensor,
+    prompt_mask: Tensor,
+    max_new_tokens: int = 64,
+    strategy: str = "greedy",
+    num_beams: int = 4,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    seed: int | None = None,
+    logits_processors: Sequence[Callable] = (),
+    repetition_penalty: float = 1.0,
+) -> list[str]:
     """Continue each left-padded prompt (N, L, H) with up to max_new_tokens tokens, stopping at
     the tokenizer's eos token; returns the N new texts without special tokens.
 
@@ -227,7 +259,12 @@ def generate_text(model: nn.Module, tokenizer, prompt_embeds: Tensor, prompt_mas
         # the penalty applies to the new tokens only, which is what is wanted here
         warnings.filterwarnings("ignore", message="Passing `repetition_penalty` with `inputs_embeds`")
         # Given inputs_embeds and no input_ids, a decoder-only model returns only the new tokens.
-        new_ids = model.generate(inputs_embeds=prompt_embeds, attention_mask=prompt_mask,
-                                 max_new_tokens=max_new_tokens, use_cache=True,
-                                 pad_token_id=pad_token_id(tokenizer), **options)
+        new_ids = model.generate(
+            inputs_embeds=prompt_embeds,
+            attention_mask=prompt_mask,
+            max_new_tokens=max_new_tokens,
+            use_cache=True,
+            pad_token_id=pad_token_id(tokenizer),
+            **options,
+        )
     return tokenizer.batch_decode(new_ids, skip_special_tokens=True)

@@ -26,15 +26,24 @@ def axis_attention(qkv: Tensor, bias: Tensor, heads: int, axis: int) -> Tensor:
 def _check_inputs(op, qkv, bias, heads, axis) -> None:
     # Mirrors axis_attention_shape in csrc/encoder/axis_attention.cpp, for fake tensors.
     torch._check(qkv.dim() == 4, lambda: f"{op}: qkv must be a 4-D tensor (N, 3C, T, V), got shape {list(qkv.shape)}")
-    torch._check(qkv.dtype in (torch.float32, torch.float64), lambda: f"{op}: qkv must be float32 or float64, got {qkv.dtype}")
-    torch._check(bias.dtype == qkv.dtype, lambda: f"{op}: qkv and bias must have the same dtype, got {qkv.dtype} and {bias.dtype}")
+    torch._check(
+        qkv.dtype in (torch.float32, torch.float64), lambda: f"{op}: qkv must be float32 or float64, got {qkv.dtype}"
+    )
+    torch._check(
+        bias.dtype == qkv.dtype,
+        lambda: f"{op}: qkv and bias must have the same dtype, got {qkv.dtype} and {bias.dtype}",
+    )
     torch._check(bias.device == qkv.device, lambda: f"{op}: qkv and bias must be on the same device")
     torch._check(axis in (2, 3), lambda: f"{op}: axis must be 2 (frames) or 3 (joints), got {axis}")
-    torch._check(heads > 0 and qkv.shape[1] % (3 * heads) == 0,
-                 lambda: f"{op}: qkv's {qkv.shape[1]} channels must be 3 x heads x D for heads = {heads}")
+    torch._check(
+        heads > 0 and qkv.shape[1] % (3 * heads) == 0,
+        lambda: f"{op}: qkv's {qkv.shape[1]} channels must be 3 x heads x D for heads = {heads}",
+    )
     L = qkv.shape[axis]
-    torch._check(tuple(bias.shape) == (heads, L, L),
-                 lambda: f"{op}: bias must be (H, L, L) = ({heads}, {L}, {L}) for axis {axis}, got {list(bias.shape)}")
+    torch._check(
+        tuple(bias.shape) == (heads, L, L),
+        lambda: f"{op}: bias must be (H, L, L) = ({heads}, {L}, {L}) for axis {axis}, got {list(bias.shape)}",
+    )
 
 
 @torch.library.register_fake(_OP)
@@ -58,8 +67,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out):
     qkv, bias = ctx.saved_tensors
     grad_qkv, grad_bias = torch.ops.skelang.axis_attention_backward.default(grad_out, qkv, bias, ctx.heads, ctx.axis)
-    return (grad_qkv if ctx.needs_input_grad[0] else None, grad_bias if ctx.needs_input_grad[1] else None,
-            None, None)
+    return (grad_qkv if ctx.needs_input_grad[0] else None, grad_bias if ctx.needs_input_grad[1] else None, None, None)
 
 
 torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)

@@ -20,8 +20,9 @@ _OP = "skelang::composite_aggregate"
 _BACKWARD_OP = "skelang::composite_aggregate_backward"
 
 
-def composite_aggregate(x: Tensor, phi: Tensor, psi: Tensor, weight: Tensor, bias: Tensor,
-                        alpha: Tensor, topology: Tensor) -> Tensor:
+def composite_aggregate(
+    x: Tensor, phi: Tensor, psi: Tensor, weight: Tensor, bias: Tensor, alpha: Tensor, topology: Tensor
+) -> Tensor:
     """The composite-topology aggregation (see the module's docstring for shapes)."""
     return torch.ops.skelang.composite_aggregate.default(x, phi, psi, weight, bias, alpha, topology)
 
@@ -29,20 +30,43 @@ def composite_aggregate(x: Tensor, phi: Tensor, psi: Tensor, weight: Tensor, bia
 def _check_inputs(op, x, phi, psi, weight, bias, alpha, topology) -> None:
     # Mirrors composite_aggregate_inputs in csrc/encoder/composite_aggregate.cpp, for fake tensors.
     torch._check(x.dim() == 5, lambda: f"{op}: x must be a 5-D tensor (N, K, C, T, V), got shape {list(x.shape)}")
-    torch._check(x.dtype in (torch.float32, torch.float64), lambda: f"{op}: x must be float32 or float64, got {x.dtype}")
-    for name, t in (("phi", phi), ("psi", psi), ("weight", weight), ("bias", bias), ("alpha", alpha),
-                    ("topology", topology)):
-        torch._check(t.dtype == x.dtype, lambda: f"{op}: x and {name} must have the same dtype, got {x.dtype} and {t.dtype}")
+    torch._check(
+        x.dtype in (torch.float32, torch.float64), lambda: f"{op}: x must be float32 or float64, got {x.dtype}"
+    )
+    for name, t in (
+        ("phi", phi),
+        ("psi", psi),
+        ("weight", weight),
+        ("bias", bias),
+        ("alpha", alpha),
+        ("topology", topology),
+    ):
+        torch._check(
+            t.dtype == x.dtype, lambda: f"{op}: x and {name} must have the same dtype, got {x.dtype} and {t.dtype}"
+        )
         torch._check(t.device == x.device, lambda: f"{op}: x and {name} must be on the same device")
     N, K, C, _, V = x.shape
-    torch._check(phi.dim() == 4 and tuple(phi.shape[:2]) == (N, K) and phi.shape[3] == V,
-                 lambda: f"{op}: phi must be (N, K, R, V) = ({N}, {K}, R, {V}), got {list(phi.shape)}")
+    torch._check(
+        phi.dim() == 4 and tuple(phi.shape[:2]) == (N, K) and phi.shape[3] == V,
+        lambda: f"{op}: phi must be (N, K, R, V) = ({N}, {K}, R, {V}), got {list(phi.shape)}",
+    )
     R = phi.shape[2]
-    torch._check(psi.shape == phi.shape, lambda: f"{op}: psi must have phi's shape {list(phi.shape)}, got {list(psi.shape)}")
-    torch._check(tuple(weight.shape) == (K, C, R), lambda: f"{op}: weight must be (K, C, R) = ({K}, {C}, {R}), got {list(weight.shape)}")
+    torch._check(
+        psi.shape == phi.shape, lambda: f"{op}: psi must have phi's shape {list(phi.shape)}, got {list(psi.shape)}"
+    )
+    torch._check(
+        tuple(weight.shape) == (K, C, R),
+        lambda: f"{op}: weight must be (K, C, R) = ({K}, {C}, {R}), got {list(weight.shape)}",
+    )
     torch._check(tuple(bias.shape) == (K, C), lambda: f"{op}: bias must be (K, C) = ({K}, {C}), got {list(bias.shape)}")
-    torch._check(alpha.dim() == 1 and alpha.numel() == 1, lambda: f"{op}: alpha must hold one value, got shape {list(alpha.shape)}")
-    torch._check(tuple(topology.shape) == (K, V, V), lambda: f"{op}: topology must be (K, V, V) = ({K}, {V}, {V}), got {list(topology.shape)}")
+    torch._check(
+        alpha.dim() == 1 and alpha.numel() == 1,
+        lambda: f"{op}: alpha must hold one value, got shape {list(alpha.shape)}",
+    )
+    torch._check(
+        tuple(topology.shape) == (K, V, V),
+        lambda: f"{op}: topology must be (K, V, V) = ({K}, {V}, {V}), got {list(topology.shape)}",
+    )
 
 
 @torch.library.register_fake(_OP)

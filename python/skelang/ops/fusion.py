@@ -21,16 +21,19 @@ def contrastive_alignment_loss(skeleton: Tensor, text: Tensor, labels: Tensor, l
     return torch.ops.skelang.contrastive_alignment_loss.default(skeleton, text, labels, log_scale)[0]
 
 
-def cross_modal_attention(query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None = None,
-                          heads: int = 1) -> Tensor:
+def cross_modal_attention(
+    query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None = None, heads: int = 1
+) -> Tensor:
     """Each query step attends over the key/value tokens (padding where key_mask is False)."""
     return torch.ops.skelang.cross_modal_attention.default(query, key, value, key_mask, heads)
 
 
 @torch.library.register_fake(_OP)
 def _contrastive_alignment_loss_fake(skeleton, text, labels, log_scale):
-    torch._check(skeleton.dim() == 2 and text.dim() == 2 and text.shape[1] == skeleton.shape[1],
-                 lambda: f"{_OP}: skeleton (N, D) and text (M, D) expected, got {list(skeleton.shape)} and {list(text.shape)}")
+    torch._check(
+        skeleton.dim() == 2 and text.dim() == 2 and text.shape[1] == skeleton.shape[1],
+        lambda: f"{_OP}: skeleton (N, D) and text (M, D) expected, got {list(skeleton.shape)} and {list(text.shape)}",
+    )
     return skeleton.new_empty(()), skeleton.new_empty(skeleton.shape[0])
 
 
@@ -47,7 +50,8 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_loss, grad_logsumexp):
     skeleton, text, labels, log_scale, logsumexp = ctx.saved_tensors
     grads = torch.ops.skelang.contrastive_alignment_loss_backward.default(
-        grad_loss, skeleton, text, labels, log_scale, logsumexp)
+        grad_loss, skeleton, text, labels, log_scale, logsumexp
+    )
     return grads[0], grads[1], None, grads[2]
 
 

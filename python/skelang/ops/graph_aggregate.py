@@ -1,10 +1,10 @@
 """graph_aggregate: joint features aggregated over a skeleton topology.
 
-    x  (N, C, T, V)    features of V joints over T frames
-    A  (Na, Ca, V, V)  topology, Na in {1, N}, Ca in {1, C}, broadcast without copies:
-                       (1, 1) one shared skeleton graph (ST-GCN), (1, C) one per channel
-                       (CTR-GCN), (N, 1) one attention map per sample (GSM), (N, C) both
-    y  (N, C, T, V)    y[n, c, t, u] = sum_v A[n, c, u, v] * x[n, c, t, v]
+x  (N, C, T, V)    features of V joints over T frames
+A  (Na, Ca, V, V)  topology, Na in {1, N}, Ca in {1, C}, broadcast without copies:
+                   (1, 1) one shared skeleton graph (ST-GCN), (1, C) one per channel
+                   (CTR-GCN), (N, 1) one attention map per sample (GSM), (N, C) both
+y  (N, C, T, V)    y[n, c, t, u] = sum_v A[n, c, u, v] * x[n, c, t, v]
 """
 
 from __future__ import annotations
@@ -21,24 +21,44 @@ def graph_aggregate(x: Tensor, A: Tensor) -> Tensor:
     return torch.ops.skelang.graph_aggregate.default(x, A)
 
 
-def graph_aggregate_grad_topology(grad_y: Tensor, x: Tensor, topology_batch: int,
-                                  topology_channels: int) -> Tensor:
+def graph_aggregate_grad_topology(grad_y: Tensor, x: Tensor, topology_batch: int, topology_channels: int) -> Tensor:
     """Gradient of graph_aggregate with respect to A, of shape (Na, Ca, V, V)."""
-    return torch.ops.skelang.graph_aggregate_grad_topology.default(
-        grad_y, x, topology_batch, topology_channels)
+    return torch.ops.skelang.graph_aggregate_grad_topology.default(grad_y, x, topology_batch, topology_channels)
 
 
 def _check_inputs(x: Tensor, A: Tensor) -> None:
     # Mirrors check_graph_aggregate_inputs in csrc/encoder/encoder_ops.cpp, for fake tensors.
-    torch._check(x.dim() == 4, lambda: f"{_OP}: x must be a 4-D tensor (N, C, T, V), got a {x.dim()}-D tensor of shape {list(x.shape)}")
-    torch._check(A.dim() == 4, lambda: f"{_OP}: A must be a 4-D tensor (Na, Ca, V, V), got a {A.dim()}-D tensor of shape {list(A.shape)}")
-    torch._check(x.dtype in (torch.float32, torch.float64), lambda: f"{_OP}: x must be float32 or float64, got {x.dtype}")
+    torch._check(
+        x.dim() == 4,
+        lambda: f"{_OP}: x must be a 4-D tensor (N, C, T, V), got a {x.dim()}-D tensor of shape {list(x.shape)}",
+    )
+    torch._check(
+        A.dim() == 4,
+        lambda: f"{_OP}: A must be a 4-D tensor (Na, Ca, V, V), got a {A.dim()}-D tensor of shape {list(A.shape)}",
+    )
+    torch._check(
+        x.dtype in (torch.float32, torch.float64), lambda: f"{_OP}: x must be float32 or float64, got {x.dtype}"
+    )
     torch._check(x.dtype == A.dtype, lambda: f"{_OP}: x and A must have the same dtype, got {x.dtype} and {A.dtype}")
-    torch._check(x.device == A.device, lambda: f"{_OP}: x and A must be on the same device, got {x.device} and {A.device}")
+    torch._check(
+        x.device == A.device, lambda: f"{_OP}: x and A must be on the same device, got {x.device} and {A.device}"
+    )
     V = x.shape[3]
-    torch._check(A.shape[2] == V and A.shape[3] == V, lambda: f"{_OP}: A must be (Na, Ca, V, V) with V = {V} joints as in x {list(x.shape)}, got A of shape {list(A.shape)}")
-    torch._check(A.shape[0] == 1 or A.shape[0] == x.shape[0], lambda: f"{_OP}: A.size(0) must be 1 or {x.shape[0]}, got {A.shape[0]}")
-    torch._check(A.shape[1] == 1 or A.shape[1] == x.shape[1], lambda: f"{_OP}: A.size(1) must be 1 or {x.shape[1]}, got {A.shape[1]}")
+    torch._check(
+        A.shape[2] == V and A.shape[3] == V,
+        lambda: (
+            f"{_OP}: A must be (Na, Ca, V, V) with V = {V} joints as in x {list(x.shape)}, "
+            f"got A of shape {list(A.shape)}"
+        ),
+    )
+    torch._check(
+        A.shape[0] == 1 or A.shape[0] == x.shape[0],
+        lambda: f"{_OP}: A.size(0) must be 1 or {x.shape[0]}, got {A.shape[0]}",
+    )
+    torch._check(
+        A.shape[1] == 1 or A.shape[1] == x.shape[1],
+        lambda: f"{_OP}: A.size(1) must be 1 or {x.shape[1]}, got {A.shape[1]}",
+    )
 
 
 @torch.library.register_fake(_OP)
@@ -49,7 +69,10 @@ def _graph_aggregate_fake(x: Tensor, A: Tensor) -> Tensor:
 
 @torch.library.register_fake(_GRAD_OP)
 def _graph_aggregate_grad_topology_fake(grad_y, x, topology_batch, topology_channels):
-    torch._check(grad_y.shape == x.shape, lambda: f"{_GRAD_OP}: grad_y and x must have the same shape, got {list(grad_y.shape)} and {list(x.shape)}")
+    torch._check(
+        grad_y.shape == x.shape,
+        lambda: f"{_GRAD_OP}: grad_y and x must have the same shape, got {list(grad_y.shape)} and {list(x.shape)}",
+    )
     return x.new_empty((topology_batch, topology_channels, x.shape[3], x.shape[3]))
 
 

@@ -19,8 +19,15 @@ from torch import Tensor
 _OP = "skelang::lora_linear"
 
 
-def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, lora_B: Tensor,
-                scaling: float, mask: Tensor | None = None) -> Tensor:
+def lora_linear(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    lora_A: Tensor,
+    lora_B: Tensor,
+    scaling: float,
+    mask: Tensor | None = None,
+) -> Tensor:
     """y = x W^T + b + scaling ((x * mask) A^T) B^T (see the module's docstring)."""
     return torch.ops.skelang.lora_linear.default(x, weight, bias, lora_A, lora_B, scaling, mask)[0]
 
@@ -38,8 +45,10 @@ def _dropout_mask_fake(x, p, seed):
 
 @torch.library.register_fake(_OP)
 def _lora_linear_fake(x, weight, bias, lora_A, lora_B, scaling, mask):
-    torch._check(weight.dim() == 2 and x.shape[-1] == weight.shape[1],
-                 lambda: f"{_OP}: weight must be (out, in) with in = {x.shape[-1]}, got {list(weight.shape)}")
+    torch._check(
+        weight.dim() == 2 and x.shape[-1] == weight.shape[1],
+        lambda: f"{_OP}: weight must be (out, in) with in = {x.shape[-1]}, got {list(weight.shape)}",
+    )
     return x.new_empty((*x.shape[:-1], weight.shape[0])), x.new_empty((*x.shape[:-1], lora_A.shape[0]))
 
 
@@ -57,10 +66,18 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_y, grad_xa):
     x, weight, lora_A, lora_B, mask, xa = ctx.saved_tensors
     grad_x, grad_A, grad_B = torch.ops.skelang.lora_linear_backward.default(
-        grad_y.contiguous(), x, weight, lora_A, lora_B, ctx.scaling, mask, xa)
+        grad_y.contiguous(), x, weight, lora_A, lora_B, ctx.scaling, mask, xa
+    )
     needs = ctx.needs_input_grad
-    return (grad_x if needs[0] else None, None, None, grad_A if needs[3] else None,
-            grad_B if needs[4] else None, None, None)
+    return (
+        grad_x if needs[0] else None,
+        None,
+        None,
+        grad_A if needs[3] else None,
+        grad_B if needs[4] else None,
+        None,
+        None,
+    )
 
 
 torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)

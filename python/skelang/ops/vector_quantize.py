@@ -26,16 +26,28 @@ def code_statistics(x: Tensor, indices: Tensor, num_codes: int) -> tuple[Tensor,
     return torch.ops.skelang.code_statistics.default(x, indices, num_codes)
 
 
-def ema_codebook_update_(codebook: Tensor, cluster_size: Tensor, embed_sum: Tensor, counts: Tensor,
-                         sums: Tensor, decay: float, epsilon: float = 1e-5) -> None:
+def ema_codebook_update_(
+    codebook: Tensor,
+    cluster_size: Tensor,
+    embed_sum: Tensor,
+    counts: Tensor,
+    sums: Tensor,
+    decay: float,
+    epsilon: float = 1e-5,
+) -> None:
     """EMA of cluster sizes and sums, then codebook = sums / Laplace-smoothed sizes, in place."""
     torch.ops.skelang.ema_codebook_update_.default(codebook, cluster_size, embed_sum, counts, sums, decay, epsilon)
 
 
 @torch.library.register_fake("skelang::nearest_code")
 def _nearest_code_fake(x, codebook, metric):
-    torch._check(x.dim() == 2 and codebook.dim() == 2 and codebook.shape[1] == x.shape[1],
-                 lambda: f"skelang::nearest_code: x (N, D) and codebook (K, D) expected, got {list(x.shape)} and {list(codebook.shape)}")
+    torch._check(
+        x.dim() == 2 and codebook.dim() == 2 and codebook.shape[1] == x.shape[1],
+        lambda: (
+            f"skelang::nearest_code: x (N, D) and codebook (K, D) expected, "
+            f"got {list(x.shape)} and {list(codebook.shape)}"
+        ),
+    )
     return x.new_empty(x.shape[0], dtype=torch.int64), x.new_empty(x.shape[0])
 
 

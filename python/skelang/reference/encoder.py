@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def composite_aggregate(x: Tensor, phi: Tensor, psi: Tensor, weight: Tensor, bias: Tensor,
-                        alpha: Tensor, topology: Tensor) -> Tensor:
+def composite_aggregate(
+    x: Tensor, phi: Tensor, psi: Tensor, weight: Tensor, bias: Tensor, alpha: Tensor, topology: Tensor
+) -> Tensor:
     """CTR-GC summed over partitions: A = topology + alpha * conv(tanh(phi_u - psi_v))."""
     relation = torch.tanh(phi.unsqueeze(-1) - psi.unsqueeze(-2))  # (N, K, R, V, V)
     A = torch.einsum("kcr,nkruv->nkcuv", weight, relation) + bias[None, :, :, None, None]
@@ -37,9 +38,15 @@ def axis_attention(qkv: Tensor, bias: Tensor, heads: int, axis: int) -> Tensor:
     return out.view(N, V, heads, T, D).permute(0, 2, 4, 3, 1).reshape(N, C, T, V)
 
 
-def multiscale_temporal_conv(x: Tensor, weight: Tensor, bias: Tensor, dilations: list[int],
-                             stride: int = 1) -> Tensor:
+def multiscale_temporal_conv(x: Tensor, weight: Tensor, bias: Tensor, dilations: list[int], stride: int = 1) -> Tensor:
     """One (k x 1) convolution per branch, concatenated."""
     B, W, _, k = weight.shape
-    return torch.cat([F.conv2d(x[:, b * W:(b + 1) * W], weight[b, ..., None], bias[b], (stride, 1),
-                               ((k - 1) * d // 2, 0), (d, 1)) for b, d in enumerate(dilations)], dim=1)
+    return torch.cat(
+        [
+            F.conv2d(
+                x[:, b * W : (b + 1) * W], weight[b, ..., None], bias[b], (stride, 1), ((k - 1) * d // 2, 0), (d, 1)
+            )
+            for b, d in enumerate(dilations)
+        ],
+        dim=1,
+    )

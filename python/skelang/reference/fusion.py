@@ -15,8 +15,9 @@ def contrastive_alignment_loss(skeleton: Tensor, text: Tensor, labels: Tensor, l
     return F.cross_entropy(logits, labels)
 
 
-def cross_modal_attention(query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None = None,
-                          heads: int = 1) -> Tensor:
+def cross_modal_attention(
+    query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None = None, heads: int = 1
+) -> Tensor:
     N, Lq, E = query.shape
     B, Lk, _ = key.shape
     D = E // heads

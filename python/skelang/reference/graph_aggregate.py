@@ -15,8 +15,7 @@ def graph_aggregate(x: Tensor, A: Tensor) -> Tensor:
     return torch.matmul(x, A.transpose(-1, -2))
 
 
-def graph_aggregate_grad_topology(grad_y: Tensor, x: Tensor, topology_batch: int,
-                                  topology_channels: int) -> Tensor:
+def graph_aggregate_grad_topology(grad_y: Tensor, x: Tensor, topology_batch: int, topology_channels: int) -> Tensor:
     """grad_A (Na, Ca, V, V): sum over t and the broadcast (n, c) of grad_y[...,u] x[...,v]."""
     grad_A = torch.einsum("nctu,nctv->ncuv", grad_y, x)  # (N, C, V, V)
     if topology_batch == 1:

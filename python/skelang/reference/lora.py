@@ -31,10 +31,17 @@ def dropout_mask(x: Tensor, p: float, seed: int) -> Tensor:
     z = (z ^ _shift_right(z, 27)) * _signed(0x94D049BB133111EB)
     z = z ^ _shift_right(z, 31)
     lanes = torch.stack([z & 0xFFFF] + [_shift_right(z, 16 * lane) & 0xFFFF for lane in (1, 2, 3)], 1)
-    return (lanes.flatten()[:x.numel()] >= threshold).view(x.shape).to(x.device)
+    return (lanes.flatten()[: x.numel()] >= threshold).view(x.shape).to(x.device)
 
 
-def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, lora_B: Tensor,
-                scaling: float, mask: Tensor | None = None) -> Tensor:
+def lora_linear(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    lora_A: Tensor,
+    lora_B: Tensor,
+    scaling: float,
+    mask: Tensor | None = None,
+) -> Tensor:
     dropped = x if mask is None else x * mask
     return F.linear(x, weight, bias) + F.linear(F.linear(dropped, lora_A), lora_B) * scaling

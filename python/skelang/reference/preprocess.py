@@ -23,16 +23,19 @@ def present_frames(x):
     return np.flatnonzero(_present(x).any(axis=1))
 
 
-def normalize_skeleton(x, centre, spine_lower, spine_upper, left_shoulder, right_shoulder,
-                       rotate=True, scale=False, coordinates=3):
+def normalize_skeleton(
+    x, centre, spine_lower, spine_upper, left_shoulder, right_shoulder, rotate=True, scale=False, coordinates=3
+):
     detected = _detected(x, coordinates)
     if coordinates == 2:  # x y score: z = 0, never rotated
         padded = np.concatenate([x[:2], np.zeros_like(x[:1])], axis=0)
-        out, _ = _normalize(padded, centre, spine_lower, spine_upper, left_shoulder, right_shoulder, False, scale,
-                            detected, _present(x))
+        out, _ = _normalize(
+            padded, centre, spine_lower, spine_upper, left_shoulder, right_shoulder, False, scale, detected, _present(x)
+        )
         return np.concatenate([out[:2], x[2:]], axis=0), np.eye(3, dtype=np.float32)
-    return _normalize(x, centre, spine_lower, spine_upper, left_shoulder, right_shoulder, rotate, scale, detected,
-                      _present(x))
+    return _normalize(
+        x, centre, spine_lower, spine_upper, left_shoulder, right_shoulder, rotate, scale, detected, _present(x)
+    )
 
 
 def _normalize(x, centre, spine_lower, spine_upper, left_shoulder, right_shoulder, rotate, scale, detected, present):

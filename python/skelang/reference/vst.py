@@ -26,8 +26,15 @@ def code_statistics(x: Tensor, indices: Tensor, num_codes: int) -> tuple[Tensor,
     return counts, sums
 
 
-def ema_codebook_update_(codebook: Tensor, cluster_size: Tensor, embed_sum: Tensor, counts: Tensor,
-                         sums: Tensor, decay: float, epsilon: float = 1e-5) -> None:
+def ema_codebook_update_(
+    codebook: Tensor,
+    cluster_size: Tensor,
+    embed_sum: Tensor,
+    counts: Tensor,
+    sums: Tensor,
+    decay: float,
+    epsilon: float = 1e-5,
+) -> None:
     cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
     embed_sum.mul_(decay).add_(sums, alpha=1 - decay)
     total = cluster_size.sum()

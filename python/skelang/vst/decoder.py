@@ -16,35 +16,38 @@ from torch import nn
 class MotionDecoder(nn.Module):
     """MLP from a code vector (D,) to a clip (C, L, V) of `segment_length` frames."""
 
-    def __init__(self, code_dim: int, segment_length: int, num_joints: int,
-                 coordinates: int = 3, hidden: int = 256):
+    def __init__(self, code_dim: int, segment_length: int, num_joints: int, coordinates: int = 3, hidden: int = 256):
         super().__init__()
-        for name, value in (("code_dim", code_dim), ("segment_length", segment_length),
-                            ("num_joints", num_joints), ("coordinates", coordinates),
-                            ("hidden", hidden)):
+        for name, value in (
+            ("code_dim", code_dim),
+            ("segment_length", segment_length),
+            ("num_joints", num_joints),
+            ("coordinates", coordinates),
+            ("hidden", hidden),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         self.code_dim = code_dim
         self.clip_shape = (coordinates, segment_length, num_joints)  # (C, L, V)
         self.mlp = nn.Sequential(
-            nn.Linear(code_dim, hidden), nn.GELU(),
-            nn.Linear(hidden, hidden), nn.GELU(),
+            nn.Linear(code_dim, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
             nn.Linear(hidden, math.prod(self.clip_shape)),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z (N, S, D) or (N, D) -> motion (N, S, C, L, V) or (N, C, L, V)."""
         if z.ndim not in (2, 3) or z.shape[-1] != self.code_dim:
-            raise ValueError(f"z must have shape (N, S, {self.code_dim}) or (N, {self.code_dim}), "
-                             f"got {tuple(z.shape)}")
+            raise ValueError(f"z must have shape (N, S, {self.code_dim}) or (N, {self.code_dim}), got {tuple(z.shape)}")
         return self.mlp(z).reshape(*z.shape[:-1], *self.clip_shape)
 
     def reconstruction_loss(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean squared error between the decoded motion and `target` of the same shape."""
         motion = self(z)
         if target.shape != motion.shape:
-            raise ValueError(f"target must have the decoded shape {tuple(motion.shape)}, "
-                             f"got {tuple(target.shape)}")
+            raise ValueError(f"target must have the decoded shape {tuple(motion.shape)}, got {tuple(target.shape)}")
         return F.mse_loss(motion, target)
 
 

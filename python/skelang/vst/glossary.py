@@ -17,28 +17,28 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from skelang.files import write_text_atomic
 from skelang.data.layouts import SkeletonLayout
+from skelang.files import write_text_atomic
 from skelang.vst.decoder import MotionDecoder
 from skelang.vst.narrative import token_name
 
 # Thresholds. Positions are in normalised metres, speeds in metres per frame.
-STILL_SPEED = 0.002         # a group whose mean joint speed is below this is not moving
-QUICK_SPEED = 0.015         # at or above: "quickly" (~0.45 m/s at 30 fps); below: "slowly"
-RELATIVE_SPEED = 0.5        # report groups at least this fraction as fast as the fastest one
-MAX_GROUPS = 3              # report at most this many moving groups
-MIN_DISPLACEMENT = 0.03     # net start-to-end shift needed to name a direction
-DIRECTION_FRACTION = 0.5    # name each body axis holding at least this share of the largest shift
+STILL_SPEED = 0.002  # a group whose mean joint speed is below this is not moving
+QUICK_SPEED = 0.015  # at or above: "quickly" (~0.45 m/s at 30 fps); below: "slowly"
+RELATIVE_SPEED = 0.5  # report groups at least this fraction as fast as the fastest one
+MAX_GROUPS = 3  # report at most this many moving groups
+MIN_DISPLACEMENT = 0.03  # net start-to-end shift needed to name a direction
+DIRECTION_FRACTION = 0.5  # name each body axis holding at least this share of the largest shift
 HANDS_TOGETHER_RATIO = 0.3  # hands closer than this times the shoulder width are "together"
-CROUCH_RATIO = 0.7          # hips above the ankles by less than this times the leg length
-BEND_RATIO = 0.5            # no legs: head above the hips by less than this times the spine length
-LEAN_SINE = 0.35            # spine tilted from the vertical y by more than asin(0.35) ~ 20 degrees
+CROUCH_RATIO = 0.7  # hips above the ankles by less than this times the leg length
+BEND_RATIO = 0.5  # no legs: head above the hips by less than this times the spine length
+LEAN_SINE = 0.35  # spine tilted from the vertical y by more than asin(0.35) ~ 20 degrees
 
 GROUPS = ("head", "torso", "left hand", "right hand", "left leg", "right leg")
 _LEG_WORDS = ("knee", "ankle", "foot", "heel", "toe", "leg")
@@ -97,26 +97,29 @@ def _motion_phrase(group: str, shift: np.ndarray, speed: float) -> str:
     if largest < MIN_DISPLACEMENT:
         direction = "moves back and forth"
     else:
-        axes = [a for a in sorted(range(3), key=lambda a: -abs(shift[a]))
-                if abs(shift[a]) >= DIRECTION_FRACTION * largest]
+        axes = [
+            a for a in sorted(range(3), key=lambda a: -abs(shift[a])) if abs(shift[a]) >= DIRECTION_FRACTION * largest
+        ]
         words = {a: _DIRECTION_WORDS[a][int(shift[a] > 0)] for a in axes}
         horizontal = " and ".join(words[a] for a in axes if a != 1)
-        direction = " and ".join(([words[1]] if 1 in words else [])
-                                 + ([f"moves {horizontal}"] if horizontal else []))
+        direction = " and ".join(([words[1]] if 1 in words else []) + ([f"moves {horizontal}"] if horizontal else []))
     return f"{group} {direction} {'quickly' if speed >= QUICK_SPEED else 'slowly'}"
 
 
-def _posture(xyz: np.ndarray, body: np.ndarray, axes: np.ndarray, layout: SkeletonLayout,
-             groups: dict[str, list[int]]) -> list[str]:
+def _posture(
+    xyz: np.ndarray, body: np.ndarray, axes: np.ndarray, layout: SkeletonLayout, groups: dict[str, list[int]]
+) -> list[str]:
     """Posture facts at the last frame; xyz and body (3, L, V) in camera and body frame."""
     facts = []
     end = body[:, -1]  # (3, V) last frame in the body frame
-    hands = {side: _named(layout, groups[f"{side} hand"], ("hand", "wrist"))
-             for side in ("left", "right") if f"{side} hand" in groups}
+    hands = {
+        side: _named(layout, groups[f"{side} hand"], ("hand", "wrist"))
+        for side in ("left", "right")
+        if f"{side} hand" in groups
+    }
     head = _named(layout, groups["head"], ("head", "nose", "face")) if "head" in groups else []
     if head:
-        above = [side for side, joints in hands.items()
-                 if end[1, joints].mean() > end[1, head].mean()]
+        above = [side for side, joints in hands.items() if end[1, joints].mean() > end[1, head].mean()]
         if len(above) == 2:
             facts.append("both hands above the head")
         elif above:
@@ -124,23 +127,25 @@ def _posture(xyz: np.ndarray, body: np.ndarray, axes: np.ndarray, layout: Skelet
     left, right = layout.shoulders
     width = np.linalg.norm(xyz[:, :, right] - xyz[:, :, left], axis=0).mean()
     if len(hands) == 2 and width > 1e-8:
-        gap = np.linalg.norm(end[:, hands["left"]].mean(axis=1)
-                             - end[:, hands["right"]].mean(axis=1))
+        gap = np.linalg.norm(end[:, hands["left"]].mean(axis=1) - end[:, hands["right"]].mean(axis=1))
         if gap < HANDS_TOGETHER_RATIO * width:
             facts.append("hands together")
 
     legs = []  # (hip, knee, ankle) per side
     for side in ("left", "right"):
-        found = [next((j for j, n in enumerate(layout.joint_names)
-                       if side in n.lower() and word in n.lower()), None)
-                 for word in ("hip", "knee", "ankle")]
+        found = [
+            next((j for j, n in enumerate(layout.joint_names) if side in n.lower() and word in n.lower()), None)
+            for word in ("hip", "knee", "ankle")
+        ]
         if None not in found:
             legs.append(found)
     lower, upper = layout.spine
     if legs:
-        heights = [(end[1, hip] - end[1, ankle]) / (np.linalg.norm(end[:, hip] - end[:, knee])
-                   + np.linalg.norm(end[:, knee] - end[:, ankle]) + 1e-12)
-                   for hip, knee, ankle in legs]
+        heights = [
+            (end[1, hip] - end[1, ankle])
+            / (np.linalg.norm(end[:, hip] - end[:, knee]) + np.linalg.norm(end[:, knee] - end[:, ankle]) + 1e-12)
+            for hip, knee, ankle in legs
+        ]
         if np.mean(heights) < CROUCH_RATIO:
             facts.append("crouching")
     elif head:
@@ -164,11 +169,9 @@ def describe_motion(clip: np.ndarray, layout: SkeletonLayout) -> str:
     or "the body holds still", then posture facts at the last frame, joined by "; "."""
     clip = np.asarray(clip, dtype=np.float64)
     if clip.ndim != 3 or clip.shape[0] < 3 or clip.shape[1] < 1:
-        raise ValueError(f"clip must have shape (C, L, V) with C >= 3 and L >= 1, "
-                         f"got {clip.shape}")
+        raise ValueError(f"clip must have shape (C, L, V) with C >= 3 and L >= 1, got {clip.shape}")
     if clip.shape[2] != layout.num_joints:
-        raise ValueError(f"clip has {clip.shape[2]} joints but layout {layout.name!r} "
-                         f"has {layout.num_joints}")
+        raise ValueError(f"clip has {clip.shape[2]} joints but layout {layout.name!r} has {layout.num_joints}")
     xyz = clip[:3]  # (3, L, V)
     axes = _body_axes(xyz, layout)
     body = np.einsum("ac,clv->alv", axes, xyz)  # (3, L, V): right, up, forward coordinates
@@ -182,8 +185,11 @@ def describe_motion(clip: np.ndarray, layout: SkeletonLayout) -> str:
         if speed >= STILL_SPEED:
             moving.append((speed, group, part[:, -1].mean(axis=1) - part[:, 0].mean(axis=1)))
     moving.sort(key=lambda item: -item[0])
-    phrases = [_motion_phrase(group, shift, speed) for speed, group, shift in moving[:MAX_GROUPS]
-               if speed >= RELATIVE_SPEED * moving[0][0]]
+    phrases = [
+        _motion_phrase(group, shift, speed)
+        for speed, group, shift in moving[:MAX_GROUPS]
+        if speed >= RELATIVE_SPEED * moving[0][0]
+    ]
     facts = _posture(xyz, body, axes, layout, groups)
     return "; ".join((phrases or ["the body holds still"]) + facts)
 
@@ -197,15 +203,17 @@ class GlossaryEntry:
     description: str
 
 
-def build_glossary(decoder: MotionDecoder, codebook: torch.Tensor, usage: torch.Tensor,
-                   layout: SkeletonLayout, min_uses: int = 1) -> list[GlossaryEntry]:
+def build_glossary(
+    decoder: MotionDecoder, codebook: torch.Tensor, usage: torch.Tensor, layout: SkeletonLayout, min_uses: int = 1
+) -> list[GlossaryEntry]:
     """Describe the decoded clip of every code used at least `min_uses` times, by code id.
     codebook: (K, D) code vectors; usage: (K,) counts of each code."""
     if codebook.ndim != 2:
         raise ValueError(f"codebook must have shape (K, D), got {tuple(codebook.shape)}")
     if tuple(usage.shape) != (codebook.shape[0],):
-        raise ValueError(f"usage must have shape ({codebook.shape[0]},) to match the codebook, "
-                         f"got {tuple(usage.shape)}")
+        raise ValueError(
+            f"usage must have shape ({codebook.shape[0]},) to match the codebook, got {tuple(usage.shape)}"
+        )
     codes = [k for k in range(codebook.shape[0]) if usage[k] >= min_uses]
     if not codes:
         return []
@@ -217,18 +225,18 @@ def build_glossary(decoder: MotionDecoder, codebook: torch.Tensor, usage: torch.
             clips = decoder(codebook[codes].to(parameter.device, parameter.dtype))  # (n, C, L, V)
     finally:
         decoder.train(was_training)
-    return [GlossaryEntry(code, int(usage[code]), describe_motion(clip.cpu().numpy(), layout))
-            for code, clip in zip(codes, clips)]
+    return [
+        GlossaryEntry(code, int(usage[code]), describe_motion(clip.cpu().numpy(), layout))
+        for code, clip in zip(codes, clips)
+    ]
 
 
 def format_glossary(entries: Sequence[GlossaryEntry]) -> str:
     """Aligned text table with columns code (<aN>), uses and description."""
-    rows = [("code", "uses", "description")] + [
-        (token_name(e.code), str(e.uses), e.description) for e in entries]
+    rows = [("code", "uses", "description")] + [(token_name(e.code), str(e.uses), e.description) for e in entries]
     code_width = max(len(row[0]) for row in rows)
     uses_width = max(len(row[1]) for row in rows)
-    return "\n".join(f"{code:<{code_width}}  {uses:>{uses_width}}  {description}"
-                     for code, uses, description in rows)
+    return "\n".join(f"{code:<{code_width}}  {uses:>{uses_width}}  {description}" for code, uses, description in rows)
 
 
 def save_glossary(entries: Sequence[GlossaryEntry], path: str | os.PathLike) -> None:
@@ -243,14 +251,19 @@ def load_glossary(path: str | os.PathLike) -> list[GlossaryEntry]:
     except json.JSONDecodeError as error:
         raise ValueError(f"glossary file {path}: not valid JSON ({error})") from error
     if not isinstance(data, list):
-        raise ValueError(f"glossary file {path}: expected a JSON list of entries, "
-                         f"got {type(data).__name__}")
+        raise ValueError(f"glossary file {path}: expected a JSON list of entries, got {type(data).__name__}")
     entries = []
     for i, item in enumerate(data):
-        if not (isinstance(item, dict) and set(item) == {"code", "uses", "description"}
-                and type(item["code"]) is int and type(item["uses"]) is int
-                and isinstance(item["description"], str)):
-            raise ValueError(f"glossary file {path}: entry {i} must be an object with integer "
-                             f"'code' and 'uses' and a string 'description', got {item!r}")
+        if not (
+            isinstance(item, dict)
+            and set(item) == {"code", "uses", "description"}
+            and type(item["code"]) is int
+            and type(item["uses"]) is int
+            and isinstance(item["description"], str)
+        ):
+            raise ValueError(
+                f"glossary file {path}: entry {i} must be an object with integer "
+                f"'code' and 'uses' and a string 'description', got {item!r}"
+            )
         entries.append(GlossaryEntry(item["code"], item["uses"], item["description"]))
     return entries

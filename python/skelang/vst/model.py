@@ -32,8 +32,7 @@ class VSTConfig(Section):
     metric: OneOf("euclidean", "cosine") = Field("euclidean", description="nearest-code distance")
     decay: Rate = Field(0.99, description="EMA decay of the codebook")
     commitment: NonNegativeFloat = Field(0.25, description="weight of the commitment loss")
-    dead_threshold: NonNegativeFloat = Field(0.1, description="revive codes whose EMA size is under this x the "
-                                                               "average")
+    dead_threshold: NonNegativeFloat = Field(0.1, description="revive codes whose EMA size is under this x the average")
     segment_length: PositiveInt = Field(1, description="encoder time steps per segment (token)")
     reconstruction: NonNegativeFloat = Field(1.0, description="weight of the motion decoder's loss")
     consistency: NonNegativeFloat = Field(0.0, description="weight of |z_s - z_(s+1)|^2 between segments")
@@ -44,8 +43,15 @@ class VSTConfig(Section):
 class TokenizedEncoder(nn.Module):
     """The encoder with its classification head, and VST on its features."""
 
-    def __init__(self, encoder: SkeletonEncoder, config: VSTConfig, num_classes: int, layout: str,
-                 num_frames: int, frozen_encoder: bool = False):
+    def __init__(
+        self,
+        encoder: SkeletonEncoder,
+        config: VSTConfig,
+        num_classes: int,
+        layout: str,
+        num_frames: int,
+        frozen_encoder: bool = False,
+    ):
         super().__init__()
         self.encoder, self.config = encoder, config
         self.frozen_encoder = frozen_encoder
@@ -55,16 +61,24 @@ class TokenizedEncoder(nn.Module):
         for s in encoder.config.strides:
             stride *= s
         if num_frames % stride:
-            raise ValueError(f"vst: data.num_frames ({num_frames}) must be a multiple of the encoder's total "
-                             f"temporal stride ({stride})")
+            raise ValueError(
+                f"vst: data.num_frames ({num_frames}) must be a multiple of the encoder's total "
+                f"temporal stride ({stride})"
+            )
         self.frames_per_step = stride  # input frames per encoder time step
         self.clip_length = config.segment_length * self.frames_per_step
         self.layout = layout
         feature_dim = encoder.config.channels[-1]
         self.project = nn.Linear(feature_dim, config.code_dim)
-        self.quantizer = VectorQuantizer(config.num_codes, config.code_dim, config.metric, config.decay,
-                                         config.commitment, dead_threshold=config.dead_threshold,
-                                         backend=encoder.config.backend)
+        self.quantizer = VectorQuantizer(
+            config.num_codes,
+            config.code_dim,
+            config.metric,
+            config.decay,
+            config.commitment,
+            dead_threshold=config.dead_threshold,
+            backend=encoder.config.backend,
+        )
         self.decoder = MotionDecoder(config.code_dim, self.clip_length, get_layout(layout).num_joints)
         self.token_embedding = nn.Embedding(config.num_codes, 64) if config.token_classifier else None
         self.token_head = nn.Linear(64, num_classes) if config.token_classifier else None
@@ -97,7 +111,9 @@ class TokenizedEncoder(nn.Module):
         """The token-only classifier: mean of token embeddings (N, S) -> (N, classes)."""
         return self.token_head(self.token_embedding(tokens).mean(dim=1))
 
-    def losses(self, x: Tensor, labels: Tensor, criterion, features: Tensor | None = None) -> tuple[Tensor, Tensor, dict]:
+    def losses(
+        self, x: Tensor, labels: Tensor, criterion, features: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, dict]:
         """(total loss, encoder logits, the parts as floats) of one training batch."""
         z, quantized, logits = self.tokens_and_logits(x, features)
         parts = {"commitment": quantized.commitment_loss}
@@ -105,7 +121,8 @@ class TokenizedEncoder(nn.Module):
             parts["classification"] = criterion(logits, labels)
         if self.config.reconstruction > 0:
             parts["reconstruction"] = self.config.reconstruction * self.decoder.reconstruction_loss(
-                quantized.quantized, self.motion_targets(x)[:, : z.shape[1]])
+                quantized.quantized, self.motion_targets(x)[:, : z.shape[1]]
+            )
         if self.config.consistency > 0 and z.shape[1] > 1:
             parts["consistency"] = self.config.consistency * (z[:, 1:] - z[:, :-1]).square().mean()
         if self.token_head is not None:
@@ -119,7 +136,7 @@ class TokenizedEncoder(nn.Module):
         the action's; how it moves and poses is)."""
         clips = segment_targets(x[:, :3, :, :, 0], self.clip_length)
         centre = get_layout(self.layout).centre
-        return clips - clips[:, :, :, :1, centre:centre + 1]
+        return clips - clips[:, :, :, :1, centre : centre + 1]
 
     def fit_decoder(self, loader, device, steps: int = 400, lr: float = 1e-3) -> dict:
         """Fits the motion decoder to the final codebook (the encoder and codes fixed): the
@@ -130,7 +147,9 @@ class TokenizedEncoder(nn.Module):
         with torch.no_grad():
             for inputs, _ in loader:
                 inputs = inputs.to(device)
-                codes.append(self.quantizer(self.segment_features(self.encoder.features(inputs))).quantized.flatten(0, 1))
+                codes.append(
+                    self.quantizer(self.segment_features(self.encoder.features(inputs))).quantized.flatten(0, 1)
+                )
                 targets.append(self.motion_targets(inputs)[:, : codes[-1].shape[0] // len(inputs)].flatten(0, 1))
         codes, targets = torch.cat(codes), torch.cat(targets)  # (n, D), (n, 3, L, V)
         optimizer = torch.optim.Adam(self.decoder.parameters(), lr=lr)
@@ -155,8 +174,10 @@ class TokenizedEncoder(nn.Module):
     def tokenize_features(self, features: Tensor) -> list[list[TokenRun]]:
         """tokenize() from the encoder's features (N, M, C', T', V)."""
         z = self.segment_features(features)  # (N, S, D)
-        spans = [(start * self.frames_per_step, end * self.frames_per_step)
-                 for start, end in fixed_segments(features.shape[3], self.config.segment_length)]
+        spans = [
+            (start * self.frames_per_step, end * self.frames_per_step)
+            for start, end in fixed_segments(features.shape[3], self.config.segment_length)
+        ]
         codes = self.segment_codes(z)
         return [run_length(sample_codes, spans) for sample_codes in codes]
 
@@ -169,8 +190,11 @@ class TokenizedEncoder(nn.Module):
             if self.config.switch_penalty > 0:
                 codes.append(smooth_tokens(self.quantizer.distances(sample), self.config.switch_penalty))
             else:
-                codes.append(self.quantizer.ops.nearest_code(self.quantizer._on_sphere(sample).contiguous(),
-                                                             self.quantizer.codebook, self.quantizer.metric)[0])
+                codes.append(
+                    self.quantizer.ops.nearest_code(
+                        self.quantizer._on_sphere(sample).contiguous(), self.quantizer.codebook, self.quantizer.metric
+                    )[0]
+                )
         return [[int(code) for code in sample_codes] for sample_codes in codes]
 
     def code_probabilities(self, z: Tensor, temperature: float) -> Tensor:
@@ -202,4 +226,3 @@ class TokenizedEncoder(nn.Module):
 def codes_of(runs: list[TokenRun]) -> list[int]:
     """The codes of a narrative, one per segment."""
     return [run.code for run in runs for _ in range(run.count)]
-

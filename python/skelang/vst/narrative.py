@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -22,8 +22,7 @@ def token_name(code: int) -> str:
     return f"<a{code}>"
 
 
-def smooth_tokens(distances: torch.Tensor, switch_penalty: float,
-                  candidates: int = 8) -> torch.Tensor:
+def smooth_tokens(distances: torch.Tensor, switch_penalty: float, candidates: int = 8) -> torch.Tensor:
     """Code ids (S,) int64 minimising
     sum_s distances[s, code_s] + switch_penalty * #{s : code_s != code_(s-1)}.
 
@@ -32,8 +31,7 @@ def smooth_tokens(distances: torch.Tensor, switch_penalty: float,
     lowest code id, deciding from the last segment backwards; penalty 0 gives the argmin.
     """
     if distances.ndim != 2 or distances.shape[1] < 1:
-        raise ValueError(f"distances must have shape (S, K) with K >= 1, "
-                         f"got {tuple(distances.shape)}")
+        raise ValueError(f"distances must have shape (S, K) with K >= 1, got {tuple(distances.shape)}")
     if switch_penalty < 0:
         raise ValueError(f"switch_penalty must be >= 0, got {switch_penalty}")
     if candidates < 1:
@@ -71,13 +69,11 @@ class TokenRun:
     end: int
 
 
-def run_length(codes: Sequence[int] | torch.Tensor,
-               spans: Sequence[tuple[int, int]]) -> list[TokenRun]:
+def run_length(codes: Sequence[int] | torch.Tensor, spans: Sequence[tuple[int, int]]) -> list[TokenRun]:
     """Merge consecutive equal codes; codes (S,), spans (S,) of (start, end) frames."""
     codes = [int(c) for c in (codes.tolist() if isinstance(codes, torch.Tensor) else codes)]
     if len(codes) != len(spans):
-        raise ValueError(f"codes and spans must have the same length, got {len(codes)} codes "
-                         f"and {len(spans)} spans")
+        raise ValueError(f"codes and spans must have the same length, got {len(codes)} codes and {len(spans)} spans")
     runs: list[TokenRun] = []
     for code, (start, end) in zip(codes, spans):
         if runs and runs[-1].code == code:
@@ -90,8 +86,7 @@ def run_length(codes: Sequence[int] | torch.Tensor,
 
 def format_narrative(runs: Sequence[TokenRun]) -> str:
     """``<a17>x3 <a5> <a42>x2``: one token per run, with xN when the run repeats."""
-    return " ".join(token_name(run.code) + (f"x{run.count}" if run.count > 1 else "")
-                    for run in runs)
+    return " ".join(token_name(run.code) + (f"x{run.count}" if run.count > 1 else "") for run in runs)
 
 
 def parse_narrative(text: str) -> list[tuple[int, int]]:
@@ -100,8 +95,7 @@ def parse_narrative(text: str) -> list[tuple[int, int]]:
     for token in text.split():
         match = _TOKEN.fullmatch(token)
         if match is None or (match.group(2) is not None and int(match.group(2)) < 1):
-            raise ValueError(f"malformed narrative token {token!r}: expected <aN> or <aN>xM "
-                             f"with M >= 1")
+            raise ValueError(f"malformed narrative token {token!r}: expected <aN> or <aN>xM with M >= 1")
         parsed.append((int(match.group(1)), int(match.group(2) or 1)))
     return parsed
 

@@ -24,9 +24,9 @@ METRICS = ("euclidean", "cosine")
 
 @dataclasses.dataclass
 class QuantizerOutput:
-    quantized: Tensor    # (..., D) the codes, with straight-through gradients to the input
-    indices: Tensor      # (...) int64 code ids
-    distances: Tensor    # (...) distance of each input to its code
+    quantized: Tensor  # (..., D) the codes, with straight-through gradients to the input
+    indices: Tensor  # (...) int64 code ids
+    distances: Tensor  # (...) distance of each input to its code
     commitment_loss: Tensor  # scalar: commitment * |x - sg(code)|^2
 
 
@@ -64,10 +64,21 @@ class VectorQuantizer(nn.Module):
         and codebook size.
     """
 
-    def __init__(self, num_codes: int = 512, dim: int = 64, metric: str = "euclidean", decay: float = 0.99,
-                 commitment: float = 0.25, epsilon: float = 1e-5, kmeans_init: bool = True,
-                 kmeans_iterations: int = 10, init_vectors: int | None = None, dead_threshold: float = 0.1,
-                 recent_size: int = 8192, backend: str = "cpp"):
+    def __init__(
+        self,
+        num_codes: int = 512,
+        dim: int = 64,
+        metric: str = "euclidean",
+        decay: float = 0.99,
+        commitment: float = 0.25,
+        epsilon: float = 1e-5,
+        kmeans_init: bool = True,
+        kmeans_iterations: int = 10,
+        init_vectors: int | None = None,
+        dead_threshold: float = 0.1,
+        recent_size: int = 8192,
+        backend: str = "cpp",
+    ):
         super().__init__()
         if metric not in METRICS:
             raise ValueError(f"VectorQuantizer metric must be one of {METRICS}, got {metric!r}")
@@ -82,13 +93,13 @@ class VectorQuantizer(nn.Module):
         self.dead_threshold = dead_threshold
         self.ops = skelang.ops if backend == "cpp" else skelang.reference
         codebook = torch.randn(num_codes, dim)
-        self.register_buffer("codebook", self._on_sphere(codebook))       # (K, D)
-        self.register_buffer("cluster_size", torch.ones(num_codes))        # (K) EMA counts
-        self.register_buffer("embed_sum", self.codebook.clone())           # (K, D) EMA sums
+        self.register_buffer("codebook", self._on_sphere(codebook))  # (K, D)
+        self.register_buffer("cluster_size", torch.ones(num_codes))  # (K) EMA counts
+        self.register_buffer("embed_sum", self.codebook.clone())  # (K, D) EMA sums
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
-        self.register_buffer("usage", torch.zeros(num_codes))              # counts since reset_usage()
+        self.register_buffer("usage", torch.zeros(num_codes))  # counts since reset_usage()
         self.register_buffer("revived", torch.zeros((), dtype=torch.int64))  # codes revived so far
-        self.register_buffer("recent", torch.zeros(recent_size, dim))      # ring of training inputs
+        self.register_buffer("recent", torch.zeros(recent_size, dim))  # ring of training inputs
         self.register_buffer("recent_seen", torch.zeros((), dtype=torch.int64))  # vectors written
 
     def _on_sphere(self, x: Tensor) -> Tensor:
@@ -127,8 +138,9 @@ class VectorQuantizer(nn.Module):
     def _update(self, flat: Tensor, indices: Tensor) -> None:
         counts, sums = self.ops.code_statistics(flat, indices, self.num_codes)
         _all_reduce(counts, sums)
-        self.ops.ema_codebook_update_(self.codebook, self.cluster_size, self.embed_sum, counts, sums,
-                                      self.decay, self.epsilon)
+        self.ops.ema_codebook_update_(
+            self.codebook, self.cluster_size, self.embed_sum, counts, sums, self.decay, self.epsilon
+        )
         if self.metric == "cosine":
             self.codebook.copy_(F.normalize(self.codebook, dim=-1))
         self.usage.add_(counts)
@@ -141,7 +153,7 @@ class VectorQuantizer(nn.Module):
         flat = flat[-size:]
         position = int(self.recent_seen) % size
         first = min(len(flat), size - position)
-        self.recent[position:position + first] = flat[:first]
+        self.recent[position : position + first] = flat[:first]
         self.recent[: len(flat) - first] = flat[first:]
         self.recent_seen.add_(len(flat))
 
@@ -202,10 +214,12 @@ class VectorQuantizer(nn.Module):
         total = float(self.usage.sum())
         probabilities = self.usage / max(total, 1.0)
         entropy = -(probabilities[probabilities > 0] * probabilities[probabilities > 0].log()).sum()
-        return {"perplexity": math.exp(float(entropy)) if total > 0 else 0.0,
-                "used_fraction": float((self.usage > 0).float().mean()),
-                "dead_fraction": float(self._dead().float().mean()),
-                "revived": int(self.revived)}
+        return {
+            "perplexity": math.exp(float(entropy)) if total > 0 else 0.0,
+            "used_fraction": float((self.usage > 0).float().mean()),
+            "dead_fraction": float(self._dead().float().mean()),
+            "revived": int(self.revived),
+        }
 
 
 def kmeans_plus_plus(vectors: Tensor, k: int, metric: str = "euclidean", ops=skelang.ops) -> Tensor:
@@ -220,6 +234,6 @@ def kmeans_plus_plus(vectors: Tensor, k: int, metric: str = "euclidean", ops=ske
         total = float(nearest.sum())
         choice = torch.multinomial(nearest / total, 1)[0] if total > 0 else torch.randint(N, ())
         centres[i] = vectors[choice]
-        _, to_new = ops.nearest_code(vectors, centres[i:i + 1], metric)
+        _, to_new = ops.nearest_code(vectors, centres[i : i + 1], metric)
         nearest = torch.minimum(nearest, to_new.clamp_min(0))
     return centres

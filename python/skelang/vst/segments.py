@@ -9,7 +9,7 @@ giving one vector per segment for the vector quantizer.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -24,8 +24,7 @@ def fixed_segments(num_frames: int, length: int) -> list[tuple[int, int]]:
     return [(start, min(start + length, num_frames)) for start in range(0, num_frames, length)]
 
 
-def adaptive_segments(features: torch.Tensor, num_segments: int,
-                      min_length: int = 1) -> list[tuple[int, int]]:
+def adaptive_segments(features: torch.Tensor, num_segments: int, min_length: int = 1) -> list[tuple[int, int]]:
     """At most `num_segments` spans covering [0, T), cut where the features change most.
 
     features: (T, D). The change at frame t is ||f[t] - f[t-1]||; a boundary at t starts a new
@@ -34,8 +33,7 @@ def adaptive_segments(features: torch.Tensor, num_segments: int,
     frames with no change at all, until num_segments - 1 boundaries are placed.
     """
     if features.ndim != 2 or features.shape[0] < 1:
-        raise ValueError(f"features must have shape (T, D) with T >= 1, "
-                         f"got {tuple(features.shape)}")
+        raise ValueError(f"features must have shape (T, D) with T >= 1, got {tuple(features.shape)}")
     if num_segments < 1:
         raise ValueError(f"num_segments must be >= 1, got {num_segments}")
     if min_length < 1:
@@ -73,8 +71,7 @@ def pool_fixed(features: torch.Tensor, length: int) -> torch.Tensor:
     """features (N, T, D) -> (N, S, D), S = ceil(T / length): the mean over each fixed span of
     `length` frames; the last, shorter span is averaged over its real frames only."""
     if features.ndim != 3 or features.shape[1] < 1:
-        raise ValueError(f"features must have shape (N, T, D) with T >= 1, "
-                         f"got {tuple(features.shape)}")
+        raise ValueError(f"features must have shape (N, T, D) with T >= 1, got {tuple(features.shape)}")
     if length < 1:
         raise ValueError(f"length must be >= 1, got {length}")
     N, T, D = features.shape
