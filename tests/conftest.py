@@ -86,12 +86,26 @@ def synthetic_vst_run(synthetic_hglnet_run, tmp_path_factory):
 
 # Tests that train (or read a trained run), run the real language model or spawn the benchmarks
 # are marked slow: `make test-fast` (pytest -m "not slow") skips them.
-SLOW_FIXTURES = {"synthetic_hglnet_run", "synthetic_vst_run", "synthetic_ssf_run", "synthetic_lm_run", "joint_lm_run",
-                 "smollm2", "finished_run"}
-SLOW_TESTS = {"test_bench_quick_json_reports_ratios", "test_train_and_eval_commands", "test_eval_zero_shot_command",
-              "test_ddp_ranks_end_with_identical_codebooks", "test_shipped_configs_by_name_and_the_config_commands",
-              "test_resume_reaches_the_same_weights", "test_the_language_model_loss_reaches_the_encoder",
-              "test_default_loads_offline_without_writing_a_cache", "test_convert_nw_ucla_test_split_and_load_fast"}
+SLOW_FIXTURES = {
+    "synthetic_hglnet_run",
+    "synthetic_vst_run",
+    "synthetic_ssf_run",
+    "synthetic_lm_run",
+    "joint_lm_run",
+    "smollm2",
+    "finished_run",
+}
+SLOW_TESTS = {
+    "test_bench_quick_json_reports_ratios",
+    "test_train_and_eval_commands",
+    "test_eval_zero_shot_command",
+    "test_ddp_ranks_end_with_identical_codebooks",
+    "test_shipped_configs_by_name_and_the_config_commands",
+    "test_resume_reaches_the_same_weights",
+    "test_the_language_model_loss_reaches_the_encoder",
+    "test_default_loads_offline_without_writing_a_cache",
+    "test_convert_nw_ucla_test_split_and_load_fast",
+}
 
 
 def pytest_collection_modifyitems(config, items):
