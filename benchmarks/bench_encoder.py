@@ -15,6 +15,7 @@ import skelang.ops
 import skelang.reference
 from skelang.data.layouts import get_layout
 from skelang.encoder import build_model, profile
+from skelang.ops.registry import OPS
 
 
 def _op_step(op, inputs, grad_y):
@@ -88,4 +89,5 @@ def model_cases(config: dict, device: torch.device) -> list[Case]:
 
 
 def cases(config: dict, device: torch.device) -> list[Case]:
-    return composite_cases(config["composite_aggregate"], device) + model_cases(config, device)
+    shapes = OPS["composite_aggregate"].bench["quick" if config["quick"] else "full"]
+    return composite_cases(shapes, device) + model_cases(config, device)

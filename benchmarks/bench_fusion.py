@@ -10,6 +10,7 @@ from harness import Case
 
 import skelang.ops
 import skelang.reference
+from skelang.ops.registry import OPS
 
 
 def _loss_step(fn, skeleton, text, labels, log_scale):
@@ -29,8 +30,10 @@ def _attention_step(fn, query, key, value, mask, heads, grad):
 
 def cases(config: dict, device: torch.device) -> list[Case]:
     out = []
-    D = config["dim"]
-    for N, M in config["contrastive"]:
+    mode = "quick" if config["quick"] else "full"
+    contrastive = OPS["contrastive_alignment_loss"].bench[mode]
+    D = contrastive["dim"]
+    for N, M in contrastive["shapes"]:
         skeleton = F.normalize(torch.randn(N, D, device=device), dim=1).requires_grad_()
         text = F.normalize(torch.randn(M, D, device=device), dim=1).requires_grad_()
         labels = torch.randint(0, M, (N,), device=device)
@@ -44,7 +47,7 @@ def cases(config: dict, device: torch.device) -> list[Case]:
                 reference=_loss_step(skelang.reference.contrastive_alignment_loss, skeleton, text, labels, log_scale),
             )
         )
-    attention = config["attention"]
+    attention = OPS["cross_modal_attention"].bench[mode]
     N, Lq, Lk, E, heads = attention["N"], attention["steps"], attention["tokens"], attention["dim"], attention["heads"]
     query = torch.randn(N, Lq, E, device=device, requires_grad=True)
     key = torch.randn(1, Lk, E, device=device, requires_grad=True)

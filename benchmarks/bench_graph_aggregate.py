@@ -8,14 +8,9 @@ from harness import Case
 
 import skelang.ops
 import skelang.reference
+from skelang.ops.registry import OPS, TOPOLOGY_SHAPES
 
-# topology name -> shape of A as a function of (N, C, V)
-TOPOLOGIES = {
-    "shared": lambda N, C, V: (1, 1, V, V),  # ST-GCN
-    "per_channel": lambda N, C, V: (1, C, V, V),  # CTR-GCN
-    "per_sample": lambda N, C, V: (N, 1, V, V),  # GSM attention maps
-    "per_sample_channel": lambda N, C, V: (N, C, V, V),
-}
+TOPOLOGIES = TOPOLOGY_SHAPES  # topology name -> shape of A as a function of (N, C, V)
 
 
 def _training_step(op, x, A, grad_y):
@@ -27,6 +22,7 @@ def _training_step(op, x, A, grad_y):
 
 
 def cases(config: dict, device: torch.device) -> list[Case]:
+    config = {**OPS["graph_aggregate"].bench["quick" if config["quick"] else "full"], **config}
     N, T, V = config["N"], config["T"], config["V"]
     dtype = getattr(torch, config.get("dtype", "float32"))
     out = []

@@ -12,6 +12,7 @@ from harness import Case
 from torch import nn
 
 from skelang.lm.lora import LoRALinear
+from skelang.ops.registry import OPS
 
 
 def _step(layer, x, grad_y):
@@ -36,6 +37,7 @@ def _peft_layer(base: nn.Linear, r: int, alpha: float, dropout: float) -> nn.Mod
 def cases(config: dict, device: torch.device) -> list[Case]:
     out = []
     has_peft = importlib.util.find_spec("peft") is not None
+    config = OPS["lora_linear"].bench["quick" if config["quick"] else "full"]
     for shape in config["shapes"]:
         tokens, features_in, features_out = shape["tokens"], shape["in"], shape["out"]
         for r in config["ranks"]:

@@ -10,6 +10,7 @@ import importlib.util
 import torch
 from harness import Case
 
+from skelang.ops.registry import OPS
 from skelang.vst.quantizer import VectorQuantizer
 
 
@@ -23,6 +24,7 @@ def _step(quantizer, x):
 
 def cases(config: dict, device: torch.device) -> list[Case]:
     out = []
+    config = OPS["nearest_code"].bench["quick" if config["quick"] else "full"]
     N = config["N"]
     has_peer = importlib.util.find_spec("vector_quantize_pytorch") is not None
     for D in config["dims"]:

@@ -3,8 +3,6 @@ case, float32 and float64), gradcheck, opcheck, torch.compile, and input errors.
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
@@ -95,96 +93,11 @@ def test_result_does_not_depend_on_thread_count():
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("kind", TOPOLOGIES)
-def test_gradcheck_float64(kind):
-    x, A = make_inputs(kind, N=2, C=3, T=2, V=4)
-    assert torch.autograd.gradcheck(ops.graph_aggregate, (x, A))
-
-
-@pytest.mark.parametrize("kind", TOPOLOGIES)
-def test_opcheck(kind):
-    x, A = make_inputs(kind, N=2, C=3, T=4, V=5)
-    torch.library.opcheck(torch.ops.skelang.graph_aggregate.default, (x, A))
-    grad_y = torch.randn(2, 3, 4, 5, dtype=torch.float64)
-    torch.library.opcheck(
-        torch.ops.skelang.graph_aggregate_grad_topology.default, (grad_y, x.detach(), A.shape[0], A.shape[1])
-    )
-
-
-def test_torch_compile_fullgraph():
-    def layer(x, A, weight):
-        return torch.relu(ops.graph_aggregate(x, A) * weight).sum()
-
-    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
-    x, A = make_inputs("per_channel", N=2, C=3, T=4, V=5)
-    weight = torch.randn(5, dtype=torch.float64)
-    out = compiled(x, A, weight)
-    torch.testing.assert_close(out, layer(x, A, weight))
-    grads = torch.autograd.grad(out, (x, A))
-    grads_ref = torch.autograd.grad(layer(x, A, weight), (x, A))
-    for grad, grad_ref in zip(grads, grads_ref):
-        torch.testing.assert_close(grad, grad_ref)
-
-
-BAD_INPUTS = [
-    # (x shape, A shape, dtype of x, dtype of A, expected message)
-    ((3, 5, 7), (1, 1, 7, 7), torch.float32, torch.float32, r"x must be a 4-D tensor \(N, C, T, V\), got a 3-D"),
-    ((2, 3, 4, 5), (5, 5), torch.float32, torch.float32, r"A must be a 4-D tensor \(Na, Ca, V, V\), got a 2-D"),
-    ((2, 3, 4, 5), (1, 1, 6, 6), torch.float32, torch.float32, r"A must be \(Na, Ca, V, V\) with V = 5"),
-    ((2, 3, 4, 5), (1, 1, 5, 4), torch.float32, torch.float32, r"A must be \(Na, Ca, V, V\) with V = 5"),
-    ((2, 3, 4, 5), (3, 1, 5, 5), torch.float32, torch.float32, r"A.size\(0\) .* must be 1 or 2, got 3"),
-    ((2, 3, 4, 5), (1, 2, 5, 5), torch.float32, torch.float32, r"A.size\(1\) .* must be 1 or 3, got 2"),
-    ((2, 3, 4, 5), (1, 1, 5, 5), torch.float32, torch.float64, r"x and A must have the same dtype"),
-    ((2, 3, 4, 5), (1, 1, 5, 5), torch.int64, torch.int64, r"x must be float32 or float64, got Long"),
-    ((2, 3, 4, 5), (1, 1, 5, 5), torch.float16, torch.float16, r"x must be float32 or float64, got Half"),
-]
-
-
-@pytest.mark.parametrize("x_shape,A_shape,x_dtype,A_dtype,message", BAD_INPUTS)
-def test_bad_inputs_give_clear_errors(x_shape, A_shape, x_dtype, A_dtype, message):
-    x = torch.ones(x_shape, dtype=x_dtype)
-    A = torch.ones(A_shape, dtype=A_dtype)
-    with pytest.raises(RuntimeError, match=message):
-        ops.graph_aggregate(x, A)
-
-
 def test_mismatched_devices_give_clear_error():
     x = torch.ones(2, 3, 4, 5)
     A = torch.ones(1, 1, 5, 5, device="meta")
     with pytest.raises(RuntimeError, match="x and A must be on the same device"):
         ops.graph_aggregate(x, A)
-
-
-def test_bad_topology_gradient_inputs():
-    x = torch.ones(2, 3, 4, 5)
-    with pytest.raises(RuntimeError, match="grad_y and x must have the same shape"):
-        ops.graph_aggregate_grad_topology(torch.ones(2, 3, 4, 6), x, 1, 1)
-    with pytest.raises(RuntimeError, match="topology_channels must be 1 or 3, got 2"):
-        ops.graph_aggregate_grad_topology(x, x, 1, 2)
-
-
-def test_meta_tensors_give_shapes():
-    x = torch.empty(2, 3, 4, 5, device="meta")
-    A = torch.empty(2, 1, 5, 5, device="meta")
-    assert ops.graph_aggregate(x, A).shape == (2, 3, 4, 5)
-    assert ops.graph_aggregate_grad_topology(x, x, 2, 1).shape == (2, 1, 5, 5)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("kind,dtype", list(itertools.product(TOPOLOGIES, [torch.float32, torch.float64])))
-def test_cuda_parity(kind, dtype):
-    x, A = make_inputs(kind, dtype=dtype)
-    x_cuda = x.detach().cuda().requires_grad_()
-    A_cuda = A.detach().cuda().requires_grad_()
-    y = ops.graph_aggregate(x_cuda, A_cuda)
-    y_ref = reference.graph_aggregate(x, A)
-    torch.testing.assert_close(y.cpu(), y_ref, **tolerances(dtype))
-    grad_y = torch.randn_like(y_ref)
-    grads = torch.autograd.grad(y, (x_cuda, A_cuda), grad_y.cuda())
-    grads_ref = torch.autograd.grad(y_ref, (x, A), grad_y)
-    for grad, grad_ref in zip(grads, grads_ref):
-        torch.testing.assert_close(grad.cpu(), grad_ref, **tolerances(dtype))
-    torch.library.opcheck(torch.ops.skelang.graph_aggregate.default, (x_cuda, A_cuda))
 
 
 def test_empty_batch_with_per_sample_topology():

@@ -29,7 +29,8 @@ AxisAttentionShape axis_attention_shape(const char* op, const at::Tensor& qkv,
   check_same_device(op, "qkv", qkv, "bias", bias);
   TORCH_CHECK(axis == 2 || axis == 3, op, ": axis must be 2 (frames) or 3 (joints), got ", axis);
   const int64_t N = qkv.size(0), T = qkv.size(2), V = qkv.size(3);
-  TORCH_CHECK(heads > 0 && qkv.size(1) % (3 * heads) == 0, op, ": qkv's ", qkv.size(1),
+  TORCH_CHECK(heads > 0, op, ": heads must be positive, got ", heads);
+  TORCH_CHECK(qkv.size(1) % (3 * heads) == 0, op, ": qkv's ", qkv.size(1),
               " channels must be 3 x heads x D for heads = ", heads);
   const int64_t C = qkv.size(1) / 3, L = axis == 3 ? V : T;
   TORCH_CHECK(bias.sizes() == at::IntArrayRef({heads, L, L}), op, ": bias must be (H, L, L) = (",
@@ -49,14 +50,12 @@ at::Tensor to_sequences(const at::Tensor& t, const AxisAttentionShape& s, int64_
   return moved.reshape({parts, s.sequences, s.heads, s.L, s.D});
 }
 
+// Always contiguous: a reshape that happens to be a view would give shape-dependent strides.
 at::Tensor from_sequences(const at::Tensor& t, const AxisAttentionShape& s, int64_t parts) {
-  if (s.axis == 3)
-    return t.view({parts, s.N, s.T, s.heads, s.V, s.D})
-        .permute({1, 0, 3, 5, 2, 4})
-        .reshape({s.N, parts * s.C, s.T, s.V});
-  return t.view({parts, s.N, s.V, s.heads, s.T, s.D})
-      .permute({1, 0, 3, 5, 4, 2})
-      .reshape({s.N, parts * s.C, s.T, s.V});
+  const at::Tensor moved =
+      s.axis == 3 ? t.view({parts, s.N, s.T, s.heads, s.V, s.D}).permute({1, 0, 3, 5, 2, 4})
+                  : t.view({parts, s.N, s.V, s.heads, s.T, s.D}).permute({1, 0, 3, 5, 4, 2});
+  return moved.reshape({s.N, parts * s.C, s.T, s.V}).contiguous();
 }
 
 // Sequences per chunk: bounds the (chunk, H, L, L) probabilities to ~16 M elements.

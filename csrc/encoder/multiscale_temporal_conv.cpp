@@ -14,6 +14,7 @@
 #include <ATen/ops/conv2d.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "common/checks.h"
@@ -44,6 +45,9 @@ at::Tensor multiscale_temporal_conv(const at::Tensor& x, const at::Tensor& weigh
   branches.reserve(B);
   for (int64_t b = 0; b < B; ++b) {
     TORCH_CHECK(dilations[b] >= 1, op, ": dilations must be positive, got ", dilations);
+    // the dilated kernel's span (k - 1) d + 1 is a frame count: it stays far below int32
+    TORCH_CHECK(dilations[b] <= (1 << 30) / std::max<int64_t>(k - 1, 1), op,
+                ": dilations must be positive and below 2^30 / (k - 1), got ", dilations);
     const int64_t padding = (k - 1) * dilations[b] / 2;
     branches.push_back(at::conv2d(x.narrow(1, b * W, W), weight[b].unsqueeze(-1), bias[b],
                                   {stride, 1}, {padding, 0}, {dilations[b], 1}));

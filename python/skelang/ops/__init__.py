@@ -6,9 +6,11 @@ Each op has a pure-PyTorch twin of the same name in :mod:`skelang.reference`.
 
 from skelang.ops.axis_attention import axis_attention
 from skelang.ops.composite_aggregate import composite_aggregate
-from skelang.ops.fusion import contrastive_alignment_loss, cross_modal_attention
+from skelang.ops.contrastive_alignment import contrastive_alignment_loss
+from skelang.ops.cross_modal_attention import cross_modal_attention
+from skelang.ops.dropout_mask import dropout_mask
 from skelang.ops.graph_aggregate import graph_aggregate, graph_aggregate_grad_topology
-from skelang.ops.lora import dropout_mask, lora_linear
+from skelang.ops.lora_linear import lora_linear
 from skelang.ops.multiscale_temporal_conv import multiscale_temporal_conv
 from skelang.ops.vector_quantize import code_statistics, ema_codebook_update_, nearest_code
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from skelang.ops.checks import check, check_floating, check_rank, check_same_device, check_same_dtype, sizes
+
 _OP = "skelang::axis_attention"
 _BACKWARD_OP = "skelang::axis_attention_backward"
 
@@ -25,24 +27,23 @@ def axis_attention(qkv: Tensor, bias: Tensor, heads: int, axis: int) -> Tensor:
 
 def _check_inputs(op, qkv, bias, heads, axis) -> None:
     # Mirrors axis_attention_shape in csrc/encoder/axis_attention.cpp, for fake tensors.
-    torch._check(qkv.dim() == 4, lambda: f"{op}: qkv must be a 4-D tensor (N, 3C, T, V), got shape {list(qkv.shape)}")
-    torch._check(
-        qkv.dtype in (torch.float32, torch.float64), lambda: f"{op}: qkv must be float32 or float64, got {qkv.dtype}"
-    )
-    torch._check(
-        bias.dtype == qkv.dtype,
-        lambda: f"{op}: qkv and bias must have the same dtype, got {qkv.dtype} and {bias.dtype}",
-    )
-    torch._check(bias.device == qkv.device, lambda: f"{op}: qkv and bias must be on the same device")
-    torch._check(axis in (2, 3), lambda: f"{op}: axis must be 2 (frames) or 3 (joints), got {axis}")
-    torch._check(
-        heads > 0 and qkv.shape[1] % (3 * heads) == 0,
-        lambda: f"{op}: qkv's {qkv.shape[1]} channels must be 3 x heads x D for heads = {heads}",
+    check_rank(op, "qkv", qkv, 4, "(N, 3C, T, V)")
+    check_rank(op, "bias", bias, 3, "(H, L, L)")
+    check_floating(op, "qkv", qkv)
+    check_same_dtype(op, "qkv", qkv, "bias", bias)
+    check_same_device(op, "qkv", qkv, "bias", bias)
+    check(axis in (2, 3), op, lambda: f"axis must be 2 (frames) or 3 (joints), got {axis}")
+    check(heads > 0, op, lambda: f"heads must be positive, got {heads}")
+    check(
+        qkv.shape[1] % (3 * heads) == 0,
+        op,
+        lambda: f"qkv's {qkv.shape[1]} channels must be 3 x heads x D for heads = {heads}",
     )
     L = qkv.shape[axis]
-    torch._check(
+    check(
         tuple(bias.shape) == (heads, L, L),
-        lambda: f"{op}: bias must be (H, L, L) = ({heads}, {L}, {L}) for axis {axis}, got {list(bias.shape)}",
+        op,
+        lambda: f"bias must be (H, L, L) = ({heads}, {L}, {L}) for axis {axis} of qkv {sizes(qkv)}, got {sizes(bias)}",
     )
 
 
@@ -56,6 +57,14 @@ def _axis_attention_fake(qkv, bias, heads, axis):
 @torch.library.register_fake(_BACKWARD_OP)
 def _axis_attention_backward_fake(grad_out, qkv, bias, heads, axis):
     _check_inputs(_BACKWARD_OP, qkv, bias, heads, axis)
+    N, C3, T, V = qkv.shape
+    check(
+        tuple(grad_out.shape) == (N, C3 // 3, T, V),
+        _BACKWARD_OP,
+        lambda: f"grad_out must be (N, C, T, V) = ({N}, {C3 // 3}, {T}, {V}), got {sizes(grad_out)}",
+    )
+    check_same_dtype(_BACKWARD_OP, "grad_out", grad_out, "qkv", qkv)
+    check_same_device(_BACKWARD_OP, "grad_out", grad_out, "qkv", qkv)
     return qkv.new_empty(qkv.shape), bias.new_empty(bias.shape)
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from skelang.ops.checks import check, check_floating, check_rank, check_same_dtype_and_device, sizes
+
 _OP = "skelang::composite_aggregate"
 _BACKWARD_OP = "skelang::composite_aggregate_backward"
 
@@ -29,43 +31,37 @@ def composite_aggregate(
 
 def _check_inputs(op, x, phi, psi, weight, bias, alpha, topology) -> None:
     # Mirrors composite_aggregate_inputs in csrc/encoder/composite_aggregate.cpp, for fake tensors.
-    torch._check(x.dim() == 5, lambda: f"{op}: x must be a 5-D tensor (N, K, C, T, V), got shape {list(x.shape)}")
-    torch._check(
-        x.dtype in (torch.float32, torch.float64), lambda: f"{op}: x must be float32 or float64, got {x.dtype}"
-    )
-    for name, t in (
-        ("phi", phi),
-        ("psi", psi),
-        ("weight", weight),
-        ("bias", bias),
-        ("alpha", alpha),
-        ("topology", topology),
+    for name, t, rank, layout in (
+        ("x", x, 5, "(N, K, C, T, V)"),
+        ("phi", phi, 4, "(N, K, R, V)"),
+        ("psi", psi, 4, "(N, K, R, V)"),
+        ("weight", weight, 3, "(K, C, R)"),
+        ("bias", bias, 2, "(K, C)"),
+        ("alpha", alpha, 1, "(1)"),
+        ("topology", topology, 3, "(K, V, V)"),
     ):
-        torch._check(
-            t.dtype == x.dtype, lambda: f"{op}: x and {name} must have the same dtype, got {x.dtype} and {t.dtype}"
-        )
-        torch._check(t.device == x.device, lambda: f"{op}: x and {name} must be on the same device")
+        check_rank(op, name, t, rank, layout)
+    check_floating(op, "x", x)
+    check_same_dtype_and_device(
+        op, "x", x, {"phi": phi, "psi": psi, "weight": weight, "bias": bias, "alpha": alpha, "topology": topology}
+    )
     N, K, C, _, V = x.shape
-    torch._check(
-        phi.dim() == 4 and tuple(phi.shape[:2]) == (N, K) and phi.shape[3] == V,
-        lambda: f"{op}: phi must be (N, K, R, V) = ({N}, {K}, R, {V}), got {list(phi.shape)}",
-    )
     R = phi.shape[2]
-    torch._check(
-        psi.shape == phi.shape, lambda: f"{op}: psi must have phi's shape {list(phi.shape)}, got {list(psi.shape)}"
+    check(
+        tuple(phi.shape) == (N, K, R, V),
+        op,
+        lambda: f"phi must be (N, K, R, V) = ({N}, {K}, R, {V}) for x of shape {sizes(x)}, got {sizes(phi)}",
     )
-    torch._check(
-        tuple(weight.shape) == (K, C, R),
-        lambda: f"{op}: weight must be (K, C, R) = ({K}, {C}, {R}), got {list(weight.shape)}",
+    check(psi.shape == phi.shape, op, lambda: f"psi must have phi's shape {sizes(phi)}, got {sizes(psi)}")
+    check(
+        tuple(weight.shape) == (K, C, R), op, lambda: f"weight must be (K, C, R) = ({K}, {C}, {R}), got {sizes(weight)}"
     )
-    torch._check(tuple(bias.shape) == (K, C), lambda: f"{op}: bias must be (K, C) = ({K}, {C}), got {list(bias.shape)}")
-    torch._check(
-        alpha.dim() == 1 and alpha.numel() == 1,
-        lambda: f"{op}: alpha must hold one value, got shape {list(alpha.shape)}",
-    )
-    torch._check(
+    check(tuple(bias.shape) == (K, C), op, lambda: f"bias must be (K, C) = ({K}, {C}), got {sizes(bias)}")
+    check(alpha.numel() == 1, op, lambda: f"alpha must hold one value, got shape {sizes(alpha)}")
+    check(
         tuple(topology.shape) == (K, V, V),
-        lambda: f"{op}: topology must be (K, V, V) = ({K}, {V}, {V}), got {list(topology.shape)}",
+        op,
+        lambda: f"topology must be (K, V, V) = ({K}, {V}, {V}), got {sizes(topology)}",
     )
 
 

@@ -12,6 +12,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from skelang.ops.checks import (
+    check,
+    check_broadcastable,
+    check_floating,
+    check_rank,
+    check_same_device,
+    check_same_dtype,
+    sizes,
+)
+
 _OP = "skelang::graph_aggregate"
 _GRAD_OP = "skelang::graph_aggregate_grad_topology"
 
@@ -28,37 +38,19 @@ def graph_aggregate_grad_topology(grad_y: Tensor, x: Tensor, topology_batch: int
 
 def _check_inputs(x: Tensor, A: Tensor) -> None:
     # Mirrors check_graph_aggregate_inputs in csrc/encoder/encoder_ops.cpp, for fake tensors.
-    torch._check(
-        x.dim() == 4,
-        lambda: f"{_OP}: x must be a 4-D tensor (N, C, T, V), got a {x.dim()}-D tensor of shape {list(x.shape)}",
-    )
-    torch._check(
-        A.dim() == 4,
-        lambda: f"{_OP}: A must be a 4-D tensor (Na, Ca, V, V), got a {A.dim()}-D tensor of shape {list(A.shape)}",
-    )
-    torch._check(
-        x.dtype in (torch.float32, torch.float64), lambda: f"{_OP}: x must be float32 or float64, got {x.dtype}"
-    )
-    torch._check(x.dtype == A.dtype, lambda: f"{_OP}: x and A must have the same dtype, got {x.dtype} and {A.dtype}")
-    torch._check(
-        x.device == A.device, lambda: f"{_OP}: x and A must be on the same device, got {x.device} and {A.device}"
-    )
+    check_rank(_OP, "x", x, 4, "(N, C, T, V)")
+    check_rank(_OP, "A", A, 4, "(Na, Ca, V, V)")
+    check_floating(_OP, "x", x)
+    check_same_dtype(_OP, "x", x, "A", A)
+    check_same_device(_OP, "x", x, "A", A)
     V = x.shape[3]
-    torch._check(
+    check(
         A.shape[2] == V and A.shape[3] == V,
-        lambda: (
-            f"{_OP}: A must be (Na, Ca, V, V) with V = {V} joints as in x {list(x.shape)}, "
-            f"got A of shape {list(A.shape)}"
-        ),
+        _OP,
+        lambda: f"A must be (Na, Ca, V, V) with V = {V} joints as in x {sizes(x)}, got A of shape {sizes(A)}",
     )
-    torch._check(
-        A.shape[0] == 1 or A.shape[0] == x.shape[0],
-        lambda: f"{_OP}: A.size(0) must be 1 or {x.shape[0]}, got {A.shape[0]}",
-    )
-    torch._check(
-        A.shape[1] == 1 or A.shape[1] == x.shape[1],
-        lambda: f"{_OP}: A.size(1) must be 1 or {x.shape[1]}, got {A.shape[1]}",
-    )
+    check_broadcastable(_OP, "A.size(0) (topologies per sample)", A.shape[0], x.shape[0])
+    check_broadcastable(_OP, "A.size(1) (topologies per channel)", A.shape[1], x.shape[1])
 
 
 @torch.library.register_fake(_OP)
@@ -69,10 +61,19 @@ def _graph_aggregate_fake(x: Tensor, A: Tensor) -> Tensor:
 
 @torch.library.register_fake(_GRAD_OP)
 def _graph_aggregate_grad_topology_fake(grad_y, x, topology_batch, topology_channels):
-    torch._check(
+    # Mirrors check_graph_aggregate_grad_topology_inputs in csrc/encoder/encoder_ops.cpp.
+    check_rank(_GRAD_OP, "grad_y", grad_y, 4, "(N, C, T, V)")
+    check_rank(_GRAD_OP, "x", x, 4, "(N, C, T, V)")
+    check_floating(_GRAD_OP, "x", x)
+    check_same_dtype(_GRAD_OP, "grad_y", grad_y, "x", x)
+    check_same_device(_GRAD_OP, "grad_y", grad_y, "x", x)
+    check(
         grad_y.shape == x.shape,
-        lambda: f"{_GRAD_OP}: grad_y and x must have the same shape, got {list(grad_y.shape)} and {list(x.shape)}",
+        _GRAD_OP,
+        lambda: f"grad_y and x must have the same shape, got {sizes(grad_y)} and {sizes(x)}",
     )
+    check_broadcastable(_GRAD_OP, "topology_batch", topology_batch, x.shape[0])
+    check_broadcastable(_GRAD_OP, "topology_channels", topology_channels, x.shape[1])
     return x.new_empty((topology_batch, topology_channels, x.shape[3], x.shape[3]))
 
 

@@ -5,10 +5,6 @@
     bool (keep = True; fold 1 / (1 - p) into scaling: 1 byte per element saved) or x's dtype
 Backward saves x, the mask and (x * mask) A^T (..., r) only, and gives the frozen weight and
 bias no gradient.
-
-dropout_mask(x, p, seed): the bool mask (keep = True) of x's shape, from a counter-based hash
-of (seed, element index); the drop probability is rounded to a multiple of 1/65536. See
-csrc/lora/dropout_mask.h.
 """
 
 from __future__ import annotations
@@ -16,7 +12,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from skelang.ops.checks import (
+    check,
+    check_floating,
+    check_rank,
+    check_same_dtype,
+    check_same_dtype_and_device,
+    scalar_type,
+    sizes,
+)
+
 _OP = "skelang::lora_linear"
+_BACKWARD_OP = "skelang::lora_linear_backward"
 
 
 def lora_linear(
@@ -32,28 +39,47 @@ def lora_linear(
     return torch.ops.skelang.lora_linear.default(x, weight, bias, lora_A, lora_B, scaling, mask)[0]
 
 
-def dropout_mask(x: Tensor, p: float, seed: int) -> Tensor:
-    """Bool mask of x's shape and device, kept with probability 1 - round(p * 65536) / 65536."""
-    return torch.ops.skelang.dropout_mask.default(x, p, seed)
-
-
-@torch.library.register_fake("skelang::dropout_mask")
-def _dropout_mask_fake(x, p, seed):
-    torch._check(0.0 <= p < 1.0, lambda: f"skelang::dropout_mask: the drop probability p must be in [0, 1), got {p}")
-    return x.new_empty(x.shape, dtype=torch.bool)
+def _check_inputs(op, x, weight, bias, lora_A, lora_B, mask) -> None:
+    # Mirrors check_lora_inputs in csrc/lora/lora_linear.cpp, for fake tensors.
+    check(x.dim() >= 1, op, "x must have at least one dimension (..., in)")
+    check_rank(op, "weight", weight, 2, "(out, in)")
+    check_rank(op, "lora_A", lora_A, 2, "(r, in)")
+    check_rank(op, "lora_B", lora_B, 2, "(out, r)")
+    check_floating(op, "x", x)
+    check_same_dtype_and_device(op, "x", x, {"weight": weight, "lora_A": lora_A, "lora_B": lora_B})
+    n_in, out, r = x.shape[-1], weight.shape[0], lora_A.shape[0]
+    check(
+        weight.shape[1] == n_in,
+        op,
+        lambda: f"weight must be (out, in) with in = {n_in} as x's last dimension {sizes(x)}, got {sizes(weight)}",
+    )
+    check(lora_A.shape[1] == n_in, op, lambda: f"lora_A must be (r, in = {n_in}), got {sizes(lora_A)}")
+    check(tuple(lora_B.shape) == (out, r), op, lambda: f"lora_B must be (out, r) = ({out}, {r}), got {sizes(lora_B)}")
+    if bias is not None:
+        check(bias.dim() == 1 and bias.shape[0] == out, op, lambda: f"bias must be (out) = ({out}), got {sizes(bias)}")
+        check_same_dtype(op, "x", x, "bias", bias)
+    if mask is not None:
+        check(mask.shape == x.shape, op, lambda: f"mask must have x's shape {sizes(x)}, got {sizes(mask)}")
+        check(
+            mask.dtype in (torch.bool, x.dtype),
+            op,
+            lambda: (
+                f"mask must be bool (keep = true; fold 1 / (1 - p) into scaling) or x's dtype "
+                f"{scalar_type(x.dtype)}, got {scalar_type(mask.dtype)}"
+            ),
+        )
+        check(mask.device == x.device, op, lambda: f"mask must be on x's device {x.device}, got {mask.device}")
 
 
 @torch.library.register_fake(_OP)
 def _lora_linear_fake(x, weight, bias, lora_A, lora_B, scaling, mask):
-    torch._check(
-        weight.dim() == 2 and x.shape[-1] == weight.shape[1],
-        lambda: f"{_OP}: weight must be (out, in) with in = {x.shape[-1]}, got {list(weight.shape)}",
-    )
+    _check_inputs(_OP, x, weight, bias, lora_A, lora_B, mask)
     return x.new_empty((*x.shape[:-1], weight.shape[0])), x.new_empty((*x.shape[:-1], lora_A.shape[0]))
 
 
-@torch.library.register_fake("skelang::lora_linear_backward")
+@torch.library.register_fake(_BACKWARD_OP)
 def _lora_linear_backward_fake(grad_y, x, weight, lora_A, lora_B, scaling, mask, xa):
+    _check_inputs(_BACKWARD_OP, x, weight, None, lora_A, lora_B, mask)
     return x.new_empty(x.shape), lora_A.new_empty(lora_A.shape), lora_B.new_empty(lora_B.shape)
 
 

@@ -1,13 +1,11 @@
-"""Pure-PyTorch references of skelang.ops.lora_linear, written as PEFT's LoRA Linear computes
-it (the base layer, then lora_B(lora_A(dropout(x))) * scaling added), and of
-skelang.ops.dropout_mask (splitmix64 in int64 arithmetic, which wraps as uint64 does)."""
+"""Pure-PyTorch reference of skelang.ops.dropout_mask: splitmix64 in int64 arithmetic (which
+wraps as uint64 does), four 16-bit lanes per hash word."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -32,16 +30,3 @@ def dropout_mask(x: Tensor, p: float, seed: int) -> Tensor:
     z = z ^ _shift_right(z, 31)
     lanes = torch.stack([z & 0xFFFF] + [_shift_right(z, 16 * lane) & 0xFFFF for lane in (1, 2, 3)], 1)
     return (lanes.flatten()[: x.numel()] >= threshold).view(x.shape).to(x.device)
-
-
-def lora_linear(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    lora_A: Tensor,
-    lora_B: Tensor,
-    scaling: float,
-    mask: Tensor | None = None,
-) -> Tensor:
-    dropped = x if mask is None else x * mask
-    return F.linear(x, weight, bias) + F.linear(F.linear(dropped, lora_A), lora_B) * scaling

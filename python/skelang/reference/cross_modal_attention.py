@@ -1,18 +1,12 @@
-"""Pure-PyTorch references of SSF's ops (see skelang.ops.fusion): the whole logits matrix
-and cross-entropy, and explicit softmax attention."""
+"""Pure-PyTorch reference of skelang.ops.cross_modal_attention: explicit softmax attention of the
+query steps over the (masked) tokens."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-
-
-def contrastive_alignment_loss(skeleton: Tensor, text: Tensor, labels: Tensor, log_scale: Tensor) -> Tensor:
-    logits = log_scale.exp() * skeleton @ text.T  # (N, M)
-    return F.cross_entropy(logits, labels)
 
 
 def cross_modal_attention(
