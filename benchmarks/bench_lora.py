@@ -1,5 +1,5 @@
 """A LoRA layer's training step (forward + backward, dropout on the LoRA branch, frozen base
-weight): skelang's fused LoRALinear against the same layer in pure PyTorch (PEFT's way:
+weight): skelang's fused LoRALayer against the same layer in pure PyTorch (PEFT's way:
 base(x) + lora_B(lora_A(dropout(x))) * scaling), PEFT's own LoRA layer where installed,
 and the frozen base linear alone (forward + grad_x): how much LoRA adds on top."""
 
@@ -11,7 +11,7 @@ import torch
 from harness import Case
 from torch import nn
 
-from skelang.lm.lora import LoRALinear
+from skelang.lm.lora import LoRALayer
 from skelang.ops.registry import OPS
 
 
@@ -34,6 +34,12 @@ def _peft_layer(base: nn.Linear, r: int, alpha: float, dropout: float) -> nn.Mod
     return model["layer"]
 
 
+def _lora_layer(base: nn.Linear, r: int, alpha: float, dropout: float, backend: str) -> LoRALayer:
+    layer = LoRALayer(base, backend=backend)
+    layer.add_adapter("default", r, alpha, dropout)
+    return layer
+
+
 def cases(config: dict, device: torch.device) -> list[Case]:
     out = []
     has_peft = importlib.util.find_spec("peft") is not None
@@ -46,7 +52,7 @@ def cases(config: dict, device: torch.device) -> list[Case]:
             x = torch.randn(tokens, features_in, device=device, requires_grad=True)
             grad_y = torch.randn(tokens, features_out, device=device)
             layers = {
-                backend: LoRALinear(base, r, 2 * r, config["dropout"], backend=backend).train()
+                backend: _lora_layer(base, r, 2 * r, config["dropout"], backend).train()
                 for backend in ("cpp", "reference")
             }
             frozen = nn.Linear(features_in, features_out, device=device).requires_grad_(False)

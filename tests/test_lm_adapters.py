@@ -16,20 +16,8 @@ transformers = pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM  # noqa: E402
 from transformers.pytorch_utils import Conv1D  # noqa: E402
 
-from skelang.lm.adapters import (  # noqa: E402
-    LoRAConfig,
-    adapter_names,
-    disable_adapters,
-    inject_lora,
-    load_adapter,
-    lora_layers,
-    lora_parameters,
-    merge_adapter,
-    save_adapter,
-    set_adapter,
-    unmerge_adapter,
-)
-from skelang.lm.lora import LoRALayer  # noqa: E402
+from skelang.lm.adapters import LoRAConfig, LoRAModel, inject_lora, load_adapter, lora_layers  # noqa: E402
+from skelang.lm.lora import Conv1DLoRALayer  # noqa: E402
 
 GPT2_TARGETS = ["c_attn", "c_proj", "c_fc"]
 # raised inside transformers when PEFT wraps a model, not by this code
@@ -81,7 +69,7 @@ def randomise_B(model, name=None, std=0.1, seed=2):
     """lora_B is zero at init; give it random values so the adapter changes the output."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for _, layer in lora_layers(model):
+        for _, layer in model.lora_layers():
             for adapter, B in layer.lora_B.items():
                 if name is None or adapter == name:
                     B.copy_(torch.randn(B.shape, generator=g) * std)
@@ -90,10 +78,13 @@ def randomise_B(model, name=None, std=0.1, seed=2):
 QV = ["q_proj", "v_proj"]  # PEFT's default targets
 
 
-def adapted(base, config, **kwargs):
-    model = copy.deepcopy(base)
-    inject_lora(model, config, **kwargs)
-    return model
+def adapted(base, config, **kwargs) -> LoRAModel:
+    return inject_lora(copy.deepcopy(base), config, **kwargs)
+
+
+def targeted(base, config) -> list[str]:
+    """The module names a config adapts in a copy of `base`."""
+    return LoRAModel(copy.deepcopy(base)).add_adapter("default", config)
 
 
 # --- targeting --------------------------------------------------------------------------------
@@ -122,27 +113,27 @@ def test_config_validation():
 def test_inject_by_suffix_list_and_regex(llama):
     expected = [f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
     model = adapted(llama, LoRAConfig(r=4, target_modules=QV))
-    assert [name for name, _ in lora_layers(model)] == expected
-    assert inject_lora(copy.deepcopy(llama), LoRAConfig(target_modules=r".*\.(q|v)_proj")) == expected
+    assert [name for name, _ in model.lora_layers()] == expected
+    assert [name for name, _ in lora_layers(model)] == ["model." + name for name in expected]  # under the wrapper
+    assert targeted(llama, LoRAConfig(target_modules=r".*\.(q|v)_proj")) == expected
     # a suffix may be dotted; it must end at a '.' boundary, and a regex must match the whole name
-    assert inject_lora(copy.deepcopy(llama), LoRAConfig(target_modules=["self_attn.q_proj"])) == expected[::2]
-    assert inject_lora(copy.deepcopy(llama), LoRAConfig(target_modules=["model.layers.1.mlp.up_proj"])) == [
-        "model.layers.1.mlp.up_proj"
-    ]
+    assert targeted(llama, LoRAConfig(target_modules=["self_attn.q_proj"])) == expected[::2]
+    assert targeted(llama, LoRAConfig(target_modules=["model.layers.1.mlp.up_proj"])) == ["model.layers.1.mlp.up_proj"]
     for config in (LoRAConfig(target_modules=["proj"]), LoRAConfig(target_modules="q_proj")):
         with pytest.raises(ValueError, match=r"match no module of LlamaForCausalLM.*layers\.0\.self_attn\.q_proj"):
             inject_lora(copy.deepcopy(llama), config)
 
 
 def test_inject_gpt2_conv1d(gpt2, ids):
-    model = copy.deepcopy(gpt2)
-    names = inject_lora(model, LoRAConfig(r=4, target_modules=GPT2_TARGETS))
+    model = LoRAModel(copy.deepcopy(gpt2))
+    names = model.add_adapter("default", LoRAConfig(r=4, target_modules=GPT2_TARGETS))
     assert len(names) == 8 and all(name.rsplit(".", 1)[-1] in GPT2_TARGETS for name in names)
-    c_fc = model.get_submodule("transformer.h.0.mlp.c_fc")
-    assert isinstance(c_fc, LoRALayer) and isinstance(c_fc.base_layer, Conv1D) and c_fc.fan_in_fan_out
+    c_fc = model.model.get_submodule("transformer.h.0.mlp.c_fc")
+    assert isinstance(c_fc, Conv1DLoRALayer) and isinstance(c_fc.base_layer, Conv1D) and c_fc.fan_in_fan_out
+    assert type(model.model.get_submodule("lm_head")) is torch.nn.Linear  # not targeted
     assert (c_fc.in_features, c_fc.out_features) == (32, 128)
     regex = r"transformer\.h\.\d+\.(attn\.c_attn|mlp\.c_fc)"
-    assert inject_lora(copy.deepcopy(gpt2), LoRAConfig(target_modules=regex)) == [
+    assert targeted(gpt2, LoRAConfig(target_modules=regex)) == [
         name for name in names if name.endswith(("c_attn", "c_fc"))
     ]
     assert c_fc.lora_A["default"].shape == (4, 32) and c_fc.lora_B["default"].shape == (128, 4)
@@ -168,7 +159,7 @@ def test_only_adapters_train(llama, ids):
     model = adapted(llama, LoRAConfig(r=4, target_modules=QV))
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     assert len(trainable) == 8 and all(".lora_A.default" in n or ".lora_B.default" in n for n in trainable)
-    assert {id(p) for p in lora_parameters(model)} == {id(p) for p in model.parameters() if p.requires_grad}
+    assert {id(p) for p in model.lora_parameters()} == {id(p) for p in model.parameters() if p.requires_grad}
     randomise_B(model)
     model(ids, labels=ids).loss.backward()
     for name, p in model.named_parameters():
@@ -190,14 +181,14 @@ def test_starts_as_base_then_differs(make, request, ids):
 def test_rslora_scaling(llama):
     plain = adapted(llama, LoRAConfig(r=4, alpha=8))
     rs = adapted(llama, LoRAConfig(r=4, alpha=8, rslora=True))
-    assert lora_layers(plain)[0][1].scaling["default"] == 2.0
-    assert lora_layers(rs)[0][1].scaling["default"] == pytest.approx(8 / math.sqrt(4))
-    assert lora_layers(adapted(llama, LoRAConfig(r=16, alpha=8, rslora=True)))[0][1].scaling["default"] == 2.0
+    assert plain.lora_layers()[0][1].scaling["default"] == 2.0
+    assert rs.lora_layers()[0][1].scaling["default"] == pytest.approx(8 / math.sqrt(4))
+    assert adapted(llama, LoRAConfig(r=16, alpha=8, rslora=True)).lora_layers()[0][1].scaling["default"] == 2.0
 
 
 def test_dropout_only_in_training(llama, ids):
     model = adapted(llama, LoRAConfig(r=4, dropout=0.5))
-    assert not any(layer.training for _, layer in lora_layers(model))  # the replaced modules' mode
+    assert not any(layer.training for _, layer in model.lora_layers())  # the replaced modules' mode
     randomise_B(model)
     model.train()
     with torch.no_grad():
@@ -211,13 +202,13 @@ def test_cpp_and_reference_backends_agree(gpt2, ids):
         adapted(gpt2, LoRAConfig(r=4, target_modules=GPT2_TARGETS), backend=backend) for backend in ("cpp", "reference")
     ]
     with torch.no_grad():
-        for a, b in zip(lora_parameters(models[0]), lora_parameters(models[1])):
+        for a, b in zip(models[0].lora_parameters(), models[1].lora_parameters()):
             b.copy_(a.normal_(0, 0.1))
     losses = [model(ids, labels=ids).loss for model in models]
     torch.testing.assert_close(losses[0], losses[1])
     for loss in losses:
         loss.backward()
-    for a, b in zip(lora_parameters(models[0]), lora_parameters(models[1])):
+    for a, b in zip(models[0].lora_parameters(), models[1].lora_parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="backend"):
         inject_lora(copy.deepcopy(gpt2), LoRAConfig(), backend="cuda")
@@ -232,37 +223,38 @@ def test_merge_and_unmerge(make, request, ids):
     targets = GPT2_TARGETS if make == "gpt2" else ("q_proj", "k_proj", "v_proj", "o_proj", "down_proj")
     model = adapted(base, LoRAConfig(r=4, target_modules=targets))
     randomise_B(model)
-    weights = {name: layer.weight.clone() for name, layer in lora_layers(model)}
+    weights = {name: layer.weight.clone() for name, layer in model.lora_layers()}
     unmerged = logits(model, ids)
-    merge_adapter(model)
-    assert all(layer.merged_adapter == "default" for _, layer in lora_layers(model))
-    assert any(not torch.equal(layer.weight, weights[name]) for name, layer in lora_layers(model))
+    model.merge_adapter()
+    assert all(layer.merged_adapter == "default" for _, layer in model.lora_layers())
+    assert any(not torch.equal(layer.weight, weights[name]) for name, layer in model.lora_layers())
     torch.testing.assert_close(logits(model, ids), unmerged, rtol=0, atol=1e-5)
-    with pytest.raises(ValueError, match=r"LoRA layer '.*': adapter 'default' is already merged"):
-        merge_adapter(model)
+    assert model.merged == ["default"]
+    with pytest.raises(ValueError, match=r"adapter 'default' is merged already; unmerge_adapter\(\) first"):
+        model.merge_adapter()
     with pytest.raises(ValueError, match="merged"):
-        with disable_adapters(model):
+        with model.disable_adapters():
             pass
-    unmerge_adapter(model)
-    for name, layer in lora_layers(model):
+    model.unmerge_adapter()
+    for name, layer in model.lora_layers():
         torch.testing.assert_close(layer.weight, weights[name], rtol=0, atol=1e-5)
     torch.testing.assert_close(logits(model, ids), unmerged, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="nothing to unmerge"):
-        unmerge_adapter(model)
+        model.unmerge_adapter()
     with pytest.raises(ValueError, match="nothing to unmerge"):
-        lora_layers(model)[0][1].unmerge()
+        model.lora_layers()[0][1].unmerge()
 
 
 def test_safe_merge_rejects_non_finite_weights(llama):
     model = adapted(llama, LoRAConfig(r=4))
     randomise_B(model)
-    weights = {name: layer.weight.clone() for name, layer in lora_layers(model)}
-    bad_name, bad = lora_layers(model)[2]
+    weights = {name: layer.weight.clone() for name, layer in model.lora_layers()}
+    bad_name, bad = model.lora_layers()[2]
     with torch.no_grad():
         bad.lora_B["default"][0, 0] = float("nan")
     with pytest.raises(ValueError, match=rf"'{bad_name}'.*non-finite.*left unchanged"):
-        merge_adapter(model, safe_merge=True)
-    for name, layer in lora_layers(model):  # the layers merged before the failing one are rolled back too
+        model.merge_adapter(safe_merge=True)
+    for name, layer in model.lora_layers():  # the layers merged before the failing one are rolled back too
         assert layer.merged_adapter is None
         torch.testing.assert_close(layer.weight, weights[name], rtol=0, atol=1e-6)
     assert torch.equal(bad.weight, weights[bad_name])
@@ -276,29 +268,29 @@ def test_two_named_adapters(llama, ids):
     randomise_B(model, "a", seed=3)
     logits_a = logits(model, ids)
     # "b" adapts q_proj (already a LoRALayer: gets a second adapter) and o_proj (newly wrapped)
-    assert len(inject_lora(model, LoRAConfig(r=2, alpha=4, target_modules=["q_proj", "o_proj"]), "b")) == 4
+    assert len(model.add_adapter("b", LoRAConfig(r=2, alpha=4, target_modules=["q_proj", "o_proj"]))) == 4
     randomise_B(model, "b", seed=4)
-    assert adapter_names(model) == ["a", "b"]
-    q_proj = model.get_submodule("model.layers.0.self_attn.q_proj")
+    assert model.adapter_names == ["a", "b"]
+    q_proj = model.model.get_submodule("model.layers.0.self_attn.q_proj")
     assert list(q_proj.lora_A) == ["a", "b"] and q_proj.active_adapter == "b"
-    assert {id(p) for p in lora_parameters(model, "b")} == {id(p) for p in model.parameters() if p.requires_grad}
+    assert {id(p) for p in model.lora_parameters("b")} == {id(p) for p in model.parameters() if p.requires_grad}
     logits_b = logits(model, ids)
     assert (logits_a - logits_b).abs().max() > 1e-3
-    set_adapter(model, "a")
+    model.set_adapter("a")
     torch.testing.assert_close(logits(model, ids), logits_a)
-    assert {id(p) for p in lora_parameters(model, "a")} == {id(p) for p in model.parameters() if p.requires_grad}
-    with disable_adapters(model):
+    assert {id(p) for p in model.lora_parameters("a")} == {id(p) for p in model.parameters() if p.requires_grad}
+    with model.disable_adapters():
         torch.testing.assert_close(logits(model, ids), logits(llama, ids))
     torch.testing.assert_close(logits(model, ids), logits_a)
     with pytest.raises(ValueError, match=r"no adapter named 'c'; it has \['a', 'b'\]"):
-        set_adapter(model, "c")
+        model.set_adapter("c")
     with pytest.raises(ValueError, match="already has an adapter named 'a'"):
         inject_lora(model, LoRAConfig(), "a")
-    merge_adapter(model, "b")
+    model.merge_adapter("b")
     with pytest.raises(ValueError, match="unmerge"):
-        set_adapter(model, "a")
-    unmerge_adapter(model)
-    assert len(lora_parameters(model)) == 2 * (4 + 4)
+        model.set_adapter("a")
+    model.unmerge_adapter()
+    assert len(model.lora_parameters()) == 2 * (4 + 4)
 
 
 # --- PEFT files ---------------------------------------------------------------------------
@@ -312,7 +304,7 @@ def test_peft_loads_our_adapter(make, request, ids, tmp_path):
     model = adapted(base, LoRAConfig(r=4, alpha=8, dropout=0.1, rslora=True, target_modules=targets))
     randomise_B(model)
     ours = logits(model, ids)
-    save_adapter(model, tmp_path, base_model_name_or_path="tiny")
+    model.save_adapter(tmp_path, base_model_name_or_path="tiny")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     saved = json.loads((tmp_path / "adapter_config.json").read_text())
     assert saved["peft_type"] == "LORA" and saved["target_modules"] == (targets if make == "llama" else GPT2_TARGETS)
@@ -343,9 +335,9 @@ def test_we_load_a_peft_adapter(make, request, ids, tmp_path):
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     theirs.save_pretrained(str(tmp_path))
-    model = copy.deepcopy(base)
-    assert load_adapter(model, tmp_path, "peft") == "peft"
-    layer = lora_layers(model)[0][1]
+    model = load_adapter(copy.deepcopy(base), tmp_path, "peft")
+    assert model.adapter_names == ["peft"] and model.active_adapter == "peft"
+    layer = model.lora_layers()[0][1]
     assert layer.scaling["peft"] == (16 / 2 if make == "gpt2" else 16 / 4) and layer.lora_dropout["peft"] == 0.1
     torch.testing.assert_close(logits(model, ids), logits(theirs, ids), rtol=0, atol=1e-5)
     assert (logits(model, ids) - logits(base, ids)).abs().max() > 1e-3
@@ -355,7 +347,7 @@ def test_load_errors(llama, tmp_path):
     model = adapted(llama, LoRAConfig(r=4, target_modules=QV))
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         load_adapter(copy.deepcopy(llama), tmp_path)
-    save_adapter(model, tmp_path)
+    model.save_adapter(tmp_path)
     config_path = tmp_path / "adapter_config.json"
     good = json.loads(config_path.read_text())
     for change, message in [
@@ -374,7 +366,7 @@ def test_load_errors(llama, tmp_path):
     with pytest.raises(ValueError, match=r"unexpected keys \['model.layers.0.self_attn.v_proj"):
         load_adapter(copy.deepcopy(llama), tmp_path)
     with pytest.raises(ValueError, match="no adapter named 'other'"):
-        save_adapter(model, tmp_path, "other")
+        model.save_adapter(tmp_path, "other")
     # saving again replaces both files atomically: no temporary files are left behind
-    save_adapter(model, tmp_path)
+    model.save_adapter(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]

@@ -320,3 +320,28 @@ def test_the_answer_weight_weighs_the_class_name_tokens(tiny_language_model):
         weighted = model.loss([sample], [target], answer_weight=1e6)
     torch.testing.assert_close(plain, token_loss.mean(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(weighted, token_loss[: len(answer)].mean(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_run_folder_of_an_earlier_version_opens(synthetic_lm_run, tmp_path):
+    """config.yaml with lm.enabled (every section present) and a checkpoint keyed from before
+    LoRAModel (language_model.<module> instead of language_model.model.<module>)."""
+    import shutil
+
+    import yaml
+
+    from skelang.runs.stages.lm import evaluate_language_run
+
+    run, config, metrics = synthetic_lm_run
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    raw = yaml.safe_load((old / "config.yaml").read_text())
+    raw["lm"]["enabled"] = True
+    raw.pop("stage")
+    raw.update({"model": {}, "vst": {"enabled": False}, "ssf": {"enabled": False}})
+    (old / "config.yaml").write_text(yaml.safe_dump(raw))
+    checkpoint = torch.load(old / "checkpoint.pt", weights_only=True)
+    checkpoint["model"] = {
+        name.replace("language_model.model.", "language_model.", 1): v for name, v in checkpoint["model"].items()
+    }
+    torch.save(checkpoint, old / "checkpoint.pt")
+    assert evaluate_language_run(old)["top1"] == pytest.approx(metrics["top1"])

@@ -1,4 +1,4 @@
-"""lora_linear (the fused LoRA layer op) and LoRALinear: parity with the reference (forward,
+"""lora_linear (the fused LoRA layer op) and LoRALayer: parity with the reference (forward,
 every gradient, with and without dropout mask and bias), float64 gradcheck, opcheck, no
 gradient for the frozen base, PEFT's LoRA layer computing the same, and input errors; the
 dropout_mask op (parity with its reference, statistics, thread independence, opcheck)."""
@@ -13,7 +13,7 @@ from torch import nn
 
 import skelang.ops as ops
 import skelang.reference as reference
-from skelang.lm.lora import LoRALinear, dropout_probability
+from skelang.lm.lora import LoRALayer, dropout_probability
 
 
 def lora_inputs(shape=(2, 5, 7), out=6, r=3, dtype=torch.float64, bias=True, masked=True, seed=0):
@@ -75,32 +75,38 @@ def test_frozen_base_gets_no_gradient():
     assert weight.grad is None and A.grad is not None and B.grad is not None
 
 
+def single_adapter(base: nn.Module, r: int, alpha: float = 16.0, dropout: float = 0.0) -> LoRALayer:
+    layer = LoRALayer(base)
+    layer.add_adapter("default", r, alpha, dropout)
+    return layer
+
+
 def test_layer_starts_as_its_base_and_matches_peft():
     torch.manual_seed(0)
     base = nn.Linear(12, 10)
-    layer = LoRALinear(base, r=4, alpha=8)
+    layer = single_adapter(base, r=4, alpha=8)
     x = torch.randn(3, 12)
     torch.testing.assert_close(layer(x), base(x))  # lora_B starts at zero
-    assert [name for name, p in layer.named_parameters() if p.requires_grad] == ["lora_A", "lora_B"]
+    assert [name for name, p in layer.named_parameters() if p.requires_grad] == ["lora_A.default", "lora_B.default"]
     peft = pytest.importorskip("peft")
     with torch.no_grad():
-        layer.lora_B.normal_()
+        layer.lora_B["default"].normal_()
     model = peft.inject_adapter_in_model(
         peft.LoraConfig(r=4, lora_alpha=8, target_modules=["layer"]), nn.ModuleDict({"layer": nn.Linear(12, 10)})
     )
     peft_layer = model["layer"]
     with torch.no_grad():
         peft_layer.base_layer.load_state_dict(base.state_dict())
-        peft_layer.lora_A["default"].weight.copy_(layer.lora_A)
-        peft_layer.lora_B["default"].weight.copy_(layer.lora_B)
+        peft_layer.lora_A["default"].weight.copy_(layer.lora_A["default"])
+        peft_layer.lora_B["default"].weight.copy_(layer.lora_B["default"])
     torch.testing.assert_close(layer(x), peft_layer(x))
 
 
 def test_dropout_is_a_mask_drawn_outside_the_op():
     torch.manual_seed(1)
-    layer = LoRALinear(nn.Linear(8, 8), r=2, dropout=0.5)
+    layer = single_adapter(nn.Linear(8, 8), r=2, dropout=0.5)
     with torch.no_grad():
-        layer.lora_B.normal_()
+        layer.lora_B["default"].normal_()
     x = torch.randn(64, 8)
     assert not torch.equal(layer.train()(x), layer(x))  # training: a new mask each call
     assert torch.equal(layer.eval()(x), layer(x))  # evaluation: no dropout
@@ -137,7 +143,7 @@ def test_dropout_mask_errors_and_rounding():
 
 
 def test_lora_layer_dropout_follows_the_global_seed():
-    layer = LoRALinear(nn.Linear(8, 8), r=2, dropout=0.3).train()
+    layer = single_adapter(nn.Linear(8, 8), r=2, dropout=0.3).train()
     x = torch.randn(16, 8)
     torch.manual_seed(3)
     first = layer(x)

@@ -3,20 +3,9 @@ Hugging Face models (PEFT's file format), semantic action tokens and a motion pr
 prompts, class scoring, explanations and their faithfulness. Training: skelang.runs.stages.lm."""
 
 from skelang.lm.action_tokens import ActionTokenEmbedding, ActionTokenHead, MotionProjector, add_action_tokens
-from skelang.lm.adapters import (
-    LoRAConfig,
-    adapter_names,
-    disable_adapters,
-    inject_lora,
-    load_adapter,
-    lora_parameters,
-    merge_adapter,
-    save_adapter,
-    set_adapter,
-    unmerge_adapter,
-)
+from skelang.lm.adapters import LoRAConfig, LoRAModel, inject_lora, load_adapter, lora_layers
 from skelang.lm.language_model import load_language_model
-from skelang.lm.lora import LoRALayer, LoRALinear
+from skelang.lm.lora import LoRALayer, lora_layer_class
 from skelang.lm.model import ActionLanguageModel, NarratedSample
 
 __all__ = [
@@ -25,18 +14,13 @@ __all__ = [
     "ActionTokenHead",
     "LoRAConfig",
     "LoRALayer",
-    "LoRALinear",
+    "LoRAModel",
     "MotionProjector",
     "NarratedSample",
-    "adapter_names",
     "add_action_tokens",
-    "disable_adapters",
     "inject_lora",
     "load_adapter",
     "load_language_model",
-    "lora_parameters",
-    "merge_adapter",
-    "save_adapter",
-    "set_adapter",
-    "unmerge_adapter",
+    "lora_layer_class",
+    "lora_layers",
 ]

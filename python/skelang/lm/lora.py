@@ -6,10 +6,12 @@ alpha / sqrt(r) with rsLoRA (Kalajdzievski, 2023). Initialised as PEFT does (A K
 with a = sqrt(5), B zeros), so a layer starts as its base layer. In training, dropout on the
 LoRA branch's input is a mask drawn here and passed to the fused op.
 
-- LoRALinear: one adapter on an nn.Linear (the plain layer).
-- LoRALayer: several named adapters on an nn.Linear or on transformers' GPT-2 Conv1D (whose
-  weight is stored (in, out), PEFT's fan_in_fan_out); one adapter active at a time, merge and
-  unmerge into the base weight. skelang.lm.adapters injects it into Hugging Face models.
+- LoRALayer: several named adapters on an nn.Linear; one adapter active at a time, merge and
+  unmerge into the base weight.
+- Conv1DLoRALayer: the same on transformers' GPT-2 Conv1D, whose weight is stored (in, out)
+  (PEFT's fan_in_fan_out).
+lora_layer_class(base) chooses the class by the base layer's type; skelang.lm.adapters
+injects them into Hugging Face models (LoRAModel).
 """
 
 from __future__ import annotations
@@ -92,41 +94,8 @@ def is_lora_base(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or (Conv1D is not None and isinstance(module, Conv1D))
 
 
-class LoRALinear(nn.Module):
-    """A frozen nn.Linear with one LoRA adapter (parameters lora_A (r, in), lora_B (out, r))."""
-
-    def __init__(
-        self,
-        base: nn.Linear,
-        r: int = 8,
-        alpha: float = 16.0,
-        dropout: float = 0.0,
-        rslora: bool = False,
-        backend: str = "cpp",
-    ):
-        super().__init__()
-        check_lora_hyperparameters(r, alpha, dropout)
-        self.base = base.requires_grad_(False)
-        self.r, self.alpha, self.dropout = r, alpha, dropout
-        self.scaling = lora_scaling(r, alpha, rslora)
-        self.lora_A, self.lora_B = init_lora_weights(r, base.in_features, base.out_features, base.weight)
-        self.backend, self.ops = backend, lora_backend(backend)
-
-    def forward(self, x: Tensor) -> Tensor:
-        mask = dropout_mask(x, self.dropout, self.backend) if self.training else None
-        return self.ops.lora_linear(
-            x,
-            self.base.weight,
-            self.base.bias,
-            self.lora_A,
-            self.lora_B,
-            dropout_scaling(self.scaling, self.dropout, mask),
-            mask,
-        )
-
-
 class LoRALayer(nn.Module):
-    """A frozen nn.Linear or GPT-2 Conv1D (`base_layer`) with named LoRA adapters.
+    """A frozen nn.Linear (`base_layer`) with named LoRA adapters.
 
     Per adapter name: lora_A[name] (r, in), lora_B[name] (out, r), r[name], lora_alpha[name],
     scaling[name], lora_dropout[name]. The forward pass uses `active_adapter`, or only the base
@@ -135,19 +104,20 @@ class LoRALayer(nn.Module):
     inject_lora) is only used in error messages.
     """
 
+    base_type: type = nn.Linear
+    fan_in_fan_out = False  # the base weight is (out, in)
+
     def __init__(self, base_layer: nn.Module, backend: str = "cpp", module_name: str = ""):
         super().__init__()
-        if not is_lora_base(base_layer):
+        if not isinstance(base_layer, self.base_type):
             where = f" {module_name!r}" if module_name else ""
             raise TypeError(
-                f"LoRA layer{where} wraps an nn.Linear or transformers' Conv1D, got {type(base_layer).__name__}"
+                f"{type(self).__name__}{where} wraps a {self.base_type.__name__}, got {type(base_layer).__name__}"
             )
         self.base_layer = base_layer.requires_grad_(False)
         self.module_name = module_name
         self.backend = backend
         self.ops = lora_backend(backend)
-        # Conv1D stores its weight (in, out) and computes x W + b: PEFT's fan_in_fan_out.
-        self.fan_in_fan_out = not isinstance(base_layer, nn.Linear)
         weight = base_layer.weight
         self.out_features, self.in_features = weight.shape[::-1] if self.fan_in_fan_out else weight.shape
         self.lora_A, self.lora_B = nn.ParameterDict(), nn.ParameterDict()
@@ -267,3 +237,22 @@ class LoRALayer(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"fan_in_fan_out={self.fan_in_fan_out}, active={self.active_adapter!r}, adapters={{{adapters}}}"
         )
+
+
+if Conv1D is not None:
+
+    class Conv1DLoRALayer(LoRALayer):
+        """LoRALayer on transformers' GPT-2 Conv1D: weight (in, out), y = x W + b (PEFT's
+        fan_in_fan_out)."""
+
+        base_type = Conv1D
+        fan_in_fan_out = True
+
+
+def lora_layer_class(base_layer: nn.Module) -> type[LoRALayer]:
+    """The LoRA layer class for a base layer's type (nn.Linear, transformers' Conv1D)."""
+    if Conv1D is not None and isinstance(base_layer, Conv1D):
+        return Conv1DLoRALayer
+    if isinstance(base_layer, nn.Linear):
+        return LoRALayer
+    raise TypeError(f"LoRA wraps an nn.Linear or transformers' Conv1D, got {type(base_layer).__name__}")

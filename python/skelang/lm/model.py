@@ -23,7 +23,7 @@ from skelang.lm.action_tokens import (
     insert_soft_tokens,
     straight_through_action_tokens,
 )
-from skelang.lm.adapters import LoRAConfig, inject_lora
+from skelang.lm.adapters import LoRAConfig, LoRAModel
 from skelang.lm.prompts import answer_text, build_prompt, explanation_prefix
 from skelang.lm.scoring import AllowedActionTokens, class_log_likelihoods, generate_text
 from skelang.vst.narrative import TokenRun, format_narrative, run_length
@@ -81,7 +81,7 @@ class ActionLanguageModel(nn.Module):
         self.descriptions = descriptions
         self.class_names = descriptions.names()
         language_model.requires_grad_(False)
-        inject_lora(language_model, options.lora, backend=options.backend)
+        self.language_model = language_model = LoRAModel(language_model, options.lora, backend=options.backend)
         self.action_tokens = add_action_tokens(language_model, tokenizer, num_codes) if options.action_tokens else None
         self.projector, self.placeholder_id = None, None
         if options.projector:
@@ -98,6 +98,10 @@ class ActionLanguageModel(nn.Module):
 
     def load_trainable_state(self, state: dict[str, Tensor]) -> None:
         expected = {name for name, p in self.named_parameters() if p.requires_grad}
+        if not set(state) & expected:  # a checkpoint from before LoRAModel: language_model.<module>
+            state = {
+                name.replace("language_model.", "language_model.model.", 1): value for name, value in state.items()
+            }
         if set(state) != expected:
             missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
             raise ValueError(
