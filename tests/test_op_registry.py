@@ -112,6 +112,18 @@ def test_bad_inputs_are_clear_errors(name):
             spec.op(*meta)
 
 
+@pytest.mark.parametrize("name", WITH_BACKWARD)
+def test_bad_inputs_of_the_backward_op(name):
+    spec = OPS[name]
+    backward = getattr(torch.ops.skelang, spec.backward).default
+    for bad in spec.backward_bad_inputs():
+        with pytest.raises(RuntimeError, match=bad.message):
+            backward(*bad.args)
+        if not bad.needs_values:
+            with pytest.raises(RuntimeError, match=bad.message):
+                backward(*(a.to("meta") if isinstance(a, torch.Tensor) else a for a in bad.args))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name,dtype", CASES, ids=[f"{n}-{str(d).removeprefix('torch.')}" for n, d in CASES])
 def test_cuda_parity(name, dtype):

@@ -89,7 +89,9 @@ at::Tensor composite_aggregate_grad_y(const CompositeAggregateInputs& in,
 
 at::Tensor composite_aggregate_output(const CompositeAggregateInputs& in) {
   const auto& x = in.x;
-  return at::empty({x.size(0), x.size(2), x.size(3), x.size(4)}, x.options());
+  const std::vector<int64_t> shape{x.size(0), x.size(2), x.size(3), x.size(4)};
+  // the partitions' sum; with no partition nothing is accumulated into it: zeros
+  return x.size(1) == 0 ? at::zeros(shape, x.options()) : at::empty(shape, x.options());
 }
 
 void composite_aggregate_forward_chunk(const CompositeAggregateInputs& in, int64_t n0, int64_t n1,

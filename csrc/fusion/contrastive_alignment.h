@@ -23,4 +23,7 @@ void check_contrastive_alignment_inputs(const char* op, const at::Tensor& skelet
                                         const at::Tensor& text, const at::Tensor& labels,
                                         const at::Tensor& log_scale);
 
+// Every label names a text: labels[n] in [0, M) (reads the labels; on CUDA it synchronises).
+void check_contrastive_alignment_labels(const char* op, const at::Tensor& labels, int64_t M);
+
 }  // namespace skelang

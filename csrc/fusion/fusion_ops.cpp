@@ -1,4 +1,5 @@
 // Schemas of SSF's operators, and the input checks their kernels share.
+#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "common/checks.h"
@@ -28,6 +29,15 @@ void check_contrastive_alignment_inputs(const char* op, const at::Tensor& skelet
   TORCH_CHECK(text.size(0) > 0, op, ": there is no text to align with");
   TORCH_CHECK(skeleton.size(0) > 0, op,
               ": there is no skeleton row (the mean over none is undefined)");
+}
+
+void check_contrastive_alignment_labels(const char* op, const at::Tensor& labels, int64_t M) {
+  if (labels.numel() == 0) return;
+  const at::Tensor bad = ((labels < 0) | (labels >= M)).nonzero();
+  if (bad.size(0) == 0) return;
+  const int64_t n = bad[0][0].item<int64_t>();
+  TORCH_CHECK(false, op, ": labels[", n, "] = ", labels[n].item<int64_t>(),
+              " is not a text in [0, ", M, ")");
 }
 
 }  // namespace skelang

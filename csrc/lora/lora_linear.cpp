@@ -8,6 +8,7 @@
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
+#include <c10/util/accumulate.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -50,7 +51,10 @@ void check_lora_inputs(const char* op, const at::Tensor& x, const at::Tensor& we
   }
 }
 
-at::Tensor rows(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}); }  // (M, last)
+// (M, last); M is the product of the leading sizes (so a last size of 0 is fine too)
+at::Tensor rows(const at::Tensor& t) {
+  return t.reshape({c10::multiply_integers(t.sizes().slice(0, t.dim() - 1)), t.size(-1)});
+}
 
 // x * mask: a bool mask selects (no float copy of the mask is made), a mask of x's dtype
 // multiplies. apply_mask_ writes into x.
@@ -139,7 +143,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lora_linear_backward_impl(
     const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
     const at::Tensor& lora_A, const at::Tensor& lora_B, double scaling,
     const std::optional<at::Tensor>& mask, const at::Tensor& xa) {
-  check_lora_inputs("skelang::lora_linear_backward", x, weight, std::nullopt, lora_A, lora_B, mask);
+  constexpr const char* op = "skelang::lora_linear_backward";
+  check_lora_inputs(op, x, weight, std::nullopt, lora_A, lora_B, mask);
+  TORCH_CHECK(grad_y.sizes() == at::IntArrayRef(with_last(x, weight.size(0))), op,
+              ": grad_y must be (..., out) = ", at::IntArrayRef(with_last(x, weight.size(0))),
+              ", got ", grad_y.sizes());
+  TORCH_CHECK(xa.sizes() == at::IntArrayRef(with_last(x, lora_A.size(0))), op,
+              ": xa must be (..., r) = ", at::IntArrayRef(with_last(x, lora_A.size(0))),
+              " from the forward, got ", xa.sizes());
+  check_same_dtype_and_device(op, "x", x, {{"grad_y", grad_y}, {"xa", xa}});
   const bool has_mask = mask.has_value() && mask->defined();
   const at::Tensor g = rows(grad_y);                            // (M, out)
   const at::Tensor x2 = rows(x);                                // (M, in)

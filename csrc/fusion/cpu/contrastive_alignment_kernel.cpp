@@ -39,10 +39,7 @@ std::tuple<at::Tensor, at::Tensor> contrastive_alignment_loss_cpu(const at::Tens
   const at::Tensor skeleton = skeleton_in.contiguous(), text = text_in.contiguous();
   const at::Tensor labels = labels_in.contiguous();
   const int64_t N = skeleton.size(0), M = text.size(0);
-  const int64_t* label = labels.const_data_ptr<int64_t>();
-  for (int64_t n = 0; n < N; ++n)
-    TORCH_CHECK(label[n] >= 0 && label[n] < M, op, ": labels[", n, "] = ", label[n],
-                " is not a text in [0, ", M, ")");
+  check_contrastive_alignment_labels(op, labels, M);
   const double scale = std::exp(log_scale.item<double>());
   at::Tensor logsumexp = at::empty({N}, skeleton.options());
   at::Tensor positive = at::empty({N}, skeleton.options());  // logits[n, labels[n]]
@@ -82,6 +79,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_alignment_loss_backwa
     const at::Tensor& labels_in, const at::Tensor& log_scale, const at::Tensor& logsumexp_in) {
   constexpr const char* op = "skelang::contrastive_alignment_loss_backward";
   check_contrastive_alignment_inputs(op, skeleton_in, text_in, labels_in, log_scale);
+  check_contrastive_alignment_labels(op, labels_in, text_in.size(0));
   const at::Tensor skeleton = skeleton_in.contiguous(), text = text_in.contiguous();
   const at::Tensor labels = labels_in.contiguous(), logsumexp = logsumexp_in.contiguous();
   TORCH_CHECK(logsumexp.dim() == 1 && logsumexp.size(0) == skeleton.size(0), op,

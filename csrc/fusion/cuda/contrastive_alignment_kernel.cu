@@ -33,6 +33,7 @@ std::tuple<at::Tensor, at::Tensor> contrastive_alignment_loss_cuda(const at::Ten
                                                                    const at::Tensor& log_scale) {
   check_contrastive_alignment_inputs("skelang::contrastive_alignment_loss", skeleton, text, labels,
                                      log_scale);
+  check_contrastive_alignment_labels("skelang::contrastive_alignment_loss", labels, text.size(0));
   const c10::cuda::CUDAGuard guard(skeleton.device());
   const int64_t N = skeleton.size(0), M = text.size(0),
                 chunk = rows_per_chunk(M, skeleton.element_size());
@@ -54,6 +55,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_alignment_loss_backwa
     const at::Tensor& labels, const at::Tensor& log_scale, const at::Tensor& logsumexp) {
   check_contrastive_alignment_inputs("skelang::contrastive_alignment_loss_backward", skeleton, text,
                                      labels, log_scale);
+  check_contrastive_alignment_labels("skelang::contrastive_alignment_loss_backward", labels,
+                                     text.size(0));
   const c10::cuda::CUDAGuard guard(skeleton.device());
   const int64_t N = skeleton.size(0), M = text.size(0),
                 chunk = rows_per_chunk(M, skeleton.element_size());

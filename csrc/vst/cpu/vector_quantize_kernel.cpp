@@ -107,9 +107,16 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in,
       for (int64_t k = begin; k < end; ++k) {
         scalar_t sq = 0;
         for (int64_t d = 0; d < D; ++d) sq += cb_data[k * D + d] * cb_data[k * D + d];
-        code_term[k] = metric == CodeMetric::kEuclidean ? sq : (sq > 0 ? 1 / std::sqrt(sq) : 0);
+        code_term[k] = metric == CodeMetric::kEuclidean || std::isnan(sq)
+                           ? sq  // a code with a NaN keeps it
+                           : (sq > 0 ? 1 / std::sqrt(sq) : 0);
       }
     });
+    // NaN propagates as in the reference's min over distances: a NaN row is at NaN from code
+    // 0, a code with a NaN makes every row's minimum NaN at the first such code.
+    int64_t first_nan_code = -1;
+    for (int64_t k = 0; k < K && first_nan_code < 0; ++k)
+      if (std::isnan(code_term[k])) first_nan_code = k;
     int64_t* index_data = indices.mutable_data_ptr<int64_t>();
     scalar_t* distance_data = distances.mutable_data_ptr<scalar_t>();
     const int64_t row_tiles = (N + kRowTile - 1) / kRowTile;
@@ -139,6 +146,10 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in,
           distance_data[r0 + r] = metric == CodeMetric::kEuclidean
                                       ? std::max<scalar_t>(0, sq + best[r])
                                       : (sq > 0 ? 1 + best[r] / std::sqrt(sq) : scalar_t(1));
+          if (std::isnan(sq) || first_nan_code >= 0) {
+            index_data[r0 + r] = std::isnan(sq) ? 0 : first_nan_code;
+            distance_data[r0 + r] = std::numeric_limits<scalar_t>::quiet_NaN();
+          }
         }
       }
     });

@@ -39,12 +39,13 @@ __global__ void nearest_code_kernel(const scalar_t* __restrict__ x,
   for (int64_t d = lane; d < D; d += kWarp) sq += xr[d] * xr[d];
   sq = warp_sum(sq);
   scalar_t best = 0;
-  int64_t best_code = -1;
+  int64_t best_code = -1, first_nan_code = -1;
   for (int64_t k = 0; k < K; ++k) {
     scalar_t dot = 0;
     for (int64_t d = lane; d < D; d += kWarp) dot += xr[d] * codebook[k * D + d];
     dot = warp_sum(dot);
     const scalar_t score = cosine ? -dot * code_term[k] : code_term[k] - 2 * dot;
+    if (first_nan_code < 0 && isnan(code_term[k])) first_nan_code = k;
     if (best_code < 0 || score < best) {
       best = score;
       best_code = k;
@@ -54,6 +55,10 @@ __global__ void nearest_code_kernel(const scalar_t* __restrict__ x,
     indices[row] = best_code;
     distances[row] =
         cosine ? (sq > 0 ? 1 + best / sqrt(sq) : scalar_t(1)) : max(scalar_t(0), sq + best);
+    if (isnan(sq) || first_nan_code >= 0) {  // NaN propagates as in the reference's min
+      indices[row] = isnan(sq) ? 0 : first_nan_code;
+      distances[row] = sq * scalar_t(0) / scalar_t(0);  // a quiet NaN
+    }
   }
 }
 
@@ -64,7 +69,7 @@ __global__ void code_terms_kernel(const scalar_t* __restrict__ codebook, int64_t
   if (k >= K) return;
   scalar_t sq = 0;
   for (int64_t d = 0; d < D; ++d) sq += codebook[k * D + d] * codebook[k * D + d];
-  code_term[k] = cosine ? (sq > 0 ? 1 / sqrt(sq) : scalar_t(0)) : sq;
+  code_term[k] = cosine && !isnan(sq) ? (sq > 0 ? 1 / sqrt(sq) : scalar_t(0)) : sq;  // NaN kept
 }
 
 std::tuple<at::Tensor, at::Tensor> nearest_code_cuda(const at::Tensor& x_in,

@@ -80,6 +80,18 @@ def _lora_linear_fake(x, weight, bias, lora_A, lora_B, scaling, mask):
 @torch.library.register_fake(_BACKWARD_OP)
 def _lora_linear_backward_fake(grad_y, x, weight, lora_A, lora_B, scaling, mask, xa):
     _check_inputs(_BACKWARD_OP, x, weight, None, lora_A, lora_B, mask)
+    out_shape, xa_shape = [*x.shape[:-1], weight.shape[0]], [*x.shape[:-1], lora_A.shape[0]]
+    check(
+        list(grad_y.shape) == out_shape,
+        _BACKWARD_OP,
+        lambda: f"grad_y must be (..., out) = [{', '.join(map(str, out_shape))}], got {sizes(grad_y)}",
+    )
+    check(
+        list(xa.shape) == xa_shape,
+        _BACKWARD_OP,
+        lambda: f"xa must be (..., r) = [{', '.join(map(str, xa_shape))}] from the forward, got {sizes(xa)}",
+    )
+    check_same_dtype_and_device(_BACKWARD_OP, "x", x, {"grad_y": grad_y, "xa": xa})
     return x.new_empty(x.shape), lora_A.new_empty(lora_A.shape), lora_B.new_empty(lora_B.shape)
 
 

@@ -50,6 +50,7 @@ class OpSpec:
     bad_inputs: Callable[[], list[BadInput]] = lambda: []
     backward: str | None = None  # the explicit backward op
     backward_args: Callable[[Sample], Args] | None = None  # its arguments for a forward sample
+    backward_bad_inputs: Callable[[], list[BadInput]] = lambda: []  # of the backward op
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
     tolerance: dict = dataclasses.field(
         default_factory=lambda: {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-9, atol=1e-9)}
@@ -143,6 +144,7 @@ def _composite_samples(dtype, device):
         dict(N=1, K=1, C=1, T=1, V=1, R=1),
         dict(N=2, K=2, C=8, T=6, V=25, R=2),
         dict(N=5, K=2, C=16, T=3, V=20, R=8),
+        dict(N=2, K=0, C=3, T=4, V=5, R=2),  # no partition: zeros, as the reference's empty sum
     ]
     return [
         Sample(_composite_inputs(_generator(i), **shape, dtype=dtype, device=device), tuple(range(7)), str(shape))
@@ -250,17 +252,26 @@ def _nearest_code_samples(dtype, device):
             x = _randn(g, N, D, dtype=dtype, device=device)
             codebook = _randn(g, K, D, dtype=dtype, device=device)
             samples.append(Sample((x, codebook, metric), (), f"{metric} N{N} K{K} D{D}"))
+        g = _generator(11)
+        x, codebook = _randn(g, 4, 3, dtype=dtype, device=device), _randn(g, 6, 3, dtype=dtype, device=device)
+        x[1, 2] = float("nan")  # a NaN row: NaN from code 0, as the reference's min
+        samples.append(Sample((x, codebook, metric), (), f"{metric} NaN row"))
+        codebook = codebook.clone()
+        codebook[4, 0] = float("nan")  # a NaN code: every row's minimum is NaN there
+        samples.append(Sample((x, codebook, metric), (), f"{metric} NaN code"))
     return samples
 
 
 def _compare_nearest_code(ours, theirs, sample, tolerance):
     """Distances equal; a chosen code is a nearest one (equally near codes may swap)."""
-    (indices, distances), (_, ref_distances) = ours, theirs
-    torch.testing.assert_close(distances, ref_distances, **tolerance)
+    (indices, distances), (ref_indices, ref_distances) = ours, theirs
+    torch.testing.assert_close(distances, ref_distances, **tolerance, equal_nan=True)
+    nan = torch.isnan(ref_distances)
+    assert torch.equal(indices[nan], ref_indices[nan]), f"{sample.name}: NaN rows' codes"
     x, codebook, metric = sample.args
     chosen = codebook[indices]
     own = (x - chosen).square().sum(1) if metric == "euclidean" else 1 - F.cosine_similarity(x, chosen, dim=1)
-    torch.testing.assert_close(own, ref_distances, **tolerance)
+    torch.testing.assert_close(own[~nan], ref_distances[~nan], **tolerance)
 
 
 def _nearest_code_bad():
@@ -391,7 +402,7 @@ def _lora_inputs(g, shape, out, r, dtype, device, bias, masked):
 
 def _lora_samples(dtype, device):
     samples = []
-    for i, shape in enumerate(((7,), (4, 7), (2, 5, 7), (3, 1, 2, 9), (0, 7))):
+    for i, shape in enumerate(((7,), (4, 7), (2, 5, 7), (3, 1, 2, 9), (0, 7), (3, 0))):
         for bias, masked in ((True, True), (False, False), (False, "bool")):
             g = _generator(i)
             args = _lora_inputs(g, shape, 6, 3, dtype, device, bias, masked)
@@ -412,6 +423,29 @@ def _lora_bad():
             (x, weight, b, A, B, 1.0, torch.ones(x.shape, dtype=torch.int64)), "mask must be bool .* or x's dtype"
         ),
         BadInput((x, weight[:, :4], b, A, B, 1.0, None), r"weight must be \(out, in\) with in = 7"),
+    ]
+
+
+def _lora_backward_bad():
+    x, weight, _, A, B, scaling, _ = (
+        t.detach() if isinstance(t, torch.Tensor) else t
+        for t in _lora_inputs(_generator(0), (2, 5, 7), 6, 3, torch.float64, "cpu", False, False)
+    )
+    grad_y, xa = torch.randn(2, 5, 6, dtype=torch.float64), torch.randn(2, 5, 3, dtype=torch.float64)
+    return [
+        BadInput((grad_y, x, weight, A, B, scaling, None, xa[..., 0]), r"xa must be \(\.\.\., r\) = \[2, 5, 3\]"),
+        BadInput(
+            (grad_y[..., :4], x, weight, A, B, scaling, None, xa), r"grad_y must be \(\.\.\., out\) = \[2, 5, 6\]"
+        ),
+    ]
+
+
+def _contrastive_backward_bad():
+    s, t = torch.randn(3, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    one, log_scale, lse = torch.ones((), dtype=torch.float64), torch.zeros(1, dtype=torch.float64), torch.zeros(3)
+    return [
+        BadInput((one, s, t, torch.tensor([0, 7, 1]), log_scale, lse.double()), r"labels\[1\] = 7 is not a text", True),
+        BadInput((one, s, t, torch.tensor([0, 1, 1]), log_scale, lse[:2].double()), r"logsumexp must be \(N\)"),
     ]
 
 
@@ -524,6 +558,7 @@ OPS: dict[str, OpSpec] = {
             _contrastive_bad,
             backward="contrastive_alignment_loss_backward",
             backward_args=_contrastive_backward_args,
+            backward_bad_inputs=_contrastive_backward_bad,
             tolerance={torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-12)},
             bench={
                 "full": {"dim": 384, "shapes": [[256, 120], [4096, 120], [4096, 4096]]},
@@ -550,6 +585,7 @@ OPS: dict[str, OpSpec] = {
             _lora_bad,
             backward="lora_linear_backward",
             backward_args=_lora_backward_args,
+            backward_bad_inputs=_lora_backward_bad,
             bench={  # SmolLM2-135M's projections (hidden 576, MLP 1536) and a 4096-hidden model, 4096 tokens
                 "full": {
                     "dropout": 0.05,
