@@ -38,8 +38,10 @@ def test_cache_round_trip(tmp_path):
             original.layout,
             original.meta["action"],
         )
-    # Written again over itself: replaced whole.
-    cache.write_cache(sequences[:3], folder)
+    # Written again over itself: refused, or with overwrite replaced whole.
+    with pytest.raises(ValueError, match="holds a skelang cache already: pass --force"):
+        cache.write_cache(sequences[:3], folder)
+    cache.write_cache(sequences[:3], folder, overwrite=True)
     assert len(cache.SequenceCache(folder)) == 3
 
 

@@ -187,6 +187,7 @@ def test_run_writes_config_log_metrics_and_checkpoint(finished_run):
     assert sorted(p.name for p in finished_run.iterdir()) == [
         ".lock",
         "checkpoint.pt",
+        "checkpoint.sha256",
         "config.yaml",
         "log.csv",
         "log.jsonl",
@@ -264,7 +265,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", partial_save)
     with pytest.raises(OSError, match="disk full"):
         run.save_checkpoint({"epoch": 2, "weights": torch.zeros(3)})
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "checkpoint.sha256"]
     assert run.load_checkpoint()["epoch"] == 1
 
 

@@ -70,7 +70,9 @@ def cmd_data_convert(args) -> int:
 
     if (args.benchmark is None) != (args.part is None):
         raise SystemExit("skelang data convert: --benchmark and --part go together")
-    result = convert_dataset(args.path, args.out, args.format, args.workers, args.benchmark, args.part)
+    result = convert_dataset(
+        args.path, args.out, args.format, args.workers, args.benchmark, args.part, force=args.force
+    )
     print(
         f"wrote {result['sequences']} sequences to {result['cache']}"
         + (f" ({len(result['skipped'])} files without skeletons skipped)" if result["skipped"] else "")
@@ -127,6 +129,7 @@ def _add_data_commands(commands) -> None:
     convert.add_argument("--out", required=True, help="the cache folder to write")
     convert.add_argument("--benchmark", choices=split_names(), help="keep one part of this split")
     convert.add_argument("--part", choices=("train", "test"), help="the part to keep")
+    convert.add_argument("--force", action="store_true", help="replace a skelang cache at --out (nothing else is)")
     convert.set_defaults(func=lambda args, rest: cmd_data_convert(args))
 
     render = actions.add_parser("render", help="an animated GIF or MP4 of one sequence")
@@ -498,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, OSError) as error:  # bad input: the message names it
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"skelang {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except RuntimeError as error:  # from torch or an op: its first line; SKELANG_DEBUG=1 for the traceback
+        if os.environ.get("SKELANG_DEBUG") == "1":
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"skelang {args.command}: error: {first} (SKELANG_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
 
 

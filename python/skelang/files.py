@@ -17,16 +17,37 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside `path` (mode "w" for text, "wb" for bytes); when the
     block ends without an error it replaces `path`, otherwise it is deleted."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _naming(error, path) from None
     try:
         with os.fdopen(handle, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as file:
             yield file
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise _naming(error, path) from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """The error as one line naming the file, with the remedy for a full disk or a
+    read-only folder; the file written before is left as it was."""
+    remedy = {
+        28: "free some disk space (or write elsewhere) and run again",
+        13: "write somewhere you may write",
+        30: "write somewhere you may write",
+    }.get(error.errno, "")
+    return OSError(
+        error.errno,
+        f"{path}: cannot write: {error.strerror or error}"
+        + (f"; {remedy}; the previous file is unchanged" if remedy else ""),
+    )
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

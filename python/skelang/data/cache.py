@@ -4,9 +4,11 @@
     offsets.npy  (N + 1,) int64: sequence i is frames[offsets[i]:offsets[i + 1]]
     labels.npy   (N,) int64, -1 where unknown
     index.json   format, layout, meta of each sequence, and the sha256 of the three arrays
+                 and of the index itself (its other keys)
 
 The folder is written under a temporary name and renamed into place, so a cache is
 either complete or absent; loading checks the checksum and maps the frames from disk.
+Caches of format skelang-cache-1 (their checksum covers the arrays only) still open.
 """
 
 from __future__ import annotations
@@ -24,22 +26,46 @@ import numpy as np
 from skelang.data.layouts import get_layout, layout_from_dict, layout_names, register_layout
 from skelang.data.sequence import Sequence
 
-FORMAT = "skelang-cache-1"
+FORMAT = "skelang-cache-2"
+FORMATS = ("skelang-cache-1", FORMAT)
 ARRAYS = ("frames.npy", "offsets.npy", "labels.npy")
 
 
-def _checksum(folder: Path) -> str:
+def _checksum(folder: Path, index: dict | None = None) -> str:
+    """sha256 of the three arrays and (format 2) of the index's keys other than sha256."""
     digest = hashlib.sha256()
     for name in ARRAYS:
         with open(folder / name, "rb") as f:
             while block := f.read(1 << 24):
                 digest.update(block)
+    if index is not None:
+        digest.update(json.dumps({k: v for k, v in index.items() if k != "sha256"}, sort_keys=True).encode())
     return digest.hexdigest()
 
 
-def write_cache(sequences: Iterable[Sequence], folder: str | Path) -> Path:
-    """Write sequences (all of one layout and channel count) to `folder` atomically."""
+def check_cache_destination(folder: str | Path, overwrite: bool = False) -> None:
+    """A cache may be written to `folder` when it does not exist, is an empty folder, or (with
+    `overwrite`) holds a skelang cache; anything else is a ValueError naming it, and is never
+    replaced."""
     folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+        return
+    if is_cache(folder) and not folder.is_symlink():
+        if not overwrite:
+            raise ValueError(f"{folder} holds a skelang cache already: pass --force (overwrite=True) to replace it")
+        return
+    kind = "a file" if folder.is_file() else "a link" if folder.is_symlink() else "a folder that is not a skelang cache"
+    raise ValueError(f"{folder} exists and is {kind}: choose a new folder for the cache (it is never replaced)")
+
+
+def write_cache(sequences: Iterable[Sequence], folder: str | Path, overwrite: bool = False) -> Path:
+    """Write sequences (all of one layout and channel count) to `folder` atomically. An
+    existing `folder` must be empty or (with `overwrite`) a skelang cache (see
+    check_cache_destination)."""
+    folder = Path(folder)
+    check_cache_destination(folder, overwrite)
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -74,9 +100,10 @@ def write_cache(sequences: Iterable[Sequence], folder: str | Path) -> Path:
             "layout_definition": _layout_definition(layout),
             "num_sequences": len(labels),
             "meta": metas,
-            "sha256": _checksum(work),
         }
+        index["sha256"] = _checksum(work, json.loads(json.dumps(index)))  # as it will read back
         (work / "index.json").write_text(json.dumps(index))
+        check_cache_destination(folder, overwrite)  # again: the sequences may have taken a while
         if folder.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
             os.replace(folder, old / "cache")
@@ -124,9 +151,17 @@ class SequenceCache:
             ) from None
         except json.JSONDecodeError as error:
             raise ValueError(f"{index_path}:{error.lineno}: corrupt cache index: {error.msg}") from None
-        if index.get("format") != FORMAT:
-            raise ValueError(f"{index_path}: cache format {index.get('format')!r}, expected {FORMAT!r}")
-        if verify and _checksum(self.folder) != index["sha256"]:
+        if not isinstance(index, dict) or index.get("format") not in FORMATS:
+            got = index.get("format") if isinstance(index, dict) else type(index).__name__
+            raise ValueError(f"{index_path}: cache format {got!r}, expected {FORMAT!r}")
+        missing = [key for key in ("layout", "layout_definition", "meta", "sha256") if key not in index]
+        if missing:
+            raise ValueError(f"{index_path}: damaged cache index: no {', '.join(missing)}")
+        covered = index if index["format"] == FORMAT else None
+        for name in ARRAYS:
+            if not (self.folder / name).is_file():
+                raise ValueError(f"{self.folder}: damaged cache: no {name}; convert the data again")
+        if verify and _checksum(self.folder, covered) != index["sha256"]:
             raise ValueError(
                 f"{self.folder}: checksum mismatch: the cache was modified or is damaged; convert the data again"
             )
@@ -134,9 +169,20 @@ class SequenceCache:
         if self.layout not in layout_names():
             register_layout(layout_from_dict(index["layout_definition"]))
         self.meta = index["meta"]
-        self.frames = np.load(self.folder / "frames.npy", mmap_mode="r")
-        self.offsets = np.load(self.folder / "offsets.npy")
-        self.labels = np.load(self.folder / "labels.npy")
+        self.frames = self._array("frames.npy", mmap_mode="r")
+        self.offsets = self._array("offsets.npy")
+        self.labels = self._array("labels.npy")
+        if len(self.offsets) != len(self.labels) + 1 or len(self.meta) != len(self.labels):
+            raise ValueError(
+                f"{self.folder}: damaged cache: {len(self.labels)} labels, {len(self.offsets)} offsets "
+                f"and {len(self.meta)} metadata entries"
+            )
+
+    def _array(self, name: str, **options) -> np.ndarray:
+        try:
+            return np.load(self.folder / name, allow_pickle=False, **options)
+        except (OSError, ValueError, EOFError) as error:
+            raise ValueError(f"{self.folder / name}: damaged cache array ({error})") from None
 
     def __len__(self) -> int:
         return len(self.labels)

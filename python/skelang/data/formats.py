@@ -149,7 +149,7 @@ def read_pyskl(path: str | Path, split: str | None = None, layout: str | None = 
 # CTR-GCN .npz
 
 
-def _load_numpy(path: Path):
+def load_numpy(path: Path):
     """An ndarray (.npy) or an open NpzFile (.npz), never unpickling anything."""
     try:
         return np.load(path, allow_pickle=False)
@@ -202,7 +202,7 @@ def read_ctrgcn_npz(path: str | Path, part: str = "test", layout: str = "ntu25")
     path = Path(path)
     source = str(path)
     V = get_layout(layout).num_joints
-    npz = _load_numpy(path)
+    npz = load_numpy(path)
     if isinstance(npz, np.ndarray):
         raise ValueError(f"{source}: expected a .npz archive with x_{part} and y_{part}, found a single array")
     with npz:
@@ -384,7 +384,7 @@ def read_array_file(
     ((N,) labels or (N, num_classes) one-hot)."""
     path = Path(path)
     source = str(path)
-    loaded = _load_numpy(path)
+    loaded = load_numpy(path)
     if isinstance(loaded, np.ndarray):
         if labels_key is not None:
             raise ValueError(f"{source}: a .npy file holds one array; labels_key={labels_key!r} needs a .npz")

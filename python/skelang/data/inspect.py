@@ -78,10 +78,17 @@ def convert_dataset(
     benchmark: str | None = None,
     part: str | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> dict:
     """Read every sequence at `path` (optionally one part of a benchmark split) into a cache
     folder `out`. NTU's missing skeletons are skipped; any other bad file stops the
-    conversion with its error (`inspect` lists them all)."""
+    conversion with its error (`inspect` lists them all). `out` must be new, an empty folder,
+    or (with `force`) a skelang cache, and never the input or a folder holding it."""
+    if not str(path).startswith("synthetic"):
+        source, target = Path(path).resolve(), Path(out).resolve()
+        if source == target or target in source.parents:
+            raise ValueError(f"--out {out}: the output would replace the input {path}; choose another folder")
+    cache.check_cache_destination(out, force)
     kind = detect_format(path) if format == "auto" else format
     skipped = []
 
@@ -95,5 +102,5 @@ def convert_dataset(
             if benchmark is None or split_of(benchmark, item.meta) == part:
                 yield item
 
-    folder = cache.write_cache(sequences(), out)
+    folder = cache.write_cache(sequences(), out, overwrite=force)
     return {"cache": str(folder), "sequences": len(cache.SequenceCache(folder, verify=False)), "skipped": skipped}

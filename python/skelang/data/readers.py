@@ -129,7 +129,10 @@ def iter_sequences(path: str | Path, format: str = "auto", workers: int = 1) -> 
     elif kind == "ctrgcn":
         import numpy as np
 
-        with np.load(path, allow_pickle=False) as arrays:
+        arrays = formats.load_numpy(path)
+        if isinstance(arrays, np.ndarray):
+            raise ValueError(f"{path}: a single array, not a CTR-GCN .npz file (x_train, y_train, x_test, y_test)")
+        with arrays:
             parts = [part for part in ("train", "test") if f"x_{part}" in arrays.files]
         if not parts:
             raise ValueError(f"{path}: no x_train or x_test array: not a CTR-GCN .npz file")
