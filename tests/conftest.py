@@ -15,11 +15,12 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SKELANG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+SHARED_CASES = SHARED_DATA.parent / "cases"
 
 
-def require_shared_data(relative: str) -> Path:
+def require_shared_data(relative: str, root: Path = SHARED_DATA) -> Path:
     """Path of ../shared/data/<relative>; skips the test (or fails it, when required) if absent."""
-    path = SHARED_DATA / relative
+    path = root / relative
     if not path.exists():
         message = f"real data {path} is missing"
         if os.environ.get("SKELANG_REQUIRE_SHARED_DATA") == "1":
@@ -31,6 +32,12 @@ def require_shared_data(relative: str) -> Path:
 @pytest.fixture
 def shared_data():
     return require_shared_data
+
+
+@pytest.fixture
+def shared_case():
+    """Path of ../shared/cases/<relative> (inputs shaped like users' files), as shared_data."""
+    return lambda relative: require_shared_data(relative, SHARED_CASES)
 
 
 SYNTHETIC_HGLNET = {

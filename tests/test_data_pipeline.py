@@ -95,8 +95,8 @@ def test_inspect_ntu_lists_the_empty_file(shared_data):
     report = json.loads(result.stdout)
     assert report["sequences"] == 21 and report["classes"] == 10
     assert report["frames"]["max"] == 96
-    assert len(report["bad_files"]) == 1 and report["bad_files"][0]["missing_skeleton"]
-    assert "S005C003P016R002A009.skeleton" in report["bad_files"][0]["error"]
+    assert report["bad_files"] == [] and len(report["missing_skeletons"]) == 1
+    assert "S005C003P016R002A009.skeleton" in report["missing_skeletons"][0]
     assert report["split"]["train"] + report["split"]["test"] == 21
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from skelang.data import formats
+from skelang.data.sequence import MissingSkeletonError
 
 
 def ramp(*shape) -> np.ndarray:
@@ -292,7 +293,7 @@ def test_kinetics_unknown_label_and_folder(tmp_path):
     (tmp_path / "c.json").write_text('{"data": [\n{"frame_index": 1,}\n]}')
     (tmp_path / "notes.txt").write_text("not a skeleton")
     a, b, c = formats.iter_kinetics(tmp_path)
-    assert a.label is None and a.data.shape == (3, 2, 18, 2) and (a.data == 0).all()
+    assert isinstance(a, MissingSkeletonError) and "nobody was detected in any of its 1 frames" in str(a)
     assert b.label is None and b.meta["label_name"] == "unknown"
     assert isinstance(c, ValueError) and str(c).startswith(f"{tmp_path / 'c.json'}:2: invalid JSON")
     with pytest.raises(ValueError, match="expected a folder"):
@@ -317,7 +318,7 @@ def test_kinetics_unknown_label_and_folder(tmp_path):
         ([{"frame_index": 1, "skeleton": [{"pose": [0.0] * 36, "score": [None] * 18}]}], r"frame 1, person 0: 'score'"),
         ([{"frame_index": 0, "skeleton": []}], r"data\[0\]: 'frame_index' must be an integer >= 1"),
         ([{"frame_index": 1, "skeleton": []}, {"frame_index": 1, "skeleton": []}], "frame 1: listed twice"),
-        ([], "no frames"),
+        ([], "nobody was detected: 'data' holds no frame"),
     ],
 )
 def test_kinetics_malformed(tmp_path, frames, message):
@@ -407,3 +408,34 @@ def test_pyskl_every_pickle_protocol(tmp_path, protocol):
         )
     (sequence,) = formats.read_pyskl(path)
     np.testing.assert_array_equal(sequence.data[:2, :, :, 0], keypoint[0].transpose(2, 0, 1))
+
+
+def test_from_sequences_takes_clips_of_any_length_and_named_labels():
+    from skelang.data import from_sequences
+
+    rng = np.random.default_rng(0)
+    clips = [rng.normal(size=(T, 17, 2)).astype(np.float32) for T in (5, 9, 3)]
+    clips[1][:, 4] = 0  # an undetected joint (x = y = 0)
+    sequences = from_sequences(clips, ["wave", "kick", "wave"], "coco17", names=["a", "b", "c"])
+    assert [s.label for s in sequences] == [1, 0, 1] and sequences[0].meta["class_names"] == ["kick", "wave"]
+    assert [s.num_frames for s in sequences] == [5, 9, 3] and sequences[1].data.shape == (3, 9, 17, 1)
+    assert sequences[1].meta["coordinates"] == "xy" and not sequences[1].data[2, :, 4].any()  # score 0
+    given = from_sequences(clips, ["wave", "kick", "wave"], "coco17", class_names=["wave", "kick", "jump"])
+    assert [s.label for s in given] == [0, 1, 0]
+    people = from_sequences([rng.normal(size=(2, 4, 17, 3))], [2], "coco17", dims="MTVC")
+    assert people[0].data.shape == (3, 4, 17, 2) and "coordinates" not in people[0].meta
+    scored = from_sequences([np.abs(rng.normal(size=(4, 17, 3)))], None, "coco17", coordinates="xy+score")
+    assert scored[0].meta["coordinates"] == "xy" and scored[0].label is None
+    for call, message in [
+        (lambda: from_sequences(clips, ["wave", 1, "kick"], "coco17"), "labels mix class names and numbers"),
+        (lambda: from_sequences(clips, ["x"] * 3, "coco17", class_names=["y"]), r"labels \['x'\] are not in"),
+        (lambda: from_sequences(clips, [0, 1], "coco17"), "2 labels for 3 clips"),
+        (lambda: from_sequences([np.zeros((5, 18, 2))], [0], "coco17"), "clip 0: 18 joints, but layout 'coco17'"),
+        (lambda: from_sequences([np.full((5, 17, 2), np.nan)], [0], "coco17"), "clip 0: NaN or infinite"),
+        (lambda: from_sequences([np.ones((5, 17))], [0], "coco17"), r"expected a real 3-D \(T, V, C\) array"),
+        (lambda: from_sequences(clips, [0, -1, 2], "coco17"), "clip 1: label must be a non-negative integer"),
+        (lambda: from_sequences(clips, None, "coco17", dims="TXC"), "dims 'TXC' must order"),
+        (lambda: from_sequences([np.zeros((5, 17, 2))], [0], "coco17"), "clip 0: nobody in the clip"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            call()

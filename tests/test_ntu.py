@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from skelang import _C
 from skelang.data import ntu
 from skelang.data.safe_pickle import load_npy_object
+from skelang.data.sequence import MissingSkeletonError
 from skelang.reference.ntu_skeleton import parse_ntu_skeleton as parse_python
 
 CONVERTER_PAIR = "ntu60/converter_pair/S001C001P001R001A001.skeleton"
@@ -42,7 +43,7 @@ def test_every_raw_example(shared_data):
         assert parsed["num_frames"] == int(row["frames"])
         assert int(parsed["bodies_per_frame"].max(initial=0)) == int(row["max_bodies"])
         if int(row["max_bodies"]) == 0:  # S005C003P016R002A009: the documented outcome
-            with pytest.raises(ntu.EmptySkeletonError, match=f"{name}: no body in any of its 69 frames"):
+            with pytest.raises(MissingSkeletonError, match=f"{name}: no body in any of its 69 frames"):
                 ntu.read_ntu_skeleton(path)
             continue
         sequence = ntu.read_ntu_skeleton(path)

@@ -57,10 +57,17 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _clip_options(args) -> dict:
+    """The options of the clips format (skelang.data.formats.read_clip_arrays)."""
+    return {"layout": args.layout, "dims": args.dims, "labels": args.labels, "coordinates": args.coordinates}
+
+
 def cmd_data_inspect(args) -> int:
     from skelang.data.inspect import format_report, inspect_dataset
 
-    report = inspect_dataset(args.path, args.format, args.workers, args.benchmark, progress=not args.json)
+    report = inspect_dataset(
+        args.path, args.format, args.workers, args.benchmark, progress=not args.json, clips=_clip_options(args)
+    )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
@@ -71,12 +78,19 @@ def cmd_data_convert(args) -> int:
     if (args.benchmark is None) != (args.part is None):
         raise SystemExit("skelang data convert: --benchmark and --part go together")
     result = convert_dataset(
-        args.path, args.out, args.format, args.workers, args.benchmark, args.part, force=args.force
+        args.path,
+        args.out,
+        args.format,
+        args.workers,
+        args.benchmark,
+        args.part,
+        force=args.force,
+        clips=_clip_options(args),
     )
-    print(
-        f"wrote {result['sequences']} sequences to {result['cache']}"
-        + (f" ({len(result['skipped'])} files without skeletons skipped)" if result["skipped"] else "")
-    )
+    notes = [f"{len(result['skipped'])} without a skeleton skipped"] if result["skipped"] else []
+    if result["outside_benchmark"]:
+        notes.append(f"{len(result['outside_benchmark'])} outside {args.benchmark} left out")
+    print(f"wrote {result['sequences']} sequences to {result['cache']}" + (f" ({'; '.join(notes)})" if notes else ""))
     return 0
 
 
@@ -117,6 +131,11 @@ def _add_data_commands(commands) -> None:
             "--format", default="auto", choices=("auto",) + FORMATS, help="the format (default: detected from the path)"
         )
         parser.add_argument("--workers", type=int, default=1, help="processes that parse files")
+        clips = parser.add_argument_group("your own clips (an .npz of one array per clip, or a folder of .npy)")
+        clips.add_argument("--layout", help="their skeleton layout (default: from the joint count)")
+        clips.add_argument("--dims", default="TVC", help="each clip's dimension order, e.g. TVC or MTVC")
+        clips.add_argument("--labels", help="a CSV file of name,label lines (labels: class names or indices)")
+        clips.add_argument("--coordinates", choices=("xyz", "xy", "xy+score"), help="default: xy for 2, xyz for 3")
 
     inspect = actions.add_parser("inspect", help="counts per class, frames, bodies, bad files")
     common(inspect)

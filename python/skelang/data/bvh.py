@@ -148,9 +148,14 @@ class _Words:
         return self._words.pop(0)
 
     def expect(self, word: str, where: str):
+        """The next word is `word`, in any letter case (writers differ: HIERARCHY, Hierarchy)."""
         found = self.next(f"{word!r} {where}")
-        if found != word:
+        if found.upper() != word.upper():
             raise self.error(f"expected {word!r} {where}, found {found!r}")
+
+    def peek(self) -> str | None:
+        """The next word on the current line, not consumed (None at the line's end)."""
+        return self._words[0] if self._words else None
 
     def rest_of_line(self) -> list[str]:
         words, self._words = self._words, []
@@ -218,12 +223,20 @@ def _parse_hierarchy(words: _Words) -> tuple[list[_Block], list[_Block]]:
             block = _Block(keyword, f"of {joints[parent].name}", words.line, -1, parent)
             end_sites.append(block)
         else:
-            name = words.next(f"a joint name after {keyword}")
+            # The name is the rest of the line: 3ds Max Biped and Rocketbox write "Bip01 L Thigh".
+            first = words.next(f"a joint name after {keyword}")
+            parts = [first, *words.rest_of_line()]
+            brace_on_line = len(parts) > 1 and parts[-1] == "{"
+            name = " ".join(parts[:-1] if brace_on_line else parts)
+            if name == "{":
+                raise words.error(f"expected a joint name after {keyword}, found '{{'")
             if name in joint_names:
                 raise words.error(f"joint name {name!r} is used twice")
             joint_names.add(name)
             block = _Block(keyword, name, words.line, len(joints), parent)
             joints.append(block)
+            if brace_on_line:
+                return block
         words.expect("{", f"after {keyword} {block.name}")
         return block
 
@@ -234,17 +247,19 @@ def _parse_hierarchy(words: _Words) -> tuple[list[_Block], list[_Block]]:
         block = open_blocks[-1]
         is_joint = block.keyword != "End Site"
         expected = "OFFSET, CHANNELS, JOINT, End Site or '}'" if is_joint else "OFFSET or '}'"
-        word = words.next(f"{expected} in {block}")
+        found = words.next(f"{expected} in {block}")
+        word = found.upper()  # keywords in any letter case (Offset, Channels, Joint, END SITE)
         if word == "OFFSET" and block.offset is None:
             block.offset = _offset(words)
         elif word == "CHANNELS" and is_joint and block.channels is None:
             block.channels = _channels(words)
         elif word == "OFFSET" or (word == "CHANNELS" and is_joint):
-            raise words.error(f"a second {word} in {block}")
+            raise words.error(f"a second {found} in {block}")
         elif word == "JOINT" and is_joint:
             open_blocks.append(open_block("JOINT", block.index))
-        elif word == "End" and is_joint:
-            words.expect("Site", "after End")
+        elif word in ("END", "ENDSITE") and is_joint:
+            if word == "END":
+                words.expect("Site", "after End")
             open_blocks.append(open_block("End Site", block.index))
         elif word == "}":
             if block.offset is None:
@@ -253,7 +268,7 @@ def _parse_hierarchy(words: _Words) -> tuple[list[_Block], list[_Block]]:
                 raise words.error(f"{block} has no CHANNELS")
             open_blocks.pop()
         else:
-            raise words.error(f"expected {expected} in {block}, found {word!r}")
+            raise words.error(f"expected {expected} in {block}, found {found!r}")
     words.expect("MOTION", "after the hierarchy")
     if words.rest_of_line():
         raise words.error("unexpected words after MOTION")
@@ -272,7 +287,7 @@ def _parse_motion(source: str, lines: list[str], motion_line: int, num_channels:
             last = rows[-1][0] if rows else motion_line
             raise ValueError(f"{source}:{last}: expected {what}, found the end of the file (truncated?)")
         number, line = rows[index]
-        match = re.fullmatch(pattern, line.strip())
+        match = re.fullmatch(pattern, line.strip(), re.IGNORECASE)
         if match is None:
             raise ValueError(f"{source}:{number}: expected {what}, found {line.strip()!r:.60}")
         return number, match.group(1)

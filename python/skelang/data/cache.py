@@ -3,8 +3,8 @@
     frames.npy   (sum of T, C, V, M) float32: every sequence's frames, one after another
     offsets.npy  (N + 1,) int64: sequence i is frames[offsets[i]:offsets[i + 1]]
     labels.npy   (N,) int64, -1 where unknown
-    index.json   format, layout, meta of each sequence, and the sha256 of the three arrays
-                 and of the index itself (its other keys)
+    index.json   format, layout, meta of each sequence, the class names (when the labels
+                 were names), and the sha256 of the three arrays and of the index itself
 
 The folder is written under a temporary name and renamed into place, so a cache is
 either complete or absent; loading checks the checksum and maps the frames from disk.
@@ -71,7 +71,7 @@ def write_cache(sequences: Iterable[Sequence], folder: str | Path, overwrite: bo
     try:
         frames_path = work / "frames.raw"
         offsets, labels, metas = [0], [], []
-        layout = shape = None
+        layout = shape = class_names = None
         with open(frames_path, "wb") as frames:
             for sequence in sequences:
                 C, T, V, M = sequence.data.shape
@@ -85,7 +85,16 @@ def write_cache(sequences: Iterable[Sequence], folder: str | Path, overwrite: bo
                 frames.write(np.ascontiguousarray(sequence.data.transpose(1, 0, 2, 3), dtype=np.float32).tobytes())
                 offsets.append(offsets[-1] + T)
                 labels.append(-1 if sequence.label is None else sequence.label)
-                metas.append(sequence.meta)
+                meta = dict(sequence.meta)
+                names = meta.pop("class_names", None)  # kept once, in the index
+                if names is not None:
+                    if class_names is not None and list(names) != class_names:
+                        raise ValueError(
+                            f"{meta.get('source', 'a sequence')}: class names {list(names)[:5]} "
+                            f"differ from the other sequences' {class_names[:5]}"
+                        )
+                    class_names = list(names)
+                metas.append(meta)
         if layout is None:
             raise ValueError(f"{folder}: no sequence to cache")
         raw = np.memmap(frames_path, dtype=np.float32, mode="r", shape=(offsets[-1], *shape))
@@ -101,6 +110,8 @@ def write_cache(sequences: Iterable[Sequence], folder: str | Path, overwrite: bo
             "num_sequences": len(labels),
             "meta": metas,
         }
+        if class_names is not None:
+            index["class_names"] = class_names
         index["sha256"] = _checksum(work, json.loads(json.dumps(index)))  # as it will read back
         (work / "index.json").write_text(json.dumps(index))
         check_cache_destination(folder, overwrite)  # again: the sequences may have taken a while
@@ -169,6 +180,7 @@ class SequenceCache:
         if self.layout not in layout_names():
             register_layout(layout_from_dict(index["layout_definition"]))
         self.meta = index["meta"]
+        self.class_names = index.get("class_names")  # when the labels were class names
         self.frames = self._array("frames.npy", mmap_mode="r")
         self.offsets = self._array("offsets.npy")
         self.labels = self._array("labels.npy")
@@ -197,5 +209,5 @@ class SequenceCache:
             data=np.ascontiguousarray(block.transpose(1, 0, 2, 3)),
             layout=self.layout,
             label=None if label < 0 else label,
-            meta=self.meta[i],
+            meta=self.meta[i] if self.class_names is None else {**self.meta[i], "class_names": self.class_names},
         )

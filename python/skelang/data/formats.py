@@ -6,6 +6,8 @@
     iter_kinetics(folder)     every Kinetics-skeleton file of a folder
     from_array(array, layout) an in-memory (N, C, T, V, M) array in any dimension order
     read_array_file(path)     such an array from a .npy or .npz file (never unpickled)
+    from_sequences(arrays, labels, layout)  a list of clips of any lengths, e.g. (T, V, C) each
+    read_clip_arrays(path)    such clips from an .npz (one array per clip) or a folder of .npy
 
 Every reader returns Sequences (C, T, V, M) float32; errors are ValueErrors naming the file
 and, where it applies, the sample or frame.
@@ -22,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from skelang.data.json_text import parse_json
-from skelang.data.layouts import get_layout
+from skelang.data.layouts import SkeletonLayout, get_layout, layout_from_dict, layout_names, register_layout
 from skelang.data.ntu import parse_ntu_name
 from skelang.data.safe_pickle import load_pickle
-from skelang.data.sequence import Sequence
+from skelang.data.sequence import MissingSkeletonError, Sequence
 
 # The layout a joint count stands for when a file does not name its skeleton.
 LAYOUT_BY_JOINTS = {25: "ntu25", 17: "coco17", 18: "openpose18", 20: "kinect_v1_20", 33: "blazepose33", 15: "jhmdb15"}
@@ -70,12 +72,17 @@ def _pyskl_sequence(annotation, index: int, layout: str | None, source: str) -> 
             f"got shape {keypoint.shape} ({keypoint.dtype})"
         )
     M, T, V, C = keypoint.shape
-    if "total_frames" in annotation and annotation["total_frames"] != T:
-        raise ValueError(f"{where}: 'total_frames' is {annotation['total_frames']!r} but 'keypoint' has {T} frames")
+    total_frames = annotation.get("total_frames")  # None (or absent): unknown, the keypoints tell
+    if total_frames is not None and (not _is_integer(total_frames) or total_frames != T):
+        raise ValueError(f"{where}: 'total_frames' is {total_frames!r} but 'keypoint' has {T} frames")
     if not np.isfinite(keypoint).all():
         raise ValueError(f"{where}: 'keypoint' holds NaN or infinite values")
+    if M == 0 or T == 0 or not keypoint.any():
+        raise MissingSkeletonError(
+            f"{where}: nobody was detected (keypoint of shape {keypoint.shape}{', all zero' if keypoint.size else ''})"
+        )
     if C == 2:
-        if "keypoint_score" in annotation:
+        if annotation.get("keypoint_score") is not None:
             score = np.asarray(annotation["keypoint_score"])
             if score.shape != (M, T, V) or not np.issubdtype(score.dtype, np.number):
                 raise ValueError(
@@ -97,8 +104,13 @@ def _pyskl_sequence(annotation, index: int, layout: str | None, source: str) -> 
     meta = {"source": source, "name": frame_dir, **_ntu_fields(frame_dir)}
     if C == 2:
         meta["coordinates"] = "xy"  # channels x, y, score
-    if "img_shape" in annotation:
-        meta["img_shape"] = tuple(int(n) for n in annotation["img_shape"])
+    for key in ("img_shape", "original_shape"):  # (height, width); None: unknown
+        shape = annotation.get(key)
+        if shape is None:
+            continue
+        if not (isinstance(shape, (tuple, list)) and len(shape) == 2 and all(_is_integer(n) and n > 0 for n in shape)):
+            raise ValueError(f"{where}: {key!r} must be (height, width) in pixels or None, got {shape!r:.60}")
+        meta[key] = tuple(int(n) for n in shape)
     data = np.ascontiguousarray(keypoint.transpose(3, 1, 2, 0), dtype=np.float32)  # (3, T, V, M)
     return Sequence(data=data, layout=layout, label=int(label), meta=meta)
 
@@ -106,17 +118,34 @@ def _pyskl_sequence(annotation, index: int, layout: str | None, source: str) -> 
 def read_pyskl(path: str | Path, split: str | None = None, layout: str | None = None) -> list[Sequence]:
     """The annotations of a PYSKL pickle, {"split": {name: [frame_dir, ...]}, "annotations":
     [{"frame_dir", "label", "keypoint" (M, T, V, C), ...}]} (a bare list of annotations is
-    accepted too), as Sequences (3, T, V, M) in annotation order.
+    accepted too), as Sequences (3, T, V, M) in annotation order; the first bad annotation
+    raises (iter_pyskl yields each error and goes on).
 
     3D keypoints give (x, y, z). 2D keypoints give (x, y, score) with keypoint_score
     (M, T, V) as the score, or, without it, score 1.0 for every joint with a non-zero
     coordinate and 0 for zero-padded ones. `split` keeps the annotations listed in
     data["split"][split]. The layout is `layout`, else inferred from V (LAYOUT_BY_JOINTS).
-    meta: source, name (frame_dir), img_shape if given, and the NTU name fields
-    (setup, camera, subject, replication, action) when frame_dir is an NTU sample name.
-    Annotations without keypoints (PYSKL's Kinetics files keep them apart) are errors.
-    The file is read with a restricted unpickler: only containers and numpy arrays.
+    Optional fields that are None (img_shape, original_shape, total_frames, keypoint_score,
+    as MMAction2 writes them for clips without video) are unknown. meta: source, name
+    (frame_dir), img_shape and original_shape if known, and the NTU name fields (setup,
+    camera, subject, replication, action) when frame_dir is an NTU sample name. An annotation
+    without keypoints or with no person in them raises MissingSkeletonError. The file is read
+    with a restricted unpickler: only containers and numpy arrays.
     """
+    sequences = []
+    for item in iter_pyskl(path, split, layout):
+        if isinstance(item, ValueError):
+            raise item
+        sequences.append(item)
+    return sequences
+
+
+def iter_pyskl(
+    path: str | Path, split: str | None = None, layout: str | None = None
+) -> Iterator[Sequence | ValueError]:
+    """Each annotation of a PYSKL pickle (see read_pyskl) as a Sequence, or as the ValueError
+    that names the file, the annotation and the key (MissingSkeletonError for nobody); an
+    unreadable file raises."""
     source = str(path)
     try:
         contents = load_pickle(path)
@@ -136,13 +165,21 @@ def read_pyskl(path: str | Path, split: str | None = None, layout: str | None = 
         if not isinstance(splits, dict) or split not in splits:
             known = ", ".join(map(str, splits)) if isinstance(splits, dict) else "none"
             raise ValueError(f"{source}: no split {split!r}; known splits: {known}")
-        members = set(splits[split])
+        if not isinstance(splits[split], (list, tuple)):
+            raise ValueError(f"{source}: split {split!r} must list frame_dir names, got {type(splits[split]).__name__}")
+        members = {name for name in splits[split] if isinstance(name, str)}
         annotations = [
             (index, annotation)
             for index, annotation in annotations
             if isinstance(annotation, dict) and annotation.get("frame_dir") in members
         ]
-    return [_pyskl_sequence(annotation, index, layout, source) for index, annotation in annotations]
+    for index, annotation in annotations:
+        try:
+            yield _pyskl_sequence(annotation, index, layout, source)
+        except ValueError as error:
+            yield error
+        except (TypeError, KeyError, AttributeError, IndexError) as error:  # a field of an unexpected type
+            yield ValueError(f"{source}: annotation {index}: unreadable field ({type(error).__name__}: {error})")
 
 
 # ---------------------------------------------------------------------------------------
@@ -279,7 +316,9 @@ def parse_kinetics_json(text: str | bytes, source: str, max_people: int = 2) -> 
                 )
             frames[index].append((sum(score), pose, score))
     if not frames:
-        raise ValueError(f"{source}: no frames ('data' is empty)")
+        raise MissingSkeletonError(f"{source}: nobody was detected: 'data' holds no frame")
+    if not any(frames.values()):
+        raise MissingSkeletonError(f"{source}: nobody was detected in any of its {len(frames)} frames")
     label = document.get("label_index", -1)
     if not _is_integer(label) or label < -1:
         raise ValueError(f"{source}: 'label_index' must be an integer >= -1, got {label!r}")
@@ -402,3 +441,196 @@ def read_array_file(
         for sequence, label in zip(sequences, _labels_from_y(y, len(sequences), labels_key, source)):
             sequence.label = int(label)
     return sequences
+
+
+# ---------------------------------------------------------------------------------------
+# Your own data: variable-length arrays
+
+COORDINATES = ("xyz", "xy", "xy+score")
+
+
+def _resolve_layout(layout) -> str:
+    """A layout name, a SkeletonLayout or a layout_from_dict mapping -> a registered name."""
+    if isinstance(layout, str):
+        get_layout(layout)  # a KeyError listing the known layouts
+        return layout
+    if isinstance(layout, SkeletonLayout):
+        known = get_layout(layout.name) if layout.name in layout_names() else None
+        if known is None:
+            register_layout(layout)
+        elif known != layout:
+            raise ValueError(f"layout {layout.name!r} is registered already with other joints; rename yours")
+        return layout.name
+    if isinstance(layout, dict):
+        return _resolve_layout(layout_from_dict(layout))
+    raise ValueError(f"layout must be a layout name, a SkeletonLayout or a mapping, got {type(layout).__name__}")
+
+
+def from_sequences(
+    arrays,
+    labels=None,
+    layout="coco17",
+    class_names: list[str] | None = None,
+    dims: str = "TVC",
+    coordinates: str | None = None,
+    names: list[str] | None = None,
+    source: str = "arrays",
+) -> list[Sequence]:
+    """Sequences from a list of arrays of any lengths: one clip each, its dimensions ordered
+    as `dims`, a permutation of "TVC" (one person) or of "TVCM"/"MTVC"... (M people); the
+    common form of JHMDB, Penn Action and pose-estimator output.
+
+    labels:      one per clip: integers (0-based class indices), or strings (class names,
+                 which become classes: `class_names` when given, else the sorted distinct
+                 names; the order is kept in each Sequence's meta["class_names"]); or None.
+    layout:      a layout name (skelang.data.layout_names()), a SkeletonLayout, or a mapping
+                 for layout_from_dict (your own joints), with V joints.
+    coordinates: "xyz" (3D), "xy" (2D; a joint at (0, 0) is undetected: score 0, else 1) or
+                 "xy+score" (2D with a detection score per joint, OpenPose's); default "xy"
+                 for C = 2 and "xyz" for C = 3.
+    Returns Sequences (3, T, V, M) float32; meta: source, index, name (`names[i]` or
+    "<source>#<i>"), label_name and class_names when labels are names. A clip without any
+    detected joint raises MissingSkeletonError; other bad input a ValueError naming the clip
+    (iter_clips yields each error instead and goes on).
+    """
+    sequences = []
+    for item in iter_clips(arrays, labels, layout, class_names, dims, coordinates, names, source):
+        if isinstance(item, ValueError):
+            raise item
+        sequences.append(item)
+    return sequences
+
+
+def iter_clips(
+    arrays, labels=None, layout="coco17", class_names=None, dims="TVC", coordinates=None, names=None, source="arrays"
+) -> Iterator[Sequence | ValueError]:
+    """from_sequences clip by clip: each a Sequence or the ValueError naming it (a check of
+    the whole call, such as the layout or the label count, raises)."""
+    if sorted(dims.upper()) not in (sorted("TVC"), sorted("TVCM")):
+        raise ValueError(f"{source}: dims {dims!r} must order the letters T, V, C (and M)")
+    dims = dims.upper()
+    layout_name = _resolve_layout(layout)
+    arrays = list(arrays)
+    for what, values in (("labels", labels), ("names", names)):
+        if values is not None and len(values) != len(arrays):
+            raise ValueError(f"{source}: {len(values)} {what} for {len(arrays)} clips")
+    label_names = None
+    if labels is not None and any(isinstance(label, str) for label in labels):
+        if not all(isinstance(label, str) for label in labels):
+            raise ValueError(f"{source}: labels mix class names and numbers")
+        label_names = list(class_names) if class_names is not None else sorted(set(labels))
+        unknown = sorted(set(labels) - set(label_names))
+        if unknown:
+            raise ValueError(f"{source}: labels {unknown[:5]} are not in class_names")
+    for i, clip in enumerate(arrays):
+        where = f"{source}: clip {i}" + (f" ({names[i]!r})" if names is not None else "")
+        meta = {"source": source, "index": i, "name": str(names[i]) if names is not None else f"{source}#{i}"}
+        try:
+            label = None
+            if labels is not None:
+                if label_names is not None:
+                    label = label_names.index(labels[i])
+                    meta.update(label_name=labels[i], class_names=label_names)
+                elif _is_integer(labels[i]) and labels[i] >= 0:
+                    label = int(labels[i])
+                else:
+                    raise ValueError(
+                        f"{where}: label must be a non-negative integer or a class name, got {labels[i]!r}"
+                    )
+            yield _clip_sequence(clip, dims, layout_name, coordinates, where, label, meta)
+        except ValueError as error:
+            yield error
+
+
+def _clip_sequence(
+    clip, dims: str, layout_name: str, coordinates: str | None, where: str, label, meta: dict
+) -> Sequence:
+    V = get_layout(layout_name).num_joints
+    clip = np.asarray(clip)
+    if clip.ndim != len(dims) or not np.issubdtype(clip.dtype, np.number) or np.iscomplexobj(clip):
+        raise ValueError(
+            f"{where}: expected a real {len(dims)}-D ({', '.join(dims)}) array, got shape {clip.shape} ({clip.dtype})"
+        )
+    order = [dims.index(axis) for axis in "CTVM" if axis in dims]
+    data = clip.transpose(order).astype(np.float32)  # (C, T, V[, M])
+    if data.ndim == 3:
+        data = data[..., None]
+    C, T = data.shape[:2]
+    if data.shape[2] != V:
+        raise ValueError(f"{where}: {data.shape[2]} joints, but layout {layout_name!r} has {V}")
+    kind = coordinates or {2: "xy", 3: "xyz"}.get(C)
+    if kind not in COORDINATES or C != {"xyz": 3, "xy": 2, "xy+score": 3}[kind]:
+        raise ValueError(f"{where}: {C} channels do not fit coordinates {kind!r} (xyz: 3, xy: 2, xy+score: 3)")
+    if not np.isfinite(data).all():
+        raise ValueError(f"{where}: NaN or infinite values (mark an undetected joint with zeros instead)")
+    if kind == "xy":  # a joint at the origin was not detected
+        data = np.concatenate([data, np.any(data != 0, axis=0, keepdims=True).astype(np.float32)], axis=0)
+    if T == 0 or not data[:2].any():
+        raise MissingSkeletonError(f"{where}: nobody in the clip ({T} frames, no detected joint)")
+    if kind != "xyz":
+        meta["coordinates"] = "xy"
+    return Sequence(data=np.ascontiguousarray(data), layout=layout_name, label=label, meta=meta)
+
+
+def read_labels_file(path: str | Path) -> dict[str, str]:
+    """A CSV file of `name,label` lines (a header line `name,label` is allowed): clip name (a
+    file's stem or an .npz entry) -> label (a class name or an integer, as text)."""
+    import csv
+
+    path = Path(path)
+    labels = {}
+    with open(path, newline="", encoding="utf-8") as file:
+        for number, row in enumerate(csv.reader(file), 1):
+            if not row or row[0].startswith("#") or (number == 1 and [c.strip() for c in row] == ["name", "label"]):
+                continue
+            if len(row) != 2 or not row[0].strip() or not row[1].strip():
+                raise ValueError(f"{path}:{number}: expected 'name,label', got {','.join(row)!r:.60}")
+            name = row[0].strip()
+            if name in labels:
+                raise ValueError(f"{path}:{number}: {name!r} is labelled twice")
+            labels[name] = row[1].strip()
+    return labels
+
+
+def read_clip_arrays(
+    path: str | Path,
+    layout="coco17",
+    dims: str = "TVC",
+    labels: str | Path | None = None,
+    coordinates: str | None = None,
+) -> Iterator[Sequence | ValueError]:
+    """iter_clips of the clips of a .npz file (one array per clip, keyed by its name) or of a
+    folder of .npy files (one clip each, named by the file's stem; in class-named subfolders
+    the folder names the label). `labels` is a CSV file of `name,label` lines (see
+    read_labels_file); labels that are whole numbers are class indices, others class names.
+    Each clip is a Sequence or the ValueError naming it."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.npy")) or sorted(path.glob("*/*.npy"))
+        if not files:
+            raise ValueError(f"{path}: no .npy clip files (one (T, V, C) array per file)")
+        names = [file.stem for file in files]
+        arrays = [load_numpy(file) for file in files]
+        folder_labels = [file.parent.name for file in files] if files[0].parent != path else None
+    else:
+        npz = load_numpy(path)
+        if isinstance(npz, np.ndarray):
+            raise ValueError(
+                f"{path}: one array: for clips of one shape use read_array_file, else an .npz of one array per clip"
+            )
+        with npz:
+            names = list(npz.files)
+            arrays = [_npz_array(npz, name, str(path)) for name in names]
+        folder_labels = None
+    clip_labels = folder_labels
+    if labels is not None:
+        table = read_labels_file(labels)
+        missing = [name for name in names if name not in table]
+        if missing:
+            raise ValueError(f"{labels}: no label for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        clip_labels = [table[name] for name in names]
+    if clip_labels is not None and all(label.isdecimal() for label in clip_labels):
+        clip_labels = [int(label) for label in clip_labels]
+    yield from iter_clips(
+        arrays, clip_labels, layout, dims=dims, coordinates=coordinates, names=names, source=str(path)
+    )

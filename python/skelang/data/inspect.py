@@ -9,32 +9,51 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from skelang.data import cache, ntu
+from skelang.data import cache
 from skelang.data.readers import detect_format, iter_sequences
+from skelang.data.sequence import MissingSkeletonError
 from skelang.data.splits import split_of
 
 
 def inspect_dataset(
-    path: str | Path, format: str = "auto", workers: int = 1, benchmark: str | None = None, progress: bool = False
+    path: str | Path,
+    format: str = "auto",
+    workers: int = 1,
+    benchmark: str | None = None,
+    progress: bool = False,
+    clips: dict | None = None,
 ) -> dict:
-    """Counts per class, frames min/mean/max, bodies per sequence, layouts, and the list of
-    bad files with their errors."""
+    """Counts per class, frames min/mean/max, bodies per sequence, layouts; the sequences
+    without a skeleton (skipped: MissingSkeletonError), and the bad files or entries with
+    their errors (the rest is read). With `benchmark`, only its samples are counted: those
+    outside it (an NTU-120 sample in an NTU-60 folder) are left out and counted."""
     kind = detect_format(path) if format == "auto" else format
     per_class = collections.Counter()
     per_split = collections.Counter()
     bodies = collections.Counter()
     layouts = collections.Counter()
-    frames, bad = [], []
-    for item in tqdm(iter_sequences(path, kind, workers), desc="inspect", unit="seq", disable=not progress):
-        if isinstance(item, ValueError):
-            bad.append({"error": str(item), "missing_skeleton": isinstance(item, ntu.EmptySkeletonError)})
+    frames, bad, missing, left_out = [], [], [], []
+    for item in tqdm(iter_sequences(path, kind, workers, clips), desc="inspect", unit="seq", disable=not progress):
+        if isinstance(item, MissingSkeletonError):
+            missing.append(str(item))
             continue
+        if isinstance(item, ValueError):
+            bad.append({"error": str(item)})
+            continue
+        if benchmark is not None:
+            try:
+                part = split_of(benchmark, item.meta)
+            except ValueError as error:
+                bad.append({"error": str(error)})
+                continue
+            if part is None:
+                left_out.append(item.sample_id(len(frames) + len(left_out)))
+                continue
+            per_split[part] += 1
         per_class[-1 if item.label is None else item.label] += 1
         frames.append(item.num_frames)
         bodies[item.num_bodies] += 1
         layouts[item.layout] += 1
-        if benchmark is not None:
-            per_split[split_of(benchmark, item.meta)] += 1
     report = {
         "path": str(path),
         "format": kind,
@@ -46,10 +65,17 @@ def inspect_dataset(
             {"min": int(np.min(frames)), "mean": float(np.mean(frames)), "max": int(np.max(frames))} if frames else None
         ),
         "bodies": {str(k): v for k, v in sorted(bodies.items())},
+        "missing_skeletons": missing,
         "bad_files": bad,
     }
     if benchmark is not None:
-        report["split"] = {"benchmark": benchmark, **per_split}
+        report["split"] = {
+            "benchmark": benchmark,
+            "train": per_split["train"],
+            "test": per_split["test"],
+            "outside": len(left_out),
+        }
+        report["outside_benchmark"] = left_out
     return report
 
 
@@ -65,7 +91,19 @@ def format_report(report: dict) -> str:
     if "split" in report:
         lines.append(f"split: {report['split']}")
     lines.append("per class: " + ", ".join(f"{k}: {v}" for k, v in report["per_class"].items()))
-    lines.append(f"bad files: {len(report['bad_files'])}")
+    if "outside_benchmark" in report:
+        lines.append(
+            f"left out, outside {report['split']['benchmark']}: {len(report['outside_benchmark'])}"
+            + (
+                f" ({', '.join(report['outside_benchmark'][:5])}"
+                f"{', ...' if len(report['outside_benchmark']) > 5 else ''})"
+                if report["outside_benchmark"]
+                else ""
+            )
+        )
+    lines.append(f"without a skeleton (skipped): {len(report['missing_skeletons'])}")
+    lines += [f"  {error}" for error in report["missing_skeletons"]]
+    lines.append(f"bad files or entries: {len(report['bad_files'])}")
     lines += [f"  {bad['error']}" for bad in report["bad_files"]]
     return "\n".join(lines)
 
@@ -79,6 +117,7 @@ def convert_dataset(
     part: str | None = None,
     progress: bool = True,
     force: bool = False,
+    clips: dict | None = None,
 ) -> dict:
     """Read every sequence at `path` (optionally one part of a benchmark split) into a cache
     folder `out`. NTU's missing skeletons are skipped; any other bad file stops the
@@ -90,17 +129,26 @@ def convert_dataset(
             raise ValueError(f"--out {out}: the output would replace the input {path}; choose another folder")
     cache.check_cache_destination(out, force)
     kind = detect_format(path) if format == "auto" else format
-    skipped = []
+    skipped, left_out = [], []
 
     def sequences():
-        for item in tqdm(iter_sequences(path, kind, workers), desc="convert", unit="seq", disable=not progress):
-            if isinstance(item, ntu.EmptySkeletonError):
+        for item in tqdm(iter_sequences(path, kind, workers, clips), desc="convert", unit="seq", disable=not progress):
+            if isinstance(item, MissingSkeletonError):
                 skipped.append(str(item))
                 continue
             if isinstance(item, ValueError):
                 raise item
-            if benchmark is None or split_of(benchmark, item.meta) == part:
+            where = None if benchmark is None else split_of(benchmark, item.meta)
+            if benchmark is not None and where is None:
+                left_out.append(item.sample_id(len(left_out)))
+                continue
+            if benchmark is None or where == part:
                 yield item
 
     folder = cache.write_cache(sequences(), out, overwrite=force)
-    return {"cache": str(folder), "sequences": len(cache.SequenceCache(folder, verify=False)), "skipped": skipped}
+    return {
+        "cache": str(folder),
+        "sequences": len(cache.SequenceCache(folder, verify=False)),
+        "skipped": skipped,
+        "outside_benchmark": left_out,
+    }

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from skelang import _C
-from skelang.data.sequence import Sequence
+from skelang.data.sequence import MissingSkeletonError, Sequence
 
 SkeletonParseError = _C.SkeletonParseError
 
@@ -25,10 +25,6 @@ NTU_NAME = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
 NOISE_LENGTH_FRAMES = 11
 NOISE_SPREAD_RATIO = 0.8
 NOISE_SPREAD_FRAMES = 0.69754
-
-
-class EmptySkeletonError(ValueError):
-    """A file whose frames hold no body (NTU lists such samples as missing skeletons)."""
 
 
 def parse_ntu_name(name: str) -> dict[str, int]:
@@ -151,13 +147,13 @@ def read_ntu_skeleton(path: str | Path, denoise: bool = True, drop_empty_frames:
     With `denoise`, NTU's standard body selection keeps at most two people (see
     denoise_bodies and assign_actors); without it, the first two bodies listed in each
     frame. Frames where no body is kept are dropped with `drop_empty_frames`. A file with no
-    body in any frame raises EmptySkeletonError (a ValueError naming the file).
+    body in any frame raises MissingSkeletonError (a ValueError naming the file).
     """
     path = Path(path)
     parsed = parse_ntu_skeleton(path)
     F, V = parsed["num_frames"], parsed["joints"].shape[1]
     if len(parsed["body_id"]) == 0:
-        raise EmptySkeletonError(
+        raise MissingSkeletonError(
             f"{path}: no body in any of its {F} frames (NTU lists such samples in samples_with_missing_skeletons.txt)"
         )
     if denoise:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from skelang.data.json_text import parse_json
-from skelang.data.sequence import Sequence
+from skelang.data.sequence import MissingSkeletonError, Sequence
 
 # label 1..10 -> (action code, name)
 NW_UCLA_CLASSES = (
@@ -55,8 +55,10 @@ def parse_nw_ucla_json(text: str | bytes, source: str) -> Sequence:
     if not isinstance(label, int) or not 1 <= label <= len(NW_UCLA_CLASSES):
         raise ValueError(f"{source}: 'label' must be an integer 1..{len(NW_UCLA_CLASSES)}, got {label!r}")
     frames = document["skeletons"]
-    if not isinstance(frames, list) or not frames:
-        raise ValueError(f"{source}: 'skeletons' must be a non-empty list of frames")
+    if not isinstance(frames, list):
+        raise ValueError(f"{source}: 'skeletons' must be a list of frames, got {type(frames).__name__}")
+    if not frames:
+        raise MissingSkeletonError(f"{source}: nobody was recorded: 'skeletons' holds no frame")
     data = np.empty((len(frames), NUM_JOINTS, 3), dtype=np.float32)
     for t, frame in enumerate(frames):
         if not isinstance(frame, list) or len(frame) != NUM_JOINTS:
@@ -73,6 +75,8 @@ def parse_nw_ucla_json(text: str | bytes, source: str) -> Sequence:
                 )
         data[t] = frame
     name = document.get("file_name") or Path(source).stem
+    if not isinstance(name, str):
+        raise ValueError(f"{source}: 'file_name' must be a string, got {name!r:.60}")
     meta = {"source": source, "name": name}
     try:
         meta.update(parse_nw_ucla_name(name))

@@ -14,15 +14,16 @@ from __future__ import annotations
 import json
 import multiprocessing
 import tarfile
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from skelang.data import bvh, cache, formats, ntu, nw_ucla
-from skelang.data.sequence import Sequence
+from skelang.data.sequence import MissingSkeletonError, Sequence
 from skelang.data.splits import split_of
 from skelang.data.synthetic import SyntheticSkeletons
 
-FORMATS = ("cache", "ntu", "nw-ucla", "kinetics", "pyskl", "ctrgcn", "bvh", "synthetic")
+FORMATS = ("cache", "ntu", "nw-ucla", "kinetics", "pyskl", "ctrgcn", "bvh", "clips", "synthetic")
 
 
 def _json_kind(file: Path) -> str:
@@ -43,9 +44,11 @@ def detect_format(path: str | Path) -> str:
     if path.is_dir():
         if cache.is_cache(path):
             return "cache"
-        for suffix, kind in ((".skeleton", "ntu"), (".bvh", "bvh")):
+        for suffix, kind in ((".skeleton", "ntu"), (".bvh", "bvh"), (".npy", "clips")):
             if next(path.glob(f"*{suffix}"), None) is not None:
                 return kind
+        if next(path.glob("*/*.npy"), None) is not None:  # clips in class-named folders
+            return "clips"
         first_json = next(iter(sorted(path.glob("*.json"))), None)
         if first_json is not None:
             return _json_kind(first_json)
@@ -58,12 +61,21 @@ def detect_format(path: str | Path) -> str:
     if path.suffix in (".pkl", ".pickle"):
         return "pyskl"
     if path.suffix == ".npz":
-        return "ctrgcn"
+        return "ctrgcn" if _is_ctrgcn_npz(path) else "clips"
     if path.suffix == ".bvh":
         return "bvh"
     if suffixes.endswith((".tar", ".tar.xz", ".tar.gz", ".tgz")) or tarfile.is_tarfile(path):
         return "nw-ucla"
     raise ValueError(f"{path}: cannot tell the format from the name; pass format= one of {', '.join(FORMATS)}")
+
+
+def _is_ctrgcn_npz(path: Path) -> bool:
+    """CTR-GCN's .npz holds x_train / x_test; another .npz holds one array per clip."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name in ("x_train.npy", "x_test.npy") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return True  # the CTR-GCN reader reports the damage, naming the file
 
 
 def _read_or_error(read: Callable[[Path], Sequence], file: Path) -> Sequence | ValueError:
@@ -95,9 +107,12 @@ class _ReadOrError:
         return _read_or_error(self.read, file)
 
 
-def iter_sequences(path: str | Path, format: str = "auto", workers: int = 1) -> Iterator[Sequence | ValueError]:
+def iter_sequences(
+    path: str | Path, format: str = "auto", workers: int = 1, clips: dict | None = None
+) -> Iterator[Sequence | ValueError]:
     """Every sequence at `path`, in a stable order; a malformed file yields its ValueError
-    (which names the file) so callers can list it and go on."""
+    (which names the file) so callers can list it and go on. `clips` holds the options of
+    the clips format (formats.read_clip_arrays: layout, dims, labels, coordinates)."""
     kind = detect_format(path) if format == "auto" else format
     if kind not in FORMATS:
         raise ValueError(f"unknown format '{format}'; known: {', '.join(FORMATS)}")
@@ -125,7 +140,7 @@ def iter_sequences(path: str | Path, format: str = "auto", workers: int = 1) -> 
         else:
             yield _read_or_error(formats.read_kinetics_json, path)
     elif kind == "pyskl":
-        yield from formats.read_pyskl(path)
+        yield from formats.iter_pyskl(path)
     elif kind == "ctrgcn":
         import numpy as np
 
@@ -138,6 +153,12 @@ def iter_sequences(path: str | Path, format: str = "auto", workers: int = 1) -> 
             raise ValueError(f"{path}: no x_train or x_test array: not a CTR-GCN .npz file")
         for part in parts:
             yield from formats.read_ctrgcn_npz(path, part=part)
+    elif kind == "clips":
+        options = dict(clips or {})
+        if options.get("layout") is None:
+            options["layout"] = _clip_layout(path, options.get("dims", "TVC"))
+        for item in formats.read_clip_arrays(path, **options):
+            yield item
     elif kind == "bvh":
         for item in _parallel(bvh.read_bvh, _files(path, "*.bvh"), workers):
             if isinstance(item, Sequence):  # read in another process: register its layout here
@@ -145,8 +166,33 @@ def iter_sequences(path: str | Path, format: str = "auto", workers: int = 1) -> 
             yield item
 
 
+def _clip_layout(path: Path, dims: str) -> str:
+    """The layout of clip arrays whose layout is not given: from their joint count."""
+    import numpy as np
+
+    first = next(iter(sorted(path.glob("*.npy")) or sorted(path.glob("*/*.npy"))), None) if path.is_dir() else None
+    loaded = formats.load_numpy(first if first is not None else path)
+    if not isinstance(loaded, np.ndarray):
+        with loaded as npz:
+            if not npz.files:
+                raise ValueError(f"{path}: no clip arrays")
+            loaded = formats._npz_array(npz, npz.files[0], str(path))
+    V = loaded.shape[dims.upper().index("V")] if loaded.ndim == len(dims) else None
+    if V not in formats.LAYOUT_BY_JOINTS:
+        raise ValueError(
+            f"{path}: cannot tell the skeleton layout of clips of shape {loaded.shape} "
+            f"({dims}); pass the layout (--layout)"
+        )
+    return formats.LAYOUT_BY_JOINTS[V]
+
+
 def open_sequences(
-    path: str | Path, benchmark: str | None = None, part: str | None = None, format: str = "auto", workers: int = 1
+    path: str | Path,
+    benchmark: str | None = None,
+    part: str | None = None,
+    format: str = "auto",
+    workers: int = 1,
+    clips: dict | None = None,
 ) -> list[Sequence] | cache.SequenceCache:
     """All sequences at `path` (a cache is opened without reading it whole), optionally only
     those of `part` ("train" or "test") of a benchmark split. NTU files without any body
@@ -156,8 +202,8 @@ def open_sequences(
     if kind == "cache" and benchmark is None:
         return cache.SequenceCache(path)
     sequences = []
-    for item in iter_sequences(path, kind, workers):
-        if isinstance(item, ntu.EmptySkeletonError):
+    for item in iter_sequences(path, kind, workers, clips):
+        if isinstance(item, MissingSkeletonError):
             continue
         if isinstance(item, ValueError):
             raise item

@@ -8,6 +8,14 @@ from typing import Any
 import numpy as np
 
 
+class MissingSkeletonError(ValueError):
+    """A clip in which nobody was recorded or detected: an NTU file whose frames hold no body,
+    a Kinetics-skeleton clip without people, a PYSKL annotation without keypoints. Every
+    reader raises (or yields) it the same way, and the standard protocols leave such samples
+    out (NTU lists them in samples_with_missing_skeletons.txt): `data inspect` and
+    `data convert` report and skip them with a count."""
+
+
 @dataclasses.dataclass
 class Sequence:
     """One skeleton sequence.
