@@ -344,4 +344,5 @@ def test_a_run_folder_of_an_earlier_version_opens(synthetic_lm_run, tmp_path):
         name.replace("language_model.model.", "language_model.", 1): v for name, v in checkpoint["model"].items()
     }
     torch.save(checkpoint, old / "checkpoint.pt")
+    (old / "checkpoint.sha256").unlink()  # earlier versions wrote no checksum
     assert evaluate_language_run(old)["top1"] == pytest.approx(metrics["top1"])

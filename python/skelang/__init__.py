@@ -21,6 +21,12 @@ def _check_torch_version(built_with: str, running: str) -> None:
 
 
 def _load_extension():
+    import os
+
+    # OpenMP threads that spin while another process holds their core stall every parallel
+    # region; waiting passively costs little (skelang.threads). Only effective when torch has
+    # not loaded OpenMP yet.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     try:

@@ -23,6 +23,8 @@ import os
 import sys
 from pathlib import Path
 
+from skelang.threads import ThreadBudget
+
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # python/skelang/cli.py -> repository root
 
 
@@ -516,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     if rest and args.command != "bench":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        return args.func(args, rest)
+        with ThreadBudget():  # this job's share of the CPUs, beside the other skelang jobs
+            return args.func(args, rest)
     except (ValueError, KeyError, OSError) as error:  # bad input: the message names it
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"skelang {args.command}: error: {message}", file=sys.stderr)

@@ -1,0 +1,114 @@
+"""The thread budget (skelang.threads): a job's share of the CPUs beside the other live skelang
+jobs, the registry of jobs, and two trainings started together on this machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from skelang import threads
+from skelang.threads import ThreadBudget, available_cpus, live_jobs
+
+
+@pytest.fixture
+def jobs_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKELANG_JOBS_DIR", str(tmp_path / "jobs"))
+    return tmp_path / "jobs"
+
+
+def register(jobs_dir, pid: int, cpus) -> None:
+    jobs_dir.mkdir(exist_ok=True)
+    (jobs_dir / f"{pid}.job").write_text(" ".join(map(str, sorted(cpus))))
+
+
+def test_a_job_takes_its_share_and_gives_it_back(jobs_dir):
+    cpus = available_cpus()
+    before = torch.get_num_threads()
+    with ThreadBudget() as budget:
+        assert (jobs_dir / f"{os.getpid()}.job").is_file()
+        alone = budget.threads
+        assert alone == min(before, len(cpus))
+        with ThreadBudget() as inner:  # nested budgets of one process: one registration
+            assert inner.threads == alone and live_jobs() == [os.getpid()]
+        assert (jobs_dir / f"{os.getpid()}.job").is_file()
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            register(jobs_dir, other.pid, cpus)
+            assert budget.refresh(force=True) == max(1, min(before, len(cpus) // 2))
+            assert torch.get_num_threads() == budget.threads
+        finally:
+            other.kill()
+            other.wait()
+        assert budget.refresh(force=True) == alone  # the other job ended: its threads come back
+        assert not (jobs_dir / f"{other.pid}.job").exists()  # a dead job's file is removed
+    assert not (jobs_dir / f"{os.getpid()}.job").exists() and torch.get_num_threads() == before
+
+
+def test_jobs_on_other_cpus_do_not_count_and_fixed_numbers_win(jobs_dir):
+    register(jobs_dir, os.getppid(), {max(available_cpus()) + 1000})  # a live job on other CPUs
+    alone = min(torch.get_num_threads(), len(available_cpus()))
+    with ThreadBudget() as budget:
+        assert budget.share == alone and live_jobs() == [os.getpid()]
+    register(jobs_dir, os.getppid(), available_cpus())  # the same job on our CPUs: it counts
+    with ThreadBudget() as budget:
+        assert budget.share == max(1, min(alone, len(available_cpus()) // 2))
+    assert ThreadBudget(threads=1, workers=3).threads == 1 and ThreadBudget(workers=3).workers == 3
+    with pytest.raises(ValueError, match="threads must be positive"):
+        ThreadBudget(threads=0)
+
+
+def test_workers_come_out_of_the_share(jobs_dir, monkeypatch):
+    monkeypatch.setattr(threads, "available_cpus", lambda: set(range(16)))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    budget = ThreadBudget()
+    assert (budget.share, budget.workers, budget.threads) == (16, 4, 12)
+    monkeypatch.setattr(threads, "available_cpus", lambda: {0, 1})
+    budget = ThreadBudget()
+    assert (budget.workers, budget.threads) == (0, min(2, budget.cap))
+
+
+@pytest.mark.slow
+def test_two_trainings_started_together_each_within_2_5x_of_one_alone(tmp_path):
+    """The synthetic HGLNet of the test suite, as the throughput issue measured it: alone, then
+    two started together, each with the default thread budget."""
+
+    def command(out):
+        return [
+            sys.executable,
+            "-m",
+            "skelang",
+            "train",
+            "--config",
+            "synthetic_stgcn",
+            "model.type=hglnet",
+            "model.channels=[16,32]",
+            "model.strides=[1,2]",
+            "model.attention_heads=2",
+            "train.epochs=2",
+            "data.num_workers=0",
+            "--out",
+            str(out),
+        ]
+
+    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    env["SKELANG_JOBS_DIR"] = str(tmp_path / "jobs")
+
+    def run(*outs):
+        started = time.perf_counter()
+        jobs = [
+            subprocess.Popen(command(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for out in outs
+        ]
+        ends = []
+        for job in jobs:
+            assert job.wait(timeout=600) == 0, job.stderr.read().decode()[-2000:]
+            ends.append(time.perf_counter() - started)
+        return ends
+
+    [alone] = run(tmp_path / "alone")
+    together = run(tmp_path / "a", tmp_path / "b")
+    assert max(together) <= 2.5 * alone, (alone, together)
