@@ -25,10 +25,14 @@ def _op_step(op, inputs, grad_y):
     return step
 
 
-def _model_step(model, x, labels):
+def _model_step(model, x, labels, dtype=None):
+    """One training step (forward, loss, backward), under torch.autocast in `dtype` if given."""
+
     def step():
         model.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), labels).backward()
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(model(x), labels)
+        loss.backward()
 
     return step
 
@@ -75,16 +79,34 @@ def model_cases(config: dict, device: torch.device) -> list[Case]:
                     model_config = {**model_config, "recompute_attention": False}
                 models[backend] = build_model({**model_config, "backend": backend}, 3, classes, layout, M).to(device)
             gflops = profile(model_config, 3, classes, layout, T, M)["gflops"]
+            params = f"{shape['name']} N={N} T={T} V={V} M={M}"
+            flops = 3 * gflops * 1e9 * N  # forward, and backward at about twice its work
             out.append(
                 Case(
                     name=f"{kind} training step",
-                    params=f"{shape['name']} N={N} T={T} V={V} M={M}",
-                    flops=3 * gflops * 1e9 * N,  # forward, and backward at about twice its work
+                    params=params,
+                    flops=flops,
                     skelang=_model_step(models["cpp"], x, labels),
                     reference=_model_step(models["reference"], x, labels),
                     samples=N,
                 )
             )
+            # mixed precision: skelang's path in bf16 against the plain-PyTorch model in float32
+            # (what the CTR-GCN code base runs) and in bf16 (the peer column)
+            for precision in config.get("precisions", []):
+                dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+                out.append(
+                    Case(
+                        name=f"{kind} training step {precision}",
+                        params=params + f"; ref fp32, peer ref {precision}",
+                        flops=flops,
+                        skelang=_model_step(models["cpp"], x, labels, dtype),
+                        reference=_model_step(models["reference"], x, labels),
+                        samples=N,
+                        peer=_model_step(models["reference"], x, labels, dtype),
+                        peer_name=f"reference {precision}",
+                    )
+                )
     return out
 
 

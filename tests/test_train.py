@@ -305,3 +305,29 @@ def test_the_optimizer_is_sgd_or_adamw():
         resolve_config(
             {"data": {"train": "x", "test": "y"}, "model": {"type": "stgcn"}, "optim": {"optimizer": "adam"}}
         )
+
+
+@pytest.mark.slow
+def test_bf16_training_reaches_the_fp32_accuracy(tmp_path):
+    """The synthetic ST-GCN recipe under torch.autocast in bfloat16: its ops run in bfloat16 (or
+    float32, where they compare or sum), and it ends within half a point of float32."""
+    config = load_config("synthetic_stgcn", ["data.num_workers=0"])
+    fp32 = train(config, tmp_path / "fp32", progress=False)
+    bf16 = train({**config, "train": {**config["train"], "precision": "bf16"}}, tmp_path / "bf16", progress=False)
+    assert abs(bf16["top1"] - fp32["top1"]) <= 0.005, (fp32["top1"], bf16["top1"])
+    resumed = {**config, "train": {**config["train"], "precision": "bf16", "epochs": 1}}
+    train(resumed, tmp_path / "resumed", progress=False)
+    train(
+        {**resumed, "train": {**resumed["train"], "epochs": config["train"]["epochs"]}},
+        tmp_path / "resumed",
+        resume=True,
+        progress=False,
+    )
+    assert_same_weights(tmp_path / "resumed", tmp_path / "bf16")  # bit-exact resume in bf16 too
+
+
+def test_fp16_needs_cuda(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here")
+    with pytest.raises(ValueError, match="train.precision: fp16 needs a CUDA device; on the CPU use bf16"):
+        train(tiny_config(train={"precision": "fp16"}), tmp_path / "run", progress=False)

@@ -17,9 +17,14 @@ inline void check_rank(const char* op, const char* name, const at::Tensor& t, in
               ", got a ", t.dim(), "-D tensor of shape ", t.sizes());
 }
 
+// float32, float64 or bfloat16 on every device; float16 too on CUDA (and meta tensors).
 inline void check_floating(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
-              " must be float32 or float64, got ", t.scalar_type());
+  const auto dtype = t.scalar_type();
+  const bool half_allowed = t.is_cuda() || t.is_meta();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16 ||
+                  (dtype == at::kHalf && half_allowed),
+              op, ": ", name, " must be float32, float64 or bfloat16 (float16 on CUDA), got ",
+              dtype);
 }
 
 inline void check_same_dtype(const char* op, const char* name_a, const at::Tensor& a,

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/reduced_precision.h"
 #include "encoder/composite_aggregate.h"
 
 namespace skelang {
@@ -14,6 +15,11 @@ at::Tensor composite_aggregate_cpu(const at::Tensor& x, const at::Tensor& phi,
                                    const at::Tensor& topology) {
   const auto in = composite_aggregate_inputs("skelang::composite_aggregate", x, phi, psi, weight,
                                              bias, alpha, topology);
+  if (is_reduced_float(x))  // the partitions' and samples' sums in float32
+    return composite_aggregate_cpu(as_float32(x), as_float32(phi), as_float32(psi),
+                                   as_float32(weight), as_float32(bias), as_float32(alpha),
+                                   as_float32(topology))
+        .to(x.scalar_type());
   at::Tensor y = composite_aggregate_output(in);
   at::parallel_for(0, in.x.size(0), 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) composite_aggregate_forward_chunk(in, n, n + 1, y);
@@ -27,6 +33,12 @@ CompositeAggregateGrads composite_aggregate_backward_cpu(
     const at::Tensor& topology) {
   const auto in = composite_aggregate_inputs("skelang::composite_aggregate_backward", x, phi, psi,
                                              weight, bias, alpha, topology);
+  if (is_reduced_float(x))
+    return to_dtype(
+        composite_aggregate_backward_cpu(as_float32(grad_y_in), as_float32(x), as_float32(phi),
+                                         as_float32(psi), as_float32(weight), as_float32(bias),
+                                         as_float32(alpha), as_float32(topology)),
+        x.scalar_type());
   const at::Tensor grad_y = composite_aggregate_grad_y(in, grad_y_in);
   auto [grad_x, grad_phi, grad_psi, partials] = composite_aggregate_grad_buffers(in);
   at::parallel_for(0, in.x.size(0), 1, [&](int64_t begin, int64_t end) {

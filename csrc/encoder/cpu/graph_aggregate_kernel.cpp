@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/multiversion.h"
+#include "common/reduced_precision.h"
 #include "encoder/graph_aggregate.h"
 
 namespace skelang {
@@ -210,6 +211,8 @@ SKELANG_MULTIVERSION void run_accumulate_topology_grad(const double* gy, const d
 
 at::Tensor graph_aggregate_cpu(const at::Tensor& x_in, const at::Tensor& A) {
   check_graph_aggregate_inputs(x_in, A);
+  if (is_reduced_float(x_in))
+    return graph_aggregate_cpu(as_float32(x_in), as_float32(A)).to(x_in.scalar_type());
   const at::Tensor x = x_in.contiguous();
   const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
   const int64_t Na = A.size(0), Ca = A.size(1);
@@ -245,6 +248,9 @@ at::Tensor graph_aggregate_cpu(const at::Tensor& x_in, const at::Tensor& A) {
 at::Tensor graph_aggregate_grad_topology_cpu(const at::Tensor& grad_y_in, const at::Tensor& x_in,
                                              int64_t Na, int64_t Ca) {
   check_graph_aggregate_grad_topology_inputs(grad_y_in, x_in, Na, Ca);
+  if (is_reduced_float(x_in))
+    return graph_aggregate_grad_topology_cpu(as_float32(grad_y_in), as_float32(x_in), Na, Ca)
+        .to(x_in.scalar_type());
   const at::Tensor grad_y = grad_y_in.contiguous();
   const at::Tensor x = x_in.contiguous();
   const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);

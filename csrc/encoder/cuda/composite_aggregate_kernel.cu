@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "common/reduced_precision.h"
 #include "encoder/composite_aggregate.h"
 
 namespace skelang {
@@ -25,6 +26,11 @@ at::Tensor composite_aggregate_cuda(const at::Tensor& x, const at::Tensor& phi,
                                     const at::Tensor& topology) {
   const auto in = composite_aggregate_inputs("skelang::composite_aggregate", x, phi, psi, weight,
                                              bias, alpha, topology);
+  if (is_reduced_float(x))  // the partitions' and samples' sums in float32
+    return composite_aggregate_cuda(as_float32(x), as_float32(phi), as_float32(psi),
+                                    as_float32(weight), as_float32(bias), as_float32(alpha),
+                                    as_float32(topology))
+        .to(x.scalar_type());
   const c10::cuda::CUDAGuard guard(in.x.device());
   at::Tensor y = composite_aggregate_output(in);
   const int64_t N = in.x.size(0), chunk = samples_per_chunk(in);
@@ -39,6 +45,12 @@ CompositeAggregateGrads composite_aggregate_backward_cuda(
     const at::Tensor& topology) {
   const auto in = composite_aggregate_inputs("skelang::composite_aggregate_backward", x, phi, psi,
                                              weight, bias, alpha, topology);
+  if (is_reduced_float(x))
+    return to_dtype(
+        composite_aggregate_backward_cuda(as_float32(grad_y_in), as_float32(x), as_float32(phi),
+                                          as_float32(psi), as_float32(weight), as_float32(bias),
+                                          as_float32(alpha), as_float32(topology)),
+        x.scalar_type());
   const c10::cuda::CUDAGuard guard(in.x.device());
   const at::Tensor grad_y = composite_aggregate_grad_y(in, grad_y_in);
   auto [grad_x, grad_phi, grad_psi, partials] = composite_aggregate_grad_buffers(in);

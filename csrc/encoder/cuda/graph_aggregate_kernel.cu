@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "common/reduced_precision.h"
 #include "encoder/graph_aggregate.h"
 
 namespace skelang {
@@ -70,6 +71,8 @@ __global__ void graph_aggregate_grad_topology_kernel(const scalar_t* __restrict_
 
 at::Tensor graph_aggregate_cuda(const at::Tensor& x_in, const at::Tensor& A) {
   check_graph_aggregate_inputs(x_in, A);
+  if (is_reduced_float(x_in))
+    return graph_aggregate_cuda(as_float32(x_in), as_float32(A)).to(x_in.scalar_type());
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
   const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
@@ -90,6 +93,9 @@ at::Tensor graph_aggregate_cuda(const at::Tensor& x_in, const at::Tensor& A) {
 at::Tensor graph_aggregate_grad_topology_cuda(const at::Tensor& grad_y_in, const at::Tensor& x_in,
                                               int64_t Na, int64_t Ca) {
   check_graph_aggregate_grad_topology_inputs(grad_y_in, x_in, Na, Ca);
+  if (is_reduced_float(x_in))
+    return graph_aggregate_grad_topology_cuda(as_float32(grad_y_in), as_float32(x_in), Na, Ca)
+        .to(x_in.scalar_type());
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   const at::Tensor grad_y = grad_y_in.contiguous();
   const at::Tensor x = x_in.contiguous();

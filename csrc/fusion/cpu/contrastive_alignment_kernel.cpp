@@ -20,6 +20,7 @@
 #include <limits>
 #include <vector>
 
+#include "common/reduced_precision.h"
 #include "fusion/contrastive_alignment.h"
 
 namespace skelang {
@@ -36,6 +37,10 @@ std::tuple<at::Tensor, at::Tensor> contrastive_alignment_loss_cpu(const at::Tens
                                                                   const at::Tensor& log_scale) {
   constexpr const char* op = "skelang::contrastive_alignment_loss";
   check_contrastive_alignment_inputs(op, skeleton_in, text_in, labels_in, log_scale);
+  if (is_reduced_float(skeleton_in))
+    return to_dtype(contrastive_alignment_loss_cpu(as_float32(skeleton_in), as_float32(text_in),
+                                                   labels_in, as_float32(log_scale)),
+                    skeleton_in.scalar_type());
   const at::Tensor skeleton = skeleton_in.contiguous(), text = text_in.contiguous();
   const at::Tensor labels = labels_in.contiguous();
   const int64_t N = skeleton.size(0), M = text.size(0);
@@ -79,6 +84,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_alignment_loss_backwa
     const at::Tensor& labels_in, const at::Tensor& log_scale, const at::Tensor& logsumexp_in) {
   constexpr const char* op = "skelang::contrastive_alignment_loss_backward";
   check_contrastive_alignment_inputs(op, skeleton_in, text_in, labels_in, log_scale);
+  if (is_reduced_float(skeleton_in))
+    return to_dtype(contrastive_alignment_loss_backward_cpu(
+                        as_float32(grad), as_float32(skeleton_in), as_float32(text_in), labels_in,
+                        as_float32(log_scale), as_float32(logsumexp_in)),
+                    skeleton_in.scalar_type());
   check_contrastive_alignment_labels(op, labels_in, text_in.size(0));
   const at::Tensor skeleton = skeleton_in.contiguous(), text = text_in.contiguous();
   const at::Tensor labels = labels_in.contiguous(), logsumexp = logsumexp_in.contiguous();

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 
+#include "common/reduced_precision.h"
 #include "fusion/contrastive_alignment.h"
 
 namespace skelang {
@@ -34,6 +35,10 @@ std::tuple<at::Tensor, at::Tensor> contrastive_alignment_loss_cuda(const at::Ten
   check_contrastive_alignment_inputs("skelang::contrastive_alignment_loss", skeleton, text, labels,
                                      log_scale);
   check_contrastive_alignment_labels("skelang::contrastive_alignment_loss", labels, text.size(0));
+  if (is_reduced_float(skeleton))
+    return to_dtype(contrastive_alignment_loss_cuda(as_float32(skeleton), as_float32(text), labels,
+                                                    as_float32(log_scale)),
+                    skeleton.scalar_type());
   const c10::cuda::CUDAGuard guard(skeleton.device());
   const int64_t N = skeleton.size(0), M = text.size(0),
                 chunk = rows_per_chunk(M, skeleton.element_size());
@@ -57,6 +62,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_alignment_loss_backwa
                                      labels, log_scale);
   check_contrastive_alignment_labels("skelang::contrastive_alignment_loss_backward", labels,
                                      text.size(0));
+  if (is_reduced_float(skeleton))
+    return to_dtype(contrastive_alignment_loss_backward_cuda(
+                        as_float32(grad), as_float32(skeleton), as_float32(text), labels,
+                        as_float32(log_scale), as_float32(logsumexp)),
+                    skeleton.scalar_type());
   const c10::cuda::CUDAGuard guard(skeleton.device());
   const int64_t N = skeleton.size(0), M = text.size(0),
                 chunk = rows_per_chunk(M, skeleton.element_size());

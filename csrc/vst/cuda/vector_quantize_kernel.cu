@@ -10,6 +10,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "common/reduced_precision.h"
 #include "vst/vector_quantize.h"
 
 namespace skelang {
@@ -76,6 +77,9 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cuda(const at::Tensor& x_in,
                                                      const at::Tensor& codebook_in,
                                                      c10::string_view metric_name) {
   check_nearest_code_inputs(x_in, codebook_in);
+  if (is_reduced_float(x_in))
+    return to_dtype(nearest_code_cuda(as_float32(x_in), as_float32(codebook_in), metric_name),
+                    x_in.scalar_type());
   const bool cosine = parse_code_metric("skelang::nearest_code",
                                         std::string_view(metric_name.data(), metric_name.size())) ==
                       CodeMetric::kCosine;
@@ -120,6 +124,9 @@ std::tuple<at::Tensor, at::Tensor> code_statistics_cuda(const at::Tensor& x_in,
                                                         const at::Tensor& indices_in,
                                                         int64_t num_codes) {
   check_code_statistics_inputs(x_in, indices_in, num_codes);
+  if (is_reduced_float(x_in))
+    return to_dtype(code_statistics_cuda(as_float32(x_in), indices_in, num_codes),
+                    x_in.scalar_type());
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous(), indices = indices_in.contiguous();
   const int64_t N = x.size(0), D = x.size(1);
@@ -156,6 +163,15 @@ void ema_codebook_update_cuda(const at::Tensor& codebook, const at::Tensor& clus
                               const at::Tensor& sums_in, double decay, double epsilon) {
   check_ema_codebook_update_inputs(codebook, cluster_size, embed_sum, counts, sums_in, decay,
                                    epsilon);
+  if (is_reduced_float(codebook)) {  // in float32 copies, then back into the state
+    at::Tensor state[3] = {as_float32(codebook), as_float32(cluster_size), as_float32(embed_sum)};
+    ema_codebook_update_cuda(state[0], state[1], state[2], as_float32(counts), as_float32(sums_in),
+                             decay, epsilon);
+    codebook.copy_(state[0]);
+    cluster_size.copy_(state[1]);
+    embed_sum.copy_(state[2]);
+    return;
+  }
   const c10::cuda::CUDAGuard guard(codebook.device());
   cluster_size.mul_(decay).add_(counts, 1 - decay);
   const at::Tensor total = cluster_size.sum();

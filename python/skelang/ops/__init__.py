@@ -4,6 +4,7 @@ and autograd formulas registered, so they work under autograd and ``torch.compil
 Each op has a pure-PyTorch twin of the same name in :mod:`skelang.reference`.
 """
 
+from skelang.ops import autocast  # noqa: F401  (registers the ops' autocast rules)
 from skelang.ops.axis_attention import axis_attention
 from skelang.ops.composite_aggregate import composite_aggregate
 from skelang.ops.contrastive_alignment import contrastive_alignment_loss

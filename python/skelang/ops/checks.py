@@ -20,7 +20,7 @@ _SCALAR_TYPE = {
     torch.uint8: "Byte",
     torch.bool: "Bool",
 }
-FLOATING = (torch.float32, torch.float64)
+FLOATING = (torch.float32, torch.float64, torch.bfloat16)
 
 
 def scalar_type(dtype: torch.dtype) -> str:
@@ -45,7 +45,13 @@ def check_rank(op: str, name: str, t: Tensor, rank: int, layout: str) -> None:
 
 
 def check_floating(op: str, name: str, t: Tensor) -> None:
-    check(t.dtype in FLOATING, op, lambda: f"{name} must be float32 or float64, got {scalar_type(t.dtype)}")
+    """float32, float64 or bfloat16 anywhere; float16 too on CUDA and meta tensors."""
+    allowed = t.dtype in FLOATING or (t.dtype == torch.float16 and t.device.type in ("cuda", "meta"))
+    check(
+        allowed,
+        op,
+        lambda: f"{name} must be float32, float64 or bfloat16 (float16 on CUDA), got {scalar_type(t.dtype)}",
+    )
 
 
 def check_same_dtype(op: str, name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:

@@ -20,6 +20,9 @@ import skelang.ops as ops
 import skelang.reference as reference
 
 Args = tuple
+# Reduced precision is compared with the reference in float64 on the same (rounded) inputs:
+# the largest error may be this fraction of the largest magnitude (+ 1) of the exact result.
+REDUCED_TOLERANCE = {torch.bfloat16: 2e-2, torch.float16: 4e-3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,12 +36,13 @@ class Sample:
 
 @dataclasses.dataclass(frozen=True)
 class BadInput:
-    """Arguments that must raise an error matching `message`; `needs_values`: the check reads
-    tensor values (an index range), so a meta tensor cannot trigger it."""
+    """Arguments that must raise an error matching `message`; `not_on_meta`: a meta tensor
+    cannot trigger the check (it reads tensor values, such as an index range, or depends on
+    the device, such as float16 on the CPU)."""
 
     args: Args
     message: str
-    needs_values: bool = False
+    not_on_meta: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +55,7 @@ class OpSpec:
     backward: str | None = None  # the explicit backward op
     backward_args: Callable[[Sample], Args] | None = None  # its arguments for a forward sample
     backward_bad_inputs: Callable[[], list[BadInput]] = lambda: []  # of the backward op
-    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.bfloat16)  # on CPU; CUDA adds float16
     tolerance: dict = dataclasses.field(
         default_factory=lambda: {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-9, atol=1e-9)}
     )
@@ -106,9 +110,13 @@ def _graph_aggregate_bad():
         ((2, 3, 4, 5), (3, 1, 5, 5), torch.float32, torch.float32, r"A.size\(0\) .* must be 1 or 2, got 3"),
         ((2, 3, 4, 5), (1, 2, 5, 5), torch.float32, torch.float32, r"A.size\(1\) .* must be 1 or 3, got 2"),
         ((2, 3, 4, 5), (1, 1, 5, 5), torch.float32, torch.float64, r"x and A must have the same dtype"),
-        ((2, 3, 4, 5), (1, 1, 5, 5), torch.int64, torch.int64, r"x must be float32 or float64, got Long"),
+        ((2, 3, 4, 5), (1, 1, 5, 5), torch.int64, torch.int64, r"x must be float32, float64 or bfloat16 .*, got Long"),
+        ((2, 3, 4, 5), (1, 1, 5, 5), torch.float16, torch.float16, r"\(float16 on CUDA\), got Half"),
     ]
-    return [BadInput((torch.ones(xs, dtype=xd), torch.ones(As, dtype=Ad)), m) for xs, As, xd, Ad, m in cases]
+    return [
+        BadInput((torch.ones(xs, dtype=xd), torch.ones(As, dtype=Ad)), m, not_on_meta=xd == torch.float16)
+        for xs, As, xd, Ad, m in cases
+    ]
 
 
 def _grad_topology_bad():
@@ -265,10 +273,11 @@ def _nearest_code_samples(dtype, device):
 def _compare_nearest_code(ours, theirs, sample, tolerance):
     """Distances equal; a chosen code is a nearest one (equally near codes may swap)."""
     (indices, distances), (ref_indices, ref_distances) = ours, theirs
+    distances = distances.to(ref_distances.dtype)
     torch.testing.assert_close(distances, ref_distances, **tolerance, equal_nan=True)
     nan = torch.isnan(ref_distances)
     assert torch.equal(indices[nan], ref_indices[nan]), f"{sample.name}: NaN rows' codes"
-    x, codebook, metric = sample.args
+    x, codebook, metric = (a.to(ref_distances.dtype) if isinstance(a, torch.Tensor) else a for a in sample.args)
     chosen = codebook[indices]
     own = (x - chosen).square().sum(1) if metric == "euclidean" else 1 - F.cosine_similarity(x, chosen, dim=1)
     torch.testing.assert_close(own[~nan], ref_distances[~nan], **tolerance)
