@@ -51,7 +51,7 @@ import json, sys
 result = json.load(open(sys.argv[1]))
 print(result["machine"])
 for row in result["results"]:
-    print(f"{row["name"][:40]:<40} {row['params'][:44]:<44} {row['skelang_ms']:>9.2f} ms  {row['speedup']:>6.2f}x")
+    print(f"{row['name'][:40]:<40} {row['params'][:44]:<44} {row['skelang_ms']:>9.2f} ms  {row['speedup']:>6.2f}x")
 PYEOF
 log "done: tests exit $status"
 exit $status
