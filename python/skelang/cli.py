@@ -5,8 +5,9 @@ skelang bench [--json]    the benchmarks of benchmarks/ (a source checkout), wit
 skelang data inspect PATH [--json]        what a dataset holds, and its bad files
 skelang data convert PATH --out DIR       a dataset into a fast-loading cache
 skelang data render PATH --out FILE.gif   an animation of one sequence
-skelang train --config FILE|NAME [key=value ...] --out DIR [--resume]   train a model
+skelang train --config FILE|NAME [key=value ...] --out DIR [--resume | --streams all]   train a model
 skelang config show|keys|list     a resolved config, every key with its default, the shipped configs
+skelang ensemble RUN... [--weights W... | --search VAL...]   fuse runs' per-sample scores by sample id
 skelang eval RUN_DIR [--json] [--data PATH] [--zero-shot | --explanations]   a run's test metrics
 skelang explain RUN_DIR [--data PATH] [--sample ID] [--json]       the language model's answers, explained
 skelang model profile [--type T | --config FILE] [--json]          parameters and GFLOPs
@@ -164,9 +165,16 @@ def _add_data_commands(commands) -> None:
 
 
 def cmd_train(args) -> int:
-    from skelang.runs import load_config, train
+    from skelang.runs import load_config, train, train_streams
 
     config = load_config(args.config, args.overrides)
+    if args.streams:
+        from skelang.data.preprocess import STREAMS
+        from skelang.runs.ensemble import format_report
+
+        streams = list(STREAMS) if args.streams == "all" else args.streams.split(",")
+        print(format_report(train_streams(config, streams, args.out)))
+        return 0
     metrics = train(config, args.out, resume=args.resume)
     print(
         f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} after {metrics['epochs']} epochs "
@@ -189,6 +197,7 @@ def cmd_eval(args) -> int:
         zero_shot=args.zero_shot or unseen is not None,
         unseen=unseen,
         calibration=args.calibration,
+        scores_path=args.scores,
     )
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -292,12 +301,22 @@ def _add_train_commands(commands) -> None:
     )
     train.add_argument("--out", required=True, help="the run folder to write")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument(
+        "--streams",
+        metavar="all|S1,S2",
+        help="one run per input stream in --out/<stream> (resumable), then their ensemble",
+    )
     train.set_defaults(func=lambda args, rest: cmd_train(args))
 
     evaluate = commands.add_parser("eval", help="the metrics of a training run's final checkpoint")
     evaluate.add_argument("run_dir", help="a folder written by skelang train")
     evaluate.add_argument("--data", help="evaluate on all sequences at this path instead of the run's test data")
     evaluate.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    evaluate.add_argument(
+        "--scores",
+        metavar="FILE.npz",
+        help="also write the per-sample scores (ids, labels, logits) of --data to FILE.npz",
+    )
     evaluate.add_argument(
         "--zero-shot", action="store_true", help="an SSF run: text-prototype accuracy on its unseen and seen classes"
     )
@@ -426,6 +445,30 @@ def _add_vst_commands(commands) -> None:
     glossary.set_defaults(func=lambda args, rest: cmd_vst_glossary(args))
 
 
+def cmd_ensemble(args) -> int:
+    from skelang.runs.ensemble import ensemble, format_report
+
+    report = ensemble(args.sources, weights=args.weights, search=args.search)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _add_ensemble_command(commands) -> None:
+    parser = commands.add_parser("ensemble", help="fuse runs' per-sample scores by sample id (multi-stream ensembles)")
+    parser.add_argument("sources", nargs="+", help="run folders (their scores.npz) or scores .npz files")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument("--weights", nargs="+", type=float, metavar="W", help="one weight per run (default: equal)")
+    weights.add_argument(
+        "--search",
+        nargs="+",
+        metavar="VALIDATION",
+        help="search the weights on these validation scores, one per run in the same order "
+        "(skelang eval RUN --data VAL --scores FILE); never on the test set",
+    )
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.set_defaults(func=lambda args, rest: cmd_ensemble(args))
+
+
 def cmd_config_show(args) -> int:
     import yaml
 
@@ -507,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_data_commands(commands)
     _add_train_commands(commands)
     _add_config_commands(commands)
+    _add_ensemble_command(commands)
     _add_model_commands(commands)
     _add_vst_commands(commands)
 

@@ -1,0 +1,109 @@
+"""Ensembles fuse runs by sample id (shuffled and missing ids), search their weights on
+validation scores only, and the stream runner trains one run per stream and ensembles them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from skelang.runs.ensemble import ensemble, load_scores, search_weights
+
+
+def write_scores(path, ids, labels, logits):
+    np.savez(path, ids=np.asarray(ids, dtype=str), labels=np.asarray(labels), logits=np.asarray(logits, np.float32))
+    return path
+
+
+@pytest.fixture
+def three_streams(tmp_path):
+    """Three runs on 200 samples of 5 classes: each right on its own 40% of the samples."""
+    rng = np.random.default_rng(0)
+    N, K = 200, 5
+    ids = [f"clip{i:03d}" for i in range(N)]
+    labels = rng.integers(0, K, N)
+    paths = []
+    for stream in range(3):
+        logits = rng.normal(size=(N, K))
+        good = rng.random(N) < 0.6
+        logits[good, labels[good]] += 3.0
+        order = rng.permutation(N)  # every run lists the samples in another order
+        paths.append(write_scores(tmp_path / f"s{stream}.npz", [ids[i] for i in order], labels[order], logits[order]))
+    return paths, ids, labels
+
+
+def test_ensemble_matches_samples_by_id_not_position(three_streams, tmp_path):
+    paths, ids, labels = three_streams
+    report = ensemble(paths)
+    assert report["samples"] == 200 and len(report["runs"]) == 3
+    single = [run["top1"] for run in report["runs"]]
+    assert report["top1"] > max(single)  # the streams' errors differ: fusing helps
+    # what the runs would give fused by position: wrong, since their orders differ
+    by_position = sum(np.load(p)["logits"] for p in paths).argmax(1) == np.load(paths[0])["labels"]
+    assert by_position.mean() < report["top1"] - 0.1
+    # a fused score is the sum of the same sample's logits in every run
+    stacked = {}
+    for path in paths:
+        data = np.load(path)
+        for sample, row in zip(data["ids"], data["logits"]):
+            stacked[sample] = stacked.get(sample, 0) + row
+    fused = np.array([stacked[sample].argmax() for sample in ids])
+    assert report["top1"] == pytest.approx(float((fused == labels).mean()))
+
+
+def test_a_missing_sample_is_an_error_naming_it(three_streams, tmp_path):
+    paths, ids, labels = three_streams
+    data = np.load(paths[1])
+    keep = data["ids"] != "clip007"
+    short = write_scores(tmp_path / "short.npz", data["ids"][keep], data["labels"][keep], data["logits"][keep])
+    with pytest.raises(ValueError, match="short.npz holds other samples than .*: missing clip007"):
+        ensemble([paths[0], short])
+    renamed = write_scores(
+        tmp_path / "renamed.npz", np.char.replace(data["ids"], "clip000", "other"), data["labels"], data["logits"]
+    )
+    with pytest.raises(ValueError, match="missing clip000 extra other"):
+        ensemble([paths[0], renamed])
+
+
+def test_weights_are_searched_on_validation_scores_only(tmp_path):
+    rng = np.random.default_rng(1)
+    N, K = 300, 4
+    labels = rng.integers(0, K, N)
+    ids = [f"v{i}" for i in range(N)]
+
+    def run(name, accuracy):
+        logits = rng.normal(size=(N, K))
+        good = rng.random(N) < accuracy
+        logits[good, labels[good]] += 4.0
+        return write_scores(tmp_path / name, ids, labels, logits)
+
+    strong, weak = run("strong_val.npz", 0.9), run("weak_val.npz", 0.3)
+    weights = search_weights([load_scores(strong), load_scores(weak)])
+    assert weights[0] > weights[1]  # the validation split says the first stream is the better one
+    test_a, test_b = run("a_test.npz", 0.5), run("b_test.npz", 0.5)
+    report = ensemble([test_a, test_b], search=[strong, weak])
+    assert report["weights"] == weights and report["weights_from"] == "validation search"
+    with pytest.raises(ValueError, match="2 validation sources for 1 runs"):
+        ensemble([test_a], search=[strong, weak])
+    result = subprocess.run(
+        [sys.executable, "-m", "skelang", "ensemble", str(test_a), str(test_b), "--weights", "1", "2", "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["weights"] == [1.0, 2.0]
+
+
+@pytest.mark.slow
+def test_streams_train_one_run_each_and_ensemble(tmp_path):
+    from skelang.runs import load_config, train_streams
+
+    config = load_config("synthetic_stgcn", ["train.epochs=1", "data.train=synthetic:2:0", "data.num_workers=0"])
+    report = train_streams(config, ["joint", "bone"], tmp_path / "streams", progress=False)
+    assert [run["stream"] for run in report["runs"]] == ["joint", "bone"]
+    assert (tmp_path / "streams" / "ensemble.json").is_file()
+    again = train_streams(config, ["joint", "bone"], tmp_path / "streams", progress=False)  # finished: kept
+    assert again["top1"] == report["top1"]
