@@ -47,3 +47,12 @@ _C = _load_extension()
 from skelang import ops, reference
 
 __all__ = ["ops", "reference", "__version__"]
+
+
+def __getattr__(name: str):
+    """skelang.ablate (an ablation sweep, see skelang.runs.ablate), loaded when first used."""
+    if name == "ablate":
+        from skelang.runs.ablate import ablate
+
+        return ablate
+    raise AttributeError(f"module 'skelang' has no attribute {name!r}")

@@ -8,6 +8,7 @@ skelang data render PATH --out FILE.gif   an animation of one sequence
 skelang train --config FILE|NAME [key=value ...] --out DIR [--resume | --streams all]   train a model
 skelang config show|keys|list     a resolved config, every key with its default, the shipped configs
 skelang ensemble RUN... [--weights W... | --search VAL...]   fuse runs' per-sample scores by sample id
+skelang ablate SWEEP --out DIR [--jobs N]   an ablation sweep: results.csv, results.md, results.png
 skelang eval RUN_DIR [--json] [--data PATH] [--zero-shot | --explanations]   a run's test metrics
 skelang explain RUN_DIR [--data PATH] [--sample ID] [--json]       the language model's answers, explained
 skelang model profile [--type T | --config FILE] [--json]          parameters and GFLOPs
@@ -175,7 +176,7 @@ def cmd_train(args) -> int:
         streams = list(STREAMS) if args.streams == "all" else args.streams.split(",")
         print(format_report(train_streams(config, streams, args.out)))
         return 0
-    metrics = train(config, args.out, resume=args.resume)
+    metrics = train(config, args.out, resume=args.resume, progress=not args.no_progress)
     print(
         f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} after {metrics['epochs']} epochs "
         f"({metrics['wall_time_s']:.0f} s, {metrics['parameters']:,} parameters); wrote {args.out}"
@@ -301,6 +302,7 @@ def _add_train_commands(commands) -> None:
     )
     train.add_argument("--out", required=True, help="the run folder to write")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to the run folder)")
     train.add_argument(
         "--streams",
         metavar="all|S1,S2",
@@ -445,6 +447,31 @@ def _add_vst_commands(commands) -> None:
     glossary.set_defaults(func=lambda args, rest: cmd_vst_glossary(args))
 
 
+def cmd_ablate(args) -> int:
+    from skelang.runs.ablate import ablate
+
+    rows = ablate(args.sweep, args.out, jobs=args.jobs)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print((Path(args.out) / "results.md").read_text(), end="")
+        print(f"wrote {Path(args.out) / 'results.csv'}, results.md and results.png")
+    return 0
+
+
+def _add_ablate_command(commands) -> None:
+    parser = commands.add_parser(
+        "ablate", help="an ablation sweep: variants of a config, seeds, a table with intervals"
+    )
+    parser.add_argument(
+        "sweep", help="a sweep file (YAML: base, overrides, seeds, variants or grid), or a shipped sweep's name"
+    )
+    parser.add_argument("--out", required=True, help="the sweep's folder (runs, results.csv, results.md, results.png)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side (each takes its CPU share)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.set_defaults(func=lambda args, rest: cmd_ablate(args))
+
+
 def cmd_ensemble(args) -> int:
     from skelang.runs.ensemble import ensemble, format_report
 
@@ -551,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_train_commands(commands)
     _add_config_commands(commands)
     _add_ensemble_command(commands)
+    _add_ablate_command(commands)
     _add_model_commands(commands)
     _add_vst_commands(commands)
 

@@ -1,0 +1,106 @@
+"""Ablation sweeps: variants and seeds from a sweep file, resumed after a kill, and a table
+with paired bootstrap intervals; the shipped sweeps resolve."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from skelang.runs.ablate import paired_bootstrap, read_sweep, shipped_sweeps, variant_configs
+
+TINY = {
+    "data.train": "synthetic:1:0",
+    "data.test": "synthetic:1:1",
+    "data.num_frames": 8,
+    "data.num_workers": 0,
+    "model.channels": [8],
+    "model.strides": [1],
+    "train.epochs": 1,
+}
+
+
+def sweep_file(tmp_path, **extra):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": "synthetic_stgcn",
+                "overrides": TINY,
+                "seeds": [0, 1],
+                "variants": {"wider": {"model.channels": [16]}},
+                **extra,
+            }
+        )
+    )
+    return path
+
+
+def test_every_shipped_sweep_resolves():
+    for name in shipped_sweeps():
+        configs = variant_configs(read_sweep(name))
+        assert ("base", next(iter(configs))[1]) in configs, name
+        assert all(config["stage"] in ("encoder", "ssf", "lm") for config in configs.values())
+
+
+def test_sweep_errors_name_the_key(tmp_path):
+    for extra, message in [
+        ({"varients": {}}, "unknown key.* varients"),
+        ({"variants": {"x": {"model.chanels": [4]}}}, "variant x.*unknown key model.chanels"),
+        ({"seeds": [-1]}, "seeds: expected a list of non-negative integers"),
+        ({"grid": {"optim.lr": 0.1}}, "grid: expected key: \\[values, ...\\] lists"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            variant_configs(read_sweep(sweep_file(tmp_path, **extra)))
+    grid = read_sweep(sweep_file(tmp_path, grid={"optim.lr": [0.1, 0.05]}))
+    assert set(grid["variants"]) == {"base", "wider", "lr=0.1", "lr=0.05"}
+
+
+def test_paired_bootstrap_of_a_better_variant(tmp_path):
+    rng = np.random.default_rng(0)
+    N = 400
+    labels = rng.integers(0, 3, N)
+    ids = np.array([f"s{i}" for i in range(N)])
+
+    def run(name, accuracy):
+        folder = tmp_path / name
+        folder.mkdir()
+        logits = rng.normal(size=(N, 3))
+        good = rng.random(N) < accuracy
+        logits[good, labels[good]] += 5
+        np.savez(folder / "scores.npz", ids=ids, labels=labels, logits=logits.astype(np.float32))
+        return folder / "scores.npz"
+
+    delta, low, high = paired_bootstrap([run("base", 0.5)], [run("better", 0.8)])
+    assert 0.05 < delta < 0.45 and 0 < low < delta < high
+
+
+@pytest.mark.slow
+def test_ablate_runs_resumes_after_a_kill_and_writes_its_table(tmp_path):
+    path = sweep_file(tmp_path)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "skelang", "ablate", str(path), "--out", str(out)]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in first.stderr:  # killed once the second run has started
+        if line.startswith("ablate: training") and "seed1" in line:
+            first.kill()
+            break
+    first.wait()
+    done_before = sorted(p.parent.name + "/" + p.name for p in out.glob("*/seed*") if (p / "metrics.json").is_file())
+    result = subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert sorted((row["variant"], row["seed"]) for row in rows) == [
+        ("base", 0),
+        ("base", 1),
+        ("wider", 0),
+        ("wider", 1),
+    ]
+    assert len(done_before) >= 1  # finished before the kill, kept
+    table = (out / "results.md").read_text()
+    assert "| base | 2 |" in table and "| wider | 2 |" in table and "[" in table
+    assert (out / "results.csv").read_text().count("\n") == 5 and (out / "results.png").stat().st_size > 1000
