@@ -85,26 +85,6 @@ def test_bad_inputs():
         VectorQuantizer(4, 2)(torch.randn(3, 5))
 
 
-def test_ddp_ranks_end_with_identical_codebooks(tmp_path):
-    worker = Path(__file__).with_name("vst_ddp_worker.py")
-    init_file = tmp_path / "rendezvous"
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(worker), str(rank), "2", str(init_file), str(tmp_path / f"rank{rank}.pt")],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    for process in processes:
-        _, error = process.communicate(timeout=120)
-        assert process.returncode == 0, error
-    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
-    assert ranks[0]["revived"] > 0  # the test covers revivals too
-    assert torch.equal(ranks[0]["codebook"], ranks[1]["codebook"])
-    assert torch.equal(ranks[0]["cluster_size"], ranks[1]["cluster_size"])
-
-
 def test_vst_does_not_collapse_on_the_synthetic_set(synthetic_vst_run, synthetic_hglnet_run):
     run, metrics = synthetic_vst_run
     print("codebook on the training data:", {k: v for k, v in metrics.items() if k.startswith("train_codebook")})

@@ -167,20 +167,25 @@ def _add_data_commands(commands) -> None:
 
 def cmd_train(args) -> int:
     from skelang.runs import load_config, train, train_streams
+    from skelang.runs.distributed import is_main_process
 
     config = load_config(args.config, args.overrides)
+    quiet = not is_main_process()  # under torchrun, rank 0 reports
     if args.streams:
         from skelang.data.preprocess import STREAMS
         from skelang.runs.ensemble import format_report
 
         streams = list(STREAMS) if args.streams == "all" else args.streams.split(",")
-        print(format_report(train_streams(config, streams, args.out)))
+        report = train_streams(config, streams, args.out, progress=not args.no_progress)
+        if not quiet:
+            print(format_report(report))
         return 0
     metrics = train(config, args.out, resume=args.resume, progress=not args.no_progress)
-    print(
-        f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} after {metrics['epochs']} epochs "
-        f"({metrics['wall_time_s']:.0f} s, {metrics['parameters']:,} parameters); wrote {args.out}"
-    )
+    if not quiet:
+        print(
+            f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} after {metrics['epochs']} epochs "
+            f"({metrics['wall_time_s']:.0f} s, {metrics['parameters']:,} parameters); wrote {args.out}"
+        )
     return 0
 
 

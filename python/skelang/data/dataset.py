@@ -48,7 +48,7 @@ class SkeletonDataset(torch.utils.data.Dataset):
         return len(self.sequences) * self.repeat
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        """Item i of the current epoch, or (epoch, i): the form EpochSampler gives, so that
+        """Item i of the current epoch, or (epoch, i): the form EpochBatchSampler gives, so that
         persistent DataLoader workers (which hold a copy of the dataset) know the epoch."""
         epoch, i = item if isinstance(item, tuple) else (self.epoch, item)
         if not -len(self) <= i < len(self):
@@ -65,24 +65,59 @@ class SkeletonDataset(torch.utils.data.Dataset):
         return np.array([-1 if s.label is None else s.label for s in self.sequences])
 
 
-class EpochSampler(torch.utils.data.Sampler):
-    """(epoch, index) for every item of a dataset, in an order fixed by (seed, epoch)
-    (shuffled) or in order; set_epoch before each pass."""
+def shard(items: list, rank: int, world: int) -> list:
+    """Part `rank` of `world` contiguous parts of `items` whose lengths differ by at most one
+    (data-parallel training: each rank's part of a global batch; the first parts are the
+    longer ones)."""
+    size, longer = divmod(len(items), world)
+    start = rank * size + min(rank, longer)
+    return items[start : start + size + (rank < longer)]
 
-    def __init__(self, dataset: SkeletonDataset, shuffle: bool, seed: int = 0):
-        self.size, self.shuffle, self.seed, self.epoch = len(dataset), shuffle, seed, dataset.epoch
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Batches of (epoch, index) over a dataset of `size` items, in an order fixed by (seed,
+    epoch) (shuffled) or in order; set_epoch before each pass.
+
+    With `world` > 1 (data-parallel training, skelang.runs.distributed) every rank draws the
+    same global batches of `batch_size` and keeps its own contiguous part of each (see
+    shard): the ranks together see exactly the batches one process sees, except a last batch
+    with fewer items than ranks, which is left out (`dropped` counts its items). len() is the
+    number of global batches.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        epoch: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        if batch_size < world:
+            raise ValueError(f"the batch size ({batch_size}) must be at least the number of processes ({world})")
+        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.epoch, self.rank, self.world = epoch, rank, world
+        last = size % batch_size
+        self.dropped = last if drop_last or last < world else 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.size
+        return -(-(self.size - self.dropped) // self.batch_size)
 
     def __iter__(self):
-        if not self.shuffle:
-            return ((self.epoch, i) for i in range(self.size))
-        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
-        return ((self.epoch, int(i)) for i in torch.randperm(self.size, generator=generator))
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        for start in range(0, self.size - self.dropped, self.batch_size):
+            part = shard(order[start : start + self.batch_size], self.rank, self.world)
+            yield [(self.epoch, i) for i in part]
 
 
 def make_loader(
@@ -92,17 +127,18 @@ def make_loader(
     seed: int = 0,
     num_workers: int | None = 0,
     drop_last: bool = False,
+    rank: int = 0,
+    world: int = 1,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader over `dataset` with an EpochSampler (set its epoch with
-    loader.sampler.set_epoch): its workers persist across epochs and compute on one thread
-    each (skelang.threads); 0 workers preprocess in this process."""
+    """A DataLoader over `dataset` with an EpochBatchSampler (set its epoch with
+    loader.batch_sampler.set_epoch; `rank` and `world` shard each batch for data-parallel
+    training): its workers persist across epochs and compute on one thread each
+    (skelang.threads); 0 workers preprocess in this process."""
     num_workers = num_workers or 0
-    sampler = EpochSampler(dataset, shuffle, seed)
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, dataset.epoch, drop_last, rank, world)
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        drop_last=drop_last,
+        batch_sampler=sampler,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         worker_init_fn=worker_init if num_workers else None,

@@ -112,7 +112,7 @@ class VectorQuantizer(nn.Module):
         flat = self._on_sphere(x.reshape(-1, self.dim))  # (N, D)
         if self.training:
             self._remember(flat.detach())
-            if not bool(self.initialized) and int(self.recent_seen) >= self.init_vectors:
+            if not bool(self.initialized) and self._ready_to_initialize():
                 self._kmeans_init(self._recent_vectors(), len(flat))
         indices, distances = self.ops.nearest_code(flat.detach(), self.codebook, self.metric)
         if self.training and bool(self.initialized):
@@ -157,6 +157,13 @@ class VectorQuantizer(nn.Module):
         self.recent[: len(flat) - first] = flat[first:]
         self.recent_seen.add_(len(flat))
 
+    def _ready_to_initialize(self) -> bool:
+        """Whether rank 0 has seen init_vectors training vectors: decided there and broadcast,
+        so that every rank starts k-means at the same step whatever its share of the batch."""
+        ready = torch.tensor(int(self.recent_seen) >= self.init_vectors, device=self.codebook.device)
+        _broadcast(ready)
+        return bool(ready)
+
     def _recent_vectors(self) -> Tensor:
         return self.recent[: min(int(self.recent_seen), self.recent.shape[0])]
 
@@ -180,8 +187,10 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _kmeans_init(self, vectors: Tensor, batch_size: int) -> None:
         """k-means++ seeding and Lloyd iterations on `vectors` (N, D), on rank 0; broadcast.
-        The cluster sizes start as the clusters' shares of one step's vectors (`batch_size` on
-        each rank)."""
+        The cluster sizes start as the clusters' shares of one step's vectors (`batch_size`
+        here, summed over the ranks)."""
+        step_vectors = torch.tensor(float(batch_size), device=self.codebook.device)
+        _all_reduce(step_vectors)
         if _is_rank_zero():
             centres = kmeans_plus_plus(vectors, self.num_codes, self.metric, self.ops)
             for _ in range(self.kmeans_iterations):
@@ -191,8 +200,7 @@ class VectorQuantizer(nn.Module):
                 centres[used] = self._on_sphere(sums[used] / counts[used, None])
             indices, _ = self.ops.nearest_code(vectors, centres, self.metric)
             counts, _ = self.ops.code_statistics(vectors, indices, self.num_codes)
-            ranks = dist.get_world_size() if _distributed() else 1
-            counts *= batch_size * ranks / len(vectors)  # EMA sizes count one batch on every rank
+            counts *= float(step_vectors) / len(vectors)  # EMA sizes count one step's vectors
             self.codebook.copy_(centres)
             self.cluster_size.copy_(counts.clamp_min(self.dead_threshold * float(counts.mean())))
         _broadcast(self.codebook, self.cluster_size)

@@ -1,0 +1,295 @@
+"""Ablation sweeps: a base config, variants of it, several seeds each, and a table of what each
+variant changes.
+
+A sweep file (YAML):
+
+    base: nw_ucla_hglnet_fast          # a config file or a shipped config's name
+    overrides: {train.epochs: 10}      # for every run
+    seeds: [0, 1]                      # default [the base's seed]
+    variants:                          # name -> overrides; or a grid:
+      no_gsm: {model.gsm: false}
+      no_gta: {model.gta: false}
+    grid: {model.gsm: [true, false], model.gta: [true, false]}   # every combination
+
+The variant `base` (the base config with the sweep's overrides) is always run: each variant is
+compared with it. Runs go to OUT/<variant>/seed<k>; a finished run is kept, an unfinished one
+resumes, so a sweep killed midway continues where it stopped. With `jobs` > 1, that many runs
+train side by side, each taking its share of the CPUs (skelang.threads). The results:
+results.csv (one row per run), results.md (per variant: top-1 mean +- std over seeds, and the
+difference to the base with a 95% paired bootstrap interval over the test samples, matched by
+sample id) and results.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from skelang.files import atomic_open, write_text_atomic
+from skelang.runs.config import _Bad, apply_override, config_path, read_config_file, resolve_config
+from skelang.runs.directory import METRICS, RunDirectory
+from skelang.runs.ensemble import align, load_scores
+from skelang.schema import load_yaml
+
+SWEEP_KEYS = ("base", "overrides", "seeds", "variants", "grid")
+BOOTSTRAP_DRAWS = 2000
+
+
+def _overrides(mapping: dict, where: str) -> list[str]:
+    """{"a.b": value} -> ["a.b=value"] (values as YAML)."""
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{where}: expected a mapping of key: value, got {mapping!r:.60}")
+    return [
+        f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+        for key, value in mapping.items()
+    ]
+
+
+def shipped_sweeps() -> dict[str, Path]:
+    """name -> path of every sweep shipped with skelang (package data)."""
+    folder = resources.files("skelang") / "sweeps"
+    return {
+        Path(entry.name).stem: Path(str(entry))
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".yaml")
+    }
+
+
+def sweep_path(name: str | Path) -> Path:
+    """A sweep file: `name` itself when it is a file, else the shipped sweep of that name."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = shipped_sweeps()
+    if path.name.removesuffix(".yaml") in shipped:
+        return shipped[path.name.removesuffix(".yaml")]
+    raise ValueError(f"{name}: no such sweep file, and no shipped sweep of that name ({', '.join(shipped)})")
+
+
+def read_sweep(path: str | Path) -> dict:
+    """The sweep file's runs: {"base": config path, "seeds": [...], "variants": {name:
+    [override, ...]}} (the variant "base" first); errors name the file and the key."""
+    path = sweep_path(path)
+    try:
+        sweep = load_yaml(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: cannot read the sweep: {error}") from None
+    if not isinstance(sweep, dict) or "base" not in sweep:
+        raise ValueError(f"{path}: expected a mapping with a 'base' config (and variants or grid)")
+    unknown = sorted(set(sweep) - set(SWEEP_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(SWEEP_KEYS)})")
+    base = str(sweep["base"])
+    if not Path(base).is_absolute() and (path.parent / base).is_file():
+        base = str(path.parent / base)
+    common = _overrides(sweep.get("overrides") or {}, f"{path}: overrides")
+    variants = {"base": []}
+    for name, changes in (sweep.get("variants") or {}).items():
+        if name == "base" or not isinstance(name, str) or "/" in name:
+            raise ValueError(f"{path}: variants: {name!r} is not a variant name (any but 'base', no '/')")
+        variants[name] = _overrides(changes, f"{path}: variants.{name}")
+    grid = sweep.get("grid") or {}
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ValueError(f"{path}: grid: expected key: [values, ...] lists")
+    for values in itertools.product(*grid.values()) if grid else ():
+        changes = dict(zip(grid, values))
+        name = ",".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in changes.items())
+        variants[name] = _overrides(changes, f"{path}: grid")
+    seeds = sweep.get("seeds")
+    if seeds is not None and not (
+        isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds)
+    ):
+        raise ValueError(f"{path}: seeds: expected a list of non-negative integers, got {seeds!r}")
+    return {"base": base, "common": common, "seeds": seeds, "variants": variants}
+
+
+def variant_configs(sweep: dict) -> dict[tuple[str, int], dict]:
+    """(variant, seed) -> resolved config of every run of the sweep (checked before any runs)."""
+    path = config_path(sweep["base"])
+    raw = read_config_file(path)
+    seeds = sweep["seeds"] or [resolve_config(raw, str(path))["seed"]]
+    configs = {}
+    for name, changes in sweep["variants"].items():
+        for seed in seeds:
+            variant = yaml.safe_load(yaml.safe_dump(raw))
+            try:
+                for override in [*sweep["common"], *changes, f"seed={seed}"]:
+                    apply_override(variant, override)
+            except _Bad as error:
+                raise ValueError(f"{path}: variant {name}: {error}") from None
+            configs[(name, seed)] = resolve_config(variant, f"{path} (variant {name}, seed {seed})")
+    return configs
+
+
+def _train_command(config_file: Path, out: Path, resume: bool) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "skelang",
+        "train",
+        "--config",
+        str(config_file),
+        "--out",
+        str(out),
+        "--no-progress",
+        *(["--resume"] if resume else []),
+    ]
+
+
+def ablate(sweep_path: str | Path, out_dir: str | Path, jobs: int = 1, progress: bool = True) -> list[dict]:
+    """Runs the sweep (see the module's documentation) into `out_dir` and returns its rows:
+    one dict per run (variant, seed, top1, top5, wall_time_s, run)."""
+    sweep = read_sweep(sweep_path)
+    configs = variant_configs(sweep)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pending = []
+    for (name, seed), config in configs.items():
+        run = RunDirectory(out_dir / name / f"seed{seed}")
+        if run.file(METRICS).is_file() and run.exists():
+            continue  # finished
+        run.path.mkdir(parents=True, exist_ok=True)
+        config_file = out_dir / name / f"seed{seed}.yaml"
+        write_text_atomic(config_file, yaml.safe_dump(config, sort_keys=False))
+        pending.append(_train_command(config_file, run.path, resume=run.file("config.yaml").is_file()))
+    running: list[tuple[subprocess.Popen, Path]] = []
+    failures = []
+    for command in [*pending, None]:
+        while running and (len(running) >= jobs or command is None):
+            job, log = running[0]
+            job.wait()  # in start order: a sweep's runs take about the same time
+            running.pop(0)
+            if job.returncode != 0:
+                failures.append(f"{log}: {log.read_text().strip()[-500:]}")
+        if command is None:
+            break
+        log = Path(command[command.index("--out") + 1] + ".log")
+        if progress:
+            print(f"ablate: training {command[command.index('--out') + 1]}", file=sys.stderr, flush=True)
+        with open(log, "w") as output:  # the child's messages; a pipe could fill and block it
+            running.append((subprocess.Popen(command, stdout=output, stderr=output, env=dict(os.environ)), log))
+    if failures:
+        raise ValueError("ablate: runs failed (the others are kept; run again to retry):\n  " + "\n  ".join(failures))
+    rows = collect(out_dir, configs)
+    write_results(out_dir, rows)
+    return rows
+
+
+def collect(out_dir: Path, configs: dict) -> list[dict]:
+    rows = []
+    for name, seed in configs:
+        run = RunDirectory(out_dir / name / f"seed{seed}")
+        metrics = json.loads(run.file(METRICS).read_text())
+        rows.append(
+            {
+                "variant": name,
+                "seed": seed,
+                "top1": metrics["top1"],
+                "top5": metrics["top5"],
+                "wall_time_s": metrics["wall_time_s"],
+                "run": str(run.path),
+            }
+        )
+    return rows
+
+
+def paired_bootstrap(
+    base_runs: list[Path], runs: list[Path], draws: int = BOOTSTRAP_DRAWS, seed: int = 0
+) -> tuple[float, float, float]:
+    """(difference of top-1, 2.5% and 97.5% quantiles) of a variant against the base: runs
+    paired by seed, samples matched by id, the test samples resampled with replacement."""
+    base_correct, correct = [], []
+    for base_run, run in zip(base_runs, runs):
+        base_scores, scores = align([load_scores(base_run), load_scores(run)])
+        base_correct.append(base_scores.logits.argmax(1) == base_scores.labels)
+        correct.append(scores.logits.argmax(1) == scores.labels)
+    difference = np.mean(correct, axis=0).astype(float) - np.mean(base_correct, axis=0)  # (N,) over seeds
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, len(difference), (draws, len(difference)))
+    means = difference[samples].mean(axis=1)
+    return float(difference.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per variant: runs, top-1 mean and std over seeds, and the paired difference to the base."""
+    by_variant: dict[str, list[dict]] = {}
+    for row in rows:
+        by_variant.setdefault(row["variant"], []).append(row)
+    base = {row["seed"]: Path(row["run"]) for row in by_variant["base"]}
+    summary = []
+    for name, runs in by_variant.items():
+        top1 = [row["top1"] for row in runs]
+        entry = {
+            "variant": name,
+            "runs": len(runs),
+            "top1_mean": float(np.mean(top1)),
+            "top1_std": float(np.std(top1, ddof=1)) if len(top1) > 1 else 0.0,
+            "wall_time_s": float(np.mean([row["wall_time_s"] for row in runs])),
+        }
+        if name != "base":
+            paired = [(base[row["seed"]], Path(row["run"])) for row in runs if row["seed"] in base]
+            delta, low, high = paired_bootstrap([b for b, _ in paired], [r for _, r in paired])
+            entry.update(delta=delta, delta_low=low, delta_high=high)
+        summary.append(entry)
+    return summary
+
+
+def write_results(out_dir: Path, rows: list[dict]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out_dir / "results.csv", text.getvalue())
+    summary = summarize(rows)
+    lines = [
+        "| variant | runs | top-1 (mean +- std) | vs base (95% paired bootstrap) | wall time |",
+        "|---|---|---|---|---|",
+    ]
+    for entry in summary:
+        delta = (
+            "-"
+            if "delta" not in entry
+            else f"{entry['delta'] * 100:+.1f} [{entry['delta_low'] * 100:+.1f}, {entry['delta_high'] * 100:+.1f}]"
+        )
+        lines.append(
+            f"| {entry['variant']} | {entry['runs']} | {entry['top1_mean']:.2%} +- {entry['top1_std']:.2%} | "
+            f"{delta} | {entry['wall_time_s']:.0f} s |"
+        )
+    write_text_atomic(out_dir / "results.md", "\n".join(lines) + "\n")
+    _plot(out_dir / "results.png", summary)
+
+
+def _plot(path: Path, summary: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [entry["variant"] for entry in summary]
+    figure, axis = plt.subplots(figsize=(max(4, 0.9 * len(names) + 2), 3.5))
+    axis.bar(
+        names,
+        [100 * e["top1_mean"] for e in summary],
+        yerr=[100 * e["top1_std"] for e in summary],
+        color=["tab:gray" if n == "base" else "tab:blue" for n in names],
+        capsize=4,
+    )
+    axis.set_ylabel("test top-1 (%)")
+    low = min(100 * e["top1_mean"] - 100 * e["top1_std"] for e in summary)
+    axis.set_ylim(max(0, low - 5), 100)
+    axis.set_title("ablation: mean over seeds (error bars: std)")
+    plt.setp(axis.get_xticklabels(), rotation=30, ha="right")
+    figure.tight_layout()
+    with atomic_open(path, "wb") as file:
+        figure.savefig(file, format="png", dpi=120)
+    plt.close(figure)

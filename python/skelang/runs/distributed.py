@@ -1,0 +1,171 @@
+"""Data-parallel training under torchrun: the process group, the ranks' share of each batch,
+batch normalisation over the global batch on the CPU, and what rank 0 alone does.
+
+    torchrun --nproc_per_node 2 -m skelang train --config C --out RUN
+
+Every stage trains this way (skelang.runs.loop): a process group from torchrun's environment
+(NCCL on CUDA, gloo on the CPU; one GPU per rank, cuda:LOCAL_RANK), the stage's trained
+modules wrapped in DistributedDataParallel, each global batch of train.batch_size split into
+the ranks' contiguous parts (skelang.data.dataset.shard), each rank's loss weighted by its
+share of the batch so that the averaged gradients are those of the global batch, batch norms
+computed over the global batch (torch's SyncBatchNorm on CUDA; on the CPU, where torch has
+none, SyncBatchNorm below), and rank 0 alone writing the run folder. Every rank evaluates the
+whole test set (the weights are the same on every rank), so no rank waits for another
+longer than a training step. The data order, the augmentations and the schedule depend on
+(seed, epoch) alone and the checkpoint holds the unwrapped weights: a run resumes with any
+number of processes. Losses that compare the samples of a batch with each other (none of
+the shipped ones besides VST's codebook statistics, which are all-reduced) see the rank's
+part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed._functional_collectives as collectives  # differentiable all-reduce
+from torch import nn
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranks:
+    """This process's rank among `world` processes (world 1: not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that writes the run folder and shows progress."""
+        return self.rank == 0
+
+
+SINGLE = Ranks()
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of torchrun's (or not under torchrun): the one that
+    prints and writes what every rank computes alike."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def join_process_group(device: str) -> tuple[Ranks, bool]:
+    """(the Ranks of this process, whether this call joined the process group). Under
+    torchrun (WORLD_SIZE > 1 in the environment, with RANK and LOCAL_RANK) it joins the
+    default process group if no one has: NCCL when `device` is not "cpu" and CUDA is there
+    (this rank's GPU: cuda:LOCAL_RANK), else gloo. Outside torchrun: (SINGLE, False)."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return SINGLE, False
+        ranks = Ranks(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"WORLD_SIZE, RANK and LOCAL_RANK must be integers set by torchrun: {error}") from None
+    if dist.is_initialized():
+        return ranks, False
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(ranks.local_rank)
+    # every rank evaluates, so a collective waits at most about a training step for another rank
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30))
+    return ranks, True
+
+
+def leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def select_device(name: str, ranks: Ranks = SINGLE) -> torch.device:
+    """The training device of train.device `name` ("auto", "cpu" or "cuda") for this rank."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device is cuda but no CUDA device is available")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", ranks.local_rank) if ranks.distributed else torch.device("cuda")
+
+
+def broadcast_object(value: Any, ranks: Ranks) -> Any:
+    """Rank 0's `value` on every rank."""
+    if not ranks.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_sum(values: list[float], ranks: Ranks, device: torch.device) -> list[float]:
+    """Element-wise sums of `values` over the ranks (float64)."""
+    if not ranks.distributed:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch normalisation whose training statistics are those of the global batch of every
+    rank's part (two all-reduces: the sums, then the squared deviations from the global
+    mean; gradients flow through both), for CPU process groups (torch.nn.SyncBatchNorm runs
+    on GPUs only). Input (N, C, ...); in evaluation, or outside a process group, it is
+    BatchNorm. The running variance is unbiased over the global batch, as BatchNorm's."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"SyncBatchNorm expects (N, C, ...) input, got {input.dim()} dimensions")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(input)
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(input)
+        dims = [0] + list(range(2, input.dim()))
+        shape = [1, -1] + [1] * (input.dim() - 2)
+        x = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
+        count = torch.tensor([x.numel() / max(x.shape[1], 1)], dtype=x.dtype, device=x.device)
+        totals = collectives.all_reduce(torch.cat([x.sum(dims), count]), "sum", dist.group.WORLD)
+        n = totals[-1]
+        mean = totals[:-1] / n
+        centred = x - mean.view(shape)
+        variance = collectives.all_reduce(centred.square().sum(dims), "sum", dist.group.WORLD) / n
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                unbiased = variance * n / (n - 1).clamp_min(1)
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+        y = centred * torch.rsqrt(variance + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(input.dtype)
+
+
+def convert_batch_norms(module: nn.Module, device: torch.device) -> nn.Module:
+    """`module` with every BatchNorm made to normalise over the global batch: torch's
+    SyncBatchNorm on CUDA, SyncBatchNorm above on the CPU. The parameters and buffers stay
+    the same tensors (an optimizer made before still holds them)."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, SyncBatchNorm):
+        converted = SyncBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
+        if module.affine:
+            converted.weight, converted.bias = module.weight, module.bias
+        if module.track_running_stats:
+            converted.running_mean, converted.running_var = module.running_mean, module.running_var
+            converted.num_batches_tracked = module.num_batches_tracked
+        converted.train(module.training)
+        return converted
+    for name, child in module.named_children():
+        module.add_module(name, convert_batch_norms(child, device))
+    return module

@@ -1,0 +1,288 @@
+"""The one training loop: any Stage, epochs with a progress bar, the learning-rate schedule,
+evaluation, logs, atomic checkpoints, bit-exact resume and the final metrics; in one process
+or data-parallel under torchrun (skelang.runs.distributed).
+
+The learning rate is a function of the epoch alone (learning_rate), so the epoch is the whole
+state of the schedule: warm-up is per epoch, as in CTR-GCN (epoch e < warmup_epochs runs at
+lr * (e + 1) / warmup_epochs). With the data and its shuffling fixed by (seed, epoch) and the
+RNG states in each checkpoint, a run resumed from its checkpoint ends with the same weights,
+bit for bit, as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from skelang.runs import distributed
+from skelang.runs.directory import RunDirectory
+from skelang.runs.distributed import Ranks
+from skelang.runs.stages.base import Stage, StepOutput
+from skelang.threads import ThreadBudget
+
+
+def learning_rate(optim: dict, epochs: int, epoch: int) -> float:
+    """The learning rate of (0-based) `epoch` in a run of `epochs` epochs."""
+    warmup = optim["warmup_epochs"]
+    if epoch < warmup:
+        return optim["lr"] * (epoch + 1) / warmup
+    if optim["schedule"] == "cosine":
+        progress = (epoch - warmup) / max(1, epochs - warmup)
+        return optim["lr"] * 0.5 * (1 + math.cos(math.pi * progress))
+    return optim["lr"] * optim["gamma"] ** sum(epoch >= milestone for milestone in optim["milestones"])
+
+
+def make_optimizer(groups: list, optim: dict) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov) or AdamW, as optim.optimizer says, over parameter groups (or
+    a list of parameters)."""
+    if optim["optimizer"] == "adamw":
+        return torch.optim.AdamW(groups, lr=optim["lr"], weight_decay=optim["weight_decay"])
+    return torch.optim.SGD(
+        groups,
+        lr=optim["lr"],
+        momentum=optim["momentum"],
+        nesterov=optim["nesterov"],
+        weight_decay=optim["weight_decay"],
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_states() -> dict:
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [name, keys.tolist(), position, has_gauss, cached_gaussian],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    name, keys, position, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
+    random.setstate(states["python"])
+
+
+def fit(stage_class: type[Stage], config: dict, run: RunDirectory, resume: bool = False, progress: bool = True) -> dict:
+    """Trains a stage of a resolved `config` into `run` (see the module's documentation) and
+    returns the final metrics; with `resume`, continues from the run's checkpoint (a finished
+    run returns its metrics). Under torchrun every rank calls this; rank 0 holds and writes
+    the run folder."""
+    ranks, joined = distributed.join_process_group(config["train"]["device"])
+    try:
+        with contextlib.ExitStack() as held:
+            checkpoint, finished = _start(run, config, resume, ranks, held)
+            if finished is not None:
+                return finished
+            seed_everything(config["seed"])
+            with ThreadBudget(config["train"]["threads"], config["data"]["num_workers"]) as budget:
+                device = distributed.select_device(config["train"]["device"], ranks)
+                stage = stage_class(config, run, device, progress and ranks.is_main, budget, ranks)
+                return _train(stage, checkpoint)
+    finally:
+        if joined:
+            distributed.leave_process_group()
+
+
+def _start(
+    run: RunDirectory, config: dict, resume: bool, ranks: Ranks, held: contextlib.ExitStack
+) -> tuple[dict | None, dict | None]:
+    """RunDirectory.start on rank 0 (holding the run's lock in `held`); the other ranks learn
+    its outcome (an error is raised on every rank) and read the same checkpoint."""
+    outcome = None
+    if ranks.is_main:
+        try:
+            held.enter_context(run.lock())
+            checkpoint, finished = run.start(config, resume)
+            outcome = {"resume": checkpoint is not None, "finished": finished}
+        except Exception as error:
+            distributed.broadcast_object({"error": f"{type(error).__name__}: {error}"}, ranks)
+            raise
+    outcome = distributed.broadcast_object(outcome, ranks)
+    if "error" in outcome:
+        raise ValueError(f"rank 0 could not start the run: {outcome['error']}")
+    if outcome["finished"] is not None:
+        return None, outcome["finished"]
+    if ranks.is_main:
+        return checkpoint, None
+    return (run.load_checkpoint() if outcome["resume"] else None), None
+
+
+class _StepModule(torch.nn.Module):
+    """A stage's trained modules as one module whose forward is a training step: what
+    DistributedDataParallel wraps (it returns the loss first, for DDP to find the weights
+    the step used)."""
+
+    def __init__(self, stage: Stage):
+        super().__init__()
+        self.trained = torch.nn.ModuleList(stage.trained_modules())
+        self.stage = [stage]  # not a submodule
+
+    def forward(self, batch) -> tuple[torch.Tensor, StepOutput]:
+        step = self.stage[0].training_step(batch)
+        return step.loss, step
+
+
+def _data_parallel(stage: Stage) -> torch.nn.Module:
+    """The DistributedDataParallel training step of a stage."""
+    device_ids = [stage.device] if stage.device.type == "cuda" else None
+    # static_graph: every step uses the same weights, which may leave some out (a stage's
+    # ablated or separately fitted parts); DDP finds them in the first step. Buffers are not
+    # copied from rank 0 at each step: batch norms are global, VST's codebook keeps itself
+    # identical on every rank, and its ring of recent inputs is each rank's own.
+    return torch.nn.parallel.DistributedDataParallel(
+        _StepModule(stage), device_ids=device_ids, static_graph=True, forward_sync_buffers=False
+    )
+
+
+def _train(stage: Stage, checkpoint: dict | None) -> dict:
+    config, run, ranks = stage.config, stage.run, stage.ranks
+    optim, options = config["optim"], config["train"]
+    epochs = options["epochs"]
+    stage.build()
+    if ranks.distributed:
+        for module in stage.trained_modules():  # before the optimizer: the weights stay the same tensors
+            distributed.convert_batch_norms(module, stage.device)
+    groups = stage.parameter_groups()
+    optimizer = make_optimizer(groups, optim)
+    stage.autocast()  # an impossible precision (fp16 on the CPU) fails before training
+    # fp16 gradients underflow without loss scaling; bf16 has float32's range
+    scaler = torch.amp.GradScaler(stage.device.type) if options["precision"] == "fp16" else None
+    start_epoch, wall_time, best, metrics = 0, 0.0, {"top1": None, "epoch": None}, None
+    if checkpoint is not None:
+        stage.load_state_dict(checkpoint)
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if scaler is not None and "scaler" in checkpoint:
+            scaler.load_state_dict(checkpoint["scaler"])
+        start_epoch, wall_time = checkpoint["epoch"], checkpoint["wall_time"]
+        best = checkpoint.get("best", best)
+        set_rng_states(checkpoint["rng"])
+    parallel = _data_parallel(stage) if ranks.distributed else None
+    if ranks.is_main:
+        run.rewind_log(start_epoch)
+
+    batches = stage.num_batches()
+    previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    if options["deterministic"]:
+        torch.use_deterministic_algorithms(True)
+    bar = tqdm(
+        total=epochs * batches,
+        initial=start_epoch * batches,
+        disable=not stage.progress,
+        unit="batch",
+        dynamic_ncols=True,
+    )
+    try:
+        for epoch in range(start_epoch, epochs):
+            started = time.perf_counter()
+            lr = learning_rate(optim, epochs, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            if ranks.rank > 0:  # rank 0's random state is the checkpoint's; the others' follow (seed, epoch)
+                torch.manual_seed(config["seed"] + 1_000_003 * epoch + 7919 * ranks.rank)
+            stage.set_epoch(epoch)
+            sums, seen, correct, classified = {}, 0, 0, False
+            bar.set_description(f"epoch {epoch + 1}/{epochs}")
+            for batch in stage.batches(epoch):
+                stage.budget.refresh()  # this job's share, as other jobs start and end
+                with stage.autocast():
+                    if parallel is None:
+                        step = stage.training_step(batch)
+                        objective = step.loss
+                    else:  # the loss DDP returns (its backward reduces the gradients), weighed by
+                        objective, step = parallel(batch)  # this rank's share: DDP averages over ranks
+                        [total] = distributed.all_sum([step.size], ranks, stage.device)
+                        objective = objective * (step.size * ranks.world / total)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is None:
+                    objective.backward()
+                    optimizer.step()
+                else:
+                    scaler.scale(objective).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                loss = step.loss.item()
+                for name, value in {"loss": loss, **step.parts}.items():
+                    sums[name] = sums.get(name, 0.0) + value * step.size
+                seen += step.size
+                if step.correct is not None:
+                    correct, classified = correct + step.correct, True
+                bar.update()
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}")
+            if ranks.distributed:  # the epoch's means over every rank's samples
+                names = sorted(sums)
+                totals = distributed.all_sum(
+                    [seen, correct, classified] + [sums[n] for n in names], ranks, stage.device
+                )
+                seen, correct, classified = int(totals[0]), int(totals[1]), bool(totals[2])
+                sums = dict(zip(names, totals[3:]))
+            entry = {"epoch": epoch + 1, "loss": sums.pop("loss") / max(seen, 1)}
+            if classified:
+                entry["train_top1"] = correct / max(seen, 1)
+            entry["lr"] = lr
+            entry.update({name: value / max(seen, 1) for name, value in sums.items()})
+            last = epoch + 1 == epochs
+            if (epoch + 1) % options["eval_every"] == 0 or last:
+                with stage.autocast():
+                    metrics = stage.evaluate(final=last)
+                entry.update({key: metrics[key] for key in stage.log_metrics if key in metrics})
+                entry["test_top1"] = metrics["top1"]
+                if best["top1"] is None or metrics["top1"] > best["top1"]:
+                    best = {"top1": metrics["top1"], "epoch": epoch + 1}
+                if stage.progress:
+                    bar.write(
+                        f"epoch {epoch + 1}: loss {entry['loss']:.4f}"
+                        + (f", train top-1 {entry['train_top1']:.2%}" if classified else "")
+                        + f", test top-1 {metrics['top1']:.2%}"
+                    )
+            entry["seconds"] = time.perf_counter() - started
+            wall_time += entry["seconds"]
+            if ranks.is_main:
+                run.append_log(entry)
+                state = {
+                    **stage.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "wall_time": wall_time,
+                    "best": best,
+                    "rng": rng_states(),
+                }
+                if scaler is not None:
+                    state["scaler"] = scaler.state_dict()
+                run.save_checkpoint(state)
+    finally:
+        bar.close()
+        torch.use_deterministic_algorithms(previous_deterministic)
+    if metrics is None:  # stopped after the last checkpoint, before its metrics were written
+        with stage.autocast():
+            metrics = stage.evaluate(final=True)
+    metrics = {**metrics, **stage.finish(metrics)}
+    result = {
+        **metrics,
+        "best_top1": best["top1"],
+        "best_epoch": best["epoch"],
+        "epochs": epochs,
+        "wall_time_s": wall_time,
+        "parameters": stage.parameters_count(),
+    }
+    if ranks.distributed:
+        result["world_size"] = ranks.world
+    if ranks.is_main:
+        run.write_metrics(result)
+    if ranks.distributed:  # every rank returns once the run folder is complete
+        torch.distributed.barrier()
+    return result

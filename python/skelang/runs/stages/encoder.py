@@ -1,0 +1,214 @@
+"""Stage `encoder`: a skeleton encoder with its classification head, and what every stage
+that trains an encoder shares (SSF and VST build on it: skelang.runs.stages.ssf, .vst).
+
+Their checkpoint holds the model's weights and what rebuilding it needs (num_classes,
+in_channels, layout, num_bodies); their final evaluation writes scores.npz (per-sample ids,
+labels, logits) beside metrics.json.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from skelang.data.dataset import SkeletonDataset, make_loader
+from skelang.data.preprocess import Augmentation, Preprocess
+from skelang.data.readers import open_sequences
+from skelang.data.splits import split_of
+from skelang.encoder import build_model
+from skelang.runs.directory import CHECKPOINT, RunDirectory
+from skelang.runs.metrics import classification_metrics
+from skelang.runs.stages.base import Stage, StepOutput
+
+SHAPE_KEYS = ("num_classes", "in_channels", "layout", "num_bodies")
+
+
+def make_preprocess(data: dict) -> Preprocess:
+    """The Preprocess of a config's data section."""
+    return Preprocess(
+        num_frames=data["num_frames"],
+        normalize=data["normalize"],
+        rotate=data["rotate"],
+        scale=data["scale"],
+        minmax=data["minmax"],
+        sampling=data["sampling"],
+        train_crop=tuple(data["train_crop"]),
+        eval_crop=data["eval_crop"],
+        streams=tuple(data["streams"]),
+        augmentation=Augmentation(**data["augmentation"]),
+    )
+
+
+def load_sequences(data: dict) -> tuple[list, list]:
+    """(training sequences, test sequences) of the data section: the two parts of
+    `benchmark`, or the `train` and `test` paths whole."""
+    benchmark = data["benchmark"]
+    test_path = data["test"] or data["train"]
+    if benchmark is not None and test_path == data["train"]:  # one dataset, read once
+        sequences = open_sequences(data["train"])
+        parts = [split_of(benchmark, sequence.meta) for sequence in sequences]
+        train = [s for s, part in zip(sequences, parts) if part == "train"]
+        test = [s for s, part in zip(sequences, parts) if part == "test"]
+    else:
+        train = open_sequences(data["train"], benchmark, benchmark and "train")
+        test = open_sequences(test_path, benchmark, benchmark and "test")
+    for name, part in (("training", train), ("test", test)):
+        if len(part) == 0:
+            raise ValueError(
+                f"no {name} sequences in {data['train'] if part is train else test_path}"
+                + (f" (benchmark {benchmark})" if benchmark else "")
+            )
+    return train, test
+
+
+def count_classes(data: dict, datasets: list[SkeletonDataset]) -> int:
+    labels = np.concatenate([dataset.labels for dataset in datasets])
+    if labels.min() < 0:
+        raise ValueError("the data holds unlabelled sequences: training needs a label on every one")
+    if data["num_classes"] is None:
+        return int(labels.max()) + 1
+    if labels.max() >= data["num_classes"]:
+        raise ValueError(f"data.num_classes is {data['num_classes']} but the data has label {labels.max()}")
+    return data["num_classes"]
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, classes) logits of `model` (in eval mode) and (N,) labels over `loader`."""
+    model.eval()
+    logits, labels = [], []
+    for inputs, batch_labels in loader:
+        logits.append(model(inputs.to(device)).float().cpu())
+        labels.append(batch_labels)
+    return torch.cat(logits), torch.cat(labels)
+
+
+class EncoderStage(Stage):
+    """Stage `encoder`: a skeleton encoder with a classification head, cross-entropy."""
+
+    name = "encoder"
+
+    # --- the model --------------------------------------------------------------------------
+
+    def build_model(self, shape: dict, for_training: bool) -> torch.nn.Module:
+        """The stage's model for inputs of `shape` (SHAPE_KEYS); `for_training` loads what it
+        starts from (a frozen encoder run)."""
+        return build_model(
+            self.config["model"], shape["in_channels"], shape["num_classes"], shape["layout"], shape["num_bodies"]
+        )
+
+    def stage_metrics(self, loader, **options) -> dict:
+        """Metrics of the stage beside top-1 (an SSF's text prototypes, VST's tokens)."""
+        return {}
+
+    def training_sequences(self, sequences: list) -> list:
+        return sequences
+
+    # --- training ----------------------------------------------------------------------------
+
+    def build(self) -> None:
+        config, data = self.config, self.config["data"]
+        train_sequences, test_sequences = load_sequences(data)
+        self.train_sequences = self.training_sequences(train_sequences)
+        self.preprocess = make_preprocess(data)
+        self.train_set = SkeletonDataset(
+            self.train_sequences, self.preprocess, train=True, seed=config["seed"], repeat=data["repeat"]
+        )
+        self.test_set = SkeletonDataset(test_sequences, self.preprocess)
+        in_channels, _, _, num_bodies = self.test_set[0][0].shape
+        self.shape = {
+            "num_classes": count_classes(data, [self.train_set, self.test_set]),
+            "in_channels": in_channels,
+            "layout": self.train_sequences[0].layout,
+            "num_bodies": num_bodies,
+        }
+        self.model = self.build_model(self.shape, for_training=True).to(self.device)
+        self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=config["optim"]["label_smoothing"])
+        self.test_loader = make_loader(
+            self.test_set, config["train"]["test_batch_size"], shuffle=False, num_workers=self.num_workers
+        )
+        self.train_loader = make_loader(
+            self.train_set,
+            config["train"]["batch_size"],
+            shuffle=True,
+            seed=config["seed"],
+            num_workers=self.num_workers,
+            rank=self.ranks.rank,
+            world=self.ranks.world,
+        )
+
+    def parameter_groups(self) -> list[dict]:
+        return [{"params": [p for p in self.model.parameters() if p.requires_grad], "lr_scale": 1.0}]
+
+    def num_batches(self) -> int:
+        return len(self.train_loader.batch_sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.train_set.set_epoch(epoch)
+        self.model.train()
+
+    def batches(self, epoch: int):
+        self.train_loader.batch_sampler.set_epoch(epoch)
+        return self.train_loader
+
+    def training_step(self, batch) -> StepOutput:
+        inputs, labels = batch[0].to(self.device), batch[1].to(self.device)
+        parts = {}
+        if hasattr(self.model, "losses"):  # SSF, VST: the model weighs its own losses
+            loss, logits, parts = self.model.losses(inputs, labels, self.criterion)
+            parts = {f"loss_{name}": value for name, value in parts.items()}
+        else:
+            logits = self.model(inputs)
+            loss = self.criterion(logits, labels)
+        return StepOutput(loss, len(labels), (logits.argmax(dim=1) == labels).sum().item(), parts)
+
+    def evaluate(self, final: bool) -> dict:
+        return self.evaluate_loader(self.test_loader, self.test_set.sequences, write_scores=final)
+
+    def evaluate_loader(self, loader, sequences, write_scores: bool = False, **options) -> dict:
+        """Classification metrics and the stage's own on `loader` (over `sequences`); with
+        `write_scores` the per-sample logits go to the run's scores.npz."""
+        logits, labels = predict(self.model, loader, self.device)
+        metrics = classification_metrics(logits, labels)
+        metrics.update(self.stage_metrics(loader, **options))
+        if write_scores and self.ranks.is_main:
+            ids = [sequence.sample_id(i) for i, sequence in enumerate(sequences)]
+            metrics["scores"] = str(self.run.write_scores(ids, labels.numpy(), logits.numpy()))
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), **self.shape}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+
+    def parameters_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    # --- a finished run ------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, run: RunDirectory, device: str | torch.device = "cpu") -> EncoderStage:
+        """The stage of a run folder with its final weights (no data read)."""
+        stage = cls(run.config, run, torch.device(device), progress=False)
+        checkpoint = run.load_checkpoint()
+        stage.shape = {key: checkpoint[key] for key in SHAPE_KEYS}
+        stage.model = stage.build_model(stage.shape, for_training=False)
+        try:
+            stage.model.load_state_dict(checkpoint["model"])
+        except RuntimeError as error:
+            raise ValueError(
+                f"{run.file(CHECKPOINT)}: does not match the model of its config.yaml: {str(error).splitlines()[0]}"
+            ) from None
+        stage.model.to(stage.device).eval()
+        stage.epoch = checkpoint["epoch"]
+        return stage
+
+    def evaluate_sequences(self, sequences, write_scores: bool = False, **options) -> dict:
+        """Metrics of the loaded model on `sequences` (the run's evaluation preprocessing)."""
+        dataset = SkeletonDataset(sequences, make_preprocess(self.config["data"]))
+        loader = make_loader(
+            dataset, self.config["train"]["test_batch_size"], shuffle=False, num_workers=self.num_workers
+        )
+        with self.autocast():  # the run's precision
+            return {**self.evaluate_loader(loader, sequences, write_scores, **options), "epoch": self.epoch}

@@ -1,0 +1,172 @@
+"""Data-parallel training (skelang.runs.distributed): the ranks' batches, the CPU SyncBatchNorm,
+VST's quantizer with unequal parts, and torchrun against one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from skelang.data.dataset import EpochBatchSampler, shard
+from skelang.runs.distributed import SyncBatchNorm, convert_batch_norms
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+
+
+@pytest.mark.parametrize("length", [0, 1, 5, 7, 16])
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_shard_parts_are_contiguous_balanced_and_cover_the_items(length, world):
+    items = list(range(length))
+    parts = [shard(items, rank, world) for rank in range(world)]
+    assert sum(parts, []) == items
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+@pytest.mark.parametrize("size", [60, 61, 62, 64])
+def test_the_ranks_batches_together_are_one_process_batches(size):
+    one = list(EpochBatchSampler(size, 16, shuffle=True, seed=3, epoch=2))
+    for world in (2, 3):
+        samplers = [
+            EpochBatchSampler(size, 16, shuffle=True, seed=3, epoch=2, rank=r, world=world) for r in range(world)
+        ]
+        batches = [list(sampler) for sampler in samplers]
+        assert len({len(b) for b in batches}) == 1 and len(batches[0]) == len(samplers[0])
+        joined = [sum(parts, []) for parts in zip(*batches)]
+        dropped = samplers[0].dropped
+        assert dropped == (size % 16 if size % 16 < world else 0)
+        # the same global batches, less a last batch with fewer items than ranks
+        assert joined == (one[:-1] if dropped else one)
+        assert all(len(part) > 0 for parts in batches for part in parts)
+
+
+def test_a_batch_smaller_than_the_world_is_refused():
+    with pytest.raises(ValueError, match=r"batch size \(2\) must be at least the number of processes \(4\)"):
+        EpochBatchSampler(10, 2, shuffle=False, world=4)
+
+
+def test_sync_batch_norm_outside_a_process_group_is_batch_norm():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(3, 4, 1), torch.nn.BatchNorm1d(4), torch.nn.ReLU())
+    weight, running = model[1].weight, model[1].running_mean
+    x = torch.randn(5, 3, 7)
+    expected = model(x)
+    convert_batch_norms(model, torch.device("cpu"))
+    assert isinstance(model[1], SyncBatchNorm)
+    assert model[1].weight is weight and model[1].running_mean is running  # an optimizer keeps them
+    torch.testing.assert_close(model(x), expected)
+    with pytest.raises(ValueError, match="expects \\(N, C, ...\\) input, got 1 dimensions"):
+        model[1](torch.randn(4))
+
+
+def _two_ranks(tmp_path: Path, case: str, *args: str) -> list[dict]:
+    init_file = tmp_path / f"rendezvous_{case}"
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                case,
+                str(rank),
+                "2",
+                str(init_file),
+                str(tmp_path / f"{case}{rank}.pt"),
+                *args,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        for rank in range(2)
+    ]
+    for process in processes:
+        _, error = process.communicate(timeout=180)
+        assert process.returncode == 0, error
+    return [torch.load(tmp_path / f"{case}{rank}.pt") for rank in range(2)]
+
+
+def test_sync_batch_norm_over_two_gloo_ranks_is_batch_norm_over_the_global_batch(tmp_path):
+    ranks = _two_ranks(tmp_path, "batch_norm")
+    torch.manual_seed(0)  # as the worker
+    x, weight = torch.randn(10, 3, 4, dtype=torch.float64), torch.randn(10, 3, 4, dtype=torch.float64)
+    norm = torch.nn.BatchNorm1d(3).double()
+    inputs = x.clone().requires_grad_()
+    output = norm(inputs)
+    (output * weight).sum().backward()
+    torch.testing.assert_close(torch.cat([r["output"] for r in ranks]), output.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.cat([r["input_grad"] for r in ranks]), inputs.grad, rtol=0, atol=1e-12)
+    # DDP averages the weights' gradients over the ranks; each rank's loss here is its part's sum
+    torch.testing.assert_close(ranks[0]["weight_grad"] + ranks[1]["weight_grad"], norm.weight.grad, atol=1e-12, rtol=0)
+    torch.testing.assert_close(ranks[0]["bias_grad"] + ranks[1]["bias_grad"], norm.bias.grad, atol=1e-12, rtol=0)
+    for rank in ranks:
+        torch.testing.assert_close(rank["running_mean"], norm.running_mean, atol=1e-12, rtol=0)
+        torch.testing.assert_close(rank["running_var"], norm.running_var, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("sizes", [("128", "128"), ("96", "32")], ids=["equal", "unequal"])
+def test_quantizer_ranks_end_with_identical_codebooks(tmp_path, sizes):
+    ranks = _two_ranks(tmp_path, "quantizer", *sizes)
+    assert ranks[0]["initialized"] and ranks[1]["initialized"]
+    assert ranks[0]["revived"] > 0  # the test covers revivals too
+    assert ranks[0]["revived"] == ranks[1]["revived"]
+    assert torch.equal(ranks[0]["codebook"], ranks[1]["codebook"])
+    assert torch.equal(ranks[0]["cluster_size"], ranks[1]["cluster_size"])
+
+
+def _train(out: Path, epochs: int, *flags: str, processes: int = 1) -> subprocess.CompletedProcess:
+    """skelang train of the tiny synthetic config for `epochs` epochs into `out`."""
+    return _skelang(
+        "train",
+        "--config",
+        "synthetic_stgcn",
+        "data.train=synthetic:4:0",
+        "data.test=synthetic:2:1",
+        "data.num_workers=0",
+        "train.threads=1",
+        f"train.epochs={epochs}",
+        "--no-progress",
+        *flags,
+        "--out",
+        str(out),
+        processes=processes,
+    )
+
+
+def _skelang(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
+    return subprocess.run(
+        [sys.executable, *launcher, "-m", "skelang", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _weights(run: Path) -> dict:
+    return torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+
+
+def test_torchrun_two_gloo_ranks_reach_one_process_weights_and_resume_on_one(tmp_path):
+    """Two gloo processes and one with the same global batch reach the same weights within 1e-6
+    (8 steps), and the two-process run resumes in one process."""
+    one = _train(tmp_path / "one", 2)
+    assert one.returncode == 0, one.stderr
+    two = _train(tmp_path / "two", 1, processes=2)
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("after 1 epochs") == 1  # rank 0 reports
+    assert len((tmp_path / "two" / "log.jsonl").read_text().splitlines()) == 1  # rank 0 writes
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["world_size"] == 2
+    resumed = _train(tmp_path / "two", 2, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=0, atol=1e-6, msg=name)
+    # a second start into the finished run fails on every rank with rank 0's reason, no hang
+    again = _train(tmp_path / "two", 2, processes=2)
+    assert again.returncode != 0
+    assert "already holds a run" in again.stderr
