@@ -91,6 +91,74 @@ def synthetic_vst_run(synthetic_hglnet_run, tmp_path_factory):
     return folder / "run", metrics
 
 
+@pytest.fixture(scope="session")
+def tiny_language_model(tmp_path_factory):
+    """A local folder with a tiny random LlamaForCausalLM and a byte-level BPE tokenizer
+    trained on the synthetic descriptions, with a chat template."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from skelang.fusion.descriptions import load_descriptions
+    from skelang.lm.prompts import INSTRUCTION, SYSTEM
+
+    texts = [SYSTEM, INSTRUCTION, "Motion: Candidates: Action: Explanation: are typical of"]
+    for entry in load_descriptions("synthetic"):
+        texts += [entry.name, entry.description, entry.body_parts_text()]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(
+        texts * 4,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=["<pad>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="</s>", pad_token="<pad>")
+    tokenizer.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=False,
+        )
+    )
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def lm_config(vst_run, model_folder, **lm) -> dict:
+    return {
+        "seed": 0,
+        "data": {**SYNTHETIC_HGLNET["data"], "train": "synthetic:4:0", "test": "synthetic:2:1"},
+        "optim": {"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.0, "schedule": "cosine", "warmup_epochs": 0},
+        "train": {"epochs": 2, "batch_size": 12, "test_batch_size": 16, "eval_every": 1},
+        "stage": "lm",
+        "lm": {
+            "vst_run": str(vst_run),
+            "model": str(model_folder),
+            "descriptions": "synthetic",
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.05},
+            "max_new_tokens": 12,
+            "explain_samples": 4,
+            **lm,
+        },
+    }
+
+
 # Tests that train (or read a trained run), run the real language model or spawn the benchmarks
 # are marked slow: `make test-fast` (pytest -m "not slow") skips them.
 SLOW_FIXTURES = {
@@ -109,6 +177,7 @@ SLOW_TESTS = {
     "test_quantizer_ranks_end_with_identical_codebooks",
     "test_sync_batch_norm_over_two_gloo_ranks_is_batch_norm_over_the_global_batch",
     "test_torchrun_two_gloo_ranks_reach_one_process_weights_and_resume_on_one",
+    "test_the_ssf_vst_and_joint_lm_stages_train_under_torchrun",
     "test_shipped_configs_by_name_and_the_config_commands",
     "test_resume_reaches_the_same_weights",
     "test_the_language_model_loss_reaches_the_encoder",

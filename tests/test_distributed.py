@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import lm_config
 
 from skelang.data.dataset import EpochBatchSampler, shard
 from skelang.runs.distributed import SyncBatchNorm, convert_batch_norms
@@ -170,3 +171,31 @@ def test_torchrun_two_gloo_ranks_reach_one_process_weights_and_resume_on_one(tmp
     again = _train(tmp_path / "two", 2, processes=2)
     assert again.returncode != 0
     assert "already holds a run" in again.stderr
+
+
+def test_the_ssf_vst_and_joint_lm_stages_train_under_torchrun(synthetic_vst_run, tiny_language_model, tmp_path):
+    """One epoch of each stage built on the encoder, on two gloo ranks: the run's files come
+    from rank 0 and VST's codebook stays one codebook."""
+    import yaml
+
+    from skelang.runs import RunDirectory
+
+    vst_config = RunDirectory(synthetic_vst_run[0]).config
+    vst_config["train"].update(epochs=1, eval_every=1, threads=1)
+    repository = Path(__file__).resolve().parents[1]
+    ssf_config = yaml.safe_load((repository / "configs" / "synthetic_ssf.yaml").read_text())
+    ssf_config["data"].update(train="synthetic:4:0", test="synthetic:2:1", num_workers=0)
+    ssf_config["train"].update(epochs=1, eval_every=1)
+    lm = lm_config(synthetic_vst_run[0], tiny_language_model, joint={"enabled": True}, explain_samples=0)
+    lm["train"].update(epochs=1)
+    for name, config, produced in (
+        ("ssf", ssf_config, "scores.npz"),
+        ("vst", vst_config, "glossary.json"),
+        ("lm", lm, "adapter/adapter_model.safetensors"),
+    ):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        result = _skelang("train", "--config", str(path), "--no-progress", "--out", str(tmp_path / name), processes=2)
+        assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
+        assert (tmp_path / name / produced).is_file(), name
+        assert json.loads((tmp_path / name / "metrics.json").read_text())["world_size"] == 2
