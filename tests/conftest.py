@@ -178,6 +178,8 @@ SLOW_TESTS = {
     "test_sync_batch_norm_over_two_gloo_ranks_is_batch_norm_over_the_global_batch",
     "test_torchrun_two_gloo_ranks_reach_one_process_weights_and_resume_on_one",
     "test_the_ssf_vst_and_joint_lm_stages_train_under_torchrun",
+    "test_export_of_an_encoder_equals_the_eager_model_in_every_format",
+    "test_plot_command_draws_several_runs",
     "test_shipped_configs_by_name_and_the_config_commands",
     "test_resume_reaches_the_same_weights",
     "test_the_language_model_loss_reaches_the_encoder",

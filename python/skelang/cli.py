@@ -9,6 +9,8 @@ skelang train --config FILE|NAME [key=value ...] --out DIR [--resume | --streams
 skelang config show|keys|list     a resolved config, every key with its default, the shipped configs
 skelang ensemble RUN... [--weights W... | --search VAL...]   fuse runs' per-sample scores by sample id
 skelang ablate SWEEP --out DIR [--jobs N]   an ablation sweep: results.csv, results.md, results.png
+skelang plot RUN... --out FILE.png [--x epoch|minutes]   training curves of runs on one figure
+skelang export RUN --format torchscript|exported|onnx --out FILE   a run's model for inference
 skelang eval RUN_DIR [--json] [--data PATH] [--zero-shot | --explanations]   a run's test metrics
 skelang explain RUN_DIR [--data PATH] [--sample ID] [--json]       the language model's answers, explained
 skelang model profile [--type T | --config FILE] [--json]          parameters and GFLOPs
@@ -501,6 +503,69 @@ def _add_ensemble_command(commands) -> None:
     parser.set_defaults(func=lambda args, rest: cmd_ensemble(args))
 
 
+def cmd_plot(args) -> int:
+    from skelang.runs import open_run
+    from skelang.runs.plots import plot_curves
+
+    runs = [open_run(path) for path in args.runs]
+    labels = args.labels or [str(run.path) for run in runs]
+    if len(labels) != len(runs):
+        raise ValueError(f"--labels: {len(labels)} labels for {len(runs)} runs")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--labels: each run needs its own label, got {labels}")
+    logs = {}
+    for label, run in zip(labels, runs):
+        logs[label] = run.read_log()
+        if not logs[label]:
+            raise ValueError(f"{run.path}: its log holds no epoch yet")
+    print(f"wrote {plot_curves(logs, args.out, x=args.x)}")
+    return 0
+
+
+def _add_plot_command(commands) -> None:
+    parser = commands.add_parser("plot", help="training curves of one or several runs on one figure")
+    parser.add_argument("runs", nargs="+", help="run folders written by skelang train")
+    parser.add_argument("--out", required=True, help="the figure to write (.png, .pdf or .svg)")
+    parser.add_argument(
+        "--x",
+        choices=("epoch", "minutes"),
+        default="epoch",
+        help="the horizontal axis: epochs, or wall-clock minutes of training (time to accuracy)",
+    )
+    parser.add_argument("--labels", nargs="+", help="one legend label per run (default: the run folders)")
+    parser.set_defaults(func=lambda args, rest: cmd_plot(args))
+
+
+def cmd_export(args) -> int:
+    from skelang.runs.export import export_run
+
+    report = export_run(args.run_dir, args.format, args.out, force=args.force)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"wrote {report['file']} ({report['format']}, input {report['input_shape']}; largest difference to "
+            f"the eager model {report['max_abs_difference']:.2g})"
+        )
+    return 0
+
+
+def _add_export_command(commands) -> None:
+    parser = commands.add_parser("export", help="a run's model for inference: TorchScript, torch.export or ONNX")
+    parser.add_argument("run_dir", help="an encoder, SSF or VST run folder")
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=("torchscript", "exported", "onnx"),
+        help="torchscript (skelang's ops; load after import skelang), exported (torch.export "
+        "program, plain PyTorch), onnx (needs pip install 'skelang[export]')",
+    )
+    parser.add_argument("--out", required=True, help="the file to write")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.set_defaults(func=lambda args, rest: cmd_export(args))
+
+
 def cmd_config_show(args) -> int:
     import yaml
 
@@ -584,6 +649,8 @@ def main(argv: list[str] | None = None) -> int:
     _add_config_commands(commands)
     _add_ensemble_command(commands)
     _add_ablate_command(commands)
+    _add_plot_command(commands)
+    _add_export_command(commands)
     _add_model_commands(commands)
     _add_vst_commands(commands)
 

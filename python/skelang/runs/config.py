@@ -64,6 +64,7 @@ RESUMABLE_CHANGES = (
     "train.device",
     "train.test_batch_size",
     "train.threads",
+    "train.tensorboard",
     "data.num_workers",
 )
 
@@ -158,6 +159,9 @@ class TrainSection(Section):
     threads: OptionalPositiveInt = Field(
         None,
         description="intra-op threads (null: this job's share of the CPUs it may use, beside the other skelang jobs)",
+    )
+    tensorboard: Bool = Field(
+        False, description="also write TensorBoard event files (run/tensorboard; needs the tensorboard package)"
     )
 
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from skelang.runs import distributed
 from skelang.runs.directory import RunDirectory
 from skelang.runs.distributed import Ranks
+from skelang.runs.plots import CONFUSION, CURVES, plot_confusion, plot_curves
 from skelang.runs.stages.base import Stage, StepOutput
 from skelang.threads import ThreadBudget
 
@@ -137,6 +138,28 @@ class _StepModule(torch.nn.Module):
         return step.loss, step
 
 
+def _tensorboard(run: RunDirectory, start_epoch: int):
+    """A SummaryWriter into run/tensorboard that drops the events of epochs after `start_epoch`
+    (those a resumed run trains again)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError(
+            "train.tensorboard is true but the tensorboard package is not installed: "
+            "pip install tensorboard (or set train.tensorboard: false)"
+        ) from None
+    return SummaryWriter(str(run.file("tensorboard")), purge_step=start_epoch + 1)
+
+
+def _write_figures(stage: Stage, metrics: dict) -> None:
+    """curves.png of the run's log and confusion.png of its final evaluation."""
+    run = stage.run
+    plot_curves({run.path.name: run.read_log()}, run.file(CURVES))
+    if "confusion_matrix" in metrics:
+        matrix = metrics["confusion_matrix"]
+        plot_confusion(matrix, stage.class_names(len(matrix)), run.file(CONFUSION), title=run.path.name)
+
+
 def _data_parallel(stage: Stage) -> torch.nn.Module:
     """The DistributedDataParallel training step of a stage."""
     device_ids = [stage.device] if stage.device.type == "cuda" else None
@@ -174,6 +197,7 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
     parallel = _data_parallel(stage) if ranks.distributed else None
     if ranks.is_main:
         run.rewind_log(start_epoch)
+    events = _tensorboard(run, start_epoch) if options["tensorboard"] and ranks.is_main else None
 
     batches = stage.num_batches()
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -253,6 +277,11 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
             wall_time += entry["seconds"]
             if ranks.is_main:
                 run.append_log(entry)
+                if events is not None:
+                    for key, value in entry.items():
+                        if key != "epoch" and isinstance(value, (int, float)):
+                            events.add_scalar(key, value, entry["epoch"])
+                    events.flush()
                 state = {
                     **stage.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -266,6 +295,8 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
                 run.save_checkpoint(state)
     finally:
         bar.close()
+        if events is not None:
+            events.close()
         torch.use_deterministic_algorithms(previous_deterministic)
     if metrics is None:  # stopped after the last checkpoint, before its metrics were written
         with stage.autocast():
@@ -282,6 +313,7 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
     if ranks.distributed:
         result["world_size"] = ranks.world
     if ranks.is_main:
+        _write_figures(stage, metrics)
         run.write_metrics(result)
     if ranks.distributed:  # every rank returns once the run folder is complete
         torch.distributed.barrier()

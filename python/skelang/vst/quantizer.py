@@ -130,7 +130,11 @@ class VectorQuantizer(nn.Module):
         if self.metric == "cosine":
             d = 1 - flat @ self.codebook.T
         else:
-            d = torch.cdist(flat, self.codebook).square()
+            # |x|^2 - 2 x.c + |c|^2, as torch.cdist computes large inputs (its choice by size
+            # would fix an exported model's batch size)
+            d = (
+                flat.square().sum(-1, keepdim=True) - 2 * flat @ self.codebook.T + self.codebook.square().sum(-1)
+            ).clamp_min(0)
         return d.view(*x.shape[:-1], self.num_codes)
 
     # --- the codebook ---------------------------------------------------------------------------

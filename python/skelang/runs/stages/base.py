@@ -109,6 +109,10 @@ class Stage:
     def load_state_dict(self, state: dict) -> None:
         raise NotImplementedError
 
+    def class_names(self, count: int) -> list[str] | None:
+        """The names of the `count` classes of the run's data (for figures), or None."""
+        return None
+
     def finish(self, metrics: dict) -> dict:
         """End-of-run work (files beside the checkpoint); returns metrics to add."""
         return {}

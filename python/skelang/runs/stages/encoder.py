@@ -61,6 +61,25 @@ def load_sequences(data: dict) -> tuple[list, list]:
     return train, test
 
 
+def dataset_class_names(data: dict, sequences: list, count: int) -> list[str] | None:
+    """The class names of a data section's dataset: those its files carry (clip files with
+    named labels, a cache), else those of the built-in descriptions of its benchmark or of the
+    synthetic set; None when neither has `count` names."""
+    named = sequences[0].meta.get("class_names") if sequences else None
+    if named is not None and len(named) == count:
+        return list(named)
+    benchmark, source = data["benchmark"] or "", str(data["train"])
+    builtin = next((name for name in ("ntu60", "ntu120", "nw-ucla") if benchmark.startswith(name)), None)
+    if builtin is None and source.startswith("synthetic"):
+        builtin = "synthetic"
+    if builtin is None:
+        return None
+    from skelang.fusion.descriptions import load_descriptions
+
+    names = load_descriptions(builtin).names()
+    return names if len(names) == count else None
+
+
 def count_classes(data: dict, datasets: list[SkeletonDataset]) -> int:
     labels = np.concatenate([dataset.labels for dataset in datasets])
     if labels.min() < 0:
@@ -175,6 +194,9 @@ class EncoderStage(Stage):
             ids = [sequence.sample_id(i) for i, sequence in enumerate(sequences)]
             metrics["scores"] = str(self.run.write_scores(ids, labels.numpy(), logits.numpy()))
         return metrics
+
+    def class_names(self, count: int) -> list[str] | None:
+        return dataset_class_names(self.config["data"], self.test_set.sequences, count)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), **self.shape}

@@ -315,6 +315,9 @@ class LanguageModelStage(Stage):
     def parameters_count(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
+    def class_names(self, count: int) -> list[str] | None:
+        return list(self.model.class_names) if len(self.model.class_names) == count else None
+
 
 @torch.no_grad()
 def _scores(
