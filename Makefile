@@ -67,10 +67,10 @@ lint: $(DEPS_STAMP)
 	$(VENV)/bin/clang-format --dry-run --Werror $$(find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu')
 
 # The main job as it stands: train a small encoder on the built-in synthetic set, evaluate it.
+# Both systems end to end (skelang demo): on the synthetic set, or `make demo DATA=path/to/nw-ucla`.
 demo: $(BUILD_STAMP)
 	rm -rf runs/demo
-	$(VENV)/bin/skelang train --config configs/synthetic_stgcn.yaml --out runs/demo
-	$(VENV)/bin/skelang eval runs/demo
+	$(VENV)/bin/skelang demo --out runs/demo $(if $(DATA),--data $(DATA))
 
 bench: $(BUILD_STAMP)
 	$(VENV)/bin/skelang bench

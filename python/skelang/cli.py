@@ -9,6 +9,7 @@ skelang train --config FILE|NAME [key=value ...] --out DIR [--resume | --streams
 skelang config show|keys|list     a resolved config, every key with its default, the shipped configs
 skelang ensemble RUN... [--weights W... | --search VAL...]   fuse runs' per-sample scores by sample id
 skelang ablate SWEEP --out DIR [--jobs N]   an ablation sweep: results.csv, results.md, results.png
+skelang demo [--data NW_UCLA] [--out DIR]     both systems end to end: HocSLM, VST tokens, LM explanations
 skelang plot RUN... --out FILE.png [--x epoch|minutes]   training curves of runs on one figure
 skelang export RUN --format torchscript|exported|onnx --out FILE   a run's model for inference
 skelang eval RUN_DIR [--json] [--data PATH] [--zero-shot | --explanations]   a run's test metrics
@@ -503,6 +504,26 @@ def _add_ensemble_command(commands) -> None:
     parser.set_defaults(func=lambda args, rest: cmd_ensemble(args))
 
 
+def cmd_demo(args) -> int:
+    from skelang.runs.demo import run_demo
+
+    report = run_demo(
+        args.out, args.data, progress=not args.no_progress, echo=(lambda line: None) if args.json else print
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0
+
+
+def _add_demo_command(commands) -> None:
+    parser = commands.add_parser("demo", help="HocSLM, VST tokens and the language model's explanations, end to end")
+    parser.add_argument("--out", default="runs/demo", help="the folder of the three runs (default runs/demo)")
+    parser.add_argument("--data", help="NW-UCLA (folder or archive) instead of the built-in synthetic set")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON at the end")
+    parser.set_defaults(func=lambda args, rest: cmd_demo(args))
+
+
 def cmd_plot(args) -> int:
     from skelang.runs import open_run
     from skelang.runs.plots import plot_curves
@@ -649,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_config_commands(commands)
     _add_ensemble_command(commands)
     _add_ablate_command(commands)
+    _add_demo_command(commands)
     _add_plot_command(commands)
     _add_export_command(commands)
     _add_model_commands(commands)

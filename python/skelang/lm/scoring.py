@@ -10,6 +10,7 @@ Prompts are left-padded (mask 0 on the left) so that every row ends at the last 
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 
@@ -129,7 +130,7 @@ def class_log_likelihoods(
 
     if T > 1:
         # Rows n * C + c: sample n, candidate c. Feed tokens 0..T-2 to predict tokens 1..T-1.
-        cache = out.past_key_values
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values  # transformers 5.x renamed it
         cache.batch_repeat_interleave(C)
         step_ids = candidates[:, :-1].repeat(N, 1)  # (N * C, T - 1)
         step_embeds = model.get_input_embeddings()(step_ids)  # (N * C, T - 1, H)
@@ -142,8 +143,8 @@ def class_log_likelihoods(
             inputs_embeds=step_embeds,
             attention_mask=mask,
             position_ids=step_positions,
-            past_key_values=cache,
             use_cache=True,
+            **{_cache_argument(model): cache},
         )
         targets = candidates[:, 1:].repeat(N, 1)  # (N * C, T - 1)
         rest = _token_log_probs(out.logits, targets)  # (N * C, T - 1)
@@ -268,3 +269,15 @@ def generate_text(
             **options,
         )
     return tokenizer.batch_decode(new_ids, skip_special_tokens=True)
+
+
+def _cache_argument(model) -> str:
+    """The forward argument of a key-value cache: `cache` (transformers 5.x) or
+    `past_key_values` (earlier)."""
+    while isinstance(model, nn.Module):  # through wrappers whose forward takes **kwargs (LoRAModel)
+        parameters = inspect.signature(model.forward).parameters
+        for name in ("cache", "past_key_values"):
+            if name in parameters:
+                return name
+        model = getattr(model, "model", None)
+    return "past_key_values"
