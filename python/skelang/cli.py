@@ -9,6 +9,8 @@ skelang train --config FILE|NAME [key=value ...] --out DIR [--resume | --streams
 skelang config show|keys|list     a resolved config, every key with its default, the shipped configs
 skelang ensemble RUN... [--weights W... | --search VAL...]   fuse runs' per-sample scores by sample id
 skelang ablate SWEEP --out DIR [--jobs N]   an ablation sweep: results.csv, results.md, results.png
+skelang data extract VIDEO|FOLDER --out DIR   skeletons from videos (BlazePose), resumable
+skelang predict RUN VIDEO [--window N] [--render OUT.mp4]   the action in a video, explained for LM runs
 skelang demo [--data NW_UCLA] [--out DIR]     both systems end to end: HocSLM, VST tokens, LM explanations
 skelang plot RUN... --out FILE.png [--x epoch|minutes]   training curves of runs on one figure
 skelang export RUN --format torchscript|exported|onnx --out FILE   a run's model for inference
@@ -166,6 +168,111 @@ def _add_data_commands(commands) -> None:
     render.add_argument("--fps", type=float, default=15.0)
     render.add_argument("--code", type=int, help="render the decoded motion of this VST code of the run at PATH")
     render.set_defaults(func=lambda args, rest: cmd_data_render(args))
+
+    extract = actions.add_parser("extract", help="skeletons from a video or a folder of videos (BlazePose)")
+    extract.add_argument("path", help="a video, or a folder of videos (class folders give the labels)")
+    extract.add_argument("--out", required=True, help="the cache folder (or PYSKL .pkl with --format pyskl)")
+    extract.add_argument("--labels", help="a CSV file of name,label lines (name: the video's file stem)")
+    extract.add_argument(
+        "--layout",
+        default="blazepose33",
+        choices=("blazepose33", "ntu25", "kinect_v1_20"),
+        help="the skeleton layout written (default blazepose33; ntu25 and kinect_v1_20 are derived)",
+    )
+    extract.add_argument(
+        "--coordinates",
+        default="camera",
+        choices=("camera", "world", "image"),
+        help="camera: metres in camera space (default); world: each body hip-centred; image: pixels",
+    )
+    extract.add_argument("--max-people", type=int, default=2, help="bodies tracked per video (default 2)")
+    extract.add_argument("--pose-model", default="full", choices=("full", "lite"), help="BlazePose landmark model")
+    extract.add_argument("--format", default="cache", choices=("cache", "pyskl"), help="a skelang cache or PYSKL")
+    extract.add_argument("--work", help="where each video's landmarks are kept (default OUT.poses): resumable")
+    extract.add_argument("--force", action="store_true", help="replace a skelang cache (or the .pkl) at --out")
+    extract.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    extract.set_defaults(func=lambda args, rest: cmd_data_extract(args))
+
+
+def cmd_data_extract(args) -> int:
+    from skelang.video.dataset import extract_dataset
+
+    result = extract_dataset(
+        args.path,
+        args.out,
+        labels=args.labels,
+        layout=args.layout,
+        coordinates=args.coordinates,
+        max_people=args.max_people,
+        landmark_model=args.pose_model,
+        format=args.format,
+        work=args.work,
+        force=args.force,
+        progress=not args.json,
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for name, reason in result["skipped"].items():
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    speed = f", {result['frames_per_second']:.1f} frames/s" if result["frames_per_second"] else ""
+    print(
+        f"wrote {result['sequences']} of {result['videos']} videos to {result['out']} "
+        f"({result['frames']} frames{speed}; landmarks kept in {result['work']})"
+    )
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from skelang.runs.predict import predict_video
+
+    report = predict_video(
+        args.run_dir,
+        args.video,
+        window=args.window,
+        stride=args.stride,
+        max_people=args.max_people,
+        landmark_model=args.pose_model,
+        render=args.render,
+        progress=not args.json,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    people = ", ".join(f"{count} frames with {n}" for n, count in enumerate(report["people_per_frame"]) if count)
+    print(f"{report['video']}: {report['frames']} frames ({people}; {report['extraction_fps']:.1f} frames/s)")
+    for window in report["windows"]:
+        top = window["top5"]
+        print(
+            f"frames {window['start']}-{window['end']}: {top[0]['name']} ({top[0]['probability']:.0%}); then "
+            + ", ".join(f"{t['name']} ({t['probability']:.0%})" for t in top[1:])
+        )
+        if "narrative" in window:
+            print(f"  narrative: {window['narrative']}")
+            for line in window["glossary"]:
+                print(f"    {line}")
+        if "explanation" in window:
+            print(f"  explanation: {window['explanation']}")
+    if "render" in report:
+        print(f"wrote {report['render']}")
+    return 0
+
+
+def _add_predict_command(commands) -> None:
+    parser = commands.add_parser(
+        "predict",
+        help="the action in a video, by a trained run (with its narrative and "
+        "explanation for VST and language-model runs)",
+    )
+    parser.add_argument("run_dir", help="a run folder of any stage")
+    parser.add_argument("video", help="a video file")
+    parser.add_argument("--window", type=int, help="frames per window (default: the whole video)")
+    parser.add_argument("--stride", type=int, help="frames between windows (default: half a window)")
+    parser.add_argument("--max-people", type=int, help="bodies tracked (default: the run's)")
+    parser.add_argument("--pose-model", default="full", choices=("full", "lite"), help="BlazePose landmark model")
+    parser.add_argument("--render", help="write the video with skeletons and labels here (.mp4)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.set_defaults(func=lambda args, rest: cmd_predict(args))
 
 
 def cmd_train(args) -> int:
@@ -671,6 +778,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_ensemble_command(commands)
     _add_ablate_command(commands)
     _add_demo_command(commands)
+    _add_predict_command(commands)
     _add_plot_command(commands)
     _add_export_command(commands)
     _add_model_commands(commands)
