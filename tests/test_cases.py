@@ -75,6 +75,49 @@ def test_kinetics_clips_without_people_are_skipped_with_a_count(shared_case, tmp
     assert len(SequenceCache(tmp_path / "c")) == 1
 
 
+def test_a_broken_first_json_does_not_turn_a_kinetics_folder_into_nw_ucla(shared_case, tmp_path):
+    import json
+
+    for file in shared_case("kinetics-no-detections").iterdir():
+        shutil.copy(file, tmp_path / file.name)
+    (tmp_path / "000_empty.json").write_text("")
+    report = inspect_dataset(tmp_path)
+    assert report["format"] == "kinetics" and report["sequences"] == 1
+    assert len(report["missing_skeletons"]) == 2 and len(report["bad_files"]) == 1
+    (tmp_path / "nodata.json").write_text(json.dumps({"frames": []}))
+    with pytest.raises(ValueError, match="nodata.json: neither a Kinetics-skeleton clip .* pass format="):
+        open_sequences(tmp_path / "nodata.json")
+
+
+def test_a_kinetics_person_of_zeros_is_nobody(shared_case, tmp_path):
+    import json
+
+    document = json.loads((shared_case("kinetics-no-detections") / "aaa_good_clip.json").read_text())
+    for frame in document["data"]:
+        for person in frame["skeleton"]:
+            person["pose"] = [0.0] * len(person["pose"])
+            person["score"] = [0.0] * len(person["score"])
+    (tmp_path / "zeros.json").write_text(json.dumps(document))
+    from skelang.data.formats import read_kinetics_json
+    from skelang.data.sequence import MissingSkeletonError
+
+    with pytest.raises(MissingSkeletonError, match="nobody was detected"):
+        read_kinetics_json(tmp_path / "zeros.json")
+    assert inspect_dataset(tmp_path / "zeros.json")["sequences"] == 0
+
+
+def test_a_ragged_pyskl_score_names_the_annotation_and_key(shared_case, tmp_path):
+    data = load_pickle(shared_case("pyskl-none-fields") / "custom_none.pkl")
+    annotations = data["annotations"] if isinstance(data, dict) else data
+    annotations[1]["keypoint"] = np.asarray(annotations[1]["keypoint"])[:, :2]
+    annotations[1]["keypoint_score"] = [[1.0, 2.0], [3.0]]
+    (tmp_path / "ragged.pkl").write_bytes(pickle.dumps(data))
+    report = inspect_dataset(tmp_path / "ragged.pkl")
+    assert report["sequences"] == 1
+    [bad] = report["bad_files"]
+    assert "annotation 1" in bad["error"] and "'keypoint_score' is not an array" in bad["error"]
+
+
 def test_undetected_openpose_joints_stay_zero_in_every_stream(shared_case):
     [sequence] = open_sequences(shared_case("kinetics-undetected-joints/missing_joints.json"))
     layout = get_layout("openpose18")

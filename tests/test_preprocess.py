@@ -273,3 +273,17 @@ def test_repeat_makes_one_epoch_several_passes():
     assert not np.array_equal(dataset[4][0], dataset[1][0])  # its own random draws
     with pytest.raises(ValueError, match="repeat"):
         SkeletonDataset(sequences, preprocess.Preprocess(), repeat=0)
+
+
+def test_a_score_zero_joint_with_coordinates_is_zero_in_every_stream():
+    """Kinetics-skeleton rounds scores to 3 decimals: a joint may have score 0 and non-zero
+    x, y. It is undetected: zero in every stream, as ST-GCN's feeder zeroes it."""
+    x = two_d_sequence(3)
+    layout = get_layout("openpose18")
+    x[0, :, 7, 0], x[1, :, 7, 0], x[2, :, 7, 0] = 0.61, 0.47, 0.0  # score 0, coordinates kept
+    for name in preprocess.STREAMS:
+        streamed = _C.compute_stream(x, name, list(layout.parents), layout.centre, 2)
+        np.testing.assert_allclose(
+            streamed, reference.compute_stream(x, name, layout.parents, layout.centre, 2), atol=1e-5, err_msg=name
+        )
+        assert not streamed[:, :, 7, 0].any(), name

@@ -176,3 +176,25 @@ def test_render_a_code(synthetic_vst_run, tmp_path):
         timeout=120,
     )
     assert result.returncode == 1 and "code 9999 is not in [0, 512)" in result.stderr
+
+
+def test_the_checkpoint_holds_the_decoder_fitted_at_the_end(synthetic_vst_run):
+    """The glossary describes the decoder fitted after training; the checkpoint (which
+    `skelang data render --code` and a rebuilt glossary read) must hold that decoder."""
+    from skelang.data.dataset import SkeletonDataset, make_loader
+    from skelang.runs.stages.encoder import load_sequences, make_preprocess
+    from skelang.runs.stages.vst import load_vst_run
+
+    run, metrics = synthetic_vst_run
+    stage = load_vst_run(run)
+    model = stage.model
+    train_sequences, _ = load_sequences(stage.config["data"])
+    loader = make_loader(SkeletonDataset(train_sequences, make_preprocess(stage.config["data"])), 64, shuffle=False)
+    losses, sizes = [], []
+    with torch.no_grad():
+        for inputs, _ in loader:
+            codes = model.quantizer(model.segment_features(model.encoder.features(inputs))).quantized.flatten(0, 1)
+            targets = model.motion_targets(inputs)[:, : codes.shape[0] // len(inputs)].flatten(0, 1)
+            losses.append(float(model.decoder.reconstruction_loss(codes, targets)) * len(codes))
+            sizes.append(len(codes))
+    assert sum(losses) / sum(sizes) == pytest.approx(metrics["decoder_mse"], rel=1e-3)

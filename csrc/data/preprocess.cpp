@@ -206,7 +206,7 @@ void compute_stream(const float* x, const SequenceShape& s, Stream stream,
   switch (stream) {
     case Stream::kJoint:
       std::memcpy(out, x, n * sizeof(float));
-      return;
+      break;
     case Stream::kBone:
     case Stream::kBoneDirection:
       for (int64_t c = 0; c < s.C; ++c)

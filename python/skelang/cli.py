@@ -270,6 +270,12 @@ def _add_predict_command(commands) -> None:
     parser.add_argument("--stride", type=int, help="frames between windows (default: half a window)")
     parser.add_argument("--max-people", type=int, help="bodies tracked (default: the run's)")
     parser.add_argument("--pose-model", default="full", choices=("full", "lite"), help="BlazePose landmark model")
+    parser.add_argument(
+        "--coordinates",
+        default="camera",
+        choices=("camera", "world", "image"),
+        help="the skeletons' coordinates, as the run's training data (default camera)",
+    )
     parser.add_argument("--render", help="write the video with skeletons and labels here (.mp4)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.set_defaults(func=lambda args, rest: cmd_predict(args))

@@ -73,7 +73,9 @@ def _pyskl_sequence(annotation, index: int, layout: str | None, source: str) -> 
         )
     M, T, V, C = keypoint.shape
     total_frames = annotation.get("total_frames")  # None (or absent): unknown, the keypoints tell
-    if total_frames is not None and (not _is_integer(total_frames) or total_frames != T):
+    if total_frames is not None and not _is_integer(total_frames):
+        raise ValueError(f"{where}: 'total_frames' must be an integer, got {total_frames!r}")
+    if total_frames is not None and total_frames != T:
         raise ValueError(f"{where}: 'total_frames' is {total_frames!r} but 'keypoint' has {T} frames")
     if not np.isfinite(keypoint).all():
         raise ValueError(f"{where}: 'keypoint' holds NaN or infinite values")
@@ -83,7 +85,10 @@ def _pyskl_sequence(annotation, index: int, layout: str | None, source: str) -> 
         )
     if C == 2:
         if annotation.get("keypoint_score") is not None:
-            score = np.asarray(annotation["keypoint_score"])
+            try:
+                score = np.asarray(annotation["keypoint_score"])
+            except ValueError as error:  # ragged nested lists
+                raise ValueError(f"{where}: 'keypoint_score' is not an array: {error}") from None
             if score.shape != (M, T, V) or not np.issubdtype(score.dtype, np.number):
                 raise ValueError(
                     f"{where}: 'keypoint_score' must be numeric of shape {(M, T, V)} "
@@ -314,7 +319,8 @@ def parse_kinetics_json(text: str | bytes, source: str, max_people: int = 2) -> 
                     f"{source}: frame {index}, person {person}: 'score' must be "
                     f"{KINETICS_JOINTS} finite numbers, got {score!r:.60}"
                 )
-            frames[index].append((sum(score), pose, score))
+            if any(pose) or any(score):  # an all-zero person is nobody (as PYSKL's zero keypoints)
+                frames[index].append((sum(score), pose, score))
     if not frames:
         raise MissingSkeletonError(f"{source}: nobody was detected: 'data' holds no frame")
     if not any(frames.values()):

@@ -145,7 +145,19 @@ def convert_dataset(
             if benchmark is None or where == part:
                 yield item
 
-    folder = cache.write_cache(sequences(), out, overwrite=force)
+    try:
+        folder = cache.write_cache(sequences(), out, overwrite=force)
+    except ValueError as error:
+        if "no sequence to cache" not in str(error):
+            raise
+        reasons = [f"{len(skipped)} without a skeleton"] if skipped else []
+        if left_out:
+            reasons.append(f"{len(left_out)} outside {benchmark}")
+        if benchmark is not None:
+            reasons.append(f"none in the {part} part of {benchmark}")
+        raise ValueError(
+            f"{path}: no sequence to write to {out}" + (f" ({'; '.join(reasons)})" if reasons else "")
+        ) from None
     return {
         "cache": str(folder),
         "sequences": len(cache.SequenceCache(folder, verify=False)),

@@ -26,12 +26,45 @@ from skelang.data.synthetic import SyntheticSkeletons
 FORMATS = ("cache", "ntu", "nw-ucla", "kinetics", "pyskl", "ctrgcn", "bvh", "clips", "synthetic")
 
 
-def _json_kind(file: Path) -> str:
+KINETICS_KEYS = ("data", "label", "label_index")
+
+
+def _json_kind(file: Path) -> str | None:
+    """ "kinetics" (a 'data' list of frames, or Kinetics' label keys), "nw-ucla" (a
+    'skeletons' key), or None when the file cannot be read or shows neither."""
     try:
         head = json.loads(file.read_bytes())
     except (ValueError, OSError):
-        return "nw-ucla"  # the reader reports the error with the file's name
-    return "kinetics" if isinstance(head, dict) and "data" in head and "skeletons" not in head else "nw-ucla"
+        return None
+    if not isinstance(head, dict):
+        return None
+    if "skeletons" in head:
+        return "nw-ucla"
+    return "kinetics" if any(key in head for key in KINETICS_KEYS) else None
+
+
+def _json_folder_kind(folder: Path) -> str:
+    """The kind of the first JSON file of `folder` that shows one (an empty or broken file
+    does not decide for the others)."""
+    files = sorted(folder.glob("*.json"))
+    for file in files:
+        kind = _json_kind(file)
+        if kind is not None:
+            return kind
+    raise ValueError(
+        f"{folder}: none of its {len(files)} .json files is a Kinetics-skeleton clip (a 'data' list) "
+        f"or an NW-UCLA sequence (a 'skeletons' key)"
+    )
+
+
+def _json_file_kind(file: Path) -> str:
+    kind = _json_kind(file)
+    if kind is None:
+        raise ValueError(
+            f"{file}: neither a Kinetics-skeleton clip (a 'data' list of frames) nor an NW-UCLA "
+            f"sequence (a 'skeletons' key); pass format='kinetics' or 'nw-ucla' (--format) to read it as one"
+        )
+    return kind
 
 
 def detect_format(path: str | Path) -> str:
@@ -49,15 +82,14 @@ def detect_format(path: str | Path) -> str:
                 return kind
         if next(path.glob("*/*.npy"), None) is not None:  # clips in class-named folders
             return "clips"
-        first_json = next(iter(sorted(path.glob("*.json"))), None)
-        if first_json is not None:
-            return _json_kind(first_json)
+        if next(path.glob("*.json"), None) is not None:
+            return _json_folder_kind(path)
         raise ValueError(f"{path}: found no .skeleton, .json or .bvh files and no skelang cache")
     suffixes = "".join(path.suffixes[-2:]).lower()
     if path.suffix == ".skeleton":
         return "ntu"
     if path.suffix == ".json":
-        return _json_kind(path)
+        return _json_file_kind(path)
     if path.suffix in (".pkl", ".pickle"):
         return "pyskl"
     if path.suffix == ".npz":

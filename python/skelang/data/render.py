@@ -28,6 +28,8 @@ def render_sequence(sequence: Sequence, out: str | Path, fps: float = 15.0, titl
     points = sequence.data[: 2 if planar else 3]  # (D, T, V, M)
     present = np.any(sequence.data != 0, axis=(0, 2))  # (T, M)
     shown = points[:, present.any(1)]
+    if planar:  # the limits of the detected joints only
+        shown = points[:, sequence.data[2] > 0]
     low, high = shown.reshape(points.shape[0], -1).min(1), shown.reshape(points.shape[0], -1).max(1)
     figure = plt.figure(figsize=(5, 5))
     axes = figure.add_subplot(projection=None if planar else "3d")
@@ -40,6 +42,8 @@ def render_sequence(sequence: Sequence, out: str | Path, fps: float = 15.0, titl
                 continue
             p = points[:, t, :, m]
             for child, parent in layout.bones:
+                if planar and min(sequence.data[2, t, child, m], sequence.data[2, t, parent, m]) <= 0:
+                    continue  # an undetected joint (score 0) has no place to draw
                 if planar:
                     axes.plot(p[0, [child, parent]], p[1, [child, parent]], color=colours[m % 4])
                 else:  # y is up in every 3D layout: draw it as the vertical axis

@@ -13,9 +13,11 @@ none, SyncBatchNorm below), and rank 0 alone writing the run folder. Every rank 
 whole test set (the weights are the same on every rank), so no rank waits for another
 longer than a training step. The data order, the augmentations and the schedule depend on
 (seed, epoch) alone and the checkpoint holds the unwrapped weights: a run resumes with any
-number of processes. Losses that compare the samples of a batch with each other (none of
-the shipped ones besides VST's codebook statistics, which are all-reduced) see the rank's
-part.
+number of processes. The global batch's gradient is exact for losses that are means over
+samples (the encoder, SSF and VST stages); the language model's loss is a mean over answer
+tokens, whose count differs between samples, so under DDP its weighting by samples is an
+approximation. VST's codebook statistics are all-reduced; SSF's contrastive loss compares
+each rank's samples among themselves.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed._functional_collectives as collectives  # differentiable all-reduce
+import torch.distributed._functional_collectives as collectives
 from torch import nn
 
 
@@ -112,6 +114,26 @@ def all_sum(values: list[float], ranks: Ranks, device: torch.device) -> list[flo
     return tensor.tolist()
 
 
+def differentiable_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of `tensor` over the ranks, with the gradient summed back to every rank:
+    torch's functional collectives where they have a backward (torch 2.13 on), else
+    torch.distributed.nn (their predecessor, which older torch differentiates)."""
+    if hasattr(collectives, "all_reduce_backward"):
+        return collectives.all_reduce(tensor, "sum", dist.group.WORLD)
+    import torch.distributed.nn.functional as legacy
+
+    return legacy.all_reduce(tensor)
+
+
+def data_parallel_options() -> dict:
+    """DistributedDataParallel's keyword that keeps each rank's buffers (no copy from rank 0 at
+    every forward): forward_sync_buffers from torch 2.13, broadcast_buffers before."""
+    import inspect
+
+    parameters = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
+
+
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch normalisation whose training statistics are those of the global batch of every
     rank's part (two all-reduces: the sums, then the squared deviations from the global
@@ -131,11 +153,11 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         shape = [1, -1] + [1] * (input.dim() - 2)
         x = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
         count = torch.tensor([x.numel() / max(x.shape[1], 1)], dtype=x.dtype, device=x.device)
-        totals = collectives.all_reduce(torch.cat([x.sum(dims), count]), "sum", dist.group.WORLD)
+        totals = differentiable_all_reduce(torch.cat([x.sum(dims), count]))
         n = totals[-1]
         mean = totals[:-1] / n
         centred = x - mean.view(shape)
-        variance = collectives.all_reduce(centred.square().sum(dims), "sum", dist.group.WORLD) / n
+        variance = differentiable_all_reduce(centred.square().sum(dims)) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)

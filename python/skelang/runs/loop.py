@@ -168,7 +168,7 @@ def _data_parallel(stage: Stage) -> torch.nn.Module:
     # copied from rank 0 at each step: batch norms are global, VST's codebook keeps itself
     # identical on every rank, and its ring of recent inputs is each rank's own.
     return torch.nn.parallel.DistributedDataParallel(
-        _StepModule(stage), device_ids=device_ids, static_graph=True, forward_sync_buffers=False
+        _StepModule(stage), device_ids=device_ids, static_graph=True, **distributed.data_parallel_options()
     )
 
 
@@ -200,6 +200,8 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
     events = _tensorboard(run, start_epoch) if options["tensorboard"] and ranks.is_main else None
 
     batches = stage.num_batches()
+    if batches == 0:
+        raise ValueError(f"no training batch: the training data is smaller than the {ranks.world} processes")
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     if options["deterministic"]:
         torch.use_deterministic_algorithms(True)
@@ -302,6 +304,8 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
         with stage.autocast():
             metrics = stage.evaluate(final=True)
     metrics = {**metrics, **stage.finish(metrics)}
+    if ranks.is_main:  # what finish() changed (VST's fitted decoder) belongs in the checkpoint
+        run.save_checkpoint({**run.load_checkpoint(), **stage.state_dict()})
     result = {
         **metrics,
         "best_top1": best["top1"],
@@ -313,8 +317,8 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
     if ranks.distributed:
         result["world_size"] = ranks.world
     if ranks.is_main:
-        _write_figures(stage, metrics)
         run.write_metrics(result)
+        _write_figures(stage, metrics)
     if ranks.distributed:  # every rank returns once the run folder is complete
         torch.distributed.barrier()
     return result

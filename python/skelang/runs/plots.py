@@ -36,8 +36,10 @@ def _save(figure, path: str | os.PathLike) -> Path:
     """Writes a figure (its format from the suffix: .png, .pdf, .svg) whole or not at all."""
     path = Path(path)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=path.suffix.lstrip(".").lower() or "png", dpi=120, bbox_inches="tight")
-    _pyplot().close(figure)
+    try:
+        figure.savefig(buffer, format=path.suffix.lstrip(".").lower() or "png", dpi=120, bbox_inches="tight")
+    finally:
+        _pyplot().close(figure)
     with atomic_open(path, "wb") as file:
         file.write(buffer.getvalue())
     return path

@@ -41,13 +41,13 @@ def windows(sequence: Sequence, window: int | None, stride: int | None) -> list[
     """[start, end) frame ranges: the whole sequence, or `window` frames every `stride` (default
     window // 2) frames, the last one ending at the last frame."""
     total = sequence.num_frames
+    if window is not None and window < 1:
+        raise ValueError(f"--window must be a positive number of frames, got {window}")
+    if stride is not None and stride < 1:
+        raise ValueError(f"--stride must be a positive number of frames, got {stride}")
     if window is None or window >= total:
         return [(0, total)]
-    if window < 1:
-        raise ValueError(f"--window must be a positive number of frames, got {window}")
-    stride = stride or max(1, window // 2)
-    if stride < 1:
-        raise ValueError(f"--stride must be a positive number of frames, got {stride}")
+    stride = stride if stride is not None else max(1, window // 2)
     starts = list(range(0, total - window + 1, stride))
     if starts[-1] + window < total:
         starts.append(total - window)
@@ -71,12 +71,17 @@ def predict_video(
     landmark_model: str = "full",
     render: str | os.PathLike | None = None,
     progress: bool = False,
+    coordinates: str = "camera",
 ) -> dict:
     """The run's answer for the video (see the module's documentation): a dict with the run's
     stage, the video's frames and fps, the pose extraction (people per frame, frames per
     second) and one entry per window (frames, top-5, and per stage narrative, glossary,
-    explanation)."""
+    explanation). `coordinates` as skelang.video.extract (camera, world, image): those of the
+    data the run was trained on (`skelang data extract --coordinates`)."""
     from skelang.video.extract import extract_poses
+
+    if render is not None and Path(render).resolve() == Path(video).resolve():
+        raise ValueError(f"--render {render}: the input video itself; choose another file")
 
     run = open_run(run_dir)
     config = run.config
@@ -85,7 +90,7 @@ def predict_video(
     poses = extract_poses(
         video, max_people=max_people or checkpoint_shape["num_bodies"], landmark_model=landmark_model, progress=progress
     )
-    sequence = poses.sequence()
+    sequence = poses.sequence(coordinates)
     if not poses.found.any():
         raise ValueError(f"{video}: nobody was found in any frame")
     mapped = _fit_bodies(map_layout(sequence, checkpoint_shape["layout"]), checkpoint_shape["num_bodies"])
@@ -129,18 +134,19 @@ def predict_video(
 
 
 def _run_shape(run) -> dict:
-    checkpoint = run.load_checkpoint()
+    """layout, num_bodies, num_classes of the run's encoder (an lm run's: its VST run's)."""
     if run.config["stage"] == "lm":
-        from skelang.runs.stages.vst import load_vst_run
-
-        return load_vst_run(run.config["lm"]["vst_run"]).shape
+        run = open_run(run.config["lm"]["vst_run"])
+    checkpoint = run.load_checkpoint()
     return {key: checkpoint[key] for key in ("layout", "num_bodies", "num_classes")}
 
 
 def _class_names(stage, count: int) -> list[str]:
+    """The run's class names: kept in its checkpoint, else those of its data's benchmark or
+    descriptions, else "class i"."""
     from skelang.runs.stages.encoder import dataset_class_names
 
-    names = dataset_class_names(stage.config["data"], [], count)
+    names = stage.class_names(count) or dataset_class_names(stage.config["data"], [], count)
     section = stage.config.get("ssf") or {}
     if names is None and section.get("descriptions"):
         from skelang.fusion.descriptions import load_descriptions

@@ -16,9 +16,9 @@ Per frame (as mediapipe/modules/pose_detection and pose_landmark do for one pers
    flag (presence probability) below 0.5 loses the person.
 4. Tracking: the next frame's region comes from this frame's landmarks 33 and 34 (the same
    alignment as step 2). Unlike MediaPipe Pose (one person, detection only when tracking is
-   lost), the detector runs on every frame while fewer than `max_people` are tracked (and
-   every `redetect_every` frames otherwise): a detection whose hip centre falls inside a
-   tracked person's torso is that person; the others start new tracks in free body slots.
+   lost), the detector runs on every frame while fewer than `max_people` are tracked: a
+   detection whose hip centre falls inside a tracked person's torso is that person; the
+   others start new tracks in free body slots.
    Two tracks that converge on the same person (their landmarks within 5% of the region's
    size) are merged into the older.
 
@@ -207,7 +207,7 @@ class BlazePose:
         height, width = frame.shape[:2]
         scale = DETECTION_SIZE / max(height, width)
         resized = cv2.resize(frame, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-        canvas = np.zeros((DETECTION_SIZE, DETECTION_SIZE, 3), dtype=np.float32)
+        canvas = np.full((DETECTION_SIZE, DETECTION_SIZE, 3), -1.0, dtype=np.float32)  # black letterbox bars
         top, left = (DETECTION_SIZE - resized.shape[0]) // 2, (DETECTION_SIZE - resized.shape[1]) // 2
         canvas[top : top + resized.shape[0], left : left + resized.shape[1]] = resized.astype(np.float32) / 127.5 - 1
         self.detector.set_tensor(self.detector.get_input_details()[0]["index"], canvas[None])

@@ -65,10 +65,14 @@ def _work_file(work: Path, root: Path, video: Path) -> Path:
     return work / (str(video.relative_to(root)).replace(os.sep, "__") + ".pt")
 
 
-def _load_track(path: Path, video: Path) -> PoseTrack:
+def _load_track(path: Path, video: Path, options: dict) -> PoseTrack | None:
+    """The landmarks kept for `video`, or None when they were extracted with other options
+    (or from another version of the file)."""
     import torch
 
     state = torch.load(path, weights_only=False)
+    if state.get("options") != options:
+        return None
     return PoseTrack(state["image"], state["world"], state["found"], video_info(video), state["seconds"])
 
 
@@ -110,14 +114,13 @@ def extract_dataset(
     sequences, skipped, frames, seconds = [], {}, 0, 0.0
     for video, label in tqdm(list(zip(videos, label_of)), disable=not progress, unit="video"):
         file = _work_file(work, root, video)
+        options = {"max_people": max_people, "landmark_model": landmark_model, "bytes": video.stat().st_size}
         try:
-            if file.is_file():
-                track = _load_track(file, video)
-            else:
+            track = _load_track(file, video, options) if file.is_file() else None
+            if track is None:  # not extracted yet, or with other options, or the video changed
                 track = extract_poses(video, max_people=max_people, landmark_model=landmark_model)
-                torch_save_atomic(
-                    {"image": track.image, "world": track.world, "found": track.found, "seconds": track.seconds}, file
-                )
+                state = {"image": track.image, "world": track.world, "found": track.found, "seconds": track.seconds}
+                torch_save_atomic({**state, "options": options}, file)
         except VideoError as error:
             skipped[video.name] = str(error)
             continue
@@ -128,6 +131,7 @@ def extract_dataset(
         seconds += track.seconds
         sequence = track.sequence(coordinates, label=label, min_frames=1)
         sequence.meta["name"] = str(video.relative_to(root).with_suffix(""))
+        sequence.meta["image_shape"] = [track.info.height, track.info.width]
         if class_names is not None:
             sequence.meta["class_names"] = class_names
         sequences.append(map_layout(sequence, layout) if layout != sequence.layout else sequence)
@@ -171,6 +175,8 @@ def _write_pyskl(sequences: list[Sequence], out: Path) -> Path:
             {
                 "frame_dir": sequence.meta["name"],
                 "total_frames": sequence.num_frames,
+                "img_shape": tuple(sequence.meta["image_shape"]),
+                "original_shape": tuple(sequence.meta["image_shape"]),
                 "label": -1 if sequence.label is None else sequence.label,
                 "keypoint": np.ascontiguousarray(data[:2].transpose(3, 1, 2, 0), dtype=np.float32),  # (M, T, V, 2)
                 "keypoint_score": np.ascontiguousarray(data[2].transpose(2, 0, 1), dtype=np.float32),  # (M, T, V)

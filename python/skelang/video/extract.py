@@ -185,7 +185,6 @@ def extract_poses(
     max_people: int = 2,
     landmark_model: str = "full",
     threads: int | None = None,
-    redetect_every: int = 10,
     progress: bool = False,
     estimator: BlazePose | None = None,
 ) -> PoseTrack:
@@ -203,7 +202,7 @@ def extract_poses(
     tracks: dict[int, Region] = {}  # body slot -> the region to look in
     started = time.perf_counter()
     bar = tqdm(total=info.frames or None, disable=not progress, unit="frame", desc=Path(path).name)
-    for index, frame in enumerate(read_frames(path)):
+    for frame in read_frames(path):
         image = np.zeros((max_people, NUM_LANDMARKS, 3), np.float32)
         world = np.zeros((max_people, NUM_LANDMARKS, 3), np.float32)
         found = np.zeros(max_people, bool)
@@ -218,7 +217,7 @@ def extract_poses(
                 continue
             image[slot], world[slot], found[slot] = pose.image, pose.world, True
             tracks[slot] = pose.next_region
-        if len(tracks) < max_people or index % redetect_every == 0:
+        if len(tracks) < max_people:  # look for the people not tracked yet
             for detection in estimator.detect(frame):
                 if len(tracks) >= max_people:
                     break

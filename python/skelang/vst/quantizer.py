@@ -125,16 +125,19 @@ class VectorQuantizer(nn.Module):
 
     def distances(self, x: Tensor) -> Tensor:
         """(..., K) distances of each input to every code (for token smoothing of a few
-        segments at a time; the training path never builds this)."""
-        flat = self._on_sphere(x.reshape(-1, self.dim))
-        if self.metric == "cosine":
-            d = 1 - flat @ self.codebook.T
-        else:
-            # |x|^2 - 2 x.c + |c|^2, as torch.cdist computes large inputs (its choice by size
-            # would fix an exported model's batch size)
-            d = (
-                flat.square().sum(-1, keepdim=True) - 2 * flat @ self.codebook.T + self.codebook.square().sum(-1)
-            ).clamp_min(0)
+        segments at a time; the training path never builds this), in float32 whatever the
+        autocast: |x|^2 - 2 x.c + |c|^2 loses the small differences in bfloat16."""
+        with torch.autocast(x.device.type, enabled=False):
+            flat = self._on_sphere(x.reshape(-1, self.dim).float())
+            codebook = self.codebook.float()
+            if self.metric == "cosine":
+                d = 1 - flat @ codebook.T
+            else:
+                # as torch.cdist computes large inputs (its choice by size would fix an
+                # exported model's batch size)
+                d = (flat.square().sum(-1, keepdim=True) - 2 * flat @ codebook.T + codebook.square().sum(-1)).clamp_min(
+                    0
+                )
         return d.view(*x.shape[:-1], self.num_codes)
 
     # --- the codebook ---------------------------------------------------------------------------

@@ -91,8 +91,8 @@ class Stage:
 
     def batches(self, epoch: int) -> Iterable[Any]:
         """The epoch's training batches, in the order fixed by (seed, epoch); under
-        data-parallel training this rank's part of each (None when the part is empty), as
-        many batches on every rank."""
+        data-parallel training this rank's part of each (never empty), as many batches on
+        every rank."""
         raise NotImplementedError
 
     def training_step(self, batch) -> StepOutput:

@@ -196,10 +196,18 @@ class EncoderStage(Stage):
         return metrics
 
     def class_names(self, count: int) -> list[str] | None:
-        return dataset_class_names(self.config["data"], self.test_set.sequences, count)
+        names = getattr(self, "names", None)
+        if names is None and hasattr(self, "test_set"):
+            names = self.names = dataset_class_names(self.config["data"], self.test_set.sequences, count)
+        return names if names is not None and len(names) == count else None
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), **self.shape}
+        # the class names travel with the weights: inference (skelang predict) reads no data
+        return {
+            "model": self.model.state_dict(),
+            **self.shape,
+            "class_names": self.class_names(self.shape["num_classes"]),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -224,6 +232,9 @@ class EncoderStage(Stage):
             ) from None
         stage.model.to(stage.device).eval()
         stage.epoch = checkpoint["epoch"]
+        stage.names = checkpoint.get("class_names")  # absent in runs from before they were kept
+        if stage.config["train"]["precision"] == "fp16" and stage.device.type != "cuda":
+            stage.config["train"]["precision"] = "fp32"  # a CUDA fp16 run evaluated on the CPU
         return stage
 
     def evaluate_sequences(self, sequences, write_scores: bool = False, **options) -> dict:
