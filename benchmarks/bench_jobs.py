@@ -47,5 +47,6 @@ def cases(config: dict, device: torch.device) -> list[Case]:
             flops=None,
             skelang=_trainings(command, 2),
             reference=_trainings(command, 1),
+            runs=int(config.get("runs", 3)),
         )
     ]

@@ -13,6 +13,8 @@ import ctypes.util
 import dataclasses
 import gc
 import platform
+import statistics
+import time
 from collections.abc import Callable
 
 import torch
@@ -46,6 +48,10 @@ class Case:
     samples: int | None = None  # samples per call, for a throughput column (training steps)
     peer: Callable[[], object] | None = None  # the same work in another library, where installed
     peer_name: str = ""
+    # A whole-process case (it starts programs and waits for them): timed over this many runs
+    # with a clock, with no warm-up and no memory columns, since each run takes seconds and
+    # its memory lives in other processes. None: timed by torch.utils.benchmark, as ops are.
+    runs: int | None = None
 
 
 def median_seconds(fn: Callable[[], object], min_run_time: float) -> float:
@@ -132,8 +138,11 @@ def time_case(case: Case, device: torch.device, peak_gflops: float, min_run_time
     row = {"name": case.name, "params": case.params}
     for label, fn in (("skelang", case.skelang), ("reference", case.reference)):
         call = _synchronized(fn, device)
-        call()  # warm-up
-        seconds = median_seconds(call, min_run_time)
+        if case.runs is None:
+            call()  # warm-up
+            seconds = median_seconds(call, min_run_time)
+        else:
+            seconds = statistics.median(_clock(call) for _ in range(case.runs))
         row[f"{label}_ms"] = seconds * 1e3
         row[f"{label}_gflops"] = None if case.flops is None else case.flops / seconds / 1e9
         row[f"{label}_samples_per_s"] = None if case.samples is None else case.samples / seconds
@@ -148,9 +157,21 @@ def time_case(case: Case, device: torch.device, peak_gflops: float, min_run_time
     return row
 
 
+def _clock(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
 def measure_case_memory(case: Case, device: torch.device) -> dict:
     """Peak memory of one call of each side; on the CPU, run after every timing (see
-    return_large_blocks_to_the_system, which slows allocation down)."""
+    return_large_blocks_to_the_system, which slows allocation down). Whole-process cases
+    have none."""
+    if case.runs is not None:
+        return {f"{label}_{kind}_mib": None for label in ("skelang", "reference") for kind in ("peak", "saved")} | {
+            "memory_ratio": None,
+            "saved_ratio": None,
+        }
     row = {}
     sides = [("skelang", case.skelang), ("reference", case.reference)]
     if case.peer is not None:

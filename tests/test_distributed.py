@@ -182,6 +182,7 @@ def test_the_ssf_vst_and_joint_lm_stages_train_under_torchrun(synthetic_vst_run,
 
     vst_config = RunDirectory(synthetic_vst_run[0]).config
     vst_config["train"].update(epochs=1, eval_every=1, threads=1)
+    vst_config["data"].update(train="synthetic:8:0", test="synthetic:2:1", num_workers=0)
     repository = Path(__file__).resolve().parents[1]
     ssf_config = yaml.safe_load((repository / "configs" / "synthetic_ssf.yaml").read_text())
     ssf_config["data"].update(train="synthetic:4:0", test="synthetic:2:1", num_workers=0)
