@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from skelang.runs.ablate import paired_bootstrap, read_sweep, shipped_sweeps, variant_configs
+from skelang.runs.ablate import PARENT_ENV, paired_bootstrap, read_sweep, shipped_sweeps, variant_configs
 
 TINY = {
     "data.train": "synthetic:1:0",
@@ -104,3 +106,35 @@ def test_ablate_runs_resumes_after_a_kill_and_writes_its_table(tmp_path):
     table = (out / "results.md").read_text()
     assert "| base | 2 |" in table and "| wider | 2 |" in table and "[" in table
     assert (out / "results.csv").read_text().count("\n") == 5 and (out / "results.png").stat().st_size > 1000
+
+
+def _ended(pid: int) -> bool:
+    """The process is gone or a zombie (nothing reaps orphans in some containers)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_sweeps_training_ends_when_the_sweep_is_killed():
+    """A killed sweep (SIGKILL: no chance to stop its children) leaves no orphan training that
+    would hold its run folder when the sweep is run again."""
+    child = (
+        "import os, time; from skelang.runs.ablate import end_with_the_sweep; "
+        "end_with_the_sweep(); print(os.getpid(), flush=True); time.sleep(120)"
+    )
+    parent = (
+        "import os, subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {child!r}], env={{**os.environ, {PARENT_ENV!r}: str(os.getpid())}}); "
+        "time.sleep(120)"
+    )
+    sweep = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    pid = int(sweep.stdout.readline())
+    assert not _ended(pid)
+    sweep.kill()
+    sweep.wait()
+    deadline = time.monotonic() + 10
+    while not _ended(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _ended(pid), "the training outlived its sweep"

@@ -283,8 +283,10 @@ def _add_predict_command(commands) -> None:
 
 def cmd_train(args) -> int:
     from skelang.runs import load_config, train, train_streams
+    from skelang.runs.ablate import end_with_the_sweep
     from skelang.runs.distributed import is_main_process
 
+    end_with_the_sweep()
     config = load_config(args.config, args.overrides)
     quiet = not is_main_process()  # under torchrun, rank 0 reports
     if args.streams:

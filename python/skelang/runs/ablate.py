@@ -23,10 +23,13 @@ sample id) and results.png.
 from __future__ import annotations
 
 import csv
+import ctypes
+import ctypes.util
 import io
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 from importlib import resources
@@ -43,6 +46,22 @@ from skelang.schema import load_yaml
 
 SWEEP_KEYS = ("base", "overrides", "seeds", "variants", "grid")
 BOOTSTRAP_DRAWS = 2000
+PARENT_ENV = "SKELANG_ABLATE_PARENT"  # the sweep's process id, in the environment of each training
+
+
+def end_with_the_sweep() -> None:
+    """Called first by `skelang train`: in a training that a sweep started, end when the
+    sweep's process ends, even when it is killed (SIGKILL leaves it no chance to stop its
+    children), so that no orphan goes on training and holding its run folder, which the
+    sweep run again would find locked. Linux (prctl PR_SET_PDEATHSIG); elsewhere nothing."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.getppid() != int(parent):  # the sweep ended before the call above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _overrides(mapping: dict, where: str) -> list[str]:
@@ -177,7 +196,8 @@ def ablate(sweep_path: str | Path, out_dir: str | Path, jobs: int = 1, progress:
         if progress:
             print(f"ablate: training {command[command.index('--out') + 1]}", file=sys.stderr, flush=True)
         with open(log, "w") as output:  # the child's messages; a pipe could fill and block it
-            running.append((subprocess.Popen(command, stdout=output, stderr=output, env=dict(os.environ)), log))
+            env = {**os.environ, PARENT_ENV: str(os.getpid())}
+            running.append((subprocess.Popen(command, stdout=output, stderr=output, env=env), log))
     if failures:
         raise ValueError("ablate: runs failed (the others are kept; run again to retry):\n  " + "\n  ".join(failures))
     rows = collect(out_dir, configs)
