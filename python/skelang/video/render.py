@@ -59,26 +59,17 @@ def render_video(
                             )
             text = " | ".join(label for start, end, label in labels if start <= t < end)
             if text:
-                cv2.putText(
-                    canvas,
-                    text,
-                    (20 * scale, 40 * scale),
-                    cv2.FONT_HERSHEY_SIMPLEX,
-                    1.0 * scale,
-                    (0, 0, 0),
-                    4 * scale,
-                    cv2.LINE_AA,
-                )
-                cv2.putText(
-                    canvas,
-                    text,
-                    (20 * scale, 40 * scale),
-                    cv2.FONT_HERSHEY_SIMPLEX,
-                    1.0 * scale,
-                    (255, 255, 255),
-                    2 * scale,
-                    cv2.LINE_AA,
-                )
+                for colour, thickness in (((0, 0, 0), 4), ((255, 255, 255), 2)):  # white on a black outline
+                    cv2.putText(
+                        canvas,
+                        text,
+                        (20 * scale, 40 * scale),
+                        cv2.FONT_HERSHEY_SIMPLEX,
+                        1.0 * scale,
+                        colour,
+                        thickness * scale,
+                        cv2.LINE_AA,
+                    )
             writer.write(canvas)
         writer.release()
         os.replace(temporary, out)
