@@ -4,6 +4,8 @@ with paired bootstrap intervals; the shipped sweeps resolve."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from skelang.runs.ablate import PARENT_ENV, paired_bootstrap, read_sweep, shipped_sweeps, variant_configs
+from skelang.runs.ablate import paired_bootstrap, read_sweep, shipped_sweeps, variant_configs
 
 TINY = {
     "data.train": "synthetic:1:0",
@@ -117,24 +119,23 @@ def _ended(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_a_sweeps_training_ends_when_the_sweep_is_killed():
+def test_a_sweeps_training_ends_when_the_sweep_is_killed(tmp_path):
     """A killed sweep (SIGKILL: no chance to stop its children) leaves no orphan training that
     would hold its run folder when the sweep is run again."""
-    child = (
-        "import os, time; from skelang.runs.ablate import end_with_the_sweep; "
-        "end_with_the_sweep(); print(os.getpid(), flush=True); time.sleep(120)"
-    )
-    parent = (
-        "import os, subprocess, sys, time; "
-        f"subprocess.Popen([sys.executable, '-c', {child!r}], env={{**os.environ, {PARENT_ENV!r}: str(os.getpid())}}); "
-        "time.sleep(120)"
-    )
-    sweep = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
-    pid = int(sweep.stdout.readline())
-    assert not _ended(pid)
+    path = sweep_file(tmp_path, seeds=[0], variants={}, overrides={**TINY, "train.epochs": 1000})
+    sweep = subprocess.Popen([sys.executable, "-m", "skelang", "ablate", str(path), "--out", str(tmp_path / "out")])
+    lock = tmp_path / "out" / "base" / "seed0" / ".lock"
+    deadline = time.monotonic() + 120
+    while not (lock.is_file() and lock.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    training = int(lock.read_text())  # the training holds its run folder: it is running
+    assert training != sweep.pid and not _ended(training)
     sweep.kill()
     sweep.wait()
     deadline = time.monotonic() + 10
-    while not _ended(pid) and time.monotonic() < deadline:
+    while not _ended(training) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _ended(pid), "the training outlived its sweep"
+    ended = _ended(training)
+    if not ended:
+        os.kill(training, signal.SIGKILL)
+    assert ended, "the training outlived its sweep"

@@ -87,6 +87,9 @@ def test_a_broken_first_json_does_not_turn_a_kinetics_folder_into_nw_ucla(shared
     (tmp_path / "nodata.json").write_text(json.dumps({"frames": []}))
     with pytest.raises(ValueError, match="nodata.json: neither a Kinetics-skeleton clip .* pass format="):
         open_sequences(tmp_path / "nodata.json")
+    (tmp_path / "truncated.json").write_text('{"data": [\n  {"frame_index": 1,')
+    with pytest.raises(ValueError, match=r"truncated.json:2: invalid JSON: .* \(column \d+\)"):
+        open_sequences(tmp_path / "truncated.json")  # a single broken file: where it breaks
 
 
 def test_a_kinetics_person_of_zeros_is_nobody(shared_case, tmp_path):

@@ -167,6 +167,22 @@ def test_a_garbage_npz_is_an_error_naming_it(tmp_path):
 # --- two processes ------------------------------------------------------------------------------------
 
 
+def test_a_forked_worker_does_not_keep_the_run_held(tmp_path):
+    """A DataLoader worker forked while the run is held must not hold it after its parent let
+    go (or died): the worker closes its copy of the lock at once."""
+    with RunDirectory(tmp_path / "run").lock():
+        worker = os.fork()
+        if worker == 0:
+            time.sleep(30)
+            os._exit(0)
+    try:
+        with RunDirectory(tmp_path / "run").lock():  # RunLockedError if the worker still held it
+            pass
+    finally:
+        os.kill(worker, 9)
+        os.waitpid(worker, 0)
+
+
 def test_a_run_folder_is_held_by_one_process(tmp_path, reference_run):
     run = tmp_path / "run"
     shutil.copytree(reference_run, run)

@@ -247,3 +247,30 @@ def test_a_file_that_is_not_a_video_is_a_clear_error(tmp_path):
         video_info(tmp_path / "fake.mp4")
     with pytest.raises(VideoError, match="no such video file"):
         video_info(tmp_path / "missing.mp4")
+
+
+def test_the_predict_command_passes_every_option(monkeypatch, capsys):
+    import skelang.runs.predict as predict
+    from skelang.cli import main
+
+    seen = {}
+
+    def fake(run_dir, video, **options):
+        seen.update(options, run_dir=run_dir, video=video)
+        return {"stage": "encoder"}
+
+    monkeypatch.setattr(predict, "predict_video", fake)
+    arguments = ["predict", "RUN", "clip.mp4", "--window", "32", "--stride", "8", "--max-people", "1"]
+    assert main([*arguments, "--pose-model", "lite", "--coordinates", "world", "--render", "out.mp4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"stage": "encoder"}
+    assert seen == {
+        "run_dir": "RUN",
+        "video": "clip.mp4",
+        "window": 32,
+        "stride": 8,
+        "max_people": 1,
+        "landmark_model": "lite",
+        "coordinates": "world",
+        "render": "out.mp4",
+        "progress": False,
+    }

@@ -198,3 +198,25 @@ def test_the_checkpoint_holds_the_decoder_fitted_at_the_end(synthetic_vst_run):
             losses.append(float(model.decoder.reconstruction_loss(codes, targets)) * len(codes))
             sizes.append(len(codes))
     assert sum(losses) / sum(sizes) == pytest.approx(metrics["decoder_mse"], rel=1e-3)
+
+
+def test_extending_a_vst_run_trains_on_as_a_straight_run(tmp_path):
+    """The decoder fitted at the end is kept beside the training state, not in it: a VST run
+    extended by an epoch ends with the weights of one trained straight."""
+    from skelang.runs import RunDirectory, train
+
+    config = {
+        "stage": "vst",
+        "seed": 0,
+        "data": {"train": "synthetic:2:0", "test": "synthetic:1:1", "num_frames": 8, "num_workers": 0},
+        "model": {"type": "stgcn", "channels": [8, 8], "strides": [1, 2]},
+        "train": {"epochs": 2, "batch_size": 8},
+        "vst": {"num_codes": 8, "code_dim": 8, "segment_length": 2},
+    }
+    train(config, tmp_path / "straight", progress=False)
+    train({**config, "train": {**config["train"], "epochs": 1}}, tmp_path / "extended", progress=False)
+    train(config, tmp_path / "extended", resume=True, progress=False)
+    weights, expected = (RunDirectory(tmp_path / run).load_checkpoint() for run in ("extended", "straight"))
+    assert weights["model"].keys() == expected["model"].keys()
+    assert all(torch.equal(weights["model"][key], expected["model"][key]) for key in expected["model"])
+    assert all(torch.equal(weights["fitted_decoder"][k], v) for k, v in expected["fitted_decoder"].items())

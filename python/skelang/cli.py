@@ -235,6 +235,7 @@ def cmd_predict(args) -> int:
         landmark_model=args.pose_model,
         render=args.render,
         progress=not args.json,
+        coordinates=args.coordinates,
     )
     if args.json:
         print(json.dumps(report, indent=2))

@@ -11,7 +11,6 @@ annotation pickles; CTR-GCN .npz files; BVH motion capture; and the built-in syn
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import tarfile
 import zipfile
@@ -19,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from skelang.data import bvh, cache, formats, ntu, nw_ucla
+from skelang.data.json_text import parse_json
 from skelang.data.sequence import MissingSkeletonError, Sequence
 from skelang.data.splits import split_of
 from skelang.data.synthetic import SyntheticSkeletons
@@ -29,18 +29,24 @@ FORMATS = ("cache", "ntu", "nw-ucla", "kinetics", "pyskl", "ctrgcn", "bvh", "cli
 KINETICS_KEYS = ("data", "label", "label_index")
 
 
-def _json_kind(file: Path) -> str | None:
+def _parsed_json_kind(file: Path) -> str | None:
     """ "kinetics" (a 'data' list of frames, or Kinetics' label keys), "nw-ucla" (a
-    'skeletons' key), or None when the file cannot be read or shows neither."""
-    try:
-        head = json.loads(file.read_bytes())
-    except (ValueError, OSError):
-        return None
+    'skeletons' key), or None when the file shows neither; ValueError naming the file and
+    line when it is not JSON, OSError when it cannot be read."""
+    head = parse_json(file.read_bytes(), str(file))
     if not isinstance(head, dict):
         return None
     if "skeletons" in head:
         return "nw-ucla"
     return "kinetics" if any(key in head for key in KINETICS_KEYS) else None
+
+
+def _json_kind(file: Path) -> str | None:
+    """_parsed_json_kind, None when the file cannot be read or parsed."""
+    try:
+        return _parsed_json_kind(file)
+    except (ValueError, OSError):
+        return None
 
 
 def _json_folder_kind(folder: Path) -> str:
@@ -58,7 +64,10 @@ def _json_folder_kind(folder: Path) -> str:
 
 
 def _json_file_kind(file: Path) -> str:
-    kind = _json_kind(file)
+    try:
+        kind = _parsed_json_kind(file)
+    except OSError as error:
+        raise ValueError(f"{file}: cannot read it ({error.strerror})") from None
     if kind is None:
         raise ValueError(
             f"{file}: neither a Kinetics-skeleton clip (a 'data' list of frames) nor an NW-UCLA "

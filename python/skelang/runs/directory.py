@@ -43,6 +43,21 @@ METRICS = "metrics.json"
 SCORES = "scores.npz"
 LOCK = ".lock"
 
+# The lock files this process holds. A forked child (a DataLoader worker) shares the lock
+# with its parent while it keeps its copy of the descriptor open, and would hold the run
+# after its parent died; each child closes its copies at once.
+_HELD_LOCKS: set = set()
+
+
+def _close_held_locks_in_child() -> None:
+    for handle in list(_HELD_LOCKS):
+        handle.close()
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_locks_in_child)
+
 
 class RunLockedError(ValueError):
     """Another process holds the run folder."""
@@ -116,10 +131,12 @@ class RunDirectory:
         handle.write(str(os.getpid()))
         handle.flush()
         self._lock_file = handle
+        _HELD_LOCKS.add(handle)
         try:
             yield self
         finally:
             self._lock_file = None
+            _HELD_LOCKS.discard(handle)
             handle.close()  # releases the lock
 
     def remove_stale_temporaries(self) -> list[Path]:

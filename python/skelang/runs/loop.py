@@ -304,8 +304,9 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
         with stage.autocast():
             metrics = stage.evaluate(final=True)
     metrics = {**metrics, **stage.finish(metrics)}
-    if ranks.is_main:  # what finish() changed (VST's fitted decoder) belongs in the checkpoint
-        run.save_checkpoint({**run.load_checkpoint(), **stage.state_dict()})
+    finished = stage.finished_state()  # what finish() fitted (VST's decoder), kept for inference
+    if finished and ranks.is_main:
+        run.save_checkpoint({**run.load_checkpoint(), **finished})
     result = {
         **metrics,
         "best_top1": best["top1"],

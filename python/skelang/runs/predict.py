@@ -10,8 +10,8 @@ skeleton layout (skelang.data.mapping) -> windows of `window` frames every `stri
   the narrative, the glossary lines and its explanation of the top class.
 
 `render` writes the video with the skeletons and each window's top class drawn on it (mp4).
-The class names come from the run's data (see skelang.runs.stages.encoder.dataset_class_names)
-or its descriptions.
+The class names come from the run's checkpoint (stored there since runs keep them), else from
+its data (see skelang.runs.stages.encoder.dataset_class_names) or its descriptions.
 """
 
 from __future__ import annotations

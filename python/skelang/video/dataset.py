@@ -114,7 +114,13 @@ def extract_dataset(
     sequences, skipped, frames, seconds = [], {}, 0, 0.0
     for video, label in tqdm(list(zip(videos, label_of)), disable=not progress, unit="video"):
         file = _work_file(work, root, video)
-        options = {"max_people": max_people, "landmark_model": landmark_model, "bytes": video.stat().st_size}
+        status = video.stat()  # the video's size and time: a replaced video is extracted again
+        options = {
+            "max_people": max_people,
+            "landmark_model": landmark_model,
+            "bytes": status.st_size,
+            "modified_ns": status.st_mtime_ns,
+        }
         try:
             track = _load_track(file, video, options) if file.is_file() else None
             if track is None:  # not extracted yet, or with other options, or the video changed

@@ -117,5 +117,13 @@ class Stage:
         """End-of-run work (files beside the checkpoint); returns metrics to add."""
         return {}
 
+    def finished_state(self) -> dict:
+        """What finish() fitted that inference needs, for the checkpoint beside the training
+        state; never read on resume, so an extended run trains on as a straight one would."""
+        return {}
+
+    def load_finished_state(self, checkpoint: dict) -> None:
+        """Applies finished_state()'s entries of a finished run's checkpoint (inference)."""
+
     def parameters_count(self) -> int:
         raise NotImplementedError

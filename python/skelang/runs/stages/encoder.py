@@ -230,6 +230,7 @@ class EncoderStage(Stage):
             raise ValueError(
                 f"{run.file(CHECKPOINT)}: does not match the model of its config.yaml: {str(error).splitlines()[0]}"
             ) from None
+        stage.load_finished_state(checkpoint)
         stage.model.to(stage.device).eval()
         stage.epoch = checkpoint["epoch"]
         stage.names = checkpoint.get("class_names")  # absent in runs from before they were kept

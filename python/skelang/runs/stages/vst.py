@@ -81,6 +81,13 @@ class VSTStage(EncoderStage):
             save_glossary(glossary, self.run.file("glossary.json"))
         return extra
 
+    def finished_state(self) -> dict:
+        return {"fitted_decoder": self.model.decoder.state_dict()}
+
+    def load_finished_state(self, checkpoint: dict) -> None:
+        if "fitted_decoder" in checkpoint:  # absent in runs from before it was kept
+            self.model.decoder.load_state_dict(checkpoint["fitted_decoder"])
+
 
 def load_vst_run(run_dir: str | Path) -> VSTStage:
     """The VST stage of a finished run, its model in eval mode (`.model`, `.config`)."""
