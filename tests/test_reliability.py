@@ -170,11 +170,16 @@ def test_a_garbage_npz_is_an_error_naming_it(tmp_path):
 def test_a_forked_worker_does_not_keep_the_run_held(tmp_path):
     """A DataLoader worker forked while the run is held must not hold it after its parent let
     go (or died): the worker closes its copy of the lock at once."""
+    started, ready = os.pipe()
     with RunDirectory(tmp_path / "run").lock():
         worker = os.fork()
-        if worker == 0:
+        if worker == 0:  # fork's handlers in the child have run when os.fork returns here
+            os.write(ready, b"x")
             time.sleep(30)
             os._exit(0)
+        assert os.read(started, 1) == b"x"
+    os.close(started)
+    os.close(ready)
     try:
         with RunDirectory(tmp_path / "run").lock():  # RunLockedError if the worker still held it
             pass
