@@ -118,6 +118,7 @@ def _ended(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_sweeps_training_ends_when_the_sweep_is_killed(tmp_path):
     """A killed sweep (SIGKILL: no chance to stop its children) leaves no orphan training that

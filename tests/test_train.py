@@ -322,6 +322,7 @@ def test_bf16_training_reaches_the_fp32_accuracy(tmp_path):
     assert abs(bf16["top1"] - fp32["top1"]) <= 0.005, (fp32["top1"], bf16["top1"])
 
 
+@pytest.mark.slow
 def test_bf16_resume_is_bitwise_identical(tmp_path):
     config = tiny_config(train={"precision": "bf16", "epochs": 2})
     train(config, tmp_path / "straight", progress=False)

@@ -200,6 +200,7 @@ def test_the_checkpoint_holds_the_decoder_fitted_at_the_end(synthetic_vst_run):
     assert sum(losses) / sum(sizes) == pytest.approx(metrics["decoder_mse"], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_extending_a_vst_run_trains_on_as_a_straight_run(tmp_path):
     """The decoder fitted at the end is kept beside the training state, not in it: a VST run
     extended by an epoch ends with the weights of one trained straight."""
