@@ -48,9 +48,10 @@ class Case:
     samples: int | None = None  # samples per call, for a throughput column (training steps)
     peer: Callable[[], object] | None = None  # the same work in another library, where installed
     peer_name: str = ""
-    # A whole-process case (it starts programs and waits for them): timed over this many runs
-    # with a clock, with no warm-up and no memory columns, since each run takes seconds and
-    # its memory lives in other processes. None: timed by torch.utils.benchmark, as ops are.
+    # A whole-process case (it starts programs and waits for them): after one untimed run of
+    # the reference, each side is timed over this many runs with a clock, with no memory
+    # columns, since each run takes seconds and its memory lives in other processes. None:
+    # timed by torch.utils.benchmark, as ops are.
     runs: int | None = None
 
 
