@@ -61,7 +61,7 @@ def run_demo(
     from skelang.runs import train
     from skelang.runs.stages.lm import explain_run
     from skelang.runs.stages.vst import glossary
-    from skelang.vst.narrative import parse_narrative, token_name
+    from skelang.vst.glossary import glossary_lines
 
     out = Path(out)
     report: dict = {"steps": {}}
@@ -81,12 +81,11 @@ def run_demo(
             + "".join(f", {key} {summary[key]:.3g}" for key in summary if key not in ("top1", "seconds"))
             + f" ({summary['seconds']:.0f} s)"
         )
-    entries = {entry.code: entry for entry in glossary(out / "vst")}
+    entries = glossary(out / "vst")
     records = explain_run(out / "lm", count=3)
     report["samples"] = []
     for record in records:
-        codes = list(dict.fromkeys(code for code, _ in parse_narrative(record["narrative"])))
-        lines = [f"{token_name(code)}: {entries[code].description}" for code in codes if code in entries]
+        lines = glossary_lines(record["narrative"], entries)
         report["samples"].append({**record, "glossary": lines})
         truth = f" (true: {record['label_name']})" if record["label_name"] is not None else ""
         echo(f"\n[{record['index']}] {record['name']}: {record['predicted_name']} p={record['probability']:.2f}{truth}")

@@ -175,36 +175,35 @@ def _predict_encoder(run, sequences: list[Sequence]) -> list[dict]:
 
 def _add_narratives(model, loader, results: list[dict], vst_run) -> None:
     from skelang.runs.stages.vst import glossary
-    from skelang.vst.narrative import format_narrative, token_name
+    from skelang.vst.glossary import glossary_lines
+    from skelang.vst.narrative import format_narrative
 
-    meaning = {entry.code: entry.description for entry in glossary(vst_run)}
+    entries = glossary(vst_run)
     runs = [runs for inputs, _ in loader for runs in model.tokenize(inputs)]
     for result, token_runs in zip(results, runs):
         result["narrative"] = format_narrative(token_runs)
-        codes = list(dict.fromkeys(run.code for run in token_runs))
-        result["glossary"] = [f"{token_name(code)}: {meaning[code]}" for code in codes if code in meaning]
+        result["glossary"] = glossary_lines(result["narrative"], entries)
 
 
 def _predict_language(run_dir: Path, sequences: list[Sequence]) -> list[dict]:
     from skelang.runs.stages.lm import explanation_decoding, load_language_run, narrate
     from skelang.runs.stages.vst import glossary
-    from skelang.vst.narrative import parse_narrative, token_name
+    from skelang.vst.glossary import glossary_lines
 
     model, config, vst_model = load_language_run(run_dir)
     samples = narrate(vst_model, sequences, config["data"])
     probabilities = model.class_log_likelihoods(samples).softmax(1)
     predicted = probabilities.argmax(1).tolist()
     explanations = model.explain(samples, predicted, **explanation_decoding(config["lm"]))
-    meaning = {entry.code: entry.description for entry in glossary(config["lm"]["vst_run"])}
+    entries = glossary(config["lm"]["vst_run"])
     results = []
     for sample, row, text in zip(samples, probabilities, explanations):
         narrative = sample.narrative()
-        codes = list(dict.fromkeys(code for code, _ in parse_narrative(narrative)))
         results.append(
             {
                 "top5": _top(row, list(model.class_names)),
                 "narrative": narrative,
-                "glossary": [f"{token_name(c)}: {meaning[c]}" for c in codes if c in meaning],
+                "glossary": glossary_lines(narrative, entries),
                 "explanation": text,
                 "encoder_top1": model.class_names[sample.encoder_predicted],
             }

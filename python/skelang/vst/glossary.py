@@ -26,7 +26,7 @@ import torch
 from skelang.data.layouts import SkeletonLayout
 from skelang.files import write_text_atomic
 from skelang.vst.decoder import MotionDecoder
-from skelang.vst.narrative import token_name
+from skelang.vst.narrative import parse_narrative, token_name
 
 # Thresholds. Positions are in normalised metres, speeds in metres per frame.
 STILL_SPEED = 0.002  # a group whose mean joint speed is below this is not moving
@@ -237,6 +237,14 @@ def format_glossary(entries: Sequence[GlossaryEntry]) -> str:
     code_width = max(len(row[0]) for row in rows)
     uses_width = max(len(row[1]) for row in rows)
     return "\n".join(f"{code:<{code_width}}  {uses:>{uses_width}}  {description}" for code, uses, description in rows)
+
+
+def glossary_lines(narrative: str, entries: Sequence[GlossaryEntry]) -> list[str]:
+    """ "<aN>: description" for each distinct token of `narrative` in order of appearance
+    (tokens the glossary does not hold are left out)."""
+    meaning = {entry.code: entry.description for entry in entries}
+    codes = dict.fromkeys(code for code, _ in parse_narrative(narrative))
+    return [f"{token_name(code)}: {meaning[code]}" for code in codes if code in meaning]
 
 
 def save_glossary(entries: Sequence[GlossaryEntry], path: str | os.PathLike) -> None:
