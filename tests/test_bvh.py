@@ -335,12 +335,27 @@ def test_malformed_input_names_the_line(tmp_path, text, line, message):
 
 
 @pytest.mark.parametrize(
-    "data, message", [(b"", "empty file"), (b" \r\n\t\n", "empty file"), (b"HIERARCHY\xff\n", "not UTF-8")]
+    "data, message", [(b"", "empty file"), (b" \r\n\t\n", "empty file"), (b"HIERARCHY\0\xff\n", "a binary file")]
 )
 def test_empty_and_binary_files(tmp_path, data, message):
     path = write(tmp_path, data)
     with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: {message}"):
         parse_bvh(path)
+
+
+def test_names_in_a_legacy_code_page(tmp_path):
+    """3ds Max and MotionBuilder write joint names in the machine's 8-bit code page: the file
+    is not UTF-8, and the names are read as Latin-1 (keywords and numbers are ASCII)."""
+    text = tiny().replace("ROOT Hips", "ROOT Hüfte")
+    latin1 = write(tmp_path, text.encode("latin-1"))
+    assert parse_bvh(latin1).joint_names[0] == "Hüfte"
+    assert parse_bvh(write(tmp_path, text.encode("utf-8"), "utf8.bvh")).joint_names[0] == "Hüfte"
+
+
+def test_values_beyond_float32_are_an_error(tmp_path):
+    text = tiny().replace("OFFSET 0 0 3", "OFFSET 0 0 1e40", 1)
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        read_bvh(write(tmp_path, text), include_end_sites=True)
 
 
 def test_deep_nesting_is_not_a_recursion(tmp_path):

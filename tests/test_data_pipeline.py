@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tarfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +175,28 @@ def test_bvh_folder_with_workers_and_its_cache_in_a_new_process(tmp_path, shared
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["3", "(3,", "8,", "31,", "1)"]
+
+
+def test_archives_of_other_files_say_what_they_hold(tmp_path):
+    """Only NW-UCLA's JSON is read straight from a tar archive; an archive of NTU .skeleton
+    files (or a .zip of anything) is an error that says what it holds and to extract it,
+    never an empty NW-UCLA dataset."""
+    (tmp_path / "S001C001P001R001A001.skeleton").write_text("0\n")
+    (tmp_path / "a01_s01_e00_v01.json").write_text("{}")
+    for compression, suffix in (("gz", ".tar.gz"), ("xz", ".tar.xz"), ("", ".tar")):
+        ntu_archive = tmp_path / f"ntu{suffix}"
+        with tarfile.open(ntu_archive, f"w:{compression}") as archive:
+            archive.add(tmp_path / "S001C001P001R001A001.skeleton", "nturgbd/S001C001P001R001A001.skeleton")
+        with pytest.raises(ValueError, match=rf"ntu{suffix}: an archive of NTU RGB\+D \.skeleton files; .*tar -xf"):
+            readers.detect_format(ntu_archive)
+    ucla_archive = tmp_path / "ucla.tar.gz"
+    with tarfile.open(ucla_archive, "w:gz") as archive:
+        archive.add(tmp_path / "a01_s01_e00_v01.json", "all_sqe/a01_s01_e00_v01.json")
+    assert readers.detect_format(ucla_archive) == "nw-ucla"
+    with zipfile.ZipFile(tmp_path / "ntu.zip", "w") as archive:
+        archive.write(tmp_path / "S001C001P001R001A001.skeleton", "S001C001P001R001A001.skeleton")
+    with pytest.raises(ValueError, match=r"ntu\.zip: a \.zip archive of NTU RGB\+D \.skeleton files; .*unzip"):
+        readers.detect_format(tmp_path / "ntu.zip")
+    (tmp_path / "damaged.tar.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(ValueError, match=r"damaged\.tar\.gz: "):
+        readers.detect_format(tmp_path / "damaged.tar.gz")

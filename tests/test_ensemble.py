@@ -107,3 +107,25 @@ def test_streams_train_one_run_each_and_ensemble(tmp_path):
     assert (tmp_path / "streams" / "ensemble.json").is_file()
     again = train_streams(config, ["joint", "bone"], tmp_path / "streams", progress=False)  # finished: kept
     assert again["top1"] == report["top1"]
+
+
+def test_a_test_set_that_names_a_sample_twice_is_refused_before_training(tmp_path):
+    """Ensembles match samples by name, so a test set whose files name one sample twice (an
+    NW-UCLA file copied under another file name keeps its 'file_name') fails when the data
+    is read, naming the sample, not after the runs have trained."""
+    from skelang.runs.stages.encoder import load_sequences
+
+    def document(name):
+        return {"file_name": name, "skeletons": [[[0.5, 1.0, 3.0]] * 20] * 4, "label": 1}
+
+    folders = {part: tmp_path / part for part in ("train", "test")}
+    for part, names in (("train", ["a01_s01_e00_v01"]), ("test", ["a01_s02_e00_v03", "a01_s02_e00_v03"])):
+        folders[part].mkdir()
+        for i, name in enumerate(names):
+            (folders[part] / f"copy{i}.json").write_text(json.dumps(document(name)))
+    data = {"benchmark": None, "train": str(folders["train"]), "test": str(folders["test"])}
+    with pytest.raises(ValueError, match=r"test: 1 test sample name\(s\) occur more than once \(a01_s02_e00_v03\)"):
+        load_sequences(data)
+    (folders["test"] / "copy1.json").write_text(json.dumps(document("a01_s03_e00_v03")))
+    train, test = load_sequences(data)
+    assert [s.meta["name"] for s in test] == ["a01_s02_e00_v03", "a01_s03_e00_v03"]

@@ -115,9 +115,11 @@ def bad_annotations():
         ({**good, "total_frames": 4}, "'total_frames' is 4 but 'keypoint' has 3 frames"),
         (
             annotation("clip", 1, ramp(2, 3, 17, 2), keypoint_score=ramp(2, 3, 18)),
-            r"'keypoint_score' must be numeric of shape \(2, 3, 17\)",
+            r"'keypoint_score' must be real of shape \(2, 3, 17\)",
         ),
         (annotation("clip", 1, ramp(1, 3, 17, 2), keypoint_score=np.full((1, 3, 17), np.inf)), "infinite"),
+        ({**good, "keypoint": ramp(1, 3, 25, 3) * (1 + 1j)}, r"'keypoint' must be a real .*complex64"),
+        ({**good, "keypoint": ramp(1, 3, 25, 3).astype(np.float64) * 1e37}, "beyond float32's range"),
     ]
 
 
@@ -200,7 +202,7 @@ def test_ctrgcn_npz_nw_ucla_shape(tmp_path):
     (sequence,) = formats.read_ctrgcn_npz(tmp_path / "ucla.npz", layout="kinect_v1_20")
     assert sequence.data.shape == (3, 5, 20, 1) and sequence.label == 7
     assert sequence.data[1, 4, 19, 0] == x[0, 4, 58]
-    with pytest.raises(ValueError, match=r"ucla\.npz: 'x_test' must be numeric \(N, T, M\*25\*3\)"):
+    with pytest.raises(ValueError, match=r"ucla\.npz: 'x_test' must be real \(N, T, M\*25\*3\)"):
         formats.read_ctrgcn_npz(tmp_path / "ucla.npz")
 
 
@@ -210,7 +212,7 @@ def test_ctrgcn_npz_nw_ucla_shape(tmp_path):
         ({"x_test": np.zeros((2, 4, 150))}, r"no array 'y_test' \(arrays: x_test\)"),
         (
             {"x_test": np.zeros((2, 150)), "y_test": np.zeros(2)},
-            r"'x_test' must be numeric \(N, T, M\*25\*3\).*\(2, 150\)",
+            r"'x_test' must be real \(N, T, M\*25\*3\).*\(2, 150\)",
         ),
         ({"x_test": np.zeros((2, 4, 140)), "y_test": np.zeros(2)}, r"'x_test' .*got shape \(2, 4, 140\)"),
         (
@@ -220,6 +222,11 @@ def test_ctrgcn_npz_nw_ucla_shape(tmp_path):
         ({"x_test": np.zeros((2, 4, 150)), "y_test": np.ones((2, 3))}, "'y_test' row 0 is not one-hot"),
         ({"x_test": np.zeros((2, 4, 150)), "y_test": np.array([0.0, 1.5])}, r"'y_test'\[1\] is not a class index"),
         ({"x_test": np.full((2, 4, 150), np.nan), "y_test": np.zeros(2)}, "'x_test' sample 0 holds NaN"),
+        ({"x_test": np.zeros((2, 4, 150), np.complex64), "y_test": np.zeros(2)}, "'x_test' must be real"),
+        (
+            {"x_test": np.stack([np.zeros((4, 150)), np.full((4, 150), -1e39)]), "y_test": np.zeros(2)},
+            "'x_test' sample 1 holds .* beyond float32's range",
+        ),
     ],
 )
 def test_ctrgcn_npz_malformed(tmp_path, arrays, message):
@@ -305,11 +312,19 @@ def test_kinetics_unknown_label_and_folder(tmp_path):
     [
         (
             [{"frame_index": 3, "skeleton": [{"pose": [0.0] * 34, "score": [1.0] * 18}]}],
-            r"frame 3, person 0: 'pose' must be 36 finite numbers",
+            r"frame 3, person 0: 'pose' must be 36 finite float32 numbers",
         ),
         (
             [{"frame_index": 1, "skeleton": [{"pose": [0.0] * 36, "score": [1.0] * 17}]}],
-            r"frame 1, person 0: 'score' must be 18 finite numbers",
+            r"frame 1, person 0: 'score' must be 18 finite float32 numbers",
+        ),
+        (  # past float32 as a float, and an integer past any float (json reads it exactly)
+            [{"frame_index": 1, "skeleton": [{"pose": [0.0] * 35 + [1e39], "score": [1.0] * 18}]}],
+            r"frame 1, person 0: 'pose' must be 36 finite float32 numbers",
+        ),
+        (
+            [{"frame_index": 1, "skeleton": [{"pose": [0.0] * 36, "score": [10**400] + [1.0] * 17}]}],
+            r"frame 1, person 0: 'score' must be 18 finite float32 numbers",
         ),
         (
             [{"frame_index": 2, "skeleton": [person(0, 1.0), {"pose": ["a"] * 36, "score": [1.0] * 18}]}],
@@ -361,6 +376,29 @@ def test_from_array_errors(kwargs, message):
         formats.from_array(np.zeros((2, 3, 4, 25, 1)), **kwargs)
     with pytest.raises(ValueError, match=r"array: expected a real 5-dimensional"):
         formats.from_array(np.zeros((3, 4, 25, 1)), "ntu25")
+    with pytest.raises(ValueError, match=r"array: expected a real 5-dimensional"):
+        formats.from_array(np.zeros((2, 3, 4, 25, 1), np.complex128), "ntu25")
+    beyond = np.zeros((2, 3, 4, 25, 1))
+    beyond[1, 0, 2, 3, 0] = 4e38
+    with pytest.raises(ValueError, match=r"array: sequence 1 holds .* beyond float32's range"):
+        formats.from_array(beyond, "ntu25")
+
+
+def test_pyskl_repeated_frame_dir_is_a_bad_annotation(tmp_path):
+    """frame_dir names the sample in scores.npz and ensembles: a second annotation with the
+    same name is listed as bad (read_pyskl raises), naming both annotations."""
+    path = write_pickle(
+        tmp_path / "twice.pkl",
+        {"annotations": [annotation(name, 0, ramp(1, 3, 25, 3)) for name in ("a", "b", "a")]},
+    )
+    items = list(formats.iter_pyskl(path))
+    assert [s.meta["name"] for s in items[:2]] == ["a", "b"]
+    assert str(items[2]) == (
+        f"{path}: annotation 2 ('a'): 'frame_dir' repeats annotation 0's; a sample's name must be "
+        "unique (scores and ensembles match by it)"
+    )
+    with pytest.raises(ValueError, match="repeats annotation 0's"):
+        formats.read_pyskl(path)
 
 
 def test_read_array_file_npy_and_npz(tmp_path):
@@ -431,7 +469,9 @@ def test_from_sequences_takes_clips_of_any_length_and_named_labels():
         (lambda: from_sequences(clips, ["x"] * 3, "coco17", class_names=["y"]), r"labels \['x'\] are not in"),
         (lambda: from_sequences(clips, [0, 1], "coco17"), "2 labels for 3 clips"),
         (lambda: from_sequences([np.zeros((5, 18, 2))], [0], "coco17"), "clip 0: 18 joints, but layout 'coco17'"),
-        (lambda: from_sequences([np.full((5, 17, 2), np.nan)], [0], "coco17"), "clip 0: NaN or infinite"),
+        (lambda: from_sequences([np.full((5, 17, 2), np.nan)], [0], "coco17"), "clip 0: NaN, infinite"),
+        (lambda: from_sequences([np.full((5, 17, 2), 1e39)], [0], "coco17"), "clip 0: .* beyond float32's range"),
+        (lambda: from_sequences([np.ones((5, 17, 2), complex)], [0], "coco17"), "expected a real 3-D"),
         (lambda: from_sequences([np.ones((5, 17))], [0], "coco17"), r"expected a real 3-D \(T, V, C\) array"),
         (lambda: from_sequences(clips, [0, -1, 2], "coco17"), "clip 1: label must be a non-negative integer"),
         (lambda: from_sequences(clips, None, "coco17", dims="TXC"), "dims 'TXC' must order"),

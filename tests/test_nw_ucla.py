@@ -76,9 +76,11 @@ BAD_DOCUMENTS = [
     (json.dumps(_document(label="3")), r"'label' must be an integer 1\.\.10, got '3'"),
     (json.dumps(_document(frames=0)), r"nobody was recorded: 'skeletons' holds no frame"),
     (json.dumps(_document(joints=25)), r"x\.json: frame 0: expected 20 joints, got 25"),
-    (json.dumps(_document()).replace("0.5", "NaN", 3), r"frame 0, joint 0: expected 3 finite numbers"),
-    (json.dumps(_document()).replace("0.5", '"a"', 1), r"frame 0, joint 0: expected 3 finite numbers"),
+    (json.dumps(_document()).replace("0.5", "NaN", 3), r"frame 0, joint 0: expected 3 finite float32 numbers"),
+    (json.dumps(_document()).replace("0.5", '"a"', 1), r"frame 0, joint 0: expected 3 finite float32 numbers"),
     (json.dumps(_document()).replace("[0.5, 1.0, 3.0]", "[0.5, 1.0]", 1), r"frame 0, joint 0: expected 3 finite"),
+    (json.dumps(_document()).replace("0.5", "1e39", 1), r"frame 0, joint 0: expected 3 finite float32 numbers"),
+    (json.dumps(_document()).replace("0.5", "1" + "0" * 400, 1), r"frame 0, joint 0: expected 3 finite float32"),
 ]
 
 

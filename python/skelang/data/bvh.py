@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from skelang.data.layouts import layout_from_hierarchy, layout_names, register_layout
-from skelang.data.sequence import Sequence
+from skelang.data.sequence import BEYOND_FLOAT32, Sequence, within_float32
 
 # Metres per unit of the CMU database, from its FAQ (mocap.cs.cmu.edu/faqs.php): lengths are
 # in inches over the ASF files' length scale 0.45, so multiply by (1.0 / 0.45) * 2.54 / 100.
@@ -328,10 +328,12 @@ def _parse_motion(source: str, lines: list[str], motion_line: int, num_channels:
 def parse_bvh_text(text: str | bytes, source: str) -> BvhMotion:
     """One BVH document; `source` names it in errors ("<source>:<line>: <what>")."""
     if isinstance(text, bytes):
+        if b"\0" in text:
+            raise ValueError(f"{source}: a binary file (it holds NUL bytes), not BVH text")
         try:
             text = text.decode("utf-8-sig")
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{source}: not UTF-8 text: {error}") from None
+        except UnicodeDecodeError:  # names in a legacy 8-bit code page (3ds Max, MotionBuilder);
+            text = text.decode("latin-1")  # keywords and numbers are ASCII in every one
     if not text.strip():
         raise ValueError(f"{source}: empty file")
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -394,6 +396,9 @@ def read_bvh(
         frames = nearest_frames(bvh.num_frames, fps, target_fps)
         bvh, fps = dataclasses.replace(bvh, motion=bvh.motion[frames]), float(target_fps)
     positions = bvh.positions(include_end_sites) * scale  # (T, V, 3)
+    beyond = ~within_float32(positions).reshape(len(positions), -1).all(1)
+    if beyond.any():
+        raise ValueError(f"{path}: frame {np.flatnonzero(beyond)[0]}: joint positions hold {BEYOND_FLOAT32}")
     joint_names, parents = bvh.joint_tree(include_end_sites)
     data = np.ascontiguousarray(positions.transpose(2, 0, 1)[..., None], dtype=np.float32)
     meta = {

@@ -15,7 +15,6 @@ and, where it applies, the sample or frame.
 
 from __future__ import annotations
 
-import math
 import numbers
 import zipfile
 from collections.abc import Iterator
@@ -27,7 +26,14 @@ from skelang.data.json_text import parse_json
 from skelang.data.layouts import SkeletonLayout, get_layout, layout_from_dict, layout_names, register_layout
 from skelang.data.ntu import parse_ntu_name
 from skelang.data.safe_pickle import load_pickle
-from skelang.data.sequence import MissingSkeletonError, Sequence
+from skelang.data.sequence import (
+    BEYOND_FLOAT32,
+    MissingSkeletonError,
+    Sequence,
+    is_float32_number,
+    is_real_array,
+    within_float32,
+)
 
 # The layout a joint count stands for when a file does not name its skeleton.
 LAYOUT_BY_JOINTS = {25: "ntu25", 17: "coco17", 18: "openpose18", 20: "kinect_v1_20", 33: "blazepose33", 15: "jhmdb15"}
@@ -66,9 +72,9 @@ def _pyskl_sequence(annotation, index: int, layout: str | None, source: str) -> 
         keypoint = np.asarray(annotation["keypoint"])
     except ValueError as error:  # ragged nested lists
         raise ValueError(f"{where}: 'keypoint' is not an array: {error}") from None
-    if keypoint.ndim != 4 or keypoint.shape[3] not in (2, 3) or not np.issubdtype(keypoint.dtype, np.number):
+    if keypoint.ndim != 4 or keypoint.shape[3] not in (2, 3) or not is_real_array(keypoint):
         raise ValueError(
-            f"{where}: 'keypoint' must be a numeric (M, T, V, C) array with C = 2 or 3, "
+            f"{where}: 'keypoint' must be a real (M, T, V, C) array with C = 2 or 3, "
             f"got shape {keypoint.shape} ({keypoint.dtype})"
         )
     M, T, V, C = keypoint.shape
@@ -77,8 +83,8 @@ def _pyskl_sequence(annotation, index: int, layout: str | None, source: str) -> 
         raise ValueError(f"{where}: 'total_frames' must be an integer, got {total_frames!r}")
     if total_frames is not None and total_frames != T:
         raise ValueError(f"{where}: 'total_frames' is {total_frames!r} but 'keypoint' has {T} frames")
-    if not np.isfinite(keypoint).all():
-        raise ValueError(f"{where}: 'keypoint' holds NaN or infinite values")
+    if not within_float32(keypoint).all():
+        raise ValueError(f"{where}: 'keypoint' holds {BEYOND_FLOAT32}")
     if M == 0 or T == 0 or not keypoint.any():
         raise MissingSkeletonError(
             f"{where}: nobody was detected (keypoint of shape {keypoint.shape}{', all zero' if keypoint.size else ''})"
@@ -89,13 +95,13 @@ def _pyskl_sequence(annotation, index: int, layout: str | None, source: str) -> 
                 score = np.asarray(annotation["keypoint_score"])
             except ValueError as error:  # ragged nested lists
                 raise ValueError(f"{where}: 'keypoint_score' is not an array: {error}") from None
-            if score.shape != (M, T, V) or not np.issubdtype(score.dtype, np.number):
+            if score.shape != (M, T, V) or not is_real_array(score):
                 raise ValueError(
-                    f"{where}: 'keypoint_score' must be numeric of shape {(M, T, V)} "
+                    f"{where}: 'keypoint_score' must be real of shape {(M, T, V)} "
                     f"(as 'keypoint' minus C), got {score.shape} ({score.dtype})"
                 )
-            if not np.isfinite(score).all():
-                raise ValueError(f"{where}: 'keypoint_score' holds NaN or infinite values")
+            if not within_float32(score).all():
+                raise ValueError(f"{where}: 'keypoint_score' holds {BEYOND_FLOAT32}")
         else:  # detected joints are certain; zero-padded (absent) ones stay zero
             score = np.any(keypoint != 0, axis=3)
         keypoint = np.concatenate([keypoint, score[..., None].astype(keypoint.dtype)], axis=3)
@@ -178,8 +184,15 @@ def iter_pyskl(
             for index, annotation in annotations
             if isinstance(annotation, dict) and annotation.get("frame_dir") in members
         ]
+    first_of = {}  # frame_dir -> the index of its first annotation: names are sample ids
     for index, annotation in annotations:
         try:
+            frame_dir = annotation.get("frame_dir") if isinstance(annotation, dict) else None
+            if isinstance(frame_dir, str) and first_of.setdefault(frame_dir, index) != index:
+                raise ValueError(
+                    f"{source}: annotation {index} ({frame_dir!r}): 'frame_dir' repeats annotation "
+                    f"{first_of[frame_dir]}'s; a sample's name must be unique (scores and ensembles match by it)"
+                )
             yield _pyskl_sequence(annotation, index, layout, source)
         except ValueError as error:
             yield error
@@ -210,8 +223,8 @@ def _npz_array(npz, key: str, source: str) -> np.ndarray:
 
 def _labels_from_y(y: np.ndarray, N: int, name: str, source: str) -> np.ndarray:
     """(N,) integer labels from integer labels (N,) or one-hot rows (N, K)."""
-    if not np.issubdtype(y.dtype, np.number):
-        raise ValueError(f"{source}: '{name}' must be numeric, got {y.dtype}")
+    if not is_real_array(y):
+        raise ValueError(f"{source}: '{name}' must be real numbers, got {y.dtype}")
     if y.ndim == 2 and y.shape[0] == N:
         one_hot = np.isin(y, (0, 1)).all(1) & (y.sum(1) == 1)
         if not one_hot.all():
@@ -250,18 +263,16 @@ def read_ctrgcn_npz(path: str | Path, part: str = "test", layout: str = "ntu25")
     with npz:
         x = _npz_array(npz, f"x_{part}", source)
         y = _npz_array(npz, f"y_{part}", source)
-    if x.ndim != 3 or x.shape[2] % (V * 3) or x.shape[2] == 0 or not np.issubdtype(x.dtype, np.number):
+    if x.ndim != 3 or x.shape[2] % (V * 3) or x.shape[2] == 0 or not is_real_array(x):
         raise ValueError(
-            f"{source}: 'x_{part}' must be numeric (N, T, M*{V}*3) for layout {layout!r}, "
-            f"got shape {x.shape} ({x.dtype})"
+            f"{source}: 'x_{part}' must be real (N, T, M*{V}*3) for layout {layout!r}, got shape {x.shape} ({x.dtype})"
         )
     N, M = x.shape[0], x.shape[2] // (V * 3)
     labels = _labels_from_y(y, N, f"y_{part}", source)
-    finite = np.isfinite(x).reshape(N, -1).all(1)
-    if not finite.all():
-        raise ValueError(f"{source}: 'x_{part}' sample {np.flatnonzero(~finite)[0]} holds NaN or infinite values")
     sequences = []
     for n in range(N):
+        if not within_float32(x[n]).all():  # sample by sample: no copy of the whole array
+            raise ValueError(f"{source}: 'x_{part}' sample {n} holds {BEYOND_FLOAT32}")
         nonzero_frames = np.flatnonzero(np.any(x[n] != 0, axis=1))
         T_valid = nonzero_frames[-1] + 1 if len(nonzero_frames) else 1
         data = x[n, :T_valid].reshape(T_valid, M, V, 3).transpose(3, 0, 2, 1)  # (3, T, V, M)
@@ -283,11 +294,7 @@ KINETICS_JOINTS = 18
 
 
 def _finite_numbers(values, count: int) -> bool:
-    return (
-        isinstance(values, list)
-        and len(values) == count
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
-    )
+    return isinstance(values, list) and len(values) == count and all(map(is_float32_number, values))
 
 
 def parse_kinetics_json(text: str | bytes, source: str, max_people: int = 2) -> Sequence:
@@ -312,12 +319,12 @@ def parse_kinetics_json(text: str | bytes, source: str, max_people: int = 2) -> 
             if not _finite_numbers(pose, 2 * KINETICS_JOINTS):
                 raise ValueError(
                     f"{source}: frame {index}, person {person}: 'pose' must be "
-                    f"{2 * KINETICS_JOINTS} finite numbers (x0, y0, x1, y1, ...), got {pose!r:.60}"
+                    f"{2 * KINETICS_JOINTS} finite float32 numbers (x0, y0, x1, y1, ...), got {pose!r:.60}"
                 )
             if not _finite_numbers(score, KINETICS_JOINTS):
                 raise ValueError(
                     f"{source}: frame {index}, person {person}: 'score' must be "
-                    f"{KINETICS_JOINTS} finite numbers, got {score!r:.60}"
+                    f"{KINETICS_JOINTS} finite float32 numbers, got {score!r:.60}"
                 )
             if any(pose) or any(score):  # an all-zero person is nobody (as PYSKL's zero keypoints)
                 frames[index].append((sum(score), pose, score))
@@ -389,7 +396,7 @@ def from_array(
     if sorted(array_layout) != sorted("NCTVM"):
         raise ValueError(f"{source}: array_layout {array_layout!r} must order the letters N, C, T, V, M")
     array = np.asarray(array)
-    if array.ndim != 5 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+    if array.ndim != 5 or not is_real_array(array):
         raise ValueError(
             f"{source}: expected a real 5-dimensional ({', '.join(array_layout)}) array, "
             f"got shape {array.shape} ({array.dtype})"
@@ -403,8 +410,8 @@ def from_array(
             raise ValueError(f"{source}: {len(values)} {what} for {N} sequences")
     sequences = []
     for n in range(N):
-        if not np.isfinite(array[n]).all():
-            raise ValueError(f"{source}: sequence {n} holds NaN or infinite values")
+        if not within_float32(array[n]).all():
+            raise ValueError(f"{source}: sequence {n} holds {BEYOND_FLOAT32}")
         label = None
         if labels is not None:
             label = labels[n]
@@ -553,10 +560,12 @@ def _clip_sequence(
 ) -> Sequence:
     V = get_layout(layout_name).num_joints
     clip = np.asarray(clip)
-    if clip.ndim != len(dims) or not np.issubdtype(clip.dtype, np.number) or np.iscomplexobj(clip):
+    if clip.ndim != len(dims) or not is_real_array(clip):
         raise ValueError(
             f"{where}: expected a real {len(dims)}-D ({', '.join(dims)}) array, got shape {clip.shape} ({clip.dtype})"
         )
+    if not within_float32(clip).all():
+        raise ValueError(f"{where}: {BEYOND_FLOAT32} (mark an undetected joint with zeros instead)")
     order = [dims.index(axis) for axis in "CTVM" if axis in dims]
     data = clip.transpose(order).astype(np.float32)  # (C, T, V[, M])
     if data.ndim == 3:
@@ -567,8 +576,6 @@ def _clip_sequence(
     kind = coordinates or {2: "xy", 3: "xyz"}.get(C)
     if kind not in COORDINATES or C != {"xyz": 3, "xy": 2, "xy+score": 3}[kind]:
         raise ValueError(f"{where}: {C} channels do not fit coordinates {kind!r} (xyz: 3, xy: 2, xy+score: 3)")
-    if not np.isfinite(data).all():
-        raise ValueError(f"{where}: NaN or infinite values (mark an undetected joint with zeros instead)")
     if kind == "xy":  # a joint at the origin was not detected
         data = np.concatenate([data, np.any(data != 0, axis=0, keepdims=True).astype(np.float32)], axis=0)
     if T == 0 or not data[:2].any():

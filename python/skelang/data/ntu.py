@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from skelang import _C
-from skelang.data.sequence import MissingSkeletonError, Sequence
+from skelang.data.sequence import BEYOND_FLOAT32, MissingSkeletonError, Sequence, within_float32
 
 SkeletonParseError = _C.SkeletonParseError
 
@@ -169,6 +169,8 @@ def read_ntu_skeleton(path: str | Path, denoise: bool = True, drop_empty_frames:
     if drop_empty_frames:
         actors = actors[np.abs(actors).reshape(F, -1).sum(1) > 0]
     name = parse_ntu_name(path.name)
+    if not within_float32(actors).all():
+        raise ValueError(f"{path}: joint coordinates hold {BEYOND_FLOAT32}")
     data = np.ascontiguousarray(actors.transpose(3, 0, 2, 1), dtype=np.float32)  # (3, T, V, 2)
     return Sequence(
         data=data,

@@ -4,7 +4,6 @@ in a folder or in the all_sqe.tar.xz archive."""
 
 from __future__ import annotations
 
-import math
 import re
 import tarfile
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from skelang.data.json_text import parse_json
-from skelang.data.sequence import MissingSkeletonError, Sequence
+from skelang.data.sequence import MissingSkeletonError, Sequence, is_float32_number
 
 # label 1..10 -> (action code, name)
 NW_UCLA_CLASSES = (
@@ -65,13 +64,9 @@ def parse_nw_ucla_json(text: str | bytes, source: str) -> Sequence:
             got = len(frame) if isinstance(frame, list) else type(frame).__name__
             raise ValueError(f"{source}: frame {t}: expected {NUM_JOINTS} joints, got {got}")
         for v, joint in enumerate(frame):
-            if (
-                not isinstance(joint, list)
-                or len(joint) != 3
-                or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in joint)
-            ):
+            if not isinstance(joint, list) or len(joint) != 3 or not all(map(is_float32_number, joint)):
                 raise ValueError(
-                    f"{source}: frame {t}, joint {v}: expected 3 finite numbers (x, y, z), got {joint!r:.60}"
+                    f"{source}: frame {t}, joint {v}: expected 3 finite float32 numbers (x, y, z), got {joint!r:.60}"
                 )
         data[t] = frame
     name = document.get("file_name") or Path(source).stem

@@ -106,8 +106,56 @@ def detect_format(path: str | Path) -> str:
     if path.suffix == ".bvh":
         return "bvh"
     if suffixes.endswith((".tar", ".tar.xz", ".tar.gz", ".tgz")) or tarfile.is_tarfile(path):
-        return "nw-ucla"
+        return _archive_kind(path)
+    if path.suffix == ".zip":
+        raise ValueError(
+            f"{path}: a .zip archive of {_archived(_member_suffixes(path))}; skelang reads a folder: "
+            f"extract it (unzip) and pass the folder"
+        )
     raise ValueError(f"{path}: cannot tell the format from the name; pass format= one of {', '.join(FORMATS)}")
+
+
+def _member_suffixes(path: Path, limit: int = 20) -> list[str]:
+    """The suffixes ('.json', '.skeleton', ...) of the first `limit` files of a tar or zip
+    archive, in order; a ValueError naming a damaged archive."""
+    suffixes = []
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [info.filename for info in archive.infolist() if not info.is_dir()]
+                return [Path(name).suffix.lower() for name in names[:limit]]
+        with tarfile.open(path, mode="r|*") as archive:  # streamed: reads only the first files
+            for member in archive:
+                if member.isfile():
+                    suffixes.append(Path(member.name).suffix.lower())
+                    if len(suffixes) == limit:
+                        break
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
+        raise ValueError(f"{path}: a damaged archive ({error})") from None
+    return suffixes
+
+
+_ARCHIVED = {".skeleton": "NTU RGB+D .skeleton files", ".bvh": "BVH files", ".npy": "clip arrays (.npy)"}
+
+
+def _archived(suffixes: list[str]) -> str:
+    """What the files of an archive are, in words."""
+    known = [suffix for suffix in suffixes if suffix in _ARCHIVED]
+    if known:
+        return _ARCHIVED[known[0]]
+    return f"{suffixes[0] or 'suffix-less'} files" if suffixes else "no file"
+
+
+def _archive_kind(path: Path) -> str:
+    """A tar archive of NW-UCLA JSON files, the one kind read straight from an archive;
+    the others are a ValueError saying what is inside and to extract it."""
+    suffixes = _member_suffixes(path)
+    if ".json" in suffixes:
+        return "nw-ucla"
+    raise ValueError(
+        f"{path}: an archive of {_archived(suffixes)}; skelang reads archives of NW-UCLA .json files only: "
+        f"extract it (tar -xf) and pass the folder"
+    )
 
 
 def _is_ctrgcn_npz(path: Path) -> bool:

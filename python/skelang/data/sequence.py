@@ -7,6 +7,28 @@ from typing import Any
 
 import numpy as np
 
+# The largest magnitude a float32 holds; a reader's value beyond it would become infinite.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+BEYOND_FLOAT32 = f"NaN, infinite values or values beyond float32's range (+-{FLOAT32_MAX:.2g})"
+
+
+def is_real_array(array: np.ndarray) -> bool:
+    """Whether `array` holds real numbers (integers or floats; not complex, bool or objects)."""
+    return np.issubdtype(array.dtype, np.number) and not np.iscomplexobj(array)
+
+
+def within_float32(array: np.ndarray) -> np.ndarray:
+    """Per element of a real array: whether float32 holds it as a finite number (False for
+    NaN, infinities and magnitudes beyond FLOAT32_MAX, which a cast would make infinite)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.abs(array) <= FLOAT32_MAX
+
+
+def is_float32_number(value) -> bool:
+    """Whether a parsed number (a JSON int or float, not a bool) fits a float32 as a finite
+    number; integers of any size are compared exactly, never converted first."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= FLOAT32_MAX
+
 
 class MissingSkeletonError(ValueError):
     """A clip in which nobody was recorded or detected: an NTU file whose frames hold no body,

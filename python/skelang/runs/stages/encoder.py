@@ -8,6 +8,8 @@ labels, logits) beside metrics.json.
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import torch
 
@@ -58,6 +60,13 @@ def load_sequences(data: dict) -> tuple[list, list]:
                 f"no {name} sequences in {data['train'] if part is train else test_path}"
                 + (f" (benchmark {benchmark})" if benchmark else "")
             )
+    counts = collections.Counter(sequence.sample_id(i) for i, sequence in enumerate(test))
+    repeated = sorted(sample for sample, count in counts.items() if count > 1)
+    if repeated:  # found before training, not by the ensemble of finished runs
+        raise ValueError(
+            f"{test_path}: {len(repeated)} test sample name(s) occur more than once ({', '.join(repeated[:5])}"
+            f"{', ...' if len(repeated) > 5 else ''}); scores.npz and ensembles match samples by name"
+        )
     return train, test
 
 
