@@ -200,3 +200,48 @@ def test_the_ssf_vst_and_joint_lm_stages_train_under_torchrun(synthetic_vst_run,
         assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
         assert (tmp_path / name / produced).is_file(), name
         assert json.loads((tmp_path / name / "metrics.json").read_text())["world_size"] == 2
+
+
+def test_fsdp_shards_the_language_model_as_ddp_trains_it_and_checkpoints_whole(
+    synthetic_vst_run, tiny_language_model, tmp_path
+):
+    """train.parallel: fsdp on two gloo ranks (FSDP2, one unit per Llama block) trains the
+    weights DDP trains on two ranks (within 1e-5), from scratch and from a DDP checkpoint; its
+    checkpoint is whole, weights and optimizer state in torch's own layout, so any number of
+    processes resume it, sharded or not."""
+    import yaml
+
+    config = lm_config(synthetic_vst_run[0], tiny_language_model, explain_samples=0)
+    config["lm"]["lora"]["dropout"] = 0.0  # the ranks draw other random numbers than one process
+    config["train"].update(epochs=2, eval_every=2, threads=1)
+    path = tmp_path / "lm.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    def train(out, epochs, parallel, processes, *flags):
+        result = _skelang(
+            "train", "--config", str(path), f"train.epochs={epochs}", f"train.parallel={parallel}",
+            "--no-progress", *flags, "--out", str(tmp_path / out), processes=processes,
+        )  # fmt: skip
+        assert result.returncode == 0, "\n".join(line for line in result.stderr.splitlines() if "rror" in line)
+
+    def assert_same(run, reference):
+        expected, got = _weights(tmp_path / reference), _weights(tmp_path / run)
+        assert sorted(got) == sorted(expected)
+        for name, value in expected.items():
+            torch.testing.assert_close(got[name], value, rtol=0, atol=1e-5, msg=f"{run}: {name}")
+
+    train("fsdp", 1, "fsdp", 2)
+    train("ddp", 1, "ddp", 2)
+    assert_same("fsdp", "ddp")
+    # a DDP checkpoint resumed sharded, and a sharded one resumed by DDP, which (as one process
+    # does) loads torch's own optimizer layout: the same second epoch
+    train("ddp", 2, "fsdp", 2, "--resume")
+    train("fsdp", 2, "ddp", 2, "--resume")
+    assert_same("ddp", "fsdp")
+    assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").is_file()  # written sharded
+
+
+def test_fsdp_is_for_the_language_model_stage(tmp_path):
+    result = _skelang("train", "--config", "synthetic_stgcn", "train.parallel=fsdp", "--out", str(tmp_path / "run"))
+    assert result.returncode != 0
+    assert "train.parallel: fsdp shards the language-model stage (stage: lm)" in result.stderr

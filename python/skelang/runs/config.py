@@ -64,6 +64,7 @@ RESUMABLE_CHANGES = (
     "train.device",
     "train.test_batch_size",
     "train.threads",
+    "train.parallel",
     "train.tensorboard",
     "data.num_workers",
 )
@@ -155,6 +156,12 @@ class TrainSection(Section):
         description="training and evaluation under "
         "torch.autocast: bf16 (CPU, CUDA) or fp16 (CUDA, with a "
         "gradient scaler)",
+    )
+    parallel: OneOf("ddp", "fsdp") = Field(
+        "ddp",
+        description="under torchrun: ddp (every rank holds the whole model) or fsdp (the language-model "
+        "stage's weights, gradients and optimizer state sharded over the ranks, one unit per transformer "
+        "block; bf16 or fp32)",
     )
     threads: OptionalPositiveInt = Field(
         None,

@@ -22,6 +22,7 @@ each rank's samples among themselves.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -191,3 +192,102 @@ def convert_batch_norms(module: nn.Module, device: torch.device) -> nn.Module:
     for name, child in module.named_children():
         module.add_module(name, convert_batch_norms(child, device))
     return module
+
+
+# ---------------------------------------------------------------------------------------
+# Fully sharded data parallelism (train.parallel: fsdp, the language-model stage)
+
+
+def shard_fully(module: nn.Module, groups: list[dict]) -> list[dict]:
+    """Shards `module` (a stage's training step with every trained module) over the ranks with
+    FSDP2 (torch.distributed.fsdp.fully_shard): one unit per transformer block (the classes a
+    Hugging Face model names in `_no_split_modules`, as accelerate's FSDP plugin wraps them),
+    and the rest (embeddings, head, LoRA's other weights, projector) in the root unit. Each
+    rank keeps 1/world of every weight, gradient and optimizer state; a unit's weights are
+    gathered for its forward and backward and freed after. Returns `groups` (the stage's
+    optimizer parameter groups) with the sharded parameters in place of the originals, which
+    fully_shard replaces."""
+    from torch.distributed.fsdp import fully_shard
+
+    names = {id(parameter): name for name, parameter in module.named_parameters()}
+    named_groups = [[names[id(parameter)] for parameter in group["params"]] for group in groups]
+    blocks = {block for child in module.modules() for block in (getattr(child, "_no_split_modules", None) or [])}
+    for child in list(module.modules()):
+        if child is not module and type(child).__name__ in blocks:
+            fully_shard(child)
+    fully_shard(module)
+    sharded = dict(module.named_parameters())
+    return [
+        {**group, "params": [sharded[name] for name in group_names]} for group, group_names in zip(groups, named_groups)
+    ]
+
+
+def _units(module: nn.Module) -> list:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [child for child in module.modules() if isinstance(child, FSDPModule)]
+
+
+@contextlib.contextmanager
+def full_weights(module: nn.Module | None):
+    """Within: every weight of a fully sharded `module` gathered whole on every rank (a
+    collective: every rank enters), so the stage evaluates, explains and saves as it does
+    unsharded; after: sharded again. Nothing for a module that is not sharded (or None)."""
+    units = _units(module) if module is not None else []
+    for unit in units:
+        unit.set_reshard_after_forward(False)  # the stage's forwards keep the whole weights
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()
+            unit.set_reshard_after_forward(True)
+
+
+def whole_tensors(value: Any) -> Any:
+    """`value` (a stage's state: nested dicts, lists, tensors) with every DTensor (a sharded
+    weight, as a fully sharded module's state_dict gives it) gathered whole. A collective when
+    there are DTensors: every rank calls it with the same structure."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(value, DTensor):
+        return value.full_tensor()
+    if isinstance(value, dict):
+        return {key: whole_tensors(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(whole_tensors(item) for item in value)
+    return value
+
+
+def full_optimizer_state(module: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer state of a fully sharded `module` whole, in torch's own layout
+    (parameters numbered in the order of the optimizer's groups), as an unsharded run saves
+    it, so that a checkpoint resumes with any number of processes, sharded or not. A
+    collective: every rank calls it; rank 0 receives the state (on the CPU), the others {}."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    state = get_optimizer_state_dict(
+        module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
+    if not state:
+        return {}
+    number, groups = {}, []
+    for group in state["param_groups"]:
+        groups.append({**group, "params": [number.setdefault(name, len(number)) for name in group["params"]]})
+    return {"state": {number[name]: value for name, value in state["state"].items()}, "param_groups": groups}
+
+
+def load_full_optimizer_state(module: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Loads an optimizer state in torch's own layout (a checkpoint's, whole on every rank)
+    into the optimizer of a fully sharded `module`: each rank keeps its shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = {id(parameter): name for name, parameter in module.named_parameters()}
+    ordered = [names[id(parameter)] for group in optimizer.param_groups for parameter in group["params"]]
+    groups, start = [], 0
+    for saved, group in zip(state["param_groups"], optimizer.param_groups):
+        groups.append({**saved, "params": ordered[start : start + len(group["params"])]})
+        start += len(group["params"])
+    named = {"state": {ordered[number]: value for number, value in state["state"].items()}, "param_groups": groups}
+    set_optimizer_state_dict(module, optimizer, named, options=StateDictOptions(full_state_dict=True))

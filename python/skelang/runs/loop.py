@@ -176,25 +176,41 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
     config, run, ranks = stage.config, stage.run, stage.ranks
     optim, options = config["optim"], config["train"]
     epochs = options["epochs"]
+    if options["parallel"] == "fsdp" and (stage.name != "lm" or options["precision"] == "fp16"):
+        raise ValueError(
+            "train.parallel: fsdp shards the language-model stage (stage: lm) in bf16 or fp32; "
+            f"this run is stage {stage.name} in {options['precision']} (use train.parallel: ddp)"
+        )
+    sharded = ranks.distributed and options["parallel"] == "fsdp"
     stage.build()
     if ranks.distributed:
         for module in stage.trained_modules():  # before the optimizer: the weights stay the same tensors
             distributed.convert_batch_norms(module, stage.device)
-    groups = stage.parameter_groups()
-    optimizer = make_optimizer(groups, optim)
     stage.autocast()  # an impossible precision (fp16 on the CPU) fails before training
+    if checkpoint is not None:  # whole weights, before any sharding
+        stage.load_state_dict(checkpoint)
+    groups = stage.parameter_groups()
+    parallel = None
+    if sharded:  # before the optimizer: sharding replaces the parameters
+        parallel = _StepModule(stage)
+        groups = distributed.shard_fully(parallel, groups)
+    optimizer = make_optimizer(groups, optim)
     # fp16 gradients underflow without loss scaling; bf16 has float32's range
     scaler = torch.amp.GradScaler(stage.device.type) if options["precision"] == "fp16" else None
     start_epoch, wall_time, best, metrics = 0, 0.0, {"top1": None, "epoch": None}, None
     if checkpoint is not None:
-        stage.load_state_dict(checkpoint)
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        if sharded:
+            distributed.load_full_optimizer_state(parallel, optimizer, checkpoint["optimizer"])
+        else:
+            optimizer.load_state_dict(checkpoint["optimizer"])
         if scaler is not None and "scaler" in checkpoint:
             scaler.load_state_dict(checkpoint["scaler"])
         start_epoch, wall_time = checkpoint["epoch"], checkpoint["wall_time"]
         best = checkpoint.get("best", best)
         set_rng_states(checkpoint["rng"])
-    parallel = _data_parallel(stage) if ranks.distributed else None
+    if ranks.distributed and not sharded:
+        parallel = _data_parallel(stage)
+    whole = (lambda: distributed.full_weights(parallel)) if sharded else contextlib.nullcontext
     if ranks.is_main:
         run.rewind_log(start_epoch)
     events = _tensorboard(run, start_epoch) if options["tensorboard"] and ranks.is_main else None
@@ -262,49 +278,55 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
             entry["lr"] = lr
             entry.update({name: value / max(seen, 1) for name, value in sums.items()})
             last = epoch + 1 == epochs
-            if (epoch + 1) % options["eval_every"] == 0 or last:
-                with stage.autocast():
-                    metrics = stage.evaluate(final=last)
-                entry.update({key: metrics[key] for key in stage.log_metrics if key in metrics})
-                entry["test_top1"] = metrics["top1"]
-                if best["top1"] is None or metrics["top1"] > best["top1"]:
-                    best = {"top1": metrics["top1"], "epoch": epoch + 1}
-                if stage.progress:
-                    bar.write(
-                        f"epoch {epoch + 1}: loss {entry['loss']:.4f}"
-                        + (f", train top-1 {entry['train_top1']:.2%}" if classified else "")
-                        + f", test top-1 {metrics['top1']:.2%}"
-                    )
-            entry["seconds"] = time.perf_counter() - started
-            wall_time += entry["seconds"]
-            if ranks.is_main:
-                run.append_log(entry)
-                if events is not None:
-                    for key, value in entry.items():
-                        if key != "epoch" and isinstance(value, (int, float)):
-                            events.add_scalar(key, value, entry["epoch"])
-                    events.flush()
-                state = {
-                    **stage.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch + 1,
-                    "wall_time": wall_time,
-                    "best": best,
-                    "rng": rng_states(),
-                }
-                if scaler is not None:
-                    state["scaler"] = scaler.state_dict()
-                run.save_checkpoint(state)
+            optimizer_state = stage_state = None
+            if sharded:  # the checkpoint's states gathered whole (every rank takes part)
+                optimizer_state = distributed.full_optimizer_state(parallel, optimizer)
+                stage_state = distributed.whole_tensors(stage.state_dict())
+            with whole():  # whole weights for evaluation and the checkpoint
+                if (epoch + 1) % options["eval_every"] == 0 or last:
+                    with stage.autocast():
+                        metrics = stage.evaluate(final=last)
+                    entry.update({key: metrics[key] for key in stage.log_metrics if key in metrics})
+                    entry["test_top1"] = metrics["top1"]
+                    if best["top1"] is None or metrics["top1"] > best["top1"]:
+                        best = {"top1": metrics["top1"], "epoch": epoch + 1}
+                    if stage.progress:
+                        bar.write(
+                            f"epoch {epoch + 1}: loss {entry['loss']:.4f}"
+                            + (f", train top-1 {entry['train_top1']:.2%}" if classified else "")
+                            + f", test top-1 {metrics['top1']:.2%}"
+                        )
+                entry["seconds"] = time.perf_counter() - started
+                wall_time += entry["seconds"]
+                if ranks.is_main:
+                    run.append_log(entry)
+                    if events is not None:
+                        for key, value in entry.items():
+                            if key != "epoch" and isinstance(value, (int, float)):
+                                events.add_scalar(key, value, entry["epoch"])
+                        events.flush()
+                    state = {
+                        **(stage.state_dict() if stage_state is None else stage_state),
+                        "optimizer": optimizer.state_dict() if optimizer_state is None else optimizer_state,
+                        "epoch": epoch + 1,
+                        "wall_time": wall_time,
+                        "best": best,
+                        "rng": rng_states(),
+                    }
+                    if scaler is not None:
+                        state["scaler"] = scaler.state_dict()
+                    run.save_checkpoint(state)
     finally:
         bar.close()
         if events is not None:
             events.close()
         torch.use_deterministic_algorithms(previous_deterministic)
-    if metrics is None:  # stopped after the last checkpoint, before its metrics were written
-        with stage.autocast():
-            metrics = stage.evaluate(final=True)
-    metrics = {**metrics, **stage.finish(metrics)}
-    finished = stage.finished_state()  # what finish() fitted (VST's decoder), kept for inference
+    with whole():
+        if metrics is None:  # stopped after the last checkpoint, before its metrics were written
+            with stage.autocast():
+                metrics = stage.evaluate(final=True)
+        metrics = {**metrics, **stage.finish(metrics)}
+        finished = stage.finished_state()  # what finish() fitted (VST's decoder), kept for inference
     if finished and ranks.is_main:
         run.save_checkpoint({**run.load_checkpoint(), **finished})
     result = {

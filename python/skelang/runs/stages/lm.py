@@ -58,9 +58,10 @@ def narrate(model: TokenizedEncoder, sequences: list, data: dict, batch_size: in
     prediction, with the evaluation preprocessing of the data section."""
     loader = make_loader(SkeletonDataset(sequences, make_preprocess(data)), batch_size, shuffle=False, num_workers=0)
     model.eval()
+    device = next(model.parameters()).device
     samples: list[NarratedSample] = []
     for inputs, labels in loader:
-        features = model.encoder.features(inputs)  # (N, M, C', T', V)
+        features = model.encoder.features(inputs.to(device))  # (N, M, C', T', V)
         z = model.segment_features(features)  # (N, S, D)
         predicted = model.encoder.classifier(features.mean(dim=(1, 3, 4))).argmax(1)
         for runs, sample_z, label, guess in zip(
@@ -72,7 +73,7 @@ def narrate(model: TokenizedEncoder, sequences: list, data: dict, batch_size: in
                 NarratedSample(
                     label=label,
                     codes=codes,
-                    features=sample_z.clone(),
+                    features=sample_z.to("cpu", copy=True),  # kept (and cached) on the CPU
                     name=sequence.meta.get("name", ""),
                     encoder_predicted=guess,
                 )
@@ -184,14 +185,14 @@ class LanguageModelStage(Stage):
         config, section = self.config, self.config["lm"]
         self.joint = section["joint"]["enabled"]
         vst_stage = load_vst_run(section["vst_run"])
-        self.vst_model = vst_stage.model
+        self.vst_model = vst_stage.model.to(self.device)
         entries = glossary(section["vst_run"])
         self.glossary = {entry.code: entry for entry in entries}
         self.sequences = load_sequences(config["data"]) if self.joint else None
         self.train_samples, self.test_samples = narratives(
             config, self.run, self.vst_model, sequences=self.sequences, write=self.ranks.is_main
         )
-        self.model = build_language_model(config, self.vst_model)
+        self.model = build_language_model(config, self.vst_model).to(self.device)
         descriptions = self.model.descriptions
         num_classes = len(descriptions)
         for where, samples in (("training", self.train_samples), ("test", self.test_samples)):
