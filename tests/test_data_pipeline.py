@@ -193,6 +193,12 @@ def test_archives_of_other_files_say_what_they_hold(tmp_path):
     with tarfile.open(ucla_archive, "w:gz") as archive:
         archive.add(tmp_path / "a01_s01_e00_v01.json", "all_sqe/a01_s01_e00_v01.json")
     assert readers.detect_format(ucla_archive) == "nw-ucla"
+    (tmp_path / "clip.json").write_text(json.dumps({"data": [], "label": "hug", "label_index": 3}))
+    kinetics_archive = tmp_path / "kinetics.tar.gz"
+    with tarfile.open(kinetics_archive, "w:gz") as archive:
+        archive.add(tmp_path / "clip.json", "kinetics_val/clip.json")
+    with pytest.raises(ValueError, match=r"kinetics\.tar\.gz: an archive of Kinetics-skeleton \.json files; .*tar -xf"):
+        readers.detect_format(kinetics_archive)
     with zipfile.ZipFile(tmp_path / "ntu.zip", "w") as archive:
         archive.write(tmp_path / "S001C001P001R001A001.skeleton", "S001C001P001R001A001.skeleton")
     with pytest.raises(ValueError, match=r"ntu\.zip: a \.zip archive of NTU RGB\+D \.skeleton files; .*unzip"):

@@ -234,10 +234,13 @@ def test_fsdp_shards_the_language_model_as_ddp_trains_it_and_checkpoints_whole(
     train("ddp", 1, "ddp", 2)
     assert_same("fsdp", "ddp")
     # a DDP checkpoint resumed sharded, and a sharded one resumed by DDP, which (as one process
-    # does) loads torch's own optimizer layout: the same second epoch
+    # does) loads torch's own optimizer layout: the second epoch of a straight DDP run (a lost
+    # optimizer state would restart AdamW's moments and leave it)
     train("ddp", 2, "fsdp", 2, "--resume")
     train("fsdp", 2, "ddp", 2, "--resume")
-    assert_same("ddp", "fsdp")
+    train("straight", 2, "ddp", 2)
+    assert_same("ddp", "straight")
+    assert_same("fsdp", "straight")
     assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").is_file()  # written sharded
 
 

@@ -479,3 +479,29 @@ def test_from_sequences_takes_clips_of_any_length_and_named_labels():
     ]:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_clip_folders_flat_and_in_class_subfolders(tmp_path):
+    """One .npy per clip: named by its stem in a flat folder (labels from a name,label CSV);
+    in class-named subfolders the folder is the label and part of the name, so clips of two
+    classes may share a file name without sharing a sample id."""
+    rng = np.random.default_rng(0)
+    for folder, stem in (("run", "0001"), ("walk", "0001"), ("walk", "0002")):
+        (tmp_path / "by_class" / folder).mkdir(parents=True, exist_ok=True)
+        np.save(tmp_path / "by_class" / folder / f"{stem}.npy", rng.normal(size=(4, 17, 2)).astype(np.float32))
+    sequences = list(formats.read_clip_arrays(tmp_path / "by_class"))
+    assert [s.meta["name"] for s in sequences] == ["run/0001", "walk/0001", "walk/0002"]
+    assert [s.meta["label_name"] for s in sequences] == ["run", "walk", "walk"]
+    (tmp_path / "flat").mkdir()
+    for stem in ("a", "b"):
+        np.save(tmp_path / "flat" / f"{stem}.npy", rng.normal(size=(4, 17, 2)).astype(np.float32))
+    (tmp_path / "labels.csv").write_text("name,label\na,kick\nb,wave\n")
+    flat = list(formats.read_clip_arrays(tmp_path / "flat", labels=tmp_path / "labels.csv"))
+    assert [(s.meta["name"], s.meta["label_name"]) for s in flat] == [("a", "kick"), ("b", "wave")]
+    (tmp_path / "stems.csv").write_text("0001,jump\n0002,sit\n")  # a table of stems relabels subfolders
+    relabelled = list(formats.read_clip_arrays(tmp_path / "by_class", labels=tmp_path / "stems.csv"))
+    assert [(s.meta["name"], s.meta["label_name"]) for s in relabelled] == [
+        ("run/0001", "jump"),
+        ("walk/0001", "jump"),
+        ("walk/0002", "sit"),
+    ]

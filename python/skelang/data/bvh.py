@@ -398,7 +398,9 @@ def read_bvh(
     positions = bvh.positions(include_end_sites) * scale  # (T, V, 3)
     beyond = ~within_float32(positions).reshape(len(positions), -1).all(1)
     if beyond.any():
-        raise ValueError(f"{path}: frame {np.flatnonzero(beyond)[0]}: joint positions hold {BEYOND_FLOAT32}")
+        first = int(np.flatnonzero(beyond)[0])
+        first = int(frames[first]) if target_fps is not None else first  # the file's numbering
+        raise ValueError(f"{path}: MOTION frame {first} (0-based): joint positions hold {BEYOND_FLOAT32}")
     joint_names, parents = bvh.joint_tree(include_end_sites)
     data = np.ascontiguousarray(positions.transpose(2, 0, 1)[..., None], dtype=np.float32)
     meta = {

@@ -614,17 +614,21 @@ def read_clip_arrays(
 ) -> Iterator[Sequence | ValueError]:
     """iter_clips of the clips of a .npz file (one array per clip, keyed by its name) or of a
     folder of .npy files (one clip each, named by the file's stem; in class-named subfolders
-    the folder names the label). `labels` is a CSV file of `name,label` lines (see
-    read_labels_file); labels that are whole numbers are class indices, others class names.
+    the folder names the label, and the clip is named "<folder>/<stem>"). `labels` is a CSV
+    file of `name,label` lines naming clips by stem (see read_labels_file); labels that are
+    whole numbers are class indices, others class names.
     Each clip is a Sequence or the ValueError naming it."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.npy")) or sorted(path.glob("*/*.npy"))
         if not files:
             raise ValueError(f"{path}: no .npy clip files (one (T, V, C) array per file)")
-        names = [file.stem for file in files]
+        stems = [file.stem for file in files]
         arrays = [load_numpy(file) for file in files]
         folder_labels = [file.parent.name for file in files] if files[0].parent != path else None
+        # clips of different classes may share a stem (run/0001.npy, walk/0001.npy): the name
+        # is a sample id (scores.npz, ensembles), so a subfolder's clip keeps its folder
+        names = stems if folder_labels is None else [f"{file.parent.name}/{file.stem}" for file in files]
     else:
         npz = load_numpy(path)
         if isinstance(npz, np.ndarray):
@@ -632,16 +636,16 @@ def read_clip_arrays(
                 f"{path}: one array: for clips of one shape use read_array_file, else an .npz of one array per clip"
             )
         with npz:
-            names = list(npz.files)
+            names = stems = list(npz.files)
             arrays = [_npz_array(npz, name, str(path)) for name in names]
         folder_labels = None
     clip_labels = folder_labels
     if labels is not None:
         table = read_labels_file(labels)
-        missing = [name for name in names if name not in table]
+        missing = [stem for stem in stems if stem not in table]  # the table names clips by stem
         if missing:
             raise ValueError(f"{labels}: no label for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-        clip_labels = [table[name] for name in names]
+        clip_labels = [table[stem] for stem in stems]
     if clip_labels is not None and all(label.isdecimal() for label in clip_labels):
         clip_labels = [int(label) for label in clip_labels]
     yield from iter_clips(

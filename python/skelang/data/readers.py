@@ -135,7 +135,12 @@ def _member_suffixes(path: Path, limit: int = 20) -> list[str]:
     return suffixes
 
 
-_ARCHIVED = {".skeleton": "NTU RGB+D .skeleton files", ".bvh": "BVH files", ".npy": "clip arrays (.npy)"}
+_ARCHIVED = {
+    ".skeleton": "NTU RGB+D .skeleton files",
+    ".bvh": "BVH files",
+    ".npy": "clip arrays (.npy)",
+    ".kinetics-json": "Kinetics-skeleton .json files",
+}
 
 
 def _archived(suffixes: list[str]) -> str:
@@ -146,12 +151,28 @@ def _archived(suffixes: list[str]) -> str:
     return f"{suffixes[0] or 'suffix-less'} files" if suffixes else "no file"
 
 
+def _first_json(path: Path) -> bytes | None:
+    """The bytes of the first .json file of a tar archive (streamed: nothing after it is read)."""
+    with tarfile.open(path, mode="r|*") as archive:
+        for member in archive:
+            if member.isfile() and member.name.lower().endswith(".json"):
+                return archive.extractfile(member).read()
+    return None
+
+
 def _archive_kind(path: Path) -> str:
     """A tar archive of NW-UCLA JSON files, the one kind read straight from an archive;
-    the others are a ValueError saying what is inside and to extract it."""
+    the others (Kinetics-skeleton JSON among them) are a ValueError saying what is inside
+    and to extract it."""
     suffixes = _member_suffixes(path)
     if ".json" in suffixes:
-        return "nw-ucla"
+        try:
+            head = parse_json(_first_json(path) or b"null", str(path))
+        except (ValueError, tarfile.TarError, EOFError, OSError):
+            head = None  # a broken file: the NW-UCLA reader names it
+        if not (isinstance(head, dict) and "skeletons" not in head and any(key in head for key in KINETICS_KEYS)):
+            return "nw-ucla"
+        suffixes = [".kinetics-json"]
     raise ValueError(
         f"{path}: an archive of {_archived(suffixes)}; skelang reads archives of NW-UCLA .json files only: "
         f"extract it (tar -xf) and pass the folder"

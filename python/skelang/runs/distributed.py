@@ -198,28 +198,32 @@ def convert_batch_norms(module: nn.Module, device: torch.device) -> nn.Module:
 # Fully sharded data parallelism (train.parallel: fsdp, the language-model stage)
 
 
-def shard_fully(module: nn.Module, groups: list[dict]) -> list[dict]:
+def shard_fully(module: nn.Module, groups: list[dict], device: torch.device) -> list[dict]:
     """Shards `module` (a stage's training step with every trained module) over the ranks with
     FSDP2 (torch.distributed.fsdp.fully_shard): one unit per transformer block (the classes a
     Hugging Face model names in `_no_split_modules`, as accelerate's FSDP plugin wraps them),
     and the rest (embeddings, head, LoRA's other weights, projector) in the root unit. Each
-    rank keeps 1/world of every weight, gradient and optimizer state; a unit's weights are
-    gathered for its forward and backward and freed after. Returns `groups` (the stage's
-    optimizer parameter groups) with the sharded parameters in place of the originals, which
-    fully_shard replaces."""
+    rank keeps 1/world of every weight, gradient and optimizer state on `device` (a module
+    still on the CPU moves there shard by shard); a unit's weights are gathered for its
+    forward and backward and freed after. `groups` (the stage's optimizer parameter groups)
+    get the sharded parameters in place of the originals, which fully_shard replaces; they
+    are changed in place (the stage holds them) and returned."""
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
 
     names = {id(parameter): name for name, parameter in module.named_parameters()}
     named_groups = [[names[id(parameter)] for parameter in group["params"]] for group in groups]
     blocks = {block for child in module.modules() for block in (getattr(child, "_no_split_modules", None) or [])}
     for child in list(module.modules()):
         if child is not module and type(child).__name__ in blocks:
-            fully_shard(child)
-    fully_shard(module)
+            fully_shard(child, mesh=mesh)
+    fully_shard(module, mesh=mesh)
     sharded = dict(module.named_parameters())
-    return [
-        {**group, "params": [sharded[name] for name in group_names]} for group, group_names in zip(groups, named_groups)
-    ]
+    for group, group_names in zip(groups, named_groups):
+        group["params"] = [sharded[name] for name in group_names]
+    return groups
 
 
 def _units(module: nn.Module) -> list:
@@ -231,18 +235,22 @@ def _units(module: nn.Module) -> list:
 @contextlib.contextmanager
 def full_weights(module: nn.Module | None):
     """Within: every weight of a fully sharded `module` gathered whole on every rank (a
-    collective: every rank enters), so the stage evaluates, explains and saves as it does
-    unsharded; after: sharded again. Nothing for a module that is not sharded (or None)."""
+    collective: every rank enters), so the stage evaluates, explains and exports as it does
+    unsharded, and no rank waits on another whose generation took more steps; after: sharded
+    again. Nothing for a module that is not sharded (or None). Inside, a state_dict() of a
+    unit would reshard it on the calling rank alone: gather states with whole_tensors."""
     units = _units(module) if module is not None else []
     for unit in units:
-        unit.set_reshard_after_forward(False)  # the stage's forwards keep the whole weights
+        unit.set_reshard_after_forward(False, recurse=False)  # the stage's forwards keep them whole
         unit.unshard()
     try:
         yield
     finally:
         for unit in units:
             unit.reshard()
-            unit.set_reshard_after_forward(True)
+            # fully_shard's own setting: blocks reshard after their forward, the root keeps its
+            # weights for the backward that follows
+            unit.set_reshard_after_forward(unit is not module, recurse=False)
 
 
 def whole_tensors(value: Any) -> Any:
@@ -283,6 +291,13 @@ def load_full_optimizer_state(module: nn.Module, optimizer: torch.optim.Optimize
     into the optimizer of a fully sharded `module`: each rank keeps its shard."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
+    saved_sizes = [len(group["params"]) for group in state["param_groups"]]
+    sizes = [len(group["params"]) for group in optimizer.param_groups]
+    if saved_sizes != sizes:
+        raise ValueError(
+            f"the checkpoint's optimizer has parameter groups of sizes {saved_sizes}, this run's {sizes}: "
+            "not a checkpoint of this model"
+        )
     names = {id(parameter): name for name, parameter in module.named_parameters()}
     ordered = [names[id(parameter)] for group in optimizer.param_groups for parameter in group["params"]]
     groups, start = [], 0

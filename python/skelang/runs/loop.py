@@ -193,7 +193,7 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
     parallel = None
     if sharded:  # before the optimizer: sharding replaces the parameters
         parallel = _StepModule(stage)
-        groups = distributed.shard_fully(parallel, groups)
+        groups = distributed.shard_fully(parallel, groups, stage.device)
     optimizer = make_optimizer(groups, optim)
     # fp16 gradients underflow without loss scaling; bf16 has float32's range
     scaler = torch.amp.GradScaler(stage.device.type) if options["precision"] == "fp16" else None
@@ -282,40 +282,39 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
             if sharded:  # the checkpoint's states gathered whole (every rank takes part)
                 optimizer_state = distributed.full_optimizer_state(parallel, optimizer)
                 stage_state = distributed.whole_tensors(stage.state_dict())
-            with whole():  # whole weights for evaluation and the checkpoint
-                if (epoch + 1) % options["eval_every"] == 0 or last:
-                    with stage.autocast():
-                        metrics = stage.evaluate(final=last)
-                    entry.update({key: metrics[key] for key in stage.log_metrics if key in metrics})
-                    entry["test_top1"] = metrics["top1"]
-                    if best["top1"] is None or metrics["top1"] > best["top1"]:
-                        best = {"top1": metrics["top1"], "epoch": epoch + 1}
-                    if stage.progress:
-                        bar.write(
-                            f"epoch {epoch + 1}: loss {entry['loss']:.4f}"
-                            + (f", train top-1 {entry['train_top1']:.2%}" if classified else "")
-                            + f", test top-1 {metrics['top1']:.2%}"
-                        )
-                entry["seconds"] = time.perf_counter() - started
-                wall_time += entry["seconds"]
-                if ranks.is_main:
-                    run.append_log(entry)
-                    if events is not None:
-                        for key, value in entry.items():
-                            if key != "epoch" and isinstance(value, (int, float)):
-                                events.add_scalar(key, value, entry["epoch"])
-                        events.flush()
-                    state = {
-                        **(stage.state_dict() if stage_state is None else stage_state),
-                        "optimizer": optimizer.state_dict() if optimizer_state is None else optimizer_state,
-                        "epoch": epoch + 1,
-                        "wall_time": wall_time,
-                        "best": best,
-                        "rng": rng_states(),
-                    }
-                    if scaler is not None:
-                        state["scaler"] = scaler.state_dict()
-                    run.save_checkpoint(state)
+            if (epoch + 1) % options["eval_every"] == 0 or last:
+                with whole(), stage.autocast():  # a sharded model gathered whole for evaluation
+                    metrics = stage.evaluate(final=last)
+                entry.update({key: metrics[key] for key in stage.log_metrics if key in metrics})
+                entry["test_top1"] = metrics["top1"]
+                if best["top1"] is None or metrics["top1"] > best["top1"]:
+                    best = {"top1": metrics["top1"], "epoch": epoch + 1}
+                if stage.progress:
+                    bar.write(
+                        f"epoch {epoch + 1}: loss {entry['loss']:.4f}"
+                        + (f", train top-1 {entry['train_top1']:.2%}" if classified else "")
+                        + f", test top-1 {metrics['top1']:.2%}"
+                    )
+            entry["seconds"] = time.perf_counter() - started
+            wall_time += entry["seconds"]
+            if ranks.is_main:
+                run.append_log(entry)
+                if events is not None:
+                    for key, value in entry.items():
+                        if key != "epoch" and isinstance(value, (int, float)):
+                            events.add_scalar(key, value, entry["epoch"])
+                    events.flush()
+                state = {
+                    **(stage.state_dict() if stage_state is None else stage_state),
+                    "optimizer": optimizer.state_dict() if optimizer_state is None else optimizer_state,
+                    "epoch": epoch + 1,
+                    "wall_time": wall_time,
+                    "best": best,
+                    "rng": rng_states(),
+                }
+                if scaler is not None:
+                    state["scaler"] = scaler.state_dict()
+                run.save_checkpoint(state)
     finally:
         bar.close()
         if events is not None:

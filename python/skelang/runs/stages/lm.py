@@ -192,7 +192,9 @@ class LanguageModelStage(Stage):
         self.train_samples, self.test_samples = narratives(
             config, self.run, self.vst_model, sequences=self.sequences, write=self.ranks.is_main
         )
-        self.model = build_language_model(config, self.vst_model).to(self.device)
+        self.model = build_language_model(config, self.vst_model)
+        if not (self.ranks.distributed and config["train"]["parallel"] == "fsdp"):
+            self.model.to(self.device)  # sharded, it moves to the device shard by shard
         descriptions = self.model.descriptions
         num_classes = len(descriptions)
         for where, samples in (("training", self.train_samples), ("test", self.test_samples)):
