@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -178,6 +179,20 @@ def test_classification_metrics():
     assert metrics["confusion_matrix"] == [[2, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1]]
     assert metrics["per_class_accuracy"] == [1.0, 0.5, None, 1.0]
     assert metrics["samples"] == 5
+
+
+def test_tied_logits_rank_the_lower_class_first_everywhere():
+    """bf16 logits tie: top-1 counts the class argmax picks (the lower index), so it equals the
+    confusion matrix's diagonal and the ensemble's top-1 of the same scores."""
+    from skelang.runs.ensemble import top_k
+
+    # a bf16 joint_motion run's logits on NW-UCLA (torch.topk ranks class 1 first here)
+    row = [11.4375, 11.4375, 3.171875, -1.203125, -2.25, -0.2119140625, -8.5625, -7.46875, -2.53125, -6.46875]
+    logits, labels = torch.tensor([row, row[::-1]]), torch.tensor([1, 9])  # the higher index of each tie
+    metrics = classification_metrics(logits, labels)
+    assert metrics["top1"] == 0.0 == np.trace(np.array(metrics["confusion_matrix"]))
+    assert top_k(logits.numpy(), labels.numpy(), 1) == 0.0
+    assert metrics["top5"] == 1.0 and top_k(logits.numpy(), labels.numpy(), 2) == 1.0
 
 
 # runs

@@ -90,8 +90,9 @@ def align(scores: list[Scores]) -> list[Scores]:
 
 
 def top_k(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """As skelang.runs.metrics.top_k_accuracy: equal logits rank the lower class index first."""
     k = min(k, logits.shape[1])
-    top = np.argsort(-logits, axis=1)[:, :k]
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
     return float((top == labels[:, None]).any(axis=1).mean())
 
 

@@ -9,9 +9,10 @@ import torch
 
 def top_k_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     """Fraction of samples whose label is among the k highest logits (k is capped at the
-    number of classes)."""
+    number of classes). Equal logits (frequent in bf16) rank the lower class index first, as
+    argmax does, so top-1 agrees with the confusion matrix and with skelang ensemble."""
     k = min(k, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
+    top = torch.argsort(-logits, dim=1, stable=True)[:, :k]
     return (top == labels[:, None]).any(dim=1).float().mean().item()
 
 
