@@ -221,3 +221,29 @@ def test_extending_a_vst_run_trains_on_as_a_straight_run(tmp_path):
     assert weights["model"].keys() == expected["model"].keys()
     assert all(torch.equal(weights["model"][key], expected["model"][key]) for key in expected["model"])
     assert all(torch.equal(weights["fitted_decoder"][k], v) for k, v in expected["fitted_decoder"].items())
+
+
+def test_a_frozen_encoder_gets_the_inputs_it_was_trained_on(synthetic_hglnet_run, synthetic_vst_run, tmp_path):
+    """VST on vst.encoder_run, and stage lm on lm.vst_run, with data made differently from the
+    encoder's run: the error names each differing key and the value to set, before training.
+    (The shipped nw_ucla_vst config once fed its minmax-trained encoder unscaled inputs.)"""
+    from conftest import SYNTHETIC_HGLNET, lm_config
+
+    from skelang.runs import train
+
+    encoder_run, _ = synthetic_hglnet_run
+    vst_run, _ = synthetic_vst_run
+    data = {**SYNTHETIC_HGLNET["data"], "minmax": True, "num_frames": SYNTHETIC_HGLNET["data"]["num_frames"] * 2}
+    config = {
+        **SYNTHETIC_HGLNET,
+        "data": data,
+        "stage": "vst",
+        "vst": {"num_codes": 16, "code_dim": 8, "encoder_run": str(encoder_run)},
+    }
+    with pytest.raises(ValueError, match=r"vst.encoder_run: .* set data.num_frames=\d+, data.minmax=false"):
+        train(config, tmp_path / "vst", progress=False)
+    assert not (tmp_path / "vst" / "checkpoint.pt").exists()
+    config = lm_config(vst_run, tmp_path / "no-model-needed")
+    config["data"] = {**config["data"], "streams": ["bone"]}
+    with pytest.raises(ValueError, match=r"lm.vst_run: .* set data.streams=\[joint\]"):
+        train(config, tmp_path / "lm", progress=False)

@@ -41,6 +41,35 @@ def make_preprocess(data: dict) -> Preprocess:
     )
 
 
+# The data keys that decide what a trained encoder sees at evaluation.
+ENCODER_INPUT_KEYS = ("streams", "num_frames", "sampling", "eval_crop", "normalize", "rotate", "scale", "minmax")
+
+
+def check_encoder_inputs(data: dict, run, key: str) -> None:
+    """A stage that runs the frozen encoder of `run` (named by the config key `key`) must give it
+    its inputs as that run's data section made them: a ValueError names every key that differs
+    and the value to set. Without it the encoder's features are computed from inputs it was
+    never trained on, and every later number is silently wrong."""
+    theirs = run.config["data"]
+    differ = [name for name in ENCODER_INPUT_KEYS if theirs.get(name) != data.get(name)]
+    if differ:
+        wanted = ", ".join(f"data.{name}={_override(theirs.get(name))}" for name in differ)
+        found = ", ".join(f"data.{name}={_override(data.get(name))}" for name in differ)
+        raise ValueError(
+            f"{key}: {run.path} was trained on inputs made with {wanted}; this config has {found}. "
+            f"Its frozen encoder needs the inputs it was trained on: set {wanted}"
+        )
+
+
+def _override(value) -> str:
+    """A value as a command-line override writes it (true, [joint,bone], 0.5)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_override(item) for item in value) + "]"
+    return str(value)
+
+
 def load_sequences(data: dict) -> tuple[list, list]:
     """(training sequences, test sequences) of the data section: the two parts of
     `benchmark`, or the `train` and `test` paths whole."""

@@ -44,7 +44,7 @@ from skelang.lm.prompts import CodeEvidence, target_text
 from skelang.runs.directory import RunDirectory, open_run
 from skelang.runs.metrics import classification_metrics
 from skelang.runs.stages.base import Stage, StepOutput
-from skelang.runs.stages.encoder import load_sequences, make_preprocess
+from skelang.runs.stages.encoder import check_encoder_inputs, load_sequences, make_preprocess
 from skelang.runs.stages.vst import glossary, load_vst_run
 from skelang.vst.model import TokenizedEncoder
 
@@ -185,6 +185,7 @@ class LanguageModelStage(Stage):
         config, section = self.config, self.config["lm"]
         self.joint = section["joint"]["enabled"]
         vst_stage = load_vst_run(section["vst_run"])
+        check_encoder_inputs(config["data"], vst_stage.run, "lm.vst_run")
         self.vst_model = vst_stage.model.to(self.device)
         entries = glossary(section["vst_run"])
         self.glossary = {entry.code: entry for entry in entries}

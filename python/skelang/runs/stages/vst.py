@@ -16,7 +16,7 @@ from skelang.data.readers import open_sequences
 from skelang.data.sequence import Sequence
 from skelang.files import write_text_atomic
 from skelang.runs.directory import RunDirectory, open_run
-from skelang.runs.stages.encoder import EncoderStage, load_sequences, make_preprocess
+from skelang.runs.stages.encoder import EncoderStage, check_encoder_inputs, load_sequences, make_preprocess
 from skelang.vst.glossary import GlossaryEntry, build_glossary, load_glossary, save_glossary
 from skelang.vst.model import TokenizedEncoder, VSTConfig
 from skelang.vst.narrative import format_narrative
@@ -36,7 +36,9 @@ class VSTStage(EncoderStage):
         section = self.config["vst"]
         frozen = section["encoder_run"] is not None
         if frozen and for_training:
-            state = open_run(section["encoder_run"]).load_checkpoint()["model"]
+            encoder_run = open_run(section["encoder_run"])
+            check_encoder_inputs(self.config["data"], encoder_run, "vst.encoder_run")
+            state = encoder_run.load_checkpoint()["model"]
             if any(key.startswith("encoder.") for key in state):  # a VST or SSF run: its encoder's part
                 state = {
                     key.removeprefix("encoder."): value for key, value in state.items() if key.startswith("encoder.")
