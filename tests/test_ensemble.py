@@ -72,22 +72,31 @@ def test_weights_are_searched_on_validation_scores_only(tmp_path):
     rng = np.random.default_rng(1)
     N, K = 300, 4
     labels = rng.integers(0, K, N)
-    ids = [f"v{i}" for i in range(N)]
 
-    def run(name, accuracy):
+    def run(name, accuracy, split):
         logits = rng.normal(size=(N, K))
         good = rng.random(N) < accuracy
         logits[good, labels[good]] += 4.0
-        return write_scores(tmp_path / name, ids, labels, logits)
+        return write_scores(tmp_path / name, [f"{split}{i}" for i in range(N)], labels, logits)
 
-    strong, weak = run("strong_val.npz", 0.9), run("weak_val.npz", 0.3)
+    strong, weak = run("strong_val.npz", 0.9, "val"), run("weak_val.npz", 0.3, "val")
     weights = search_weights([load_scores(strong), load_scores(weak)])
     assert weights[0] > weights[1]  # the validation split says the first stream is the better one
-    test_a, test_b = run("a_test.npz", 0.5), run("b_test.npz", 0.5)
+    test_a, test_b = run("a_test.npz", 0.5, "test"), run("b_test.npz", 0.5, "test")
     report = ensemble([test_a, test_b], search=[strong, weak])
     assert report["weights"] == weights and report["weights_from"] == "validation search"
     with pytest.raises(ValueError, match="2 validation sources for 1 runs"):
         ensemble([test_a], search=[strong, weak])
+    # the test scores themselves (or any split sharing samples with them) are no validation set
+    with pytest.raises(ValueError, match=r"a_test.npz shares 300 samples with the test scores .*never on the test set"):
+        ensemble([test_a, test_b], search=[test_a, test_b])
+    assert ensemble([test_a, test_b])["weights_from"] == "equal"
+    assert ensemble([test_a, test_b], weights=[1, 0])["weights_from"] == "given"
+    for bad in ([-1, 2], [0, 0], [float("nan"), 1]):
+        with pytest.raises(ValueError, match="expected numbers >= 0, not all 0"):
+            ensemble([test_a, test_b], weights=bad)
+    with pytest.raises(ValueError, match="a_test.npz: the same run twice"):
+        ensemble([test_a, tmp_path / "." / "a_test.npz"])
     result = subprocess.run(
         [sys.executable, "-m", "skelang", "ensemble", str(test_a), str(test_b), "--weights", "1", "2", "--json"],
         capture_output=True,
@@ -105,6 +114,9 @@ def test_streams_train_one_run_each_and_ensemble(tmp_path):
     report = train_streams(config, ["joint", "bone"], tmp_path / "streams", progress=False)
     assert [run["stream"] for run in report["runs"]] == ["joint", "bone"]
     assert (tmp_path / "streams" / "ensemble.json").is_file()
+    # a scores file inside a run folder is that run's stream and seed
+    scores = load_scores(tmp_path / "streams" / "bone" / "scores.npz")
+    assert (scores.stream, scores.seed) == ("bone", config["seed"])
     again = train_streams(config, ["joint", "bone"], tmp_path / "streams", progress=False)  # finished: kept
     assert again["top1"] == report["top1"]
 

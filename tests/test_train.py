@@ -303,6 +303,17 @@ def test_train_and_eval_commands(tmp_path, tiny_file):
     metrics = json.loads(result.stdout)
     assert metrics["epoch"] == 1 and metrics["samples"] == 15
     assert metrics["top1"] == json.loads((out / "metrics.json").read_text())["top1"]
+    # --resume reads the run's own config: a finished run is left as it is ...
+    result = run("train", "--out", str(out), "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "after 1 epoch " in result.stdout and "train.epochs" not in result.stderr
+    # ... and more epochs train it on, announced
+    result = run("train", "--out", str(out), "--resume", "train.epochs=2")
+    assert result.returncode == 0, result.stderr
+    assert f"{out}: train.epochs 1 -> 2: the run goes on from epoch 1 to 2" in result.stderr
+    assert "after 2 epochs" in result.stdout
+    result = run("train", "--out", str(tmp_path / "other"))
+    assert result.returncode == 1 and "--config: expected a configuration" in result.stderr
 
     result = run("train", "--config", str(tiny_file), "optim.lr=fast", "--out", str(tmp_path / "other"))
     assert result.returncode == 1

@@ -288,6 +288,12 @@ def cmd_train(args) -> int:
     from skelang.runs.distributed import is_main_process
 
     end_with_the_sweep()
+    if args.config is None:
+        if not args.resume or args.streams:
+            raise ValueError("--config: expected a configuration (only --resume reads the run's own config.yaml)")
+        args.config = str(Path(args.out) / "config.yaml")
+        if not Path(args.config).is_file():
+            raise ValueError(f"--resume: {args.out} holds no run (no config.yaml); give --config")
     config = load_config(args.config, args.overrides)
     quiet = not is_main_process()  # under torchrun, rank 0 reports
     if args.streams:
@@ -302,7 +308,8 @@ def cmd_train(args) -> int:
     metrics = train(config, args.out, resume=args.resume, progress=not args.no_progress)
     if not quiet:
         print(
-            f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} after {metrics['epochs']} epochs "
+            f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} after {metrics['epochs']} "
+            f"epoch{'s' if metrics['epochs'] != 1 else ''} "
             f"({metrics['wall_time_s']:.0f} s, {metrics['parameters']:,} parameters); wrote {args.out}"
         )
     return 0
@@ -416,7 +423,9 @@ def cmd_explain(args) -> int:
 def _add_train_commands(commands) -> None:
     train = commands.add_parser("train", help="train a model from a YAML configuration")
     train.add_argument(
-        "--config", required=True, help="a configuration file, or the name of a shipped one (skelang config list)"
+        "--config",
+        help="a configuration file, or the name of a shipped one (skelang config list); with --resume, "
+        "the run's own config.yaml when left out",
     )
     train.add_argument(
         "overrides",
@@ -613,8 +622,9 @@ def _add_ensemble_command(commands) -> None:
         "--search",
         nargs="+",
         metavar="VALIDATION",
-        help="search the weights on these validation scores, one per run in the same order "
-        "(skelang eval RUN --data VAL --scores FILE); never on the test set",
+        help="search the weights (each from 0, 0.5, 1, 1.5, 2) on these validation scores, one per run "
+        "in the same order (skelang eval RUN --data VAL --scores FILE); validation samples that are "
+        "also test samples are an error",
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.set_defaults(func=lambda args, rest: cmd_ensemble(args))

@@ -24,6 +24,7 @@ import io
 import json
 import os
 import pickle
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,6 +173,14 @@ class RunDirectory:
             checkpoint = self.load_checkpoint()
             if checkpoint["epoch"] >= config["train"]["epochs"] and self.file(METRICS).is_file():
                 return checkpoint, self.metrics()
+            before = self.config["train"]["epochs"]
+            if before != config["train"]["epochs"]:  # allowed, but never unannounced
+                print(
+                    f"{self.path}: train.epochs {before} -> {config['train']['epochs']}: the run goes on "
+                    f"from epoch {checkpoint['epoch']} to {config['train']['epochs']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             write_text_atomic(self.file(CONFIG), yaml.safe_dump(config, sort_keys=False))
             return checkpoint, None
         started = self.file(CONFIG).is_file()

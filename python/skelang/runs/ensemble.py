@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skelang.runs.directory import SCORES, RunDirectory
+from skelang.runs.directory import CONFIG, SCORES, RunDirectory
 
 WEIGHT_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
 
@@ -40,10 +40,14 @@ def load_scores(source: str | os.PathLike) -> Scores:
     (its stream: the file's stem)."""
     path = Path(source)
     stream, seed = path.stem, None
-    if path.is_dir():
-        run = RunDirectory(path)
+    # a run folder, or a scores file inside one (skelang eval RUN --scores RUN/val.npz): the run's
+    # stream and seed
+    folder = path if path.is_dir() else path.parent
+    if path.is_dir() or (folder / CONFIG).is_file():
+        run = RunDirectory(folder)
         config = run.config
         stream, seed = "+".join(config["data"]["streams"]), config["seed"]
+    if path.is_dir():
         path = run.file(SCORES)
         if not path.is_file():
             raise ValueError(f"{source}: no {SCORES} (evaluate the run: skelang eval {source})")
@@ -122,16 +126,31 @@ def ensemble(sources: list, weights: list[float] | None = None, search: list | N
     scores: each run, each stream over seeds, the weights (given, searched on the `search`
     sources' validation scores, one per source in the same order, or equal) and the fused
     top-1 / top-5."""
+    _no_repeats(sources, "run")
     scores = align([load_scores(source) for source in sources])
     if weights is not None and search is not None:
         raise ValueError("give weights or search them on validation scores, not both")
-    if weights is not None and len(weights) != len(scores):
-        raise ValueError(f"{len(weights)} weights for {len(scores)} runs")
+    weights_from = "validation search" if search is not None else "given" if weights is not None else "equal"
+    if weights is not None:
+        if len(weights) != len(scores):
+            raise ValueError(f"{len(weights)} weights for {len(scores)} runs")
+        weights = [float(w) for w in weights]
+        if not all(np.isfinite(w) and w >= 0 for w in weights) or not any(weights):
+            raise ValueError(f"weights {weights}: expected numbers >= 0, not all 0")
     if search is not None:
         if len(search) != len(scores):
             raise ValueError(f"{len(search)} validation sources for {len(scores)} runs (one per run, same order)")
-        weights = search_weights([load_scores(source) for source in search])
-    weights = [1.0] * len(scores) if weights is None else [float(w) for w in weights]
+        _no_repeats(search, "validation source")
+        validation = [load_scores(source) for source in search]
+        shared = sorted(set(validation[0].ids.tolist()) & set(scores[0].ids.tolist()))
+        if shared:
+            raise ValueError(
+                f"{search[0]} shares {len(shared)} samples with the test scores of {sources[0]} "
+                f"({', '.join(shared[:3])}{' ...' if len(shared) > 3 else ''}): search the weights on "
+                f"another split (skelang eval RUN --data VALIDATION --scores FILE), never on the test set"
+            )
+        weights = search_weights(validation)
+    weights = [1.0] * len(scores) if weights is None else weights
     labels = scores[0].labels
     runs = [
         {
@@ -160,10 +179,18 @@ def ensemble(sources: list, weights: list[float] | None = None, search: list | N
             for name, values in streams.items()
         },
         "weights": weights,
-        "weights_from": "validation search" if search is not None else "given" if weights else "equal",
+        "weights_from": weights_from,
         "top1": top_k(fused, labels, 1),
         "top5": top_k(fused, labels, 5),
     }
+
+
+def _no_repeats(sources: list, what: str) -> None:
+    """The same run (or file) twice would count one model as two."""
+    resolved = [Path(source).resolve() for source in sources]
+    repeated = sorted({str(source) for source, path in zip(sources, resolved) if resolved.count(path) > 1})
+    if repeated:
+        raise ValueError(f"{', '.join(repeated)}: the same {what} twice; give each one once")
 
 
 def format_report(report: dict) -> str:
@@ -175,10 +202,11 @@ def format_report(report: dict) -> str:
         )
     for name, stream in report["streams"].items():
         lines.append(
-            f"stream {name}: {stream['mean_top1']:.2%} +- {stream['std_top1']:.2%} over {stream['runs']} run(s)"
+            f"stream {name}: {stream['mean_top1']:.2%} +- {stream['std_top1']:.2%} over {stream['runs']} "
+            f"run{'s' if stream['runs'] != 1 else ''}"
         )
     lines.append(
-        f"ensemble of {len(report['runs'])} runs ({report['weights_from']} weights) on {report['samples']} "
+        f"ensemble of {len(report['runs'])} run{'s' if len(report['runs']) != 1 else ''} ({report['weights_from']} weights) on {report['samples']} "
         f"samples: top-1 {report['top1']:.2%}, top-5 {report['top5']:.2%}"
     )
     return "\n".join(lines)
