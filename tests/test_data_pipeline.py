@@ -206,3 +206,22 @@ def test_archives_of_other_files_say_what_they_hold(tmp_path):
     (tmp_path / "damaged.tar.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(ValueError, match=r"damaged\.tar\.gz: "):
         readers.detect_format(tmp_path / "damaged.tar.gz")
+
+
+def test_a_folder_of_several_formats_and_an_absurd_kinetics_frame_index_are_errors(tmp_path):
+    """A folder holding NTU, Kinetics and BVH files was read as NTU, the rest left out unsaid;
+    a Kinetics frame_index of 50,000,000 asked numpy for 20 GiB (a traceback)."""
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "S001C001P001R001A001.skeleton").write_text("0\n")
+    for i in range(2):
+        (mixed / f"clip{i}.json").write_text(json.dumps({"data": [], "label_index": 1}))
+    (mixed / "labels.csv").write_text("name,label\n")  # not data: not counted
+    with pytest.raises(ValueError, match=r"mixed: holds data files of several formats \(2 \.json, 1 \.skeleton\)"):
+        readers.detect_format(mixed)
+    (mixed / "S001C001P001R001A001.skeleton").unlink()
+    assert readers.detect_format(mixed) == "kinetics"
+    frame = {"frame_index": 50_000_000, "skeleton": [{"pose": [0.5] * 36, "score": [0.9] * 18}]}
+    (tmp_path / "far.json").write_text(json.dumps({"data": [frame], "label_index": 1}))
+    with pytest.raises(ValueError, match=r"far\.json: data\[0\]: 'frame_index' must be an integer from 1 to 108,000"):
+        readers.open_sequences(tmp_path / "far.json")

@@ -331,7 +331,7 @@ def test_kinetics_unknown_label_and_folder(tmp_path):
             r"frame 2, person 1: 'pose'",
         ),
         ([{"frame_index": 1, "skeleton": [{"pose": [0.0] * 36, "score": [None] * 18}]}], r"frame 1, person 0: 'score'"),
-        ([{"frame_index": 0, "skeleton": []}], r"data\[0\]: 'frame_index' must be an integer >= 1"),
+        ([{"frame_index": 0, "skeleton": []}], r"data\[0\]: 'frame_index' must be an integer from 1 to 108,000"),
         ([{"frame_index": 1, "skeleton": []}, {"frame_index": 1, "skeleton": []}], "frame 1: listed twice"),
         ([], "nobody was detected: 'data' holds no frame"),
     ],

@@ -297,6 +297,11 @@ def _finite_numbers(values, count: int) -> bool:
     return isinstance(values, list) and len(values) == count and all(map(is_float32_number, values))
 
 
+# The largest frame_index read: the clip is allocated up to it (frames left out of 'data' are
+# zeros), so an absurd index would ask for gigabytes.
+KINETICS_MAX_FRAMES = 108_000
+
+
 def parse_kinetics_json(text: str | bytes, source: str, max_people: int = 2) -> Sequence:
     """One Kinetics-skeleton document as a Sequence (3, T, 18, max_people); see read_kinetics_json."""
     document = parse_json(text, source)
@@ -305,8 +310,11 @@ def parse_kinetics_json(text: str | bytes, source: str, max_people: int = 2) -> 
     frames = {}  # frame_index -> [(total score, pose (36,), score (18,))] in listed order
     for position, frame in enumerate(document["data"]):
         index = frame.get("frame_index") if isinstance(frame, dict) else None
-        if not _is_integer(index) or index < 1:
-            raise ValueError(f"{source}: data[{position}]: 'frame_index' must be an integer >= 1, got {index!r}")
+        if not _is_integer(index) or not 1 <= index <= KINETICS_MAX_FRAMES:
+            raise ValueError(
+                f"{source}: data[{position}]: 'frame_index' must be an integer from 1 to "
+                f"{KINETICS_MAX_FRAMES:,} (an hour at 30 fps), got {index!r:.40}"
+            )
         if index in frames:
             raise ValueError(f"{source}: frame {index}: listed twice")
         people = frame.get("skeleton")

@@ -11,6 +11,8 @@ annotation pickles; CTR-GCN .npz files; BVH motion capture; and the built-in syn
 
 from __future__ import annotations
 
+import collections
+
 import multiprocessing
 import tarfile
 import zipfile
@@ -76,6 +78,24 @@ def _json_file_kind(file: Path) -> str:
     return kind
 
 
+# The data files a folder may hold, one format per folder (.json: Kinetics or NW-UCLA).
+_DATA_SUFFIXES = (".skeleton", ".bvh", ".npy", ".json", ".pkl", ".pickle", ".npz")
+
+
+def _one_format(folder: Path) -> None:
+    """A folder holding data files of several formats would be read as one of them, the
+    others left out unsaid: a ValueError counting each."""
+    counts = collections.Counter(
+        file.suffix for file in folder.iterdir() if file.suffix in _DATA_SUFFIXES and file.is_file()
+    )
+    if len(counts) > 1:
+        found = ", ".join(f"{count} {suffix}" for suffix, count in sorted(counts.items()))
+        raise ValueError(
+            f"{folder}: holds data files of several formats ({found}); skelang reads one format per "
+            f"folder: put each format in a folder of its own (a .pkl or .npz is read as a file: pass its path)"
+        )
+
+
 def detect_format(path: str | Path) -> str:
     text = str(path)
     if text == "synthetic" or text.startswith("synthetic:"):
@@ -86,6 +106,7 @@ def detect_format(path: str | Path) -> str:
     if path.is_dir():
         if cache.is_cache(path):
             return "cache"
+        _one_format(path)
         for suffix, kind in ((".skeleton", "ntu"), (".bvh", "bvh"), (".npy", "clips")):
             if next(path.glob(f"*{suffix}"), None) is not None:
                 return kind
