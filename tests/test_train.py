@@ -362,3 +362,41 @@ def test_fp16_needs_cuda(tmp_path):
         pytest.skip("a CUDA device is here")
     with pytest.raises(ValueError, match="train.precision: fp16 needs a CUDA device; on the CPU use bf16"):
         train(tiny_config(train={"precision": "fp16"}), tmp_path / "run", progress=False)
+
+
+def test_clips_of_one_and_two_people_train_and_evaluate_together(tmp_path):
+    """PYSKL keeps each clip's own number of people: a file of one- and two-person clips
+    failed to batch ('stack expects each tensor to be equal size'), and a two-person test set
+    after one-person training failed after the first epoch. Every input now has the most
+    bodies of the run's data (the others absent, as the NTU reader pads); evaluation data is
+    padded to the model's, and a clip with more people than the model is an error naming it."""
+    import pickle
+
+    from skelang.runs import evaluate_run
+
+    rng = np.random.default_rng(0)
+
+    def clip(name, label, people, frames=12):
+        keypoint = rng.normal(size=(people, frames, 17, 2)).astype(np.float32)
+        return {"frame_dir": name, "label": label, "total_frames": frames, "keypoint": keypoint}
+
+    def write(name, clips):
+        (tmp_path / name).write_bytes(pickle.dumps({"annotations": clips}, protocol=4))
+        return str(tmp_path / name)
+
+    train_file = write("train.pkl", [clip(f"t{i}", i % 2, 1 + (i % 3 == 0)) for i in range(12)])
+    test_file = write("test.pkl", [clip(f"v{i}", i % 2, 1) for i in range(4)])
+    config = {
+        "seed": 0,
+        "data": {"train": train_file, "test": test_file, "num_frames": 8, "num_workers": 0},
+        "model": {"type": "stgcn", "channels": [8], "strides": [1]},
+        "optim": {"lr": 0.05, "warmup_epochs": 0},
+        "train": {"epochs": 1, "batch_size": 4, "test_batch_size": 4},
+    }
+    metrics = train(config, tmp_path / "run", progress=False)
+    assert metrics["samples"] == 4
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["num_bodies"] == 2
+    assert evaluate_run(tmp_path / "run", data=train_file)["samples"] == 12  # 1 and 2 people
+    crowd = write("crowd.pkl", [clip("three", 0, 3)])
+    with pytest.raises(ValueError, match="three: 3 bodies; the model takes 2"):
+        evaluate_run(tmp_path / "run", data=crowd)

@@ -21,7 +21,10 @@ class SkeletonDataset(torch.utils.data.Dataset):
     seeded by (seed, epoch, i): an item is the same whichever worker makes it, and a resumed
     run sees the same data. Call set_epoch at the start of each epoch. With `repeat` k the
     dataset holds every sequence k times (item i is sequence i mod N, with its own random
-    draws), as CTR-GCN's NW-UCLA feeder makes one epoch of 5 passes.
+    draws), as CTR-GCN's NW-UCLA feeder makes one epoch of 5 passes. With `num_bodies`, every
+    input has that many bodies: a sequence with fewer gets absent (zero) bodies, as the NTU
+    and Kinetics readers pad one-person clips; one with more is a ValueError naming it (a
+    model takes a fixed number of bodies, and dropping people would change the sample).
     """
 
     def __init__(
@@ -31,6 +34,7 @@ class SkeletonDataset(torch.utils.data.Dataset):
         train: bool = False,
         seed: int = 0,
         repeat: int = 1,
+        num_bodies: int | None = None,
     ):
         if repeat < 1:
             raise ValueError(f"SkeletonDataset.repeat must be a positive integer, got {repeat}")
@@ -39,6 +43,7 @@ class SkeletonDataset(torch.utils.data.Dataset):
         self.train = train
         self.seed = seed
         self.repeat = repeat
+        self.num_bodies = num_bodies
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -57,7 +62,15 @@ class SkeletonDataset(torch.utils.data.Dataset):
         sequence = self.sequences[i % len(self.sequences)]
         rng = np.random.default_rng([self.seed, epoch, i]) if self.train else None
         label = -1 if sequence.label is None else sequence.label
-        return torch.from_numpy(self.preprocess(sequence, rng)), label
+        inputs = torch.from_numpy(self.preprocess(sequence, rng))
+        if self.num_bodies is not None and inputs.shape[-1] != self.num_bodies:
+            if inputs.shape[-1] > self.num_bodies:
+                raise ValueError(
+                    f"{sequence.sample_id(i % len(self.sequences))}: {inputs.shape[-1]} bodies; the model "
+                    f"takes {self.num_bodies}"
+                )
+            inputs = torch.nn.functional.pad(inputs, (0, self.num_bodies - inputs.shape[-1]))
+        return inputs, label
 
     @property
     def labels(self) -> np.ndarray:

@@ -98,13 +98,13 @@ def write_scores_file(path: str | Path, sequences, stage) -> Path:
     logits), written whole; never over a run's own files."""
     import numpy as np
 
-    from skelang.data.dataset import SkeletonDataset, make_loader
+    from skelang.data.dataset import make_loader
     from skelang.files import atomic_open
-    from skelang.runs.stages.encoder import make_preprocess, predict
+    from skelang.runs.stages.encoder import predict
 
     path = Path(path)
     loader = make_loader(
-        SkeletonDataset(sequences, make_preprocess(stage.config["data"])),
+        stage.dataset(sequences),
         stage.config["train"]["test_batch_size"],
         shuffle=False,
         num_workers=stage.num_workers,

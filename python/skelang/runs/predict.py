@@ -156,12 +156,11 @@ def _class_names(stage, count: int) -> list[str]:
 
 
 def _predict_encoder(run, sequences: list[Sequence]) -> list[dict]:
-    from skelang.data.dataset import SkeletonDataset, make_loader
+    from skelang.data.dataset import make_loader
     from skelang.runs.stages import STAGES
-    from skelang.runs.stages.encoder import make_preprocess
 
     stage = STAGES[run.stage].load(run, "cpu")
-    loader = make_loader(SkeletonDataset(sequences, make_preprocess(stage.config["data"])), 16, shuffle=False)
+    loader = make_loader(stage.dataset(sequences), 16, shuffle=False)
     names = _class_names(stage, stage.shape["num_classes"])
     results = []
     with torch.no_grad(), stage.autocast():

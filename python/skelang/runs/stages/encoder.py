@@ -168,11 +168,18 @@ class EncoderStage(Stage):
         train_sequences, test_sequences = load_sequences(data)
         self.train_sequences = self.training_sequences(train_sequences)
         self.preprocess = make_preprocess(data)
+        # clips of one, two or more people (PYSKL keeps each clip's own): all as the most
+        num_bodies = max(sequence.data.shape[3] for sequence in [*self.train_sequences, *test_sequences])
         self.train_set = SkeletonDataset(
-            self.train_sequences, self.preprocess, train=True, seed=config["seed"], repeat=data["repeat"]
+            self.train_sequences,
+            self.preprocess,
+            train=True,
+            seed=config["seed"],
+            repeat=data["repeat"],
+            num_bodies=num_bodies,
         )
-        self.test_set = SkeletonDataset(test_sequences, self.preprocess)
-        in_channels, _, _, num_bodies = self.test_set[0][0].shape
+        self.test_set = SkeletonDataset(test_sequences, self.preprocess, num_bodies=num_bodies)
+        in_channels = self.test_set[0][0].shape[0]
         self.shape = {
             "num_classes": count_classes(data, [self.train_set, self.test_set]),
             "in_channels": in_channels,
@@ -276,9 +283,13 @@ class EncoderStage(Stage):
             stage.config["train"]["precision"] = "fp32"  # a CUDA fp16 run evaluated on the CPU
         return stage
 
+    def dataset(self, sequences) -> SkeletonDataset:
+        """`sequences` with the run's evaluation preprocessing, with as many bodies as its model."""
+        return SkeletonDataset(sequences, make_preprocess(self.config["data"]), num_bodies=self.shape["num_bodies"])
+
     def evaluate_sequences(self, sequences, write_scores: bool = False, **options) -> dict:
         """Metrics of the loaded model on `sequences` (the run's evaluation preprocessing)."""
-        dataset = SkeletonDataset(sequences, make_preprocess(self.config["data"]))
+        dataset = self.dataset(sequences)
         loader = make_loader(
             dataset, self.config["train"]["test_batch_size"], shuffle=False, num_workers=self.num_workers
         )

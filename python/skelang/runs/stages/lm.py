@@ -56,7 +56,8 @@ JOINT_NARRATIVES = "narratives_joint.pt"  # the test part, by the jointly traine
 def narrate(model: TokenizedEncoder, sequences: list, data: dict, batch_size: int = 64) -> list[NarratedSample]:
     """Every sequence's codes (one per segment), segment features and the encoder's own
     prediction, with the evaluation preprocessing of the data section."""
-    loader = make_loader(SkeletonDataset(sequences, make_preprocess(data)), batch_size, shuffle=False, num_workers=0)
+    dataset = SkeletonDataset(sequences, make_preprocess(data), num_bodies=model.encoder.num_bodies)
+    loader = make_loader(dataset, batch_size, shuffle=False, num_workers=0)
     model.eval()
     device = next(model.parameters()).device
     samples: list[NarratedSample] = []
@@ -217,7 +218,11 @@ class LanguageModelStage(Stage):
                 {"params": unfreeze_for_joint_training(self.vst_model), "lr_scale": section["joint"]["lr_scale"]}
             )
             self.dataset = SkeletonDataset(
-                self.sequences[0], make_preprocess(config["data"]), train=True, seed=config["seed"]
+                self.sequences[0],
+                make_preprocess(config["data"]),
+                train=True,
+                seed=config["seed"],
+                num_bodies=self.vst_model.encoder.num_bodies,
             )
             self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=config["optim"]["label_smoothing"])
             self.names = [s.name for s in self.train_samples]

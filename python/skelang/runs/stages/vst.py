@@ -16,7 +16,7 @@ from skelang.data.readers import open_sequences
 from skelang.data.sequence import Sequence
 from skelang.files import write_text_atomic
 from skelang.runs.directory import RunDirectory, open_run
-from skelang.runs.stages.encoder import EncoderStage, check_encoder_inputs, load_sequences, make_preprocess
+from skelang.runs.stages.encoder import EncoderStage, check_encoder_inputs, load_sequences
 from skelang.vst.glossary import GlossaryEntry, build_glossary, load_glossary, save_glossary
 from skelang.vst.model import TokenizedEncoder, VSTConfig
 from skelang.vst.narrative import format_narrative
@@ -61,7 +61,7 @@ class VSTStage(EncoderStage):
     def training_loader(self):
         """The training sequences with the evaluation preprocessing, in order."""
         return make_loader(
-            SkeletonDataset(self.train_sequences, self.preprocess),
+            SkeletonDataset(self.train_sequences, self.preprocess, num_bodies=self.shape["num_bodies"]),
             self.config["train"]["test_batch_size"],
             shuffle=False,
             num_workers=self.num_workers,
@@ -107,7 +107,7 @@ def tokenize(run_dir: str | Path, data: str, batch_size: int = 64) -> list[dict]
     model = stage.model
     sequences = open_sequences(data)
     loader = make_loader(
-        SkeletonDataset(sequences, make_preprocess(stage.config["data"])), batch_size, shuffle=False, num_workers=0
+        stage.dataset(sequences), batch_size, shuffle=False, num_workers=0
     )
     records = []
     with torch.no_grad():
@@ -143,7 +143,7 @@ def glossary(run_dir: str | Path) -> list[GlossaryEntry]:
     stage = load_vst_run(run_dir)
     train_sequences, _ = load_sequences(stage.config["data"])
     loader = make_loader(
-        SkeletonDataset(train_sequences, make_preprocess(stage.config["data"])),
+        stage.dataset(train_sequences),
         stage.config["train"]["test_batch_size"],
         shuffle=False,
         num_workers=0,
