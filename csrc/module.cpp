@@ -25,6 +25,10 @@ std::map<std::string, std::vector<std::string>> registered_ops() {
     for (auto key : {c10::DispatchKey::CPU, c10::DispatchKey::CUDA}) {
       if (handle && handle->hasKernelForDispatchKey(key)) devices.emplace_back(c10::toString(key));
     }
+    // ops composed of ATen calls run on every device ATen does
+    if (devices.empty() && handle &&
+        handle->hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd))
+      devices.emplace_back("composite of ATen ops (every device)");
     ops[name.name.substr(9)] = devices;
   }
   return ops;
@@ -49,6 +53,7 @@ PYBIND11_MODULE(_C, module) {
       "Whether the CUDA kernels were compiled into this build.");
   module.def(
       "registered_ops", &registered_ops,
-      "skelang operator names mapped to the devices (CPU, CUDA) that have kernels for them.");
+      "skelang operator names mapped to the devices (CPU, CUDA) that have kernels for them, or to "
+      "'composite of ATen ops (every device)'.");
   skelang::bind_data(module);
 }

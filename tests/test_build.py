@@ -17,6 +17,8 @@ def test_extension_registers_the_skelang_library():
     assert "graph_aggregate" in ops and "CPU" in ops["graph_aggregate"]
     assert "graph_aggregate_grad_topology" in ops
     assert hasattr(torch.ops.skelang, "graph_aggregate")
+    # an op composed of ATen calls has no device kernel of its own, and runs everywhere
+    assert ops["multiscale_temporal_conv"] == ["composite of ATen ops (every device)"]
 
 
 def test_extension_was_built_against_the_running_torch():

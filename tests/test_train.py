@@ -303,6 +303,9 @@ def test_train_and_eval_commands(tmp_path, tiny_file):
     metrics = json.loads(result.stdout)
     assert metrics["epoch"] == 1 and metrics["samples"] == 15
     assert metrics["top1"] == json.loads((out / "metrics.json").read_text())["top1"]
+    assert metrics["class_names"][:2] == ["wave", "clap"]  # the synthetic set's
+    result = run("eval", str(out))
+    assert result.returncode == 0 and "  class   0 wave: " in result.stdout
     # --resume reads the run's own config: a finished run is left as it is ...
     result = run("train", "--out", str(out), "--resume")
     assert result.returncode == 0, result.stderr

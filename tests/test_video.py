@@ -274,3 +274,20 @@ def test_the_predict_command_passes_every_option(monkeypatch, capsys):
         "render": "out.mp4",
         "progress": False,
     }
+
+
+def test_a_render_target_of_the_wrong_kind_fails_before_the_pose_extraction(tmp_path, monkeypatch):
+    """--render out.gif failed only after minutes of pose extraction."""
+    import skelang.video.extract
+    from skelang.runs.predict import predict_video
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("the pose extraction ran")
+
+    monkeypatch.setattr(skelang.video.extract, "extract_poses", no_extraction)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"--render .*out\.gif: expected one of \.mp4"):
+        predict_video(tmp_path / "no-run", video, render=tmp_path / "out.gif")
+    with pytest.raises(ValueError, match="the input video itself"):
+        predict_video(tmp_path / "no-run", video, render=video)

@@ -354,8 +354,10 @@ def cmd_eval(args) -> int:
         f"top-1 {metrics['top1']:.2%}, top-5 {metrics['top5']:.2%} over {metrics['samples']} samples"
         + (f"; per-sample scores in {metrics['scores']}" if "scores" in metrics else "")
     )
+    names = metrics.get("class_names") or []
     for label, accuracy in enumerate(metrics["per_class_accuracy"]):
-        print(f"  class {label:>3}: " + ("no samples" if accuracy is None else f"{accuracy:.2%}"))
+        name = f" {names[label]}" if label < len(names) else ""
+        print(f"  class {label:>3}{name}: " + ("no samples" if accuracy is None else f"{accuracy:.2%}"))
     return 0
 
 
@@ -570,12 +572,12 @@ def _add_vst_commands(commands) -> None:
     vst = commands.add_parser("vst", help="semantic action tokens of a training run with VST")
     actions = vst.add_subparsers(dest="action", required=True)
     tokenize = actions.add_parser("tokenize", help="each sequence's action narrative")
-    tokenize.add_argument("run_dir", help="a run trained with a vst section")
+    tokenize.add_argument("run_dir", help="a VST run (a run of stage: vst)")
     tokenize.add_argument("--data", required=True, help="the sequences (any path skelang data reads)")
     tokenize.add_argument("--out", help="write JSON lines here instead of printing")
     tokenize.set_defaults(func=lambda args, rest: cmd_vst_tokenize(args))
     glossary = actions.add_parser("glossary", help="every code used in training, described in words")
-    glossary.add_argument("run_dir", help="a run trained with a vst section")
+    glossary.add_argument("run_dir", help="a VST run (a run of stage: vst)")
     glossary.add_argument("--json", action="store_true", help="print machine-readable JSON")
     glossary.set_defaults(func=lambda args, rest: cmd_vst_glossary(args))
 

@@ -86,6 +86,7 @@ def evaluate_run(
         sequences = load_sequences(stage.config["data"])[1] if data is None else open_sequences(data)
         options = {"zero_shot": zero_shot, "calibration": calibration, "unseen": unseen} if run.stage == "ssf" else {}
         metrics = stage.evaluate_sequences(sequences, write_scores=write_scores and data is None, **options)
+        metrics["class_names"] = stage.class_names(stage.shape["num_classes"])  # None when unknown
     if scores_path is not None:
         if run.path.resolve() in Path(scores_path).resolve().parents:
             raise ValueError(f"--scores {scores_path}: write other data's scores outside the run folder {run.path}")

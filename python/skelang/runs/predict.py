@@ -79,9 +79,10 @@ def predict_video(
     explanation). `coordinates` as skelang.video.extract (camera, world, image): those of the
     data the run was trained on (`skelang data extract --coordinates`)."""
     from skelang.video.extract import extract_poses
+    from skelang.video.render import check_render_target
 
-    if render is not None and Path(render).resolve() == Path(video).resolve():
-        raise ValueError(f"--render {render}: the input video itself; choose another file")
+    if render is not None:  # before the extraction, which takes minutes
+        check_render_target(video, render)
 
     run = open_run(run_dir)
     config = run.config

@@ -16,6 +16,18 @@ COLOURS = [(0, 90, 255), (255, 120, 0), (0, 200, 80), (200, 0, 200)]  # BGR, one
 CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mov": "mp4v", ".mkv": "mp4v"}
 
 
+def check_render_target(video: str | os.PathLike, out: str | os.PathLike) -> str:
+    """The codec of the video file `out` (by its suffix); a ValueError when it is the input
+    video itself or of a kind OpenCV is not asked to write."""
+    out = Path(out)
+    if out.resolve() == Path(video).resolve():
+        raise ValueError(f"--render {out}: the input video itself; choose another file")
+    codec = CODECS.get(out.suffix.lower())
+    if codec is None:
+        raise ValueError(f"--render {out}: expected one of {', '.join(CODECS)}")
+    return codec
+
+
 def render_video(
     video: str | os.PathLike,
     poses: PoseTrack,
@@ -27,11 +39,7 @@ def render_video(
     and, on the frames of each (start, end, text) in `labels`, the text, written to `out`."""
     cv2 = _cv2()
     out = Path(out)
-    if out.resolve() == Path(video).resolve():
-        raise ValueError(f"--render {out}: the input video itself; choose another file")
-    codec = CODECS.get(out.suffix.lower())
-    if codec is None:
-        raise ValueError(f"--render {out}: expected one of {', '.join(CODECS)}")
+    codec = check_render_target(video, out)
     layout = get_layout("blazepose33")
     bones = [(joint, parent) for joint, parent in enumerate(layout.parents) if parent >= 0]
     info = poses.info
