@@ -115,3 +115,5 @@ def test_shipped_configs_by_name_and_the_config_commands(tmp_path):
     assert "lm.lora.r" in keys.stdout and "vst.num_codes" in keys.stdout
     listed = subprocess.run(skelang + ["config", "list"], capture_output=True, text=True, cwd=tmp_path)
     assert "nw_ucla_hglnet" in listed.stdout and "stage lm" in listed.stdout
+    assert "\nnw_ucla_lora_rank " in listed.stdout  # the shipped sweeps too
+    assert "LoRA's rank for the language-model stage (alpha = 2 r).\n" in listed.stdout  # whole sentences

@@ -739,14 +739,30 @@ def cmd_config_keys(args) -> int:
 
 
 def cmd_config_list(args) -> int:
+    import textwrap
+
     import yaml
 
     from skelang.runs import shipped_configs
+    from skelang.runs.ablate import shipped_sweeps
+
+    def summary(path: Path) -> str:
+        """The file's opening comment up to its first sentence's end, shortened at a word."""
+        lines = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("# ") or line.startswith("#  "):  # the comment ends, or a command
+                break
+            lines.append(line[2:])
+        text = " ".join(lines)
+        end = text.find(". ")
+        return textwrap.shorten(text if end < 0 else text[: end + 1], width=110, placeholder=" ...")
 
     for name, path in shipped_configs().items():
-        lines = [line[2:] for line in path.read_text().splitlines() if line.startswith("# ")]
         raw = yaml.safe_load(path.read_text()) or {}
-        print(f"{name:<24} stage {raw.get('stage', 'encoder'):<8} {lines[0] if lines else ''}")
+        print(f"{name:<24} stage {raw.get('stage', 'encoder'):<8} {summary(path)}")
+    print("sweeps (skelang ablate NAME --out DIR):")
+    for name, path in shipped_sweeps().items():
+        print(f"{name:<24} {'':<14} {summary(path)}")
     return 0
 
 
@@ -760,7 +776,7 @@ def _add_config_commands(commands) -> None:
     keys = actions.add_parser("keys", help="every key with its default and what it does")
     keys.add_argument("--json", action="store_true", help="print machine-readable JSON")
     keys.set_defaults(func=lambda args, rest: cmd_config_keys(args))
-    listing = actions.add_parser("list", help="the configs shipped with skelang (usable by name)")
+    listing = actions.add_parser("list", help="the configs and sweeps shipped with skelang (usable by name)")
     listing.set_defaults(func=lambda args, rest: cmd_config_list(args))
 
 
