@@ -12,7 +12,6 @@ annotation pickles; CTR-GCN .npz files; BVH motion capture; and the built-in syn
 from __future__ import annotations
 
 import collections
-
 import multiprocessing
 import tarfile
 import zipfile

@@ -205,8 +205,9 @@ def format_report(report: dict) -> str:
             f"stream {name}: {stream['mean_top1']:.2%} +- {stream['std_top1']:.2%} over {stream['runs']} "
             f"run{'s' if stream['runs'] != 1 else ''}"
         )
+    count = len(report["runs"])
     lines.append(
-        f"ensemble of {len(report['runs'])} run{'s' if len(report['runs']) != 1 else ''} ({report['weights_from']} weights) on {report['samples']} "
-        f"samples: top-1 {report['top1']:.2%}, top-5 {report['top5']:.2%}"
+        f"ensemble of {count} run{'s' if count != 1 else ''} ({report['weights_from']} weights) on "
+        f"{report['samples']} samples: top-1 {report['top1']:.2%}, top-5 {report['top5']:.2%}"
     )
     return "\n".join(lines)
