@@ -106,9 +106,7 @@ def tokenize(run_dir: str | Path, data: str, batch_size: int = 64) -> list[dict]
     stage = load_vst_run(run_dir)
     model = stage.model
     sequences = open_sequences(data)
-    loader = make_loader(
-        stage.dataset(sequences), batch_size, shuffle=False, num_workers=0
-    )
+    loader = make_loader(stage.dataset(sequences), batch_size, shuffle=False, num_workers=0)
     records = []
     with torch.no_grad():
         for inputs, labels in loader:
