@@ -403,3 +403,21 @@ def test_clips_of_one_and_two_people_train_and_evaluate_together(tmp_path):
     crowd = write("crowd.pkl", [clip("three", 0, 3)])
     with pytest.raises(ValueError, match="three: 3 bodies; the model takes 2"):
         evaluate_run(tmp_path / "run", data=crowd)
+
+
+def test_an_unlabelled_sequence_is_named(tmp_path):
+    """'the data holds unlabelled sequences' did not say which."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    frame = {"frame_index": 1, "skeleton": [{"pose": [0.5] * 36, "score": [0.9] * 18}]}
+    for name, label in (("labelled", 1), ("nameless", -1)):
+        (clips / f"{name}.json").write_text(
+            json.dumps({"data": [frame, {**frame, "frame_index": 2}], "label_index": label})
+        )
+    config = {
+        "data": {"train": str(clips), "test": str(clips), "num_frames": 4, "num_workers": 0},
+        "model": {"type": "stgcn", "channels": [8], "strides": [1]},
+        "train": {"epochs": 1},
+    }
+    with pytest.raises(ValueError, match=r"holds 2 unlabelled sequence\(s\) \(.*nameless\.json, .*nameless\.json\)"):
+        train(config, tmp_path / "run", progress=False)

@@ -121,7 +121,16 @@ def dataset_class_names(data: dict, sequences: list, count: int) -> list[str] | 
 def count_classes(data: dict, datasets: list[SkeletonDataset]) -> int:
     labels = np.concatenate([dataset.labels for dataset in datasets])
     if labels.min() < 0:
-        raise ValueError("the data holds unlabelled sequences: training needs a label on every one")
+        unlabelled = [
+            sequence.meta.get("source", sequence.sample_id(i))
+            for dataset in datasets
+            for i, sequence in enumerate(dataset.sequences)
+            if sequence.label is None or sequence.label < 0
+        ]
+        raise ValueError(
+            f"the data holds {len(unlabelled)} unlabelled sequence(s) ({', '.join(map(str, unlabelled[:3]))}"
+            f"{' ...' if len(unlabelled) > 3 else ''}): training needs a label on every one"
+        )
     if data["num_classes"] is None:
         return int(labels.max()) + 1
     if labels.max() >= data["num_classes"]:
