@@ -95,8 +95,9 @@ def test_weights_are_searched_on_validation_scores_only(tmp_path):
     for bad in ([-1, 2], [0, 0], [float("nan"), 1]):
         with pytest.raises(ValueError, match="expected numbers >= 0, not all 0"):
             ensemble([test_a, test_b], weights=bad)
+    (tmp_path / "other").mkdir()
     with pytest.raises(ValueError, match="a_test.npz: the same run twice"):
-        ensemble([test_a, tmp_path / "." / "a_test.npz"])
+        ensemble([test_a, tmp_path / "other" / ".." / "a_test.npz"])
     result = subprocess.run(
         [sys.executable, "-m", "skelang", "ensemble", str(test_a), str(test_b), "--weights", "1", "2", "--json"],
         capture_output=True,

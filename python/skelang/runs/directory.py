@@ -174,7 +174,8 @@ class RunDirectory:
             if checkpoint["epoch"] >= config["train"]["epochs"] and self.file(METRICS).is_file():
                 return checkpoint, self.metrics()
             before = self.config["train"]["epochs"]
-            if before != config["train"]["epochs"]:  # allowed, but never unannounced
+            # allowed, but never unannounced
+            if before != config["train"]["epochs"] and config["train"]["epochs"] > checkpoint["epoch"]:
                 print(
                     f"{self.path}: train.epochs {before} -> {config['train']['epochs']}: the run goes on "
                     f"from epoch {checkpoint['epoch']} to {config['train']['epochs']}",

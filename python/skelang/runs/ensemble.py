@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skelang.runs.directory import CONFIG, SCORES, RunDirectory
+from skelang.runs.directory import SCORES, RunDirectory
 
 WEIGHT_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
 
@@ -40,14 +40,12 @@ def load_scores(source: str | os.PathLike) -> Scores:
     (its stream: the file's stem)."""
     path = Path(source)
     stream, seed = path.stem, None
-    # a run folder, or a scores file inside one (skelang eval RUN --scores RUN/val.npz): the run's
-    # stream and seed
-    folder = path if path.is_dir() else path.parent
-    if path.is_dir() or (folder / CONFIG).is_file():
-        run = RunDirectory(folder)
+    if path.name == SCORES and RunDirectory(path.parent).exists():  # RUN/scores.npz: the run's own
+        path = path.parent
+    if path.is_dir():
+        run = RunDirectory(path)
         config = run.config
         stream, seed = "+".join(config["data"]["streams"]), config["seed"]
-    if path.is_dir():
         path = run.file(SCORES)
         if not path.is_file():
             raise ValueError(f"{source}: no {SCORES} (evaluate the run: skelang eval {source})")
@@ -187,7 +185,7 @@ def ensemble(sources: list, weights: list[float] | None = None, search: list | N
 
 def _no_repeats(sources: list, what: str) -> None:
     """The same run (or file) twice would count one model as two."""
-    resolved = [Path(source).resolve() for source in sources]
+    resolved = [(Path(source) / SCORES if Path(source).is_dir() else Path(source)).resolve() for source in sources]
     repeated = sorted({str(source) for source, path in zip(sources, resolved) if resolved.count(path) > 1})
     if repeated:
         raise ValueError(f"{', '.join(repeated)}: the same {what} twice; give each one once")

@@ -51,7 +51,13 @@ def check_encoder_inputs(data: dict, run, key: str) -> None:
     and the value to set. Without it the encoder's features are computed from inputs it was
     never trained on, and every later number is silently wrong."""
     theirs = run.config["data"]
-    differ = [name for name in ENCODER_INPUT_KEYS if theirs.get(name) != data.get(name)]
+    keys = list(ENCODER_INPUT_KEYS)
+    if theirs.get("sampling") == data.get("sampling") == "index":
+        keys.remove("eval_crop")  # evenly spaced frames: no crop
+    if not theirs.get("normalize") and not data.get("normalize"):
+        keys.remove("rotate")  # parts of the normalisation
+        keys.remove("scale")
+    differ = [name for name in keys if theirs.get(name) != data.get(name)]
     if differ:
         wanted = ", ".join(f"data.{name}={_override(theirs.get(name))}" for name in differ)
         found = ", ".join(f"data.{name}={_override(data.get(name))}" for name in differ)
@@ -68,6 +74,15 @@ def _override(value) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_override(item) for item in value) + "]"
     return str(value)
+
+
+def bodies_of(sequences) -> int:
+    """The most bodies (M) of any of `sequences`: a cache's own M (one for all its items, read
+    without loading any), else each sequence's, one at a time."""
+    frames = getattr(sequences, "frames", None)  # a SequenceCache: (frames, C, V, M) memory-mapped
+    if frames is not None:
+        return int(frames.shape[-1])
+    return max(sequence.data.shape[3] for sequence in sequences)
 
 
 def load_sequences(data: dict) -> tuple[list, list]:
@@ -121,12 +136,14 @@ def dataset_class_names(data: dict, sequences: list, count: int) -> list[str] | 
 def count_classes(data: dict, datasets: list[SkeletonDataset]) -> int:
     labels = np.concatenate([dataset.labels for dataset in datasets])
     if labels.min() < 0:
-        unlabelled = [
-            sequence.meta.get("source", sequence.sample_id(i))
-            for dataset in datasets
-            for i, sequence in enumerate(dataset.sequences)
-            if sequence.label is None or sequence.label < 0
-        ]
+        unlabelled = list(
+            dict.fromkeys(
+                sequence.sample_id(i)
+                for dataset in datasets
+                for i, sequence in enumerate(dataset.sequences)
+                if sequence.label is None or sequence.label < 0
+            )
+        )
         raise ValueError(
             f"the data holds {len(unlabelled)} unlabelled sequence(s) ({', '.join(map(str, unlabelled[:3]))}"
             f"{' ...' if len(unlabelled) > 3 else ''}): training needs a label on every one"
@@ -178,7 +195,7 @@ class EncoderStage(Stage):
         self.train_sequences = self.training_sequences(train_sequences)
         self.preprocess = make_preprocess(data)
         # clips of one, two or more people (PYSKL keeps each clip's own): all as the most
-        num_bodies = max(sequence.data.shape[3] for sequence in [*self.train_sequences, *test_sequences])
+        num_bodies = self.model_bodies(max(bodies_of(self.train_sequences), bodies_of(test_sequences)))
         self.train_set = SkeletonDataset(
             self.train_sequences,
             self.preprocess,
@@ -291,6 +308,10 @@ class EncoderStage(Stage):
         if stage.config["train"]["precision"] == "fp16" and stage.device.type != "cuda":
             stage.config["train"]["precision"] = "fp32"  # a CUDA fp16 run evaluated on the CPU
         return stage
+
+    def model_bodies(self, data_bodies: int) -> int:
+        """The bodies (M) of the model's inputs for data of at most `data_bodies`."""
+        return data_bodies
 
     def dataset(self, sequences) -> SkeletonDataset:
         """`sequences` with the run's evaluation preprocessing, with as many bodies as its model."""

@@ -55,6 +55,12 @@ class VSTStage(EncoderStage):
             encoder, vst, shape["num_classes"], shape["layout"], self.config["data"]["num_frames"], frozen
         )
 
+    def model_bodies(self, data_bodies: int) -> int:
+        """A frozen encoder's own M (data with fewer bodies is padded to it)."""
+        if self.config["vst"]["encoder_run"] is None:
+            return data_bodies
+        return int(open_run(self.config["vst"]["encoder_run"]).load_checkpoint().get("num_bodies", data_bodies))
+
     def stage_metrics(self, loader, **options) -> dict:
         return self.model.token_metrics(loader, self.device)
 
