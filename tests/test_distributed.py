@@ -159,7 +159,7 @@ def test_torchrun_two_gloo_ranks_reach_one_process_weights_and_resume_on_one(tmp
     assert one.returncode == 0, one.stderr
     two = _train(tmp_path / "two", 1, processes=2)
     assert two.returncode == 0, two.stderr
-    assert two.stdout.count("after 1 epochs") == 1  # rank 0 reports
+    assert two.stdout.count("after 1 epoch ") == 1  # rank 0 reports
     assert len((tmp_path / "two" / "log.jsonl").read_text().splitlines()) == 1  # rank 0 writes
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["world_size"] == 2
     resumed = _train(tmp_path / "two", 2, "--resume")
