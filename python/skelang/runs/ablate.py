@@ -39,7 +39,14 @@ import numpy as np
 import yaml
 
 from skelang.files import atomic_open, write_text_atomic
-from skelang.runs.config import _Bad, apply_override, config_path, read_config_file, resolve_config
+from skelang.runs.config import (
+    _Bad,
+    apply_override,
+    config_path,
+    format_override,
+    read_config_file,
+    resolve_config,
+)
 from skelang.runs.directory import METRICS, RunDirectory
 from skelang.runs.ensemble import align, load_scores
 from skelang.schema import load_yaml
@@ -68,10 +75,7 @@ def _overrides(mapping: dict, where: str) -> list[str]:
     """{"a.b": value} -> ["a.b=value"] (values as YAML)."""
     if not isinstance(mapping, dict):
         raise ValueError(f"{where}: expected a mapping of key: value, got {mapping!r:.60}")
-    return [
-        f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
-        for key, value in mapping.items()
-    ]
+    return [format_override(key, value) for key, value in mapping.items()]
 
 
 def shipped_sweeps() -> dict[str, Path]:

@@ -319,6 +319,11 @@ class _Bad(Exception):
     pass
 
 
+def format_override(key: str, value: Any) -> str:
+    """`key=value` as apply_override reads it back (the value as YAML: true, [joint, bone], 0.5)."""
+    return f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+
+
 def apply_override(raw: dict, override: str) -> None:
     """Sets `key.sub=value` in `raw`, the value parsed as a YAML (1.2) scalar or list."""
     key, equals, value = override.partition("=")

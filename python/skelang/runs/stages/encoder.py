@@ -13,11 +13,13 @@ import collections
 import numpy as np
 import torch
 
+from skelang.data.cache import SequenceCache
 from skelang.data.dataset import SkeletonDataset, make_loader
 from skelang.data.preprocess import Augmentation, Preprocess
 from skelang.data.readers import open_sequences
 from skelang.data.splits import split_of
 from skelang.encoder import build_model
+from skelang.runs.config import format_override
 from skelang.runs.directory import CHECKPOINT, RunDirectory
 from skelang.runs.metrics import classification_metrics
 from skelang.runs.stages.base import Stage, StepOutput
@@ -59,29 +61,19 @@ def check_encoder_inputs(data: dict, run, key: str) -> None:
         keys.remove("scale")
     differ = [name for name in keys if theirs.get(name) != data.get(name)]
     if differ:
-        wanted = ", ".join(f"data.{name}={_override(theirs.get(name))}" for name in differ)
-        found = ", ".join(f"data.{name}={_override(data.get(name))}" for name in differ)
+        wanted = ", ".join(format_override(f"data.{name}", theirs.get(name)) for name in differ)
+        found = ", ".join(format_override(f"data.{name}", data.get(name)) for name in differ)
         raise ValueError(
             f"{key}: {run.path} was trained on inputs made with {wanted}; this config has {found}. "
             f"Its frozen encoder needs the inputs it was trained on: set {wanted}"
         )
 
 
-def _override(value) -> str:
-    """A value as a command-line override writes it (true, [joint,bone], 0.5)."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_override(item) for item in value) + "]"
-    return str(value)
-
-
 def bodies_of(sequences) -> int:
     """The most bodies (M) of any of `sequences`: a cache's own M (one for all its items, read
     without loading any), else each sequence's, one at a time."""
-    frames = getattr(sequences, "frames", None)  # a SequenceCache: (frames, C, V, M) memory-mapped
-    if frames is not None:
-        return int(frames.shape[-1])
+    if isinstance(sequences, SequenceCache):
+        return int(sequences.frames.shape[-1])  # (frames, C, V, M), memory-mapped
     return max(sequence.data.shape[3] for sequence in sequences)
 
 

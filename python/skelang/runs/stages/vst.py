@@ -4,13 +4,14 @@ each sequence's narrative, the code glossary, a code's decoded motion."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from skelang.data.dataset import SkeletonDataset, make_loader
+from skelang.data.dataset import make_loader
 from skelang.data.layouts import get_layout
 from skelang.data.readers import open_sequences
 from skelang.data.sequence import Sequence
@@ -36,9 +37,8 @@ class VSTStage(EncoderStage):
         section = self.config["vst"]
         frozen = section["encoder_run"] is not None
         if frozen and for_training:
-            encoder_run = open_run(section["encoder_run"])
-            check_encoder_inputs(self.config["data"], encoder_run, "vst.encoder_run")
-            state = encoder_run.load_checkpoint()["model"]
+            check_encoder_inputs(self.config["data"], open_run(section["encoder_run"]), "vst.encoder_run")
+            state = self.encoder_checkpoint["model"]
             if any(key.startswith("encoder.") for key in state):  # a VST or SSF run: its encoder's part
                 state = {
                     key.removeprefix("encoder."): value for key, value in state.items() if key.startswith("encoder.")
@@ -59,7 +59,12 @@ class VSTStage(EncoderStage):
         """A frozen encoder's own M (data with fewer bodies is padded to it)."""
         if self.config["vst"]["encoder_run"] is None:
             return data_bodies
-        return int(open_run(self.config["vst"]["encoder_run"]).load_checkpoint().get("num_bodies", data_bodies))
+        return int(self.encoder_checkpoint.get("num_bodies", data_bodies))
+
+    @functools.cached_property
+    def encoder_checkpoint(self) -> dict:
+        """The checkpoint of vst.encoder_run, read once (its bodies, then its weights)."""
+        return open_run(self.config["vst"]["encoder_run"]).load_checkpoint()
 
     def stage_metrics(self, loader, **options) -> dict:
         return self.model.token_metrics(loader, self.device)
@@ -67,7 +72,7 @@ class VSTStage(EncoderStage):
     def training_loader(self):
         """The training sequences with the evaluation preprocessing, in order."""
         return make_loader(
-            SkeletonDataset(self.train_sequences, self.preprocess, num_bodies=self.shape["num_bodies"]),
+            self.dataset(self.train_sequences),
             self.config["train"]["test_batch_size"],
             shuffle=False,
             num_workers=self.num_workers,
