@@ -191,8 +191,36 @@ SLOW_TESTS = {
 }
 
 
+# Tests that time themselves against the whole machine: `make test` runs them after the others,
+# alone (marker `serial`), so that no other test worker shares the cores they measure.
+SERIAL_TESTS = {"test_two_trainings_started_together_each_within_2_5x_of_one_alone"}
+# The session's trained runs: under pytest-xdist (make test runs one worker per core) the tests
+# that read them run on one worker, which trains them once; every other test runs with the
+# rest of its module (a module's fixtures are built once).
+SESSION_RUNS = {"synthetic_hglnet_run", "synthetic_vst_run", "tiny_language_model"}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if fixtures & SLOW_FIXTURES or getattr(item, "originalname", item.name) in SLOW_TESTS:
+        name = getattr(item, "originalname", item.name)
+        if fixtures & SLOW_FIXTURES or name in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
+        if name in SERIAL_TESTS:
+            item.add_marker(pytest.mark.serial)
+        group = "session-runs" if fixtures & SESSION_RUNS else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_configure(config):
+    """A pytest-xdist worker computes on its share of the cores (and so do the processes its
+    tests start), as skelang's thread budget would give it: workers never oversubscribe."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if os.environ.get("PYTEST_XDIST_WORKER") and workers > 1:
+        import torch
+
+        from skelang.threads import available_cpus
+
+        threads = max(1, len(available_cpus()) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,6 +48,23 @@ def test_a_job_takes_its_share_and_gives_it_back(jobs_dir):
         assert budget.refresh(force=True) == alone  # the other job ended: its threads come back
         assert not (jobs_dir / f"{other.pid}.job").exists()  # a dead job's file is removed
     assert not (jobs_dir / f"{os.getpid()}.job").exists() and torch.get_num_threads() == before
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="zombies are read from /proc (Linux)")
+def test_a_killed_job_not_yet_reaped_is_not_live(jobs_dir):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        register(jobs_dir, other.pid, available_cpus())
+        assert live_jobs() == [other.pid]
+        other.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{other.pid}/stat").read_text().split(") ")[1][0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert live_jobs() == []  # a zombie: exited, its parent has not waited for it yet
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_jobs_on_other_cpus_do_not_count_and_fixed_numbers_win(jobs_dir):

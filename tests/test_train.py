@@ -37,7 +37,7 @@ TINY = {
     },
     "model": {"type": "stgcn", "channels": [8, 8], "strides": [1, 2]},
     "optim": {"warmup_epochs": 1, "milestones": [2]},
-    "train": {"epochs": 3, "batch_size": 8},
+    "train": {"epochs": 3, "batch_size": 8, "threads": 1},  # bitwise comparisons: one thread count
 }
 
 

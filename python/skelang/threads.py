@@ -46,12 +46,17 @@ def jobs_folder() -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` runs; a zombie (exited, not yet reaped by its parent, as a killed
+    subprocess is until its parent waits for it) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    with contextlib.suppress(OSError, IndexError):  # /proc exists on Linux only
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"  # the state follows "pid (name) "
     return True
 
 
