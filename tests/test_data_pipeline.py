@@ -225,3 +225,21 @@ def test_a_folder_of_several_formats_and_an_absurd_kinetics_frame_index_are_erro
     (tmp_path / "far.json").write_text(json.dumps({"data": [frame], "label_index": 1}))
     with pytest.raises(ValueError, match=r"far\.json: data\[0\]: 'frame_index' must be an integer from 1 to 108,000"):
         readers.open_sequences(tmp_path / "far.json")
+
+
+def test_extensions_in_upper_case_are_read(tmp_path):
+    """Windows tools and cameras write B.BVH and CLIP.NPY: a folder mixing a.npy and B.NPY
+    read only a.npy (the other left out unsaid), and a single CLIP.NPY had no format."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("a.npy", "B.NPY", "c.Npy"):
+        np.save(folder / "x.npy", rng.normal(size=(4, 17, 2)).astype(np.float32))
+        (folder / "x.npy").rename(folder / name)
+    assert readers.detect_format(folder) == "clips"
+    assert [s.meta["name"] for s in readers.open_sequences(folder)] == ["B", "a", "c"]
+    assert readers.detect_format(folder / "B.NPY") == "clips"
+    (folder / "S001C001P001R001A001.SKELETON").write_text("0\n")
+    with pytest.raises(ValueError, match=r"several formats \(3 \.npy, 1 \.skeleton\)"):
+        readers.detect_format(folder)
+    assert readers.detect_format(folder / "S001C001P001R001A001.SKELETON") == "ntu"

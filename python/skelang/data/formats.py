@@ -30,6 +30,7 @@ from skelang.data.sequence import (
     BEYOND_FLOAT32,
     MissingSkeletonError,
     Sequence,
+    data_files,
     is_float32_number,
     is_real_array,
     within_float32,
@@ -380,7 +381,7 @@ def iter_kinetics(folder: str | Path, max_people: int = 2) -> Iterator[Sequence 
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: expected a folder of Kinetics-skeleton .json files")
-    for file in sorted(folder.glob("*.json")):
+    for file in data_files(folder, ".json"):
         try:
             yield read_kinetics_json(file, max_people)
         except ValueError as error:
@@ -628,7 +629,7 @@ def read_clip_arrays(
     Each clip is a Sequence or the ValueError naming it."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.glob("*.npy")) or sorted(path.glob("*/*.npy"))
+        files = data_files(path, ".npy") or data_files(path, ".npy", nested=True)
         if not files:
             raise ValueError(f"{path}: no .npy clip files (one (T, V, C) array per file)")
         stems = [file.stem for file in files]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from skelang.data.json_text import parse_json
-from skelang.data.sequence import MissingSkeletonError, Sequence, is_float32_number
+from skelang.data.sequence import MissingSkeletonError, Sequence, data_files, is_float32_number
 
 # label 1..10 -> (action code, name)
 NW_UCLA_CLASSES = (
@@ -94,7 +94,7 @@ def iter_nw_ucla(path: str | Path) -> Iterator[Sequence | ValueError]:
     """
     path = Path(path)
     if path.is_dir():
-        for file in sorted(path.glob("*.json")):
+        for file in data_files(path, ".json"):
             try:
                 yield read_nw_ucla_json(file)
             except ValueError as error:
@@ -105,7 +105,7 @@ def iter_nw_ucla(path: str | Path) -> Iterator[Sequence | ValueError]:
         documents = {}
         with tarfile.open(path, mode="r|*") as archive:
             for member in archive:
-                if member.isfile() and member.name.endswith(".json"):
+                if member.isfile() and member.name.lower().endswith(".json"):
                     documents[member.name] = archive.extractfile(member).read()
         for name in sorted(documents):
             try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from skelang.data import bvh, cache, formats, ntu, nw_ucla
 from skelang.data.json_text import parse_json
-from skelang.data.sequence import MissingSkeletonError, Sequence
+from skelang.data.sequence import MissingSkeletonError, Sequence, data_files
 from skelang.data.splits import split_of
 from skelang.data.synthetic import SyntheticSkeletons
 
@@ -53,7 +53,7 @@ def _json_kind(file: Path) -> str | None:
 def _json_folder_kind(folder: Path) -> str:
     """The kind of the first JSON file of `folder` that shows one (an empty or broken file
     does not decide for the others)."""
-    files = sorted(folder.glob("*.json"))
+    files = data_files(folder, ".json")
     for file in files:
         kind = _json_kind(file)
         if kind is not None:
@@ -85,7 +85,7 @@ def _one_format(folder: Path) -> None:
     """A folder holding data files of several formats would be read as one of them, the
     others left out unsaid: a ValueError counting each."""
     counts = collections.Counter(
-        file.suffix for file in folder.iterdir() if file.suffix in _DATA_SUFFIXES and file.is_file()
+        file.suffix.lower() for file in folder.iterdir() if file.suffix.lower() in _DATA_SUFFIXES and file.is_file()
     )
     if len(counts) > 1:
         found = ", ".join(f"{count} {suffix}" for suffix, count in sorted(counts.items()))
@@ -107,27 +107,29 @@ def detect_format(path: str | Path) -> str:
             return "cache"
         _one_format(path)
         for suffix, kind in ((".skeleton", "ntu"), (".bvh", "bvh"), (".npy", "clips")):
-            if next(path.glob(f"*{suffix}"), None) is not None:
+            if data_files(path, suffix):
                 return kind
-        if next(path.glob("*/*.npy"), None) is not None:  # clips in class-named folders
+        if data_files(path, ".npy", nested=True):  # clips in class-named folders
             return "clips"
-        if next(path.glob("*.json"), None) is not None:
+        if data_files(path, ".json"):
             return _json_folder_kind(path)
         raise ValueError(f"{path}: found no .skeleton, .json or .bvh files and no skelang cache")
-    suffixes = "".join(path.suffixes[-2:]).lower()
-    if path.suffix == ".skeleton":
+    suffixes, suffix = "".join(path.suffixes[-2:]).lower(), path.suffix.lower()
+    if suffix == ".skeleton":
         return "ntu"
-    if path.suffix == ".json":
+    if suffix == ".json":
         return _json_file_kind(path)
-    if path.suffix in (".pkl", ".pickle"):
+    if suffix in (".pkl", ".pickle"):
         return "pyskl"
-    if path.suffix == ".npz":
+    if suffix == ".npz":
         return "ctrgcn" if _is_ctrgcn_npz(path) else "clips"
-    if path.suffix == ".bvh":
+    if suffix == ".npy":
+        return "clips"
+    if suffix == ".bvh":
         return "bvh"
     if suffixes.endswith((".tar", ".tar.xz", ".tar.gz", ".tgz")) or tarfile.is_tarfile(path):
         return _archive_kind(path)
-    if path.suffix == ".zip":
+    if suffix == ".zip":
         raise ValueError(
             f"{path}: a .zip archive of {_archived(_member_suffixes(path))}; skelang reads a folder: "
             f"extract it (unzip) and pass the folder"
@@ -215,8 +217,8 @@ def _read_or_error(read: Callable[[Path], Sequence], file: Path) -> Sequence | V
         return error
 
 
-def _files(path: Path, pattern: str) -> list[Path]:
-    return sorted(path.glob(pattern)) if path.is_dir() else [path]
+def _files(path: Path, suffix: str) -> list[Path]:
+    return data_files(path, suffix) if path.is_dir() else [path]
 
 
 def _parallel(read: Callable[[Path], Sequence], files: list[Path], workers: int) -> Iterator[Sequence | ValueError]:
@@ -258,9 +260,9 @@ def iter_sequences(
     if kind == "cache":
         yield from cache.SequenceCache(path)
     elif kind == "ntu":
-        yield from _parallel(ntu.read_ntu_skeleton, _files(path, "*.skeleton"), workers)
+        yield from _parallel(ntu.read_ntu_skeleton, _files(path, ".skeleton"), workers)
     elif kind == "nw-ucla":
-        if path.is_dir() or path.suffix != ".json":
+        if path.is_dir() or path.suffix.lower() != ".json":
             yield from nw_ucla.iter_nw_ucla(path)
         else:
             yield _read_or_error(nw_ucla.read_nw_ucla_json, path)
@@ -290,7 +292,7 @@ def iter_sequences(
         for item in formats.read_clip_arrays(path, **options):
             yield item
     elif kind == "bvh":
-        for item in _parallel(bvh.read_bvh, _files(path, "*.bvh"), workers):
+        for item in _parallel(bvh.read_bvh, _files(path, ".bvh"), workers):
             if isinstance(item, Sequence):  # read in another process: register its layout here
                 bvh.hierarchy_layout_name(item.meta["joint_names"], item.meta["parents"])
             yield item
@@ -300,7 +302,7 @@ def _clip_layout(path: Path, dims: str) -> str:
     """The layout of clip arrays whose layout is not given: from their joint count."""
     import numpy as np
 
-    first = next(iter(sorted(path.glob("*.npy")) or sorted(path.glob("*/*.npy"))), None) if path.is_dir() else None
+    first = next(iter(data_files(path, ".npy") or data_files(path, ".npy", nested=True)), None) if path.is_dir() else None
     loaded = formats.load_numpy(first if first is not None else path)
     if not isinstance(loaded, np.ndarray):
         with loaded as npz:

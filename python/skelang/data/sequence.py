@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,14 @@ def is_float32_number(value) -> bool:
     """Whether a parsed number (a JSON int or float, not a bool) fits a float32 as a finite
     number; integers of any size are compared exactly, never converted first."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= FLOAT32_MAX
+
+
+def data_files(folder: Path, suffix: str, nested: bool = False) -> list[Path]:
+    """The files of `folder` whose name ends in `suffix` in any case (".bvh" finds a.bvh and
+    B.BVH, as Windows tools and cameras write them), sorted; `nested` looks one folder down
+    instead (clips in class-named folders)."""
+    pattern = "*/*" if nested else "*"
+    return sorted(file for file in folder.glob(pattern) if file.suffix.lower() == suffix and file.is_file())
 
 
 class MissingSkeletonError(ValueError):
