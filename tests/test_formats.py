@@ -131,6 +131,13 @@ def test_pyskl_malformed_annotation_names_file_and_frame_dir(tmp_path, bad, mess
         formats.read_pyskl(path)
 
 
+def test_pyskl_ntu_name_outside_ntu_ranges(tmp_path):
+    bad = annotation("S001C001P001R001A000", 0, ramp(1, 3, 25, 3))
+    path = write_pickle(tmp_path / "ntu.pkl", {"annotations": [bad]})
+    with pytest.raises(ValueError, match=r"ntu\.pkl: annotation 0 .*: S001C001P001R001A000: action A000 is outside"):
+        formats.read_pyskl(path)
+
+
 def test_pyskl_malformed_files(tmp_path):
     (tmp_path / "truncated.pkl").write_bytes(pickle.dumps({"annotations": []})[:-3])
     with pytest.raises(ValueError, match=r"truncated\.pkl: cannot read as a PYSKL pickle"):

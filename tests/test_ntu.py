@@ -87,6 +87,17 @@ def test_sample_names():
     }
     with pytest.raises(ValueError, match="not an NTU RGB\\+D sample name"):
         ntu.parse_ntu_name("video.avi")
+    assert ntu.parse_ntu_name("S032C001P106R001A120")["action"] == 120
+    for bad, message in (
+        ("S001C001P001R001A000", "action A000 is outside NTU RGB\\+D 120's A001-A120"),
+        ("S001C001P001R001A121.skeleton", "action A121 is outside"),
+        ("S000C001P001R001A001", "setup S000 is outside NTU RGB\\+D 120's S001-S032"),
+        ("S001C004P001R001A001", "camera C004 is outside"),
+        ("S001C001P107R001A001", "subject P107 is outside"),
+        ("S001C001P001R003A001", "replication R003 is outside"),
+    ):
+        with pytest.raises(ValueError, match=f"^{bad}: {message}"):
+            ntu.parse_ntu_name(bad)
 
 
 def _body_text(body_id, joints):
@@ -236,3 +247,11 @@ def test_decimals_parse_exactly_as_python_float(values):
     text = "1\n1\n5 0 0 0 0 0 0 0 0 2\n25\n" + (" ".join(values) + "\n") * 25
     parsed = _C.parse_ntu_skeleton_text(text)
     assert parsed["joints"][0, 0].tolist() == [float(v) for v in values]
+
+
+def test_a_file_named_outside_ntu_ranges_is_an_error_naming_it(tmp_path):
+    """S001C001P001R001A000.skeleton was read with label -1."""
+    path = tmp_path / "S001C001P001R001A000.skeleton"
+    path.write_text("0\n")
+    with pytest.raises(ValueError, match=r"S001C001P001R001A000\.skeleton: action A000 is outside"):
+        ntu.read_ntu_skeleton(path)

@@ -24,7 +24,7 @@ import numpy as np
 
 from skelang.data.json_text import parse_json
 from skelang.data.layouts import SkeletonLayout, get_layout, layout_from_dict, layout_names, register_layout
-from skelang.data.ntu import parse_ntu_name
+from skelang.data.ntu import NTU_NAME, parse_ntu_name
 from skelang.data.safe_pickle import load_pickle
 from skelang.data.sequence import (
     BEYOND_FLOAT32,
@@ -44,12 +44,15 @@ def _is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _ntu_fields(name: str) -> dict:
-    """Setup, camera, subject, ... when `name` is an NTU sample name, else nothing."""
+def _ntu_fields(name: str, where: str) -> dict:
+    """Setup, camera, subject, ... when `name` is an NTU sample name, else nothing; a name
+    of NTU's form with a field outside NTU's range is a ValueError naming `where`."""
+    if NTU_NAME.search(Path(name).name) is None:
+        return {}
     try:
         return parse_ntu_name(name)
-    except ValueError:
-        return {}
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -113,7 +116,7 @@ def _pyskl_sequence(annotation, index: int, layout: str | None, source: str) -> 
     elif get_layout(layout).num_joints != V:
         raise ValueError(f"{where}: {V} joints, but layout {layout!r} has {get_layout(layout).num_joints}")
     frame_dir = annotation["frame_dir"]
-    meta = {"source": source, "name": frame_dir, **_ntu_fields(frame_dir)}
+    meta = {"source": source, "name": frame_dir, **_ntu_fields(frame_dir, where)}
     if C == 2:
         meta["coordinates"] = "xy"  # channels x, y, score
     for key in ("img_shape", "original_shape"):  # (height, width); None: unknown

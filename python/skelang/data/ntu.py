@@ -27,14 +27,28 @@ NOISE_SPREAD_RATIO = 0.8
 NOISE_SPREAD_FRAMES = 0.69754
 
 
+# What NTU RGB+D 120 names hold (Liu et al., TPAMI 2019): setups S001-S032, cameras C001-C003,
+# performers P001-P106, replications R001-R002, actions A001-A120. Splits and labels are
+# defined over these only (A000 would become label -1, P107 a test subject of no split).
+NTU_NAME_RANGES = {"setup": 32, "camera": 3, "subject": 106, "replication": 2, "action": 120}
+
+
 def parse_ntu_name(name: str) -> dict[str, int]:
     """'S001C002P003R002A013' (any prefix/suffix) -> setup, camera, subject, replication,
-    action (1-based, as in the name)."""
+    action (1-based, as in the name). A ValueError when there is no such name, or when a
+    field is outside NTU RGB+D 120's range (NTU_NAME_RANGES)."""
     match = NTU_NAME.search(Path(name).name)
     if match is None:
         raise ValueError(f"{name}: not an NTU RGB+D sample name (expected SsssCcccPpppRrrrAaaa)")
-    setup, camera, subject, replication, action = (int(g) for g in match.groups())
-    return {"setup": setup, "camera": camera, "subject": subject, "replication": replication, "action": action}
+    fields = dict(zip(NTU_NAME_RANGES, (int(g) for g in match.groups()), strict=True))
+    for field, largest in NTU_NAME_RANGES.items():
+        if not 1 <= fields[field] <= largest:
+            letter = "SCPRA"[list(NTU_NAME_RANGES).index(field)]
+            raise ValueError(
+                f"{name}: {field} {letter}{fields[field]:03d} is outside NTU RGB+D 120's "
+                f"{letter}001-{letter}{largest:03d}"
+            )
+    return fields
 
 
 def parse_ntu_skeleton(path: str | Path) -> dict:
@@ -150,6 +164,7 @@ def read_ntu_skeleton(path: str | Path, denoise: bool = True, drop_empty_frames:
     body in any frame raises MissingSkeletonError (a ValueError naming the file).
     """
     path = Path(path)
+    name = parse_ntu_name(str(path))  # a ValueError naming the file
     parsed = parse_ntu_skeleton(path)
     F, V = parsed["num_frames"], parsed["joints"].shape[1]
     if len(parsed["body_id"]) == 0:
@@ -168,7 +183,6 @@ def read_ntu_skeleton(path: str | Path, denoise: bool = True, drop_empty_frames:
             actors[:, k] = official[f"skel_body{k}"]
     if drop_empty_frames:
         actors = actors[np.abs(actors).reshape(F, -1).sum(1) > 0]
-    name = parse_ntu_name(path.name)
     if not within_float32(actors).all():
         raise ValueError(f"{path}: joint coordinates hold {BEYOND_FLOAT32}")
     data = np.ascontiguousarray(actors.transpose(3, 0, 2, 1), dtype=np.float32)  # (3, T, V, 2)

@@ -302,7 +302,8 @@ def _clip_layout(path: Path, dims: str) -> str:
     """The layout of clip arrays whose layout is not given: from their joint count."""
     import numpy as np
 
-    first = next(iter(data_files(path, ".npy") or data_files(path, ".npy", nested=True)), None) if path.is_dir() else None
+    files = (data_files(path, ".npy") or data_files(path, ".npy", nested=True)) if path.is_dir() else []
+    first = files[0] if files else None
     loaded = formats.load_numpy(first if first is not None else path)
     if not isinstance(loaded, np.ndarray):
         with loaded as npz:
