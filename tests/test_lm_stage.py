@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import lm_config
@@ -51,6 +52,19 @@ def test_the_run_holds_its_files_and_metrics(synthetic_lm_run):
         assert 0 <= record["predicted"] < 15 and 0 < record["probability"] <= 1
 
 
+def test_the_run_writes_per_sample_scores_for_ensembles(synthetic_lm_run):
+    """scores.npz as an encoder run writes it: sample ids, labels, and the class-name
+    log-likelihoods the language model classifies by; an ensemble names its stream by stage."""
+    from skelang.runs.ensemble import load_scores
+
+    run, _, metrics = synthetic_lm_run
+    scores = load_scores(run)
+    assert scores.logits.shape == (30, 15) and len(set(scores.ids.tolist())) == 30
+    assert scores.stream == "lm:joint" and metrics["scores"] == str(run / "scores.npz")
+    assert np.mean(scores.logits.argmax(1) == scores.labels) == pytest.approx(metrics["top1"])
+    assert (scores.logits <= 0).all()  # log-likelihoods
+
+
 def test_training_lowers_the_loss(synthetic_lm_run):
     run, _, _ = synthetic_lm_run
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -86,7 +100,8 @@ def test_eval_and_explain_from_the_command_line(synthetic_lm_run):
     run, _, metrics = synthetic_lm_run
     names = load_descriptions("synthetic").names()
     evaluated = subprocess.run(
-        [sys.executable, "-m", "skelang", "eval", str(run), "--json", "--explanations", "--limit", "2"],
+        [sys.executable, "-m", "skelang", "eval", str(run), "--json", "--explanations", "--limit", "2"]
+        + ["--scores", str(run.parent / "copy.npz")],
         capture_output=True,
         text=True,
         check=True,
@@ -94,6 +109,14 @@ def test_eval_and_explain_from_the_command_line(synthetic_lm_run):
     result = json.loads(evaluated.stdout)
     assert result["top1"] == pytest.approx(metrics["top1"])
     assert len(result["explanations"]) == 2
+    with np.load(run.parent / "copy.npz") as copy, np.load(run / "scores.npz") as own:
+        assert all(np.array_equal(copy[key], own[key]) for key in ("ids", "labels", "logits"))
+    inside = subprocess.run(
+        [sys.executable, "-m", "skelang", "eval", str(run), "--scores", str(run / "other.npz")],
+        capture_output=True,
+        text=True,
+    )
+    assert inside.returncode == 1 and "outside the run folder" in inside.stderr and "Traceback" not in inside.stderr
     explained = subprocess.run(
         [sys.executable, "-m", "skelang", "explain", str(run), "--sample", "3", "--json"],
         capture_output=True,

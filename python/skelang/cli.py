@@ -371,6 +371,7 @@ def cmd_eval_language(args) -> int:
         limit=args.limit,
         progress=not args.json,
         cite_only_narrative=_citations(args),
+        scores_path=args.scores,
     )
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -379,6 +380,7 @@ def cmd_eval_language(args) -> int:
         f"{args.run_dir} on {args.data or 'its test data'}: language-model top-1 {metrics['top1']:.2%}, "
         f"top-5 {metrics['top5']:.2%} over {metrics['samples']} samples (the encoder's classifier: "
         f"{metrics['encoder_top1']:.2%})"
+        + (f"; per-sample scores in {metrics['scores']}" if "scores" in metrics else "")
     )
     if "faithfulness" in metrics:
         print(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from skelang.runs.config import RunConfig, load_config, resolve_config, shipped_configs
-from skelang.runs.directory import RunDirectory, open_run
+from skelang.runs.directory import RunDirectory, check_outside_run, open_run, save_scores
 from skelang.runs.distributed import is_main_process, select_device
 from skelang.runs.ensemble import ensemble
 from skelang.runs.loop import fit
@@ -81,6 +81,8 @@ def evaluate_run(
         raise ValueError(f"{run.path}: a {run.stage} run; its metrics come from skelang.runs.stages.lm")
     if unseen is not None and run.stage != "ssf":
         raise ValueError(f"{run.path}: zero-shot classes apply to SSF runs (stage ssf)")
+    if scores_path is not None:
+        check_outside_run(run, scores_path)
     with run.lock():
         stage = stage_class.load(run, select_device(device))
         sequences = load_sequences(stage.config["data"])[1] if data is None else open_sequences(data)
@@ -88,8 +90,6 @@ def evaluate_run(
         metrics = stage.evaluate_sequences(sequences, write_scores=write_scores and data is None, **options)
         metrics["class_names"] = stage.class_names(stage.shape["num_classes"])  # None when unknown
     if scores_path is not None:
-        if run.path.resolve() in Path(scores_path).resolve().parents:
-            raise ValueError(f"--scores {scores_path}: write other data's scores outside the run folder {run.path}")
         metrics["scores"] = str(write_scores_file(scores_path, sequences, stage))
     return metrics
 
@@ -97,10 +97,7 @@ def evaluate_run(
 def write_scores_file(path: str | Path, sequences, stage) -> Path:
     """The per-sample scores of `sequences` by a loaded stage, to `path` (.npz: ids, labels,
     logits), written whole; never over a run's own files."""
-    import numpy as np
-
     from skelang.data.dataset import make_loader
-    from skelang.files import atomic_open
     from skelang.runs.stages.encoder import predict
 
     path = Path(path)
@@ -112,10 +109,7 @@ def write_scores_file(path: str | Path, sequences, stage) -> Path:
     )
     with stage.autocast():
         logits, labels = predict(stage.model, loader, stage.device)
-    ids = [sequence.sample_id(i) for i, sequence in enumerate(sequences)]
-    with atomic_open(path, "wb") as file:
-        np.savez(file, ids=np.asarray(ids, dtype=str), labels=labels.numpy(), logits=logits.numpy())
-    return path
+    return save_scores(path, [sequence.sample_id(i) for i, sequence in enumerate(sequences)], labels, logits)
 
 
 __all__ = [

@@ -272,17 +272,28 @@ class RunDirectory:
         write_text_atomic(self.file(METRICS), json.dumps(metrics, indent=2) + "\n")
 
     def write_scores(self, ids: list[str], labels: np.ndarray, logits: np.ndarray, name: str = SCORES) -> Path:
-        """Per-sample outputs: ids (N,) str (stable across runs: file names), labels (N,),
-        logits (N, classes) float32."""
-        path = self.file(name)
-        with atomic_open(path, "wb") as file:
-            np.savez(
-                file,
-                ids=np.asarray(ids, dtype=str),
-                labels=np.asarray(labels, dtype=np.int64),
-                logits=np.asarray(logits, dtype=np.float32),
-            )
-        return path
+        """The run's per-sample outputs (see save_scores)."""
+        return save_scores(self.file(name), ids, labels, logits)
+
+
+def check_outside_run(run: RunDirectory, scores_path: str | os.PathLike) -> None:
+    """A scores file of other data than the run's test data goes outside the run's folder."""
+    if run.path.resolve() in Path(scores_path).resolve().parents:
+        raise ValueError(f"--scores {scores_path}: write other data's scores outside the run folder {run.path}")
+
+
+def save_scores(path: str | os.PathLike, ids: list[str], labels, logits) -> Path:
+    """Per-sample outputs, written whole: ids (N,) str (stable across runs: file names), labels
+    (N,) int64, logits (N, classes) float32 (a language model's: class-name log-likelihoods)."""
+    path = Path(path)
+    with atomic_open(path, "wb") as file:
+        np.savez(
+            file,
+            ids=np.asarray(ids, dtype=str),
+            labels=np.asarray(labels, dtype=np.int64),
+            logits=np.asarray(logits, dtype=np.float32),
+        )
+    return path
 
 
 def open_run(path: str | os.PathLike) -> RunDirectory:

@@ -36,8 +36,9 @@ class Scores:
 
 
 def load_scores(source: str | os.PathLike) -> Scores:
-    """A run folder's scores.npz (its stream and seed from its config), or a scores .npz file
-    (its stream: the file's stem)."""
+    """A run folder's scores.npz (its stream and seed from its config; a VST or language-model
+    run's stream is named by its stage too, "lm:joint", apart from an encoder's "joint"), or a
+    scores .npz file (its stream: the file's stem)."""
     path = Path(source)
     stream, seed = path.stem, None
     if path.name == SCORES and RunDirectory(path.parent).exists():  # RUN/scores.npz: the run's own
@@ -46,6 +47,8 @@ def load_scores(source: str | os.PathLike) -> Scores:
         run = RunDirectory(path)
         config = run.config
         stream, seed = "+".join(config["data"]["streams"]), config["seed"]
+        if config.get("stage") in ("vst", "lm"):
+            stream = f"{config['stage']}:{stream}"
         path = run.file(SCORES)
         if not path.is_file():
             raise ValueError(f"{source}: no {SCORES} (evaluate the run: skelang eval {source})")

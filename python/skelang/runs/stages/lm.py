@@ -41,7 +41,7 @@ from skelang.lm.faithfulness import cited_codes, faithfulness_summary, named_act
 from skelang.lm.language_model import load_language_model
 from skelang.lm.model import ActionLanguageModel, LMOptions, NarratedSample
 from skelang.lm.prompts import CodeEvidence, target_text
-from skelang.runs.directory import RunDirectory, open_run
+from skelang.runs.directory import RunDirectory, check_outside_run, open_run, save_scores
 from skelang.runs.metrics import classification_metrics
 from skelang.runs.stages.base import Stage, StepOutput
 from skelang.runs.stages.encoder import check_encoder_inputs, load_sequences, make_preprocess
@@ -75,7 +75,7 @@ def narrate(model: TokenizedEncoder, sequences: list, data: dict, batch_size: in
                     label=label,
                     codes=codes,
                     features=sample_z.to("cpu", copy=True),  # kept (and cached) on the CPU
-                    name=sequence.meta.get("name", ""),
+                    name=sequence.sample_id(len(samples)),  # the id of scores.npz and ensembles
                     encoder_predicted=guess,
                 )
             )
@@ -294,12 +294,12 @@ class LanguageModelStage(Stage):
                     parts=("test",),
                     write=self.ranks.is_main,
                 )
-            return {
-                **evaluate_language_model(
-                    self.model, self.test_samples, self.config["train"], self.config["lm"], self.progress
-                ),
-                "evaluation_s": time.perf_counter() - started,
-            }
+            metrics, scores = evaluate_language_model(
+                self.model, self.test_samples, self.config["train"], self.config["lm"], self.progress
+            )
+            if self.ranks.is_main:
+                metrics["scores"] = str(self.run.write_scores(*samples_scores(self.test_samples, scores)))
+            return {**metrics, "evaluation_s": time.perf_counter() - started}
         current = narrate(self.vst_model, self.sequences[1], self.config["data"]) if self.joint else self.test_samples
         return classification_metrics(*_scores(self.model, current, self.config["train"]))
 
@@ -349,9 +349,10 @@ def evaluate_language_model(
     section: dict,
     progress: bool = False,
     explain_samples: int | None = None,
-) -> dict:
+) -> tuple[dict, torch.Tensor]:
     """Classification by class-name likelihood on `samples`, the encoder's own top-1 on them,
-    and (on `explain_samples` of them, evenly spread) the explanations' faithfulness."""
+    and (on `explain_samples` of them, evenly spread) the explanations' faithfulness; and the
+    (N, classes) class-name log-likelihoods."""
     scores, labels = _scores(model, samples, options, progress)
     metrics = classification_metrics(scores, labels)
     metrics["encoder_top1"] = float(np.mean([s.encoder_predicted == s.label for s in samples]))
@@ -363,7 +364,12 @@ def evaluate_language_model(
         )
         metrics["faithfulness"] = faithfulness_summary(records)
         metrics["explanations"] = records[:10]
-    return metrics
+    return metrics, scores
+
+
+def samples_scores(samples: list[NarratedSample], scores: torch.Tensor) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """scores.npz's ids, labels and logits (class-name log-likelihoods) of narrated samples."""
+    return [s.name for s in samples], np.array([s.label for s in samples]), scores.numpy()
 
 
 def explanation_decoding(section: dict, **overrides) -> dict:
@@ -446,15 +452,29 @@ def evaluate_language_run(
     limit: int | None = None,
     progress: bool = False,
     cite_only_narrative: bool | None = None,
+    scores_path: str | Path | None = None,
 ) -> dict:
     """`skelang eval` of an lm run: classification (and with `explanations`, faithfulness on
     `limit` samples spread over the data, default lm.explain_samples; `cite_only_narrative`
-    overrides the run's lm.cite_only_narrative)."""
-    model, config, vst_model = load_language_run(run_dir)
-    config["lm"].update(explanation_decoding(config["lm"], cite_only_narrative=cite_only_narrative))
-    samples = run_samples(run_dir, config, vst_model, data)
-    count = (limit if limit is not None else config["lm"]["explain_samples"]) if explanations else 0
-    return evaluate_language_model(model, samples, config["train"], config["lm"], progress, explain_samples=count)
+    overrides the run's lm.cite_only_narrative). The per-sample scores (class-name
+    log-likelihoods) of the run's test data go to its scores.npz, those of any data to
+    `scores_path`."""
+    run = open_run(run_dir)
+    if scores_path is not None:
+        check_outside_run(run, scores_path)
+    with run.lock():  # as an encoder run's evaluation: not beside a training of the run
+        model, config, vst_model = load_language_run(run_dir)
+        config["lm"].update(explanation_decoding(config["lm"], cite_only_narrative=cite_only_narrative))
+        samples = run_samples(run_dir, config, vst_model, data)
+        count = (limit if limit is not None else config["lm"]["explain_samples"]) if explanations else 0
+        metrics, scores = evaluate_language_model(
+            model, samples, config["train"], config["lm"], progress, explain_samples=count
+        )
+        if data is None:
+            metrics["scores"] = str(run.write_scores(*samples_scores(samples, scores)))
+    if scores_path is not None:
+        metrics["scores"] = str(save_scores(scores_path, *samples_scores(samples, scores)))
+    return metrics
 
 
 def explain_run(
