@@ -664,7 +664,10 @@ def test_faithfulness_summary():
     assert summary["drop_random"] == pytest.approx(0.2)
     assert summary["drop_gap"] == pytest.approx(0.2)
     assert summary["agreement"] == 0.5
+    low, high = summary["drop_gap_interval"]  # over the two citing records' gaps, 0.5 and -0.1
+    assert -0.1 <= low < 0.2 < high <= 0.5
     assert math.isnan(faithfulness_summary(records[2:])["drop_cited"])
+    assert all(math.isnan(v) for v in faithfulness_summary(records[2:])["drop_gap_interval"])
     with pytest.raises(ValueError, match="empty"):
         faithfulness_summary([])
     with pytest.raises(ValueError, match=r"records\[0\] lacks \['predicted'\]"):

@@ -386,7 +386,11 @@ def cmd_eval_language(args) -> int:
         print(
             "explanations: "
             + ", ".join(
-                f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
+                f"{key} {value:.3f}"
+                if isinstance(value, float)
+                else f"{key} [{', '.join(f'{v:.3f}' for v in value)}]"
+                if isinstance(value, list)
+                else f"{key} {value}"
                 for key, value in metrics["faithfulness"].items()
             )
         )

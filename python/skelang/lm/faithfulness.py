@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from skelang.stats import bootstrap_interval
+
 _CITED = re.compile(r"<a(\d+)>")
 _ACTION = re.compile(r"\baction\s*:\s*(.*?)\s*(?:\.\s|\.$|\n|explanation\s*:|$)", re.IGNORECASE)
 
@@ -117,9 +119,11 @@ def faithfulness_summary(records: Sequence[dict]) -> dict:
     `named_action` index or None) and "predicted" (the predicted class index).
 
     Returns {"count", "citing": fraction citing at least one code, "drop_cited",
-    "drop_random", "drop_gap" = drop_cited - drop_random, "agreement": fraction whose named
-    class is the predicted one}. The drops are means over the citing records only (NaN when
-    none cites): an explanation citing nothing has nothing to remove.
+    "drop_random", "drop_gap" = drop_cited - drop_random, "drop_gap_interval": its 95% paired
+    bootstrap interval over the citing records ([low, high]; NaN when none cites),
+    "agreement": fraction whose named class is the predicted one}. The drops are means over
+    the citing records only (NaN when none cites): an explanation citing nothing has nothing
+    to remove. The explanations are faithful where the interval lies above zero.
     """
     if len(records) == 0:
         raise ValueError("records must not be empty")
@@ -131,11 +135,15 @@ def faithfulness_summary(records: Sequence[dict]) -> dict:
     drop_cited = (sum(r["drop_cited"] for r in citing) / len(citing)) if citing else math.nan
     drop_random = (sum(r["drop_random"] for r in citing) / len(citing)) if citing else math.nan
     agreement = sum(r["named"] is not None and r["named"] == r["predicted"] for r in records)
+    interval = [math.nan, math.nan]
+    if citing:
+        interval = list(bootstrap_interval([r["drop_cited"] - r["drop_random"] for r in citing])[1:])
     return {
         "count": len(records),
         "citing": len(citing) / len(records),
         "drop_cited": drop_cited,
         "drop_random": drop_random,
         "drop_gap": drop_cited - drop_random,
+        "drop_gap_interval": interval,
         "agreement": agreement / len(records),
     }

@@ -50,9 +50,9 @@ from skelang.runs.config import (
 from skelang.runs.directory import METRICS, RunDirectory
 from skelang.runs.ensemble import align, load_scores
 from skelang.schema import load_yaml
+from skelang.stats import BOOTSTRAP_DRAWS, bootstrap_interval
 
 SWEEP_KEYS = ("base", "overrides", "seeds", "variants", "grid")
-BOOTSTRAP_DRAWS = 2000
 PARENT_ENV = "SKELANG_ABLATE_PARENT"  # the sweep's process id, in the environment of each training
 
 
@@ -238,10 +238,7 @@ def paired_bootstrap(
         base_correct.append(base_scores.logits.argmax(1) == base_scores.labels)
         correct.append(scores.logits.argmax(1) == scores.labels)
     difference = np.mean(correct, axis=0).astype(float) - np.mean(base_correct, axis=0)  # (N,) over seeds
-    rng = np.random.default_rng(seed)
-    samples = rng.integers(0, len(difference), (draws, len(difference)))
-    means = difference[samples].mean(axis=1)
-    return float(difference.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+    return bootstrap_interval(difference, draws, seed)
 
 
 def summarize(rows: list[dict]) -> list[dict]:
