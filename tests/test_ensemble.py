@@ -66,6 +66,11 @@ def test_a_missing_sample_is_an_error_naming_it(three_streams, tmp_path):
     )
     with pytest.raises(ValueError, match="missing clip000 extra other"):
         ensemble([paths[0], renamed])
+    logits = data["logits"].copy()
+    logits[3] = np.nan
+    diverged = write_scores(tmp_path / "diverged.npz", data["ids"], data["labels"], logits)
+    with pytest.raises(ValueError, match=r"diverged\.npz: logits hold NaN or infinite values"):
+        ensemble([paths[0], diverged])
 
 
 def test_weights_are_searched_on_validation_scores_only(tmp_path):

@@ -17,7 +17,7 @@ import yaml
 
 from skelang.encoder import build_model
 from skelang.runs import RunDirectory, classification_metrics, load_config, resolve_config, train
-from skelang.runs.loop import learning_rate, make_optimizer
+from skelang.runs.loop import TrainingDiverged, learning_rate, make_optimizer
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -284,6 +284,18 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
         run.save_checkpoint({"epoch": 2, "weights": torch.zeros(3)})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "checkpoint.sha256"]
     assert run.load_checkpoint()["epoch"] == 1
+
+
+def test_a_diverging_training_stops_with_an_error_and_keeps_its_last_checkpoint(tmp_path):
+    """A loss gone NaN trained on and reported a believable top-1 (the argmax of NaN logits)."""
+    with pytest.raises(TrainingDiverged, match=r"loss is not finite at epoch 2, batch 1 .*checkpoint of epoch 1"):
+        train(tiny_config(optim={"lr": 1e6}), tmp_path / "run", progress=False)
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    (tmp_path / "huge.yaml").write_text(yaml.safe_dump(tiny_config(optim={"lr": 1e12})))
+    result = run("train", "--config", str(tmp_path / "huge.yaml"), "--out", str(tmp_path / "huge"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "epoch 1, batch 2" in result.stderr and "no checkpoint was written" in result.stderr
 
 
 # command line

@@ -59,6 +59,8 @@ def load_scores(source: str | os.PathLike) -> Scores:
         raise ValueError(f"{path}: not a scores file with ids, labels and logits ({error})") from None
     if logits.ndim != 2 or len(ids) != len(logits) or len(labels) != len(logits):
         raise ValueError(f"{path}: ids {ids.shape}, labels {labels.shape} and logits {logits.shape} do not match")
+    if not np.isfinite(logits).all():
+        raise ValueError(f"{path}: logits hold NaN or infinite values (a run that diverged?); no ensemble of them")
     if len(set(ids.tolist())) != len(ids):
         raise ValueError(f"{path}: sample ids repeat; an ensemble matches samples by id")
     return Scores(str(source), stream, seed, ids.astype(str), labels.astype(np.int64), logits.astype(np.float32))

@@ -172,6 +172,10 @@ def _data_parallel(stage: Stage) -> torch.nn.Module:
     )
 
 
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite (a learning rate too high, an fp16 overflow)."""
+
+
 def _train(stage: Stage, checkpoint: dict | None) -> dict:
     config, run, ranks = stage.config, stage.run, stage.ranks
     optim, options = config["optim"], config["train"]
@@ -239,16 +243,27 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
             stage.set_epoch(epoch)
             sums, seen, correct, classified = {}, 0, 0, False
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
-            for batch in stage.batches(epoch):
+            for number, batch in enumerate(stage.batches(epoch), start=1):
                 stage.budget.refresh()  # this job's share, as other jobs start and end
                 with stage.autocast():
                     if parallel is None:
                         step = stage.training_step(batch)
                         objective = step.loss
+                        diverged = not math.isfinite(step.loss.item())
                     else:  # the loss DDP returns (its backward reduces the gradients), weighed by
                         objective, step = parallel(batch)  # this rank's share: DDP averages over ranks
-                        [total] = distributed.all_sum([step.size], ranks, stage.device)
+                        [total, diverged] = distributed.all_sum(  # every rank stops together
+                            [step.size, float(not math.isfinite(step.loss.item()))], ranks, stage.device
+                        )
                         objective = objective * (step.size * ranks.world / total)
+                if diverged:  # before the update: the weights and the last checkpoint stay finite
+                    raise TrainingDiverged(
+                        f"{run.path}: training diverged: the loss is not finite at epoch {epoch + 1}, batch "
+                        f"{number} (lr {lr:.3g}, precision {options['precision']}); "
+                        + (f"the run keeps its checkpoint of epoch {epoch}. " if epoch else "no checkpoint was written. ")
+                        + "Train a new run with a lower optim.lr (or more optim.warmup_epochs"
+                        + (", or train.precision: fp32)" if options["precision"] != "fp32" else ")")
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is None:
                     objective.backward()
