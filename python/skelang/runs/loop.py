@@ -257,7 +257,7 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
                         )
                         objective = objective * (step.size * ranks.world / total)
                 if diverged:  # before the update: the weights and the last checkpoint stay finite
-                    kept = f"the run keeps its checkpoint of epoch {epoch}. " if epoch else "no checkpoint was written. "
+                    kept = f"the run keeps its checkpoint of epoch {epoch}. " if epoch else "no checkpoint is written. "
                     raise TrainingDiverged(
                         f"{run.path}: training diverged: the loss is not finite at epoch {epoch + 1}, batch "
                         f"{number} (lr {lr:.3g}, precision {options['precision']}); "
