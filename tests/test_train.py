@@ -298,6 +298,31 @@ def test_a_diverging_training_stops_with_an_error_and_keeps_its_last_checkpoint(
     assert "epoch 1, batch 2" in result.stderr and "no checkpoint is written" in result.stderr
 
 
+def test_a_run_keeps_its_data_paths_absolute_and_evaluates_from_anywhere(tmp_path, monkeypatch):
+    """data.train=clips (relative) was kept relative: eval and --resume from another folder
+    failed with "clips: no such file or folder"."""
+    from skelang.runs import evaluate_run
+
+    rng = np.random.default_rng(0)
+    for label in ("clap", "wave"):
+        (tmp_path / "clips" / label).mkdir(parents=True)
+        for i in range(4):
+            np.save(tmp_path / "clips" / label / f"{i}.npy", rng.normal(size=(10, 17, 2)).astype(np.float32))
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(data={"train": "clips", "test": "clips", "augmentation": {}}, train={"epochs": 1})
+    train(config, Path("run"), progress=False)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]
+    assert saved["train"] == saved["test"] == str(tmp_path / "clips")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert evaluate_run(tmp_path / "run")["samples"] == 8
+    monkeypatch.chdir(tmp_path)  # a run of an earlier version kept the relative path: it resumes alike
+    earlier = {**saved, "train": "clips", "test": "clips"}
+    raw = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({**raw, "data": earlier}))
+    train({**config, "train": {**config["train"], "epochs": 2}}, Path("run"), resume=True, progress=False)
+
+
 # command line
 
 

@@ -405,3 +405,33 @@ def flatten(config: dict, prefix: str = "") -> dict:
         else:
             flat[prefix + key] = value
     return flat
+
+
+# The keys that name files or folders; relative ones are read from the working directory.
+PATH_KEYS = (
+    ("data", "train"),
+    ("data", "test"),
+    ("vst", "encoder_run"),
+    ("lm", "vst_run"),
+    ("lm", "model"),
+    ("lm", "descriptions"),
+    ("ssf", "descriptions"),
+)
+
+
+def absolute_paths(config: dict) -> dict:
+    """A copy of a resolved config whose PATH_KEYS that name an existing file or folder
+    relative to the working directory are absolute, as a run's config.yaml keeps them: its
+    evaluation, resumption and export then work from any directory. Names that are not paths
+    (synthetic:40:0, smollm2, built-in description sets) stay as they are."""
+    from skelang.fusion.descriptions import builtin_descriptions
+
+    names = {"smollm2", "synthetic", *builtin_descriptions()}
+    config = copy.deepcopy(config)
+    for section, key in PATH_KEYS:
+        value = (config.get(section) or {}).get(key)
+        if isinstance(value, str) and value not in names and not value.startswith("synthetic:"):
+            path = Path(value).expanduser()
+            if not path.is_absolute() and path.exists():
+                config[section][key] = str(path.resolve())
+    return config

@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from skelang.files import atomic_open, write_text_atomic
-from skelang.runs.config import RESUMABLE_CHANGES, flatten, resolve_config
+from skelang.runs.config import RESUMABLE_CHANGES, absolute_paths, flatten, resolve_config
 
 CONFIG = "config.yaml"
 LOG = "log.jsonl"
@@ -159,7 +159,8 @@ class RunDirectory:
         if self.file(CHECKPOINT).is_file():
             if not resume:
                 raise ValueError(f"{self.path} already holds a run: resume it (--resume) or choose another folder")
-            saved, wanted = flatten(self.config), flatten(config)
+            # paths as config.yaml keeps them (runs of earlier versions kept them relative)
+            saved, wanted = flatten(absolute_paths(self.config)), flatten(absolute_paths(config))
             changed = sorted(
                 key
                 for key in saved.keys() | wanted.keys()

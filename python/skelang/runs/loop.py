@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from skelang.runs import distributed
+from skelang.runs.config import absolute_paths
 from skelang.runs.directory import RunDirectory
 from skelang.runs.distributed import Ranks
 from skelang.runs.plots import CONFUSION, CURVES, plot_confusion, plot_curves
@@ -82,7 +83,8 @@ def fit(stage_class: type[Stage], config: dict, run: RunDirectory, resume: bool 
     """Trains a stage of a resolved `config` into `run` (see the module's documentation) and
     returns the final metrics; with `resume`, continues from the run's checkpoint (a finished
     run returns its metrics). Under torchrun every rank calls this; rank 0 holds and writes
-    the run folder."""
+    the run folder. Relative data and run paths are kept absolute in the run (absolute_paths)."""
+    config = absolute_paths(config)
     ranks, joined = distributed.join_process_group(config["train"]["device"])
     try:
         with contextlib.ExitStack() as held:
