@@ -55,7 +55,8 @@ def test_sweep_errors_name_the_key(tmp_path):
     for extra, message in [
         ({"varients": {}}, "unknown key.* varients"),
         ({"variants": {"x": {"model.chanels": [4]}}}, "variant x.*unknown key model.chanels"),
-        ({"seeds": [-1]}, "seeds: expected a list of non-negative integers"),
+        ({"seeds": [-1]}, "seeds: expected a list of distinct non-negative integers"),
+        ({"seeds": [0, 0]}, "seeds: expected a list of distinct non-negative integers"),
         ({"grid": {"optim.lr": 0.1}}, "grid: expected key: \\[values, ...\\] lists"),
     ]:
         with pytest.raises(ValueError, match=message):
@@ -108,6 +109,28 @@ def test_ablate_runs_resumes_after_a_kill_and_writes_its_table(tmp_path):
     table = (out / "results.md").read_text()
     assert "| base | 2 |" in table and "| wider | 2 |" in table and "[" in table
     assert (out / "results.csv").read_text().count("\n") == 5 and (out / "results.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_a_changed_sweep_or_a_foreign_folder_is_refused_before_training(tmp_path):
+    """An edited sweep reused the runs of the old one (its table unchanged, config.yaml still
+    the old lr); --out into a folder of other files scattered the sweep among them."""
+    from skelang.runs.ablate import ablate
+
+    out = tmp_path / "out"
+    ablate(sweep_file(tmp_path, seeds=[0], variants={}), out, progress=False)
+    changed = sweep_file(tmp_path, seeds=[0], variants={}, overrides={**TINY, "optim.lr": 0.05})
+    with pytest.raises(ValueError, match=r"base/seed0 was trained with another config .*optim\.lr 0\.1 -> 0\.05"):
+        ablate(changed, out, progress=False)
+    longer = sweep_file(tmp_path, seeds=[0], variants={}, overrides={**TINY, "train.epochs": 2})
+    [row] = ablate(longer, out, progress=False)  # more epochs: the run trains on
+    assert json.loads((out / "base" / "seed0" / "log.jsonl").read_text().splitlines()[-1])["epoch"] == 2
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "clip0.npy").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"--out .*clips: holds files that are not this sweep's \(clip0\.npy\)"):
+        ablate(longer, tmp_path / "clips", progress=False)
+    with pytest.raises(ValueError, match="--jobs must be at least 1"):
+        ablate(longer, out, jobs=0, progress=False)
 
 
 def _ended(pid: int) -> bool:

@@ -43,16 +43,18 @@ from skelang.runs.config import (
     _Bad,
     apply_override,
     config_path,
+    flatten,
     format_override,
     read_config_file,
     resolve_config,
 )
-from skelang.runs.directory import METRICS, RunDirectory
+from skelang.runs.directory import METRICS, RunDirectory, config_changes
 from skelang.runs.ensemble import align, load_scores
 from skelang.schema import load_yaml
 from skelang.stats import BOOTSTRAP_DRAWS, bootstrap_interval
 
 SWEEP_KEYS = ("base", "overrides", "seeds", "variants", "grid")
+RESULT_FILES = ("results.csv", "results.md", "results.png")
 PARENT_ENV = "SKELANG_ABLATE_PARENT"  # the sweep's process id, in the environment of each training
 
 
@@ -130,9 +132,12 @@ def read_sweep(path: str | Path) -> dict:
         variants[name] = _overrides(changes, f"{path}: grid")
     seeds = sweep.get("seeds")
     if seeds is not None and not (
-        isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds)
+        isinstance(seeds, list)
+        and seeds
+        and all(isinstance(s, int) and s >= 0 for s in seeds)
+        and len(set(seeds)) == len(seeds)
     ):
-        raise ValueError(f"{path}: seeds: expected a list of non-negative integers, got {seeds!r}")
+        raise ValueError(f"{path}: seeds: expected a list of distinct non-negative integers, got {seeds!r}")
     return {"base": base, "common": common, "seeds": seeds, "variants": variants}
 
 
@@ -154,6 +159,39 @@ def variant_configs(sweep: dict) -> dict[tuple[str, int], dict]:
     return configs
 
 
+def _check_sweep_folder(out_dir: Path, configs: dict, sweep_file: Path) -> None:
+    """`out_dir` holds nothing but this sweep's files, and its runs were trained with the
+    sweep's configs as they are now (up to what a resume may change: a run with fewer epochs
+    trains on): a ValueError before any training, naming what differs."""
+    if not out_dir.is_dir():
+        return
+    variants = {name for name, _ in configs}
+    others = sorted(
+        entry.name
+        for entry in out_dir.iterdir()
+        if entry.name not in variants
+        and entry.name not in RESULT_FILES
+        and not entry.name.startswith(".")
+        and entry.resolve() != sweep_file.resolve()  # the sweep file itself may live there
+    )
+    if others:
+        raise ValueError(
+            f"--out {out_dir}: holds files that are not this sweep's ({', '.join(others[:5])}"
+            f"{', ...' if len(others) > 5 else ''}): choose a new folder for the sweep"
+        )
+    for (name, seed), config in configs.items():
+        run = RunDirectory(out_dir / name / f"seed{seed}")
+        if run.file("config.yaml").is_file():
+            changed = config_changes(run.config, config)
+            if changed:
+                saved, wanted = flatten(run.config), flatten(config)
+                details = ", ".join(f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}" for key in changed[:5])
+                raise ValueError(
+                    f"{run.path} was trained with another config than the sweep's now ({details}): "
+                    f"delete that run to train it again, or give the changed sweep a new --out"
+                )
+
+
 def _train_command(config_file: Path, out: Path, resume: bool) -> list[str]:
     return [
         sys.executable,
@@ -173,13 +211,16 @@ def ablate(sweep_path: str | Path, out_dir: str | Path, jobs: int = 1, progress:
     """Runs the sweep (see the module's documentation) into `out_dir` and returns its rows:
     one dict per run (variant, seed, top1, top5, wall_time_s, run)."""
     sweep = read_sweep(sweep_path)
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
     configs = variant_configs(sweep)
     out_dir = Path(out_dir)
+    _check_sweep_folder(out_dir, configs, Path(sweep_path))
     out_dir.mkdir(parents=True, exist_ok=True)
     pending = []
     for (name, seed), config in configs.items():
         run = RunDirectory(out_dir / name / f"seed{seed}")
-        if run.file(METRICS).is_file() and run.exists():
+        if run.file(METRICS).is_file() and run.exists() and run.config["train"]["epochs"] == config["train"]["epochs"]:
             continue  # finished
         run.path.mkdir(parents=True, exist_ok=True)
         config_file = out_dir / name / f"seed{seed}.yaml"

@@ -159,13 +159,7 @@ class RunDirectory:
         if self.file(CHECKPOINT).is_file():
             if not resume:
                 raise ValueError(f"{self.path} already holds a run: resume it (--resume) or choose another folder")
-            # paths as config.yaml keeps them (runs of earlier versions kept them relative)
-            saved, wanted = flatten(absolute_paths(self.config)), flatten(absolute_paths(config))
-            changed = sorted(
-                key
-                for key in saved.keys() | wanted.keys()
-                if saved.get(key) != wanted.get(key) and key not in RESUMABLE_CHANGES
-            )
+            changed = config_changes(self.config, config)
             if changed:
                 raise ValueError(
                     f"{self.path}: cannot resume with a different {', '.join(changed)} "
@@ -275,6 +269,17 @@ class RunDirectory:
     def write_scores(self, ids: list[str], labels: np.ndarray, logits: np.ndarray, name: str = SCORES) -> Path:
         """The run's per-sample outputs (see save_scores)."""
         return save_scores(self.file(name), ids, labels, logits)
+
+
+def config_changes(saved: dict, wanted: dict) -> list[str]:
+    """The keys (a.b) whose values differ between two resolved configs, but for
+    RESUMABLE_CHANGES; paths compared resolved (runs of earlier versions kept them relative)."""
+    saved, wanted = flatten(absolute_paths(saved)), flatten(absolute_paths(wanted))
+    return sorted(
+        key
+        for key in saved.keys() | wanted.keys()
+        if saved.get(key) != wanted.get(key) and key not in RESUMABLE_CHANGES
+    )
 
 
 def check_outside_run(run: RunDirectory, scores_path: str | os.PathLike) -> None:
