@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -33,3 +36,15 @@ def test_bring_your_own_data_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"top-1 \d+% on 10 clips\n", result.stdout), result.stdout
     assert (tmp_path / "hands" / "run" / "metrics.json").is_file()
+    # another process, which never saw the layout made in the script: the checkpoint keeps it
+    checkpoint = torch.load(tmp_path / "hands" / "run" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["layout_definition"]["joints"] == ["wrist", "thumb", "index", "middle", "ring"]
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "skelang", "eval", str(tmp_path / "hands" / "run"), "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["samples"] == 10

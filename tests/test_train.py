@@ -458,3 +458,20 @@ def test_an_unlabelled_sequence_is_named(tmp_path):
     }
     with pytest.raises(ValueError, match=r"holds 1 unlabelled sequence\(s\) \(nameless\)"):
         train(config, tmp_path / "run", progress=False)
+
+
+def test_a_run_of_a_layout_made_at_run_time_loads_in_a_fresh_process(tmp_path, monkeypatch):
+    """Evaluation builds the model before reading data: a user's layout ('hand5' of the
+    README) was unknown there ("unknown skeleton layout"). The checkpoint keeps it; a run of
+    an earlier version registers it from its training cache, else the error says what to do."""
+    from skelang.data import layouts
+    from skelang.runs.stages.encoder import checkpoint_layout
+
+    definition = {**layouts.layout_to_dict("coco17"), "name": "made_at_run_time"}
+    run = RunDirectory(tmp_path)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(resolve_config(tiny_config())))
+    monkeypatch.setattr(layouts, "_LAYOUTS", dict(layouts._LAYOUTS))  # registrations end with the test
+    assert checkpoint_layout(run, {"layout": "made_at_run_time", "layout_definition": definition}) == "made_at_run_time"
+    assert layouts.get_layout("made_at_run_time").joint_names == layouts.get_layout("coco17").joint_names
+    with pytest.raises(ValueError, match="layout 'other' was made at run time and its checkpoint does not keep it"):
+        checkpoint_layout(run, {"layout": "other"})

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skelang.data.layouts import get_layout, layout_from_dict, layout_names, register_layout
+from skelang.data.layouts import ensure_layout, layout_to_dict
 from skelang.data.sequence import Sequence
 
 FORMAT = "skelang-cache-2"
@@ -106,7 +106,7 @@ def write_cache(sequences: Iterable[Sequence], folder: str | Path, overwrite: bo
         index = {
             "format": FORMAT,
             "layout": layout,
-            "layout_definition": _layout_definition(layout),
+            "layout_definition": layout_to_dict(layout),  # a layout made at run time opens anywhere
             "num_sequences": len(labels),
             "meta": metas,
         }
@@ -126,22 +126,6 @@ def write_cache(sequences: Iterable[Sequence], folder: str | Path, overwrite: bo
         shutil.rmtree(work, ignore_errors=True)
         raise
     return folder
-
-
-def _layout_definition(name: str) -> dict:
-    """The layout as layout_from_dict reads it, so a cache of a layout made at run time
-    (a BVH hierarchy, a user's) opens in any process."""
-    layout = get_layout(name)
-    return {
-        "name": layout.name,
-        "joints": list(layout.joint_names),
-        "parents": list(layout.parents),
-        "centre": layout.centre,
-        "spine": list(layout.spine),
-        "shoulders": list(layout.shoulders),
-        "left_right": [list(pair) for pair in layout.left_right],
-        "description": layout.description,
-    }
 
 
 def is_cache(folder: str | Path) -> bool:
@@ -177,8 +161,7 @@ class SequenceCache:
                 f"{self.folder}: checksum mismatch: the cache was modified or is damaged; convert the data again"
             )
         self.layout = index["layout"]
-        if self.layout not in layout_names():
-            register_layout(layout_from_dict(index["layout_definition"]))
+        ensure_layout(index["layout_definition"])
         self.meta = index["meta"]
         self.class_names = index.get("class_names")  # when the labels were class names
         self.frames = self._array("frames.npy", mmap_mode="r")

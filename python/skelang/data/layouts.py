@@ -151,6 +151,28 @@ def layout_names() -> list[str]:
     return sorted(_LAYOUTS)
 
 
+def layout_to_dict(name: str) -> dict:
+    """The registered layout `name` as layout_from_dict reads it: caches and checkpoints keep
+    it, so that a layout made at run time (a BVH hierarchy, a user's) is known in any process."""
+    layout = get_layout(name)
+    return {
+        "name": layout.name,
+        "joints": list(layout.joint_names),
+        "parents": list(layout.parents),
+        "centre": layout.centre,
+        "spine": list(layout.spine),
+        "shoulders": list(layout.shoulders),
+        "left_right": [list(pair) for pair in layout.left_right],
+        "description": layout.description,
+    }
+
+
+def ensure_layout(definition: Mapping[str, Any]) -> SkeletonLayout:
+    """The layout of a kept definition (layout_to_dict), registered unless its name is known."""
+    name = definition.get("name")
+    return get_layout(name) if name in _LAYOUTS else register_layout(layout_from_dict(definition))
+
+
 def _joint_index(name: str, joint_names: Sequence[str], ref: Any, field: str) -> int:
     """Joint index of `ref`, given as an index or a joint name; None means -1 (no joint)."""
     if ref is None:

@@ -136,9 +136,12 @@ def predict_video(
 
 def _run_shape(run) -> dict:
     """layout, num_bodies, num_classes of the run's encoder (an lm run's: its VST run's)."""
+    from skelang.runs.stages.encoder import checkpoint_layout
+
     if run.config["stage"] == "lm":
         run = open_run(run.config["lm"]["vst_run"])
     checkpoint = run.load_checkpoint()
+    checkpoint_layout(run, checkpoint)  # a layout made at run time, registered
     return {key: checkpoint[key] for key in ("layout", "num_bodies", "num_classes")}
 
 

@@ -13,8 +13,9 @@ import collections
 import numpy as np
 import torch
 
-from skelang.data.cache import SequenceCache
+from skelang.data.cache import SequenceCache, is_cache
 from skelang.data.dataset import SkeletonDataset, make_loader
+from skelang.data.layouts import ensure_layout, layout_names, layout_to_dict
 from skelang.data.preprocess import Augmentation, Preprocess
 from skelang.data.readers import open_sequences
 from skelang.data.splits import split_of
@@ -67,6 +68,28 @@ def check_encoder_inputs(data: dict, run, key: str) -> None:
             f"{key}: {run.path} was trained on inputs made with {wanted}; this config has {found}. "
             f"Its frozen encoder needs the inputs it was trained on: set {wanted}"
         )
+
+
+def checkpoint_layout(run: RunDirectory, checkpoint: dict) -> str:
+    """The name of a run's skeleton layout, registered from the checkpoint's definition when it
+    was made at run time (a user's layout, a BVH hierarchy). A run of an earlier version kept
+    only the name: its training data's cache is opened for the definition, else a ValueError
+    says what to do."""
+    name = checkpoint["layout"]
+    if name in layout_names():
+        return name
+    if "layout_definition" in checkpoint:
+        return ensure_layout(checkpoint["layout_definition"]).name
+    data = run.config["data"]
+    for path in (data.get("train"), data.get("test")):
+        if path and is_cache(path):
+            SequenceCache(path)  # registers the cache's layout
+            if name in layout_names():
+                return name
+    raise ValueError(
+        f"{run.path}: its skeleton layout {name!r} was made at run time and its checkpoint does not keep it "
+        f"(a run of an earlier version): register it first (skelang.data.register_layout)"
+    )
 
 
 def bodies_of(sequences) -> int:
@@ -269,6 +292,7 @@ class EncoderStage(Stage):
         return {
             "model": self.model.state_dict(),
             **self.shape,
+            "layout_definition": layout_to_dict(self.shape["layout"]),  # a layout made at run time
             "class_names": self.class_names(self.shape["num_classes"]),
         }
 
@@ -285,6 +309,7 @@ class EncoderStage(Stage):
         """The stage of a run folder with its final weights (no data read)."""
         stage = cls(run.config, run, torch.device(device), progress=False)
         checkpoint = run.load_checkpoint()
+        checkpoint_layout(run, checkpoint)
         stage.shape = {key: checkpoint[key] for key in SHAPE_KEYS}
         stage.model = stage.build_model(stage.shape, for_training=False)
         try:
