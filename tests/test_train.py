@@ -330,6 +330,16 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([SKELANG, *args], capture_output=True, text=True, timeout=300)
 
 
+def test_overrides_may_follow_options(tmp_path, tiny_file):
+    out = tmp_path / "run"
+    result = run("train", "--config", str(tiny_file), "train.epochs=1", "--out", str(out), "seed=4", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["train"]["epochs"] == 1 and saved["seed"] == 4
+    result = run("train", "--config", str(tiny_file), "--out", str(tmp_path / "other"), "--bogus")
+    assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
+
+
 def test_train_and_eval_commands(tmp_path, tiny_file):
     out = tmp_path / "run"
     result = run("train", "--config", str(tiny_file), "train.epochs=1", "--out", str(out))

@@ -832,11 +832,17 @@ def main(argv: list[str] | None = None) -> int:
     bench.set_defaults(func=cmd_bench)
 
     args, rest = parser.parse_known_args(argv)
+    if rest and hasattr(args, "overrides") and all("=" in r and not r.startswith("-") for r in rest):
+        args.overrides = [*args.overrides, *rest]  # key=value after an option (--out DIR a.b=1) count too
+        rest = []
     if rest and args.command != "bench":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         with ThreadBudget():  # this job's share of the CPUs, beside the other skelang jobs
             return args.func(args, rest)
+    except BrokenPipeError:  # the reader of the output went away (skelang ... | head): no error message
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 1
     except (ValueError, KeyError, OSError) as error:  # bad input: the message names it
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"skelang {args.command}: error: {message}", file=sys.stderr)
