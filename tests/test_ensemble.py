@@ -127,6 +127,19 @@ def test_streams_train_one_run_each_and_ensemble(tmp_path):
     assert again["top1"] == report["top1"]
 
 
+def test_streams_command_errors(tmp_path, capsys):
+    from skelang.cli import main
+
+    out = str(tmp_path / "x")
+    for argv, message in (
+        (["--resume", "--streams", "joint"], "--streams: give --config"),
+        (["--config", "synthetic_stgcn", "data.streams=[bone]", "--streams", "joint"], "drop data.streams="),
+    ):
+        assert main(["train", "--out", out, *argv]) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_test_set_that_names_a_sample_twice_is_refused_before_training(tmp_path):
     """Ensembles match samples by name, so a test set whose files name one sample twice (an
     NW-UCLA file copied under another file name keeps its 'file_name') fails when the data

@@ -288,8 +288,12 @@ def cmd_train(args) -> int:
     from skelang.runs.distributed import is_main_process
 
     end_with_the_sweep()
+    if args.streams and args.config is None:
+        raise ValueError("--streams: give --config (each stream's run in OUT/<stream> resumes by itself)")
+    if args.streams and any(override.split("=", 1)[0].strip() == "data.streams" for override in args.overrides):
+        raise ValueError("--streams trains one run per stream, each with its own data.streams: drop data.streams=")
     if args.config is None:
-        if not args.resume or args.streams:
+        if not args.resume:
             raise ValueError("--config: expected a configuration (only --resume reads the run's own config.yaml)")
         args.config = str(Path(args.out) / "config.yaml")
         if not Path(args.config).is_file():
