@@ -62,11 +62,18 @@ def run(config_path: Path = DEFAULT_CONFIG, quick: bool = False, only: str | Non
     }
 
 
+def benchmark_names() -> list[str]:
+    """NAME of every benchmarks/bench_NAME.py."""
+    return sorted(path.stem.removeprefix("bench_") for path in BENCHMARKS_DIR.glob("bench_*.py"))
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="benchmark config (YAML)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke run of every case")
-    parser.add_argument("--only", metavar="NAME", help="run only benchmarks/bench_NAME.py")
+    parser.add_argument(
+        "--only", metavar="NAME", choices=benchmark_names(), help="run only benchmarks/bench_NAME.py: %(choices)s"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
     args = parser.parse_args(argv)
