@@ -138,14 +138,16 @@ def read_sweep(path: str | Path) -> dict:
         and len(set(seeds)) == len(seeds)
     ):
         raise ValueError(f"{path}: seeds: expected a list of distinct non-negative integers, got {seeds!r}")
-    return {"base": base, "common": common, "seeds": seeds, "variants": variants}
+    return {"base": base, "common": common, "seeds": seeds, "variants": variants, "path": str(path)}
 
 
 def variant_configs(sweep: dict) -> dict[tuple[str, int], dict]:
     """(variant, seed) -> resolved config of every run of the sweep (checked before any runs)."""
     path = config_path(sweep["base"])
     raw = read_config_file(path)
-    seeds = sweep["seeds"] or [resolve_config(raw, str(path))["seed"]]
+    seeds = sweep["seeds"] or [resolve_config(raw, str(path))["seed"]]  # the base's mistakes name the base
+    resolve_config(yaml.safe_load(yaml.safe_dump(raw)), str(path))
+    source = sweep.get("path", "the sweep")
     configs = {}
     for name, changes in sweep["variants"].items():
         for seed in seeds:
@@ -154,8 +156,8 @@ def variant_configs(sweep: dict) -> dict[tuple[str, int], dict]:
                 for override in [*sweep["common"], *changes, f"seed={seed}"]:
                     apply_override(variant, override)
             except _Bad as error:
-                raise ValueError(f"{path}: variant {name}: {error}") from None
-            configs[(name, seed)] = resolve_config(variant, f"{path} (variant {name}, seed {seed})")
+                raise ValueError(f"{source}: variant {name}: {error}") from None
+            configs[(name, seed)] = resolve_config(variant, f"{source}: variant {name} (seed {seed}) of {path}")
     return configs
 
 
