@@ -243,3 +243,31 @@ def test_extensions_in_upper_case_are_read(tmp_path):
     with pytest.raises(ValueError, match=r"several formats \(3 \.npy, 1 \.skeleton\)"):
         readers.detect_format(folder)
     assert readers.detect_format(folder / "S001C001P001R001A001.SKELETON") == "ntu"
+
+
+def test_inspect_lists_a_corrupt_clip_names_classes_and_counts_unlabelled_clips(tmp_path):
+    """A text file named clip03.npy stopped inspect for the whole folder (with a message about
+    pickled data); unlabelled clips were counted as a class '-1'; class names were hidden."""
+    from skelang.data.inspect import format_report, inspect_dataset
+
+    rng = np.random.default_rng(0)
+    for label in ("clap", "wave"):
+        (tmp_path / "byclass" / label).mkdir(parents=True)
+        for i in range(2):
+            np.save(tmp_path / "byclass" / label / f"{i}.npy", rng.normal(size=(6, 17, 2)).astype(np.float32))
+    (tmp_path / "byclass" / "clap" / "0.npy").write_text("not an array\n")
+    report = inspect_dataset(tmp_path / "byclass")
+    assert report["sequences"] == 3 and report["per_class"] == {"0": 1, "1": 2}
+    assert report["class_names"] == {"0": "clap", "1": "wave"} and report["unlabelled"] == 0
+    [bad] = report["bad_files"]
+    assert "0.npy: not a .npy or .npz file (it starts with b'not an'" in bad["error"]
+    assert "per class: 0 clap: 1, 1 wave: 2" in format_report(report)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(3):
+        np.save(flat / f"{i}.npy", rng.normal(size=(6, 17, 2)).astype(np.float32))
+    report = inspect_dataset(flat)
+    assert report["classes"] == 0 and report["unlabelled"] == 3 and report["per_class"] == {}
+    assert "unlabelled (no class; training needs labels): 3" in format_report(report)
+    with pytest.raises(ValueError, match=r"flat: dims 'XYZ' must order the letters T, V, C"):
+        inspect_dataset(flat, clips={"dims": "XYZ"})

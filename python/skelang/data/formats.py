@@ -211,9 +211,24 @@ def iter_pyskl(
 def load_numpy(path: Path):
     """An ndarray (.npy) or an open NpzFile (.npz), never unpickling anything."""
     try:
+        with open(path, "rb") as file:
+            head = file.read(6)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read it ({error.strerror})") from None
+    if head != b"\x93NUMPY" and not head.startswith(b"PK"):
+        raise ValueError(f"{path}: not a .npy or .npz file (it starts with {head!r}, not a NumPy or zip header)")
+    try:
         return np.load(path, allow_pickle=False)
     except (ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: not a .npy or .npz file without pickled objects ({error})") from None
+
+
+def _or_error(read, *args):
+    """read(*args), or the ValueError it raised (a bad clip is listed, the others are read)."""
+    try:
+        return read(*args)
+    except ValueError as error:
+        return error
 
 
 def _npz_array(npz, key: str, source: str) -> np.ndarray:
@@ -526,13 +541,18 @@ def from_sequences(
     return sequences
 
 
+def check_dims(dims: str, source: str) -> None:
+    """`dims` orders the letters T, V, C (and M): a ValueError naming `source` otherwise."""
+    if not isinstance(dims, str) or sorted(dims.upper()) not in (sorted("TVC"), sorted("TVCM")):
+        raise ValueError(f"{source}: dims {dims!r} must order the letters T, V, C (and M)")
+
+
 def iter_clips(
     arrays, labels=None, layout="coco17", class_names=None, dims="TVC", coordinates=None, names=None, source="arrays"
 ) -> Iterator[Sequence | ValueError]:
     """from_sequences clip by clip: each a Sequence or the ValueError naming it (a check of
     the whole call, such as the layout or the label count, raises)."""
-    if sorted(dims.upper()) not in (sorted("TVC"), sorted("TVCM")):
-        raise ValueError(f"{source}: dims {dims!r} must order the letters T, V, C (and M)")
+    check_dims(dims, source)
     dims = dims.upper()
     layout_name = _resolve_layout(layout)
     arrays = list(arrays)
@@ -548,6 +568,9 @@ def iter_clips(
         if unknown:
             raise ValueError(f"{source}: labels {unknown[:5]} are not in class_names")
     for i, clip in enumerate(arrays):
+        if isinstance(clip, ValueError):  # a clip that could not be read (its file named)
+            yield clip
+            continue
         where = f"{source}: clip {i}" + (f" ({names[i]!r})" if names is not None else "")
         meta = {"source": source, "index": i, "name": str(names[i]) if names is not None else f"{source}#{i}"}
         try:
@@ -636,7 +659,7 @@ def read_clip_arrays(
         if not files:
             raise ValueError(f"{path}: no .npy clip files (one (T, V, C) array per file)")
         stems = [file.stem for file in files]
-        arrays = [load_numpy(file) for file in files]
+        arrays = [_or_error(load_numpy, file) for file in files]
         folder_labels = [file.parent.name for file in files] if files[0].parent != path else None
         # clips of different classes may share a stem (run/0001.npy, walk/0001.npy): the name
         # is a sample id (scores.npz, ensembles), so a subfolder's clip keeps its folder
@@ -649,7 +672,7 @@ def read_clip_arrays(
             )
         with npz:
             names = stems = list(npz.files)
-            arrays = [_npz_array(npz, name, str(path)) for name in names]
+            arrays = [_or_error(_npz_array, npz, name, str(path)) for name in names]
         folder_labels = None
     clip_labels = folder_labels
     if labels is not None:

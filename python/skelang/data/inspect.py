@@ -33,6 +33,7 @@ def inspect_dataset(
     bodies = collections.Counter()
     layouts = collections.Counter()
     frames, bad, missing, left_out = [], [], [], []
+    unlabelled, names = 0, {}
     for item in tqdm(iter_sequences(path, kind, workers, clips), desc="inspect", unit="seq", disable=not progress):
         if isinstance(item, MissingSkeletonError):
             missing.append(str(item))
@@ -50,7 +51,13 @@ def inspect_dataset(
                 left_out.append(item.sample_id(len(frames) + len(left_out)))
                 continue
             per_split[part] += 1
-        per_class[-1 if item.label is None else item.label] += 1
+        if item.label is None:
+            unlabelled += 1
+        else:
+            per_class[item.label] += 1
+            name = class_name(item)
+            if name is not None:
+                names.setdefault(item.label, name)
         frames.append(item.num_frames)
         bodies[item.num_bodies] += 1
         layouts[item.layout] += 1
@@ -61,6 +68,8 @@ def inspect_dataset(
         "layouts": dict(layouts),
         "classes": len(per_class),
         "per_class": {str(label): count for label, count in sorted(per_class.items())},
+        "class_names": {str(label): name for label, name in sorted(names.items())},
+        "unlabelled": unlabelled,
         "frames": (
             {"min": int(np.min(frames)), "mean": float(np.mean(frames)), "max": int(np.max(frames))} if frames else None
         ),
@@ -79,6 +88,14 @@ def inspect_dataset(
     return report
 
 
+def class_name(sequence) -> str | None:
+    """The name of a sequence's class, when its reader or cache knows it."""
+    if sequence.meta.get("label_name") is not None:
+        return str(sequence.meta["label_name"])
+    names = sequence.meta.get("class_names")
+    return str(names[sequence.label]) if names is not None and 0 <= sequence.label < len(names) else None
+
+
 def format_report(report: dict) -> str:
     lines = [
         f"{report['path']}: {report['format']}, {report['sequences']} sequences, "
@@ -90,7 +107,13 @@ def format_report(report: dict) -> str:
     lines.append(f"bodies per sequence: {report['bodies']}")
     if "split" in report:
         lines.append(f"split: {report['split']}")
-    lines.append("per class: " + ", ".join(f"{k}: {v}" for k, v in report["per_class"].items()))
+    names = report.get("class_names") or {}
+    lines.append(
+        "per class: "
+        + (", ".join(f"{k}{' ' + names[k] if k in names else ''}: {v}" for k, v in report["per_class"].items()) or "-")
+    )
+    if report.get("unlabelled"):
+        lines.append(f"unlabelled (no class; training needs labels): {report['unlabelled']}")
     if "outside_benchmark" in report:
         lines.append(
             f"left out, outside {report['split']['benchmark']}: {len(report['outside_benchmark'])}"

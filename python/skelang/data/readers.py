@@ -302,14 +302,22 @@ def _clip_layout(path: Path, dims: str) -> str:
     """The layout of clip arrays whose layout is not given: from their joint count."""
     import numpy as np
 
-    files = (data_files(path, ".npy") or data_files(path, ".npy", nested=True)) if path.is_dir() else []
-    first = files[0] if files else None
-    loaded = formats.load_numpy(first if first is not None else path)
-    if not isinstance(loaded, np.ndarray):
-        with loaded as npz:
-            if not npz.files:
-                raise ValueError(f"{path}: no clip arrays")
-            loaded = formats._npz_array(npz, npz.files[0], str(path))
+    formats.check_dims(dims, str(path))
+    files = (data_files(path, ".npy") or data_files(path, ".npy", nested=True)) if path.is_dir() else [path]
+    errors = []
+    for file in files:  # the first clip that reads (a bad one is listed by the reader, not here)
+        try:
+            loaded = formats.load_numpy(file)
+            if not isinstance(loaded, np.ndarray):
+                with loaded as npz:
+                    if not npz.files:
+                        raise ValueError(f"{path}: no clip arrays")
+                    loaded = formats._npz_array(npz, npz.files[0], str(path))
+            break
+        except ValueError as error:
+            errors.append(error)
+    else:
+        raise errors[0] if errors else ValueError(f"{path}: no clip arrays")
     V = loaded.shape[dims.upper().index("V")] if loaded.ndim == len(dims) else None
     if V not in formats.LAYOUT_BY_JOINTS:
         raise ValueError(
