@@ -125,6 +125,16 @@ def test_streams_train_one_run_each_and_ensemble(tmp_path):
     assert (scores.stream, scores.seed) == ("bone", config["seed"])
     again = train_streams(config, ["joint", "bone"], tmp_path / "streams", progress=False)  # finished: kept
     assert again["top1"] == report["top1"]
+    # validation scores name their run: given in another order than the runs, they are refused
+    from skelang.runs import evaluate_run
+
+    runs = [tmp_path / "streams" / stream for stream in ("joint", "bone")]
+    validation = [tmp_path / f"val_{run.name}.npz" for run in runs]
+    for run, path in zip(runs, validation):
+        evaluate_run(run, data="synthetic:1:7", scores_path=path)
+    assert ensemble(runs, search=validation)["weights_from"] == "validation search"
+    with pytest.raises(ValueError, match=r"val_bone\.npz holds the validation scores of .*bone, not of .*joint"):
+        ensemble(runs, search=validation[::-1])
 
 
 def test_streams_command_errors(tmp_path, capsys):

@@ -109,7 +109,8 @@ def write_scores_file(path: str | Path, sequences, stage) -> Path:
     )
     with stage.autocast():
         logits, labels = predict(stage.model, loader, stage.device)
-    return save_scores(path, [sequence.sample_id(i) for i, sequence in enumerate(sequences)], labels, logits)
+    ids = [sequence.sample_id(i) for i, sequence in enumerate(sequences)]
+    return save_scores(path, ids, labels, logits, run=stage.run)
 
 
 __all__ = [

@@ -288,16 +288,20 @@ def check_outside_run(run: RunDirectory, scores_path: str | os.PathLike) -> None
         raise ValueError(f"--scores {scores_path}: write other data's scores outside the run folder {run.path}")
 
 
-def save_scores(path: str | os.PathLike, ids: list[str], labels, logits) -> Path:
+def save_scores(path: str | os.PathLike, ids: list[str], labels, logits, run: RunDirectory | None = None) -> Path:
     """Per-sample outputs, written whole: ids (N,) str (stable across runs: file names), labels
-    (N,) int64, logits (N, classes) float32 (a language model's: class-name log-likelihoods)."""
+    (N,) int64, logits (N, classes) float32 (a language model's: class-name log-likelihoods);
+    a file outside its run names the run (its absolute path), so an ensemble can check that
+    validation scores come from the runs they weigh."""
     path = Path(path)
+    extra = {"run": np.asarray(str(run.path.resolve()))} if run is not None else {}
     with atomic_open(path, "wb") as file:
         np.savez(
             file,
             ids=np.asarray(ids, dtype=str),
             labels=np.asarray(labels, dtype=np.int64),
             logits=np.asarray(logits, dtype=np.float32),
+            **extra,
         )
     return path
 

@@ -33,6 +33,7 @@ class Scores:
     ids: np.ndarray  # (N,) str
     labels: np.ndarray  # (N,) int64
     logits: np.ndarray  # (N, classes) float32
+    run: str | None = None  # the run folder that wrote them (absolute), where known
 
 
 def load_scores(source: str | os.PathLike) -> Scores:
@@ -40,11 +41,12 @@ def load_scores(source: str | os.PathLike) -> Scores:
     run's stream is named by its stage too, "lm:joint", apart from an encoder's "joint"), or a
     scores .npz file (its stream: the file's stem)."""
     path = Path(source)
-    stream, seed = path.stem, None
+    stream, seed, origin = path.stem, None, None
     if path.name == SCORES and RunDirectory(path.parent).exists():  # RUN/scores.npz: the run's own
         path = path.parent
     if path.is_dir():
         run = RunDirectory(path)
+        origin = str(run.path.resolve())
         config = run.config
         stream, seed = "+".join(config["data"]["streams"]), config["seed"]
         if config.get("stage") in ("vst", "lm"):
@@ -55,6 +57,8 @@ def load_scores(source: str | os.PathLike) -> Scores:
     try:
         with np.load(path, allow_pickle=False) as arrays:
             ids, labels, logits = (arrays[key] for key in ("ids", "labels", "logits"))
+            if origin is None and "run" in arrays.files:  # a --scores file names its run
+                origin = str(arrays["run"])
     except (OSError, ValueError, KeyError, EOFError) as error:
         raise ValueError(f"{path}: not a scores file with ids, labels and logits ({error})") from None
     if logits.ndim != 2 or len(ids) != len(logits) or len(labels) != len(logits):
@@ -63,7 +67,9 @@ def load_scores(source: str | os.PathLike) -> Scores:
         raise ValueError(f"{path}: logits hold NaN or infinite values (a run that diverged?); no ensemble of them")
     if len(set(ids.tolist())) != len(ids):
         raise ValueError(f"{path}: sample ids repeat; an ensemble matches samples by id")
-    return Scores(str(source), stream, seed, ids.astype(str), labels.astype(np.int64), logits.astype(np.float32))
+    return Scores(
+        str(source), stream, seed, ids.astype(str), labels.astype(np.int64), logits.astype(np.float32), origin
+    )
 
 
 def align(scores: list[Scores]) -> list[Scores]:
@@ -145,6 +151,12 @@ def ensemble(sources: list, weights: list[float] | None = None, search: list | N
             raise ValueError(f"{len(search)} validation sources for {len(scores)} runs (one per run, same order)")
         _no_repeats(search, "validation source")
         validation = [load_scores(source) for source in search]
+        for test, valid, name in zip(scores, validation, search):
+            if test.run is not None and valid.run is not None and test.run != valid.run:
+                raise ValueError(
+                    f"{name} holds the validation scores of {valid.run}, not of {test.source}: "
+                    f"give one validation file per run, in the runs' order"
+                )
         shared = sorted(set(validation[0].ids.tolist()) & set(scores[0].ids.tolist()))
         if shared:
             raise ValueError(

@@ -473,7 +473,7 @@ def evaluate_language_run(
         if data is None:
             metrics["scores"] = str(run.write_scores(*samples_scores(samples, scores)))
     if scores_path is not None:
-        metrics["scores"] = str(save_scores(scores_path, *samples_scores(samples, scores)))
+        metrics["scores"] = str(save_scores(scores_path, *samples_scores(samples, scores), run=run))
     return metrics
 
 
