@@ -188,6 +188,7 @@ SLOW_TESTS = {
     "test_the_language_model_loss_reaches_the_encoder",
     "test_default_loads_offline_without_writing_a_cache",
     "test_convert_nw_ucla_test_split_and_load_fast",
+    "test_two_trainings_started_together_each_within_2_5x_of_one_alone",
 }
 
 

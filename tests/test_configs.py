@@ -73,7 +73,7 @@ def test_every_section_names_unknown_keys_with_a_suggestion(tmp_path):
         with pytest.raises(ValueError) as error:
             load_config(path, override.split())
         assert message in str(error.value)
-        assert str(error.value).startswith(f"the overrides {override} of {path}: ")  # not the file's mistake
+        assert str(error.value).startswith(f"{path} with the overrides {override}: ")  # not the file alone
 
 
 def test_configs_of_earlier_versions_are_converted(tmp_path):

@@ -238,7 +238,8 @@ def test_extensions_in_upper_case_are_read(tmp_path):
         (folder / "x.npy").rename(folder / name)
     assert readers.detect_format(folder) == "clips"
     assert [s.meta["name"] for s in readers.open_sequences(folder)] == ["B", "a", "c"]
-    assert readers.detect_format(folder / "B.NPY") == "clips"
+    with pytest.raises(ValueError, match=r"B\.NPY: one \.npy array: put clips in a folder"):
+        readers.detect_format(folder / "B.NPY")
     (folder / "S001C001P001R001A001.SKELETON").write_text("0\n")
     with pytest.raises(ValueError, match=r"several formats \(3 \.npy, 1 \.skeleton\)"):
         readers.detect_format(folder)

@@ -134,7 +134,7 @@ def test_bad_key_or_value_is_named(tiny_file, override, message):
     with pytest.raises(ValueError) as error:
         load_config(tiny_file, [override])
     # the override is named (the file holds no such key)
-    assert str(error.value).startswith((f"the overrides {override} of {tiny_file}: ", f"{tiny_file}: override "))
+    assert str(error.value).startswith((f"{tiny_file} with the overrides {override}: ", f"{tiny_file}: override "))
     assert message in str(error.value)
 
 
@@ -289,7 +289,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
 def test_a_diverging_training_stops_with_an_error_and_keeps_its_last_checkpoint(tmp_path):
     """A loss gone NaN trained on and reported a believable top-1 (the argmax of NaN logits)."""
-    with pytest.raises(TrainingDiverged, match=r"loss is not finite at epoch 2, batch 1 .*checkpoint of epoch 1"):
+    with pytest.raises(TrainingDiverged, match=r"not finite at epoch 2, batch 1 .*last checkpoint is of epoch 1"):
         train(tiny_config(optim={"lr": 1e6}), tmp_path / "run", progress=False)
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
     assert not (tmp_path / "run" / "metrics.json").exists()
@@ -471,10 +471,11 @@ def test_an_unlabelled_sequence_is_named(tmp_path):
         train(config, tmp_path / "run", progress=False)
 
 
-def test_a_run_of_a_layout_made_at_run_time_loads_in_a_fresh_process(tmp_path, monkeypatch):
+def test_a_checkpoints_layout_made_at_run_time_is_registered(tmp_path, monkeypatch):
     """Evaluation builds the model before reading data: a user's layout ('hand5' of the
-    README) was unknown there ("unknown skeleton layout"). The checkpoint keeps it; a run of
-    an earlier version registers it from its training cache, else the error says what to do."""
+    README) was unknown there ("unknown skeleton layout"). The checkpoint keeps it (a fresh
+    process evaluating the README's run: tests/test_readme.py); a run of an earlier version
+    without it and without a cache gets an error that says what to do."""
     from skelang.data import layouts
     from skelang.runs.stages.encoder import checkpoint_layout
 

@@ -462,7 +462,8 @@ def _add_train_commands(commands) -> None:
     evaluate.add_argument(
         "--scores",
         metavar="FILE.npz",
-        help="also write the per-sample scores (ids, labels, logits) of --data to FILE.npz",
+        help="also write the per-sample scores (ids, labels, logits) of --data (default: the run's test data) "
+        "to FILE.npz, outside the run folder; the file names its run",
     )
     evaluate.add_argument(
         "--zero-shot", action="store_true", help="an SSF run: text-prototype accuracy on its unseen and seen classes"

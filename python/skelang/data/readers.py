@@ -124,7 +124,10 @@ def detect_format(path: str | Path) -> str:
     if suffix == ".npz":
         return "ctrgcn" if _is_ctrgcn_npz(path) else "clips"
     if suffix == ".npy":
-        return "clips"
+        raise ValueError(
+            f"{path}: one .npy array: put clips in a folder (one .npy per clip), or read an array of many "
+            f"clips (N, C, T, V, M) with its labels by skelang.data.formats.read_array_file"
+        )
     if suffix == ".bvh":
         return "bvh"
     if suffixes.endswith((".tar", ".tar.xz", ".tar.gz", ".tgz")) or tarfile.is_tarfile(path):

@@ -145,8 +145,7 @@ def variant_configs(sweep: dict) -> dict[tuple[str, int], dict]:
     """(variant, seed) -> resolved config of every run of the sweep (checked before any runs)."""
     path = config_path(sweep["base"])
     raw = read_config_file(path)
-    seeds = sweep["seeds"] or [resolve_config(raw, str(path))["seed"]]  # the base's mistakes name the base
-    resolve_config(yaml.safe_load(yaml.safe_dump(raw)), str(path))
+    seeds = sweep["seeds"] or [raw.get("seed", 0) if isinstance(raw.get("seed"), int) else 0]
     source = sweep.get("path", "the sweep")
     configs = {}
     for name, changes in sweep["variants"].items():
@@ -185,6 +184,8 @@ def _check_sweep_folder(out_dir: Path, configs: dict, sweep_file: Path) -> None:
         run = RunDirectory(out_dir / name / f"seed{seed}")
         if run.file("config.yaml").is_file():
             changed = config_changes(run.config, config)
+            if run.config["train"]["epochs"] > config["train"]["epochs"]:  # a resume cannot shorten it
+                changed.append("train.epochs")
             if changed:
                 saved, wanted = flatten(run.config), flatten(config)
                 details = ", ".join(f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}" for key in changed[:5])

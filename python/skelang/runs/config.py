@@ -388,15 +388,13 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
     ("optim.lr=5e-4", "data.streams=[joint,bone]") applied, resolved against RunConfig."""
     path = config_path(path)
     raw = read_config_file(path)
-    if not overrides:
-        return resolve_config(raw, str(path))
-    resolve_config(copy.deepcopy(raw), str(path))  # the file's own mistakes name the file
     try:
         for override in overrides:
             apply_override(raw, override)
     except _Bad as error:
         raise ValueError(f"{path}: {error}") from None
-    return resolve_config(raw, f"the overrides {' '.join(overrides)} of {path}")
+    # a bad key may come from the file or from an override: the message names both
+    return resolve_config(raw, f"{path} with the overrides {' '.join(overrides)}" if overrides else str(path))
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
@@ -419,6 +417,7 @@ PATH_KEYS = (
     ("lm", "model"),
     ("lm", "descriptions"),
     ("ssf", "descriptions"),
+    ("ssf", "text_encoder"),
 )
 
 

@@ -174,6 +174,9 @@ def _data_parallel(stage: Stage) -> torch.nn.Module:
     )
 
 
+FP16_OVERFLOWS = 10  # non-finite fp16 losses in a row that end a training (fewer: the scaler skips them)
+
+
 class TrainingDiverged(ValueError):
     """The training loss became NaN or infinite (a learning rate too high, an fp16 overflow)."""
 
@@ -243,7 +246,7 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
             if ranks.rank > 0:  # rank 0's random state is the checkpoint's; the others' follow (seed, epoch)
                 torch.manual_seed(config["seed"] + 1_000_003 * epoch + 7919 * ranks.rank)
             stage.set_epoch(epoch)
-            sums, seen, correct, classified = {}, 0, 0, False
+            sums, seen, correct, classified, overflows = {}, 0, 0, False, 0
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             for number, batch in enumerate(stage.batches(epoch), start=1):
                 stage.budget.refresh()  # this job's share, as other jobs start and end
@@ -258,8 +261,15 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
                             [step.size, float(not math.isfinite(step.loss.item()))], ranks, stage.device
                         )
                         objective = objective * (step.size * ranks.world / total)
-                if diverged:  # before the update: the weights and the last checkpoint stay finite
-                    kept = f"the run keeps its checkpoint of epoch {epoch}. " if epoch else "no checkpoint is written. "
+                # fp16: the gradient scaler skips a step that overflowed and lowers its scale; a loss
+                # that stays non-finite is a divergence all the same
+                overflows = overflows + 1 if diverged else 0
+                if diverged and (scaler is None or overflows >= FP16_OVERFLOWS):
+                    kept = (
+                        f"its last checkpoint is of epoch {epoch} (its weights may be diverging already). "
+                        if epoch
+                        else "no checkpoint is written. "
+                    )
                     raise TrainingDiverged(
                         f"{run.path}: training diverged: the loss is not finite at epoch {epoch + 1}, batch "
                         f"{number} (lr {lr:.3g}, precision {options['precision']}); "
@@ -276,11 +286,12 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
                     scaler.step(optimizer)
                     scaler.update()
                 loss = step.loss.item()
-                for name, value in {"loss": loss, **step.parts}.items():
-                    sums[name] = sums.get(name, 0.0) + value * step.size
-                seen += step.size
-                if step.correct is not None:
-                    correct, classified = correct + step.correct, True
+                if not diverged:  # a step the fp16 scaler skipped is not in the epoch's means
+                    for name, value in {"loss": loss, **step.parts}.items():
+                        sums[name] = sums.get(name, 0.0) + value * step.size
+                    seen += step.size
+                    if step.correct is not None:
+                        correct, classified = correct + step.correct, True
                 bar.update()
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}")
             if ranks.distributed:  # the epoch's means over every rank's samples

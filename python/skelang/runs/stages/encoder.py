@@ -2,7 +2,7 @@
 that trains an encoder shares (SSF and VST build on it: skelang.runs.stages.ssf, .vst).
 
 Their checkpoint holds the model's weights and what rebuilding it needs (num_classes,
-in_channels, layout, num_bodies); their final evaluation writes scores.npz (per-sample ids,
+in_channels, layout and layout_definition, num_bodies); their final evaluation writes scores.npz (per-sample ids,
 labels, logits) beside metrics.json.
 """
 
