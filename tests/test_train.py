@@ -369,7 +369,8 @@ def test_train_and_eval_commands(tmp_path, tiny_file):
     result = run("train", "--config", str(tiny_file), "optim.lr=fast", "--out", str(tmp_path / "other"))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"skelang train: error: {tiny_file}: optim.lr: expected a positive number, got 'fast'"
+        f"skelang train: error: {tiny_file} with the overrides optim.lr=fast: optim.lr: "
+        "expected a positive number, got 'fast'"
     ]
 
 
