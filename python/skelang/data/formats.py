@@ -33,6 +33,7 @@ from skelang.data.sequence import (
     data_files,
     is_float32_number,
     is_real_array,
+    value_or_error,
     within_float32,
 )
 
@@ -221,14 +222,6 @@ def load_numpy(path: Path):
         return np.load(path, allow_pickle=False)
     except (ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: not a .npy or .npz file without pickled objects ({error})") from None
-
-
-def _or_error(read, *args):
-    """read(*args), or the ValueError it raised (a bad clip is listed, the others are read)."""
-    try:
-        return read(*args)
-    except ValueError as error:
-        return error
 
 
 def _npz_array(npz, key: str, source: str) -> np.ndarray:
@@ -659,7 +652,7 @@ def read_clip_arrays(
         if not files:
             raise ValueError(f"{path}: no .npy clip files (one (T, V, C) array per file)")
         stems = [file.stem for file in files]
-        arrays = [_or_error(load_numpy, file) for file in files]
+        arrays = [value_or_error(load_numpy, file) for file in files]
         folder_labels = [file.parent.name for file in files] if files[0].parent != path else None
         # clips of different classes may share a stem (run/0001.npy, walk/0001.npy): the name
         # is a sample id (scores.npz, ensembles), so a subfolder's clip keeps its folder
@@ -672,7 +665,7 @@ def read_clip_arrays(
             )
         with npz:
             names = stems = list(npz.files)
-            arrays = [_or_error(_npz_array, npz, name, str(path)) for name in names]
+            arrays = [value_or_error(_npz_array, npz, name, str(path)) for name in names]
         folder_labels = None
     clip_labels = folder_labels
     if labels is not None:

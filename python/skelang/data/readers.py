@@ -20,7 +20,7 @@ from pathlib import Path
 
 from skelang.data import bvh, cache, formats, ntu, nw_ucla
 from skelang.data.json_text import parse_json
-from skelang.data.sequence import MissingSkeletonError, Sequence, data_files
+from skelang.data.sequence import MissingSkeletonError, Sequence, data_files, value_or_error
 from skelang.data.splits import split_of
 from skelang.data.synthetic import SyntheticSkeletons
 
@@ -213,13 +213,6 @@ def _is_ctrgcn_npz(path: Path) -> bool:
         return True  # the CTR-GCN reader reports the damage, naming the file
 
 
-def _read_or_error(read: Callable[[Path], Sequence], file: Path) -> Sequence | ValueError:
-    try:
-        return read(file)
-    except ValueError as error:
-        return error
-
-
 def _files(path: Path, suffix: str) -> list[Path]:
     return data_files(path, suffix) if path.is_dir() else [path]
 
@@ -228,7 +221,7 @@ def _parallel(read: Callable[[Path], Sequence], files: list[Path], workers: int)
     """read(file) for each file, in order, on `workers` processes."""
     if workers <= 1 or len(files) < 2 * workers:
         for file in files:
-            yield _read_or_error(read, file)
+            yield value_or_error(read, file)
         return
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         yield from pool.imap(_ReadOrError(read), files, chunksize=16)
@@ -239,7 +232,7 @@ class _ReadOrError:
         self.read = read
 
     def __call__(self, file):
-        return _read_or_error(self.read, file)
+        return value_or_error(self.read, file)
 
 
 def iter_sequences(
@@ -268,12 +261,12 @@ def iter_sequences(
         if path.is_dir() or path.suffix.lower() != ".json":
             yield from nw_ucla.iter_nw_ucla(path)
         else:
-            yield _read_or_error(nw_ucla.read_nw_ucla_json, path)
+            yield value_or_error(nw_ucla.read_nw_ucla_json, path)
     elif kind == "kinetics":
         if path.is_dir():
             yield from formats.iter_kinetics(path)
         else:
-            yield _read_or_error(formats.read_kinetics_json, path)
+            yield value_or_error(formats.read_kinetics_json, path)
     elif kind == "pyskl":
         yield from formats.iter_pyskl(path)
     elif kind == "ctrgcn":

@@ -39,6 +39,14 @@ def data_files(folder: Path, suffix: str, nested: bool = False) -> list[Path]:
     return sorted(file for file in folder.glob(pattern) if file.suffix.lower() == suffix and file.is_file())
 
 
+def value_or_error(read, *args):
+    """read(*args), or the ValueError it raised: a bad file or entry is listed, the others read."""
+    try:
+        return read(*args)
+    except ValueError as error:
+        return error
+
+
 class MissingSkeletonError(ValueError):
     """A clip in which nobody was recorded or detected: an NTU file whose frames hold no body,
     a Kinetics-skeleton clip without people, a PYSKL annotation without keypoints. Every

@@ -145,7 +145,7 @@ def variant_configs(sweep: dict) -> dict[tuple[str, int], dict]:
     """(variant, seed) -> resolved config of every run of the sweep (checked before any runs)."""
     path = config_path(sweep["base"])
     raw = read_config_file(path)
-    seeds = sweep["seeds"] or [raw.get("seed", 0) if isinstance(raw.get("seed"), int) else 0]
+    seeds = sweep["seeds"] or [raw.get("seed", 0)]  # RunConfig's default seed is 0
     source = sweep.get("path", "the sweep")
     configs = {}
     for name, changes in sweep["variants"].items():
