@@ -23,7 +23,7 @@ def test_info_json_lists_the_ops():
     info = json.loads(result.stdout)
     assert info["ops"]["graph_aggregate"] == ["CPU"] + (["CUDA"] if info["cuda_kernels_built"] else [])
     assert info["torch"] == info["built_against_torch"]
-    assert set(info) >= {"skelang", "torch", "cuda_kernels_built", "ops"}
+    assert set(info) >= {"skelang", "torch", "cuda_kernels_built", "ops", "cpu_capability", "cpu_native_bfloat16"}
 
 
 def test_info_text():
@@ -66,3 +66,24 @@ def test_unknown_command_and_options_are_refused():
     assert run("frobnicate").returncode == 2
     result = run("info", "--frobnicate")
     assert result.returncode == 2 and "unrecognized arguments: --frobnicate" in result.stderr
+
+
+def test_output_closed_by_its_reader_is_quiet():
+    """skelang ... | head: the reader goes away before skelang writes; no message, no traceback."""
+    process = subprocess.Popen([SKELANG, "config", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader leaves at once
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1
+    assert stderr == ""
+
+
+def test_another_broken_pipe_is_an_error(monkeypatch, capsys):
+    """A broken pipe that is not standard output (a worker, a subprocess) is reported, not swallowed."""
+    from skelang import cli
+
+    def broken(*args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_info", broken)
+    assert cli.main(["info"]) == 1
+    assert "skelang info: error:" in capsys.readouterr().err

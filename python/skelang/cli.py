@@ -27,6 +27,7 @@ import argparse
 import importlib.util
 import json
 import os
+import select
 import sys
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def build_info() -> dict:
     import torch
 
     import skelang
+    from skelang.runs.stages.base import native_bfloat16
 
     return {
         "skelang": skelang.__version__,
@@ -46,6 +48,8 @@ def build_info() -> dict:
         "built_against_torch": skelang._C.torch_version(),
         "cuda_kernels_built": skelang._C.with_cuda(),
         "cuda_available": torch.cuda.is_available(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_native_bfloat16": native_bfloat16(torch.device("cpu")),
         "ops": skelang._C.registered_ops(),
     }
 
@@ -60,6 +64,8 @@ def cmd_info(args) -> int:
         f"CUDA kernels: {'built' if info['cuda_kernels_built'] else 'not built (CPU-only build)'}; "
         f"CUDA device available: {'yes' if info['cuda_available'] else 'no'}"
     )
+    native = {True: "yes", False: "no (train.precision=bf16 is emulated, slower than fp32)", None: "unknown"}
+    print(f"CPU: {info['cpu_capability']}; native bfloat16: {native[info['cpu_native_bfloat16']]}")
     print("operators:")
     for name, devices in info["ops"].items():
         print(f"  skelang::{name:<32} {', '.join(devices)}")
@@ -845,7 +851,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with ThreadBudget():  # this job's share of the CPUs, beside the other skelang jobs
             return args.func(args, rest)
-    except BrokenPipeError:  # the reader of the output went away (skelang ... | head): no error message
+    except BrokenPipeError as error:
+        if not _stdout_gone():  # another pipe broke (a worker, a subprocess): an error like any other
+            print(f"skelang {args.command}: error: {error}", file=sys.stderr)
+            return 1
+        # The reader of the output went away (skelang ... | head): no error message.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
         return 1
     except (ValueError, KeyError, OSError) as error:  # bad input: the message names it
@@ -858,6 +868,16 @@ def main(argv: list[str] | None = None) -> int:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"skelang {args.command}: error: {first} (SKELANG_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe or socket whose reader has closed it (poll reports an error)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a notebook's stream): not a pipe
+        return False
 
 
 if __name__ == "__main__":

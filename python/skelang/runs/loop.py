@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import sys
 import time
 
 import numpy as np
@@ -25,7 +26,7 @@ from skelang.runs.config import absolute_paths
 from skelang.runs.directory import RunDirectory
 from skelang.runs.distributed import Ranks
 from skelang.runs.plots import CONFUSION, CURVES, plot_confusion, plot_curves
-from skelang.runs.stages.base import Stage, StepOutput
+from skelang.runs.stages.base import Stage, StepOutput, native_bfloat16
 from skelang.threads import ThreadBudget
 
 
@@ -196,6 +197,18 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
         for module in stage.trained_modules():  # before the optimizer: the weights stay the same tensors
             distributed.convert_batch_norms(module, stage.device)
     stage.autocast()  # an impossible precision (fp16 on the CPU) fails before training
+    if options["precision"] == "bf16" and native_bfloat16(stage.device) is False and ranks.is_main:
+        hardware = (
+            "a GPU of compute capability below 8.0"
+            if stage.device.type == "cuda"
+            else f"a CPU without AVX-512 BF16 or AMX (this one: {torch.backends.cpu.get_cpu_capability()})"
+        )
+        print(
+            f"skelang: train.precision: bf16 on {hardware}: bfloat16 is emulated, several times "
+            "slower than fp32 (train.precision=fp32 is faster here)",
+            file=sys.stderr,
+            flush=True,
+        )
     if checkpoint is not None:  # whole weights, before any sharding
         stage.load_state_dict(checkpoint)
     groups = stage.parameter_groups()

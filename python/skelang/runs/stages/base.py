@@ -22,6 +22,20 @@ from skelang.runs.distributed import SINGLE, Ranks
 from skelang.threads import ThreadBudget
 
 
+def native_bfloat16(device: torch.device) -> bool | None:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU that does (compute capability
+    8.0 or more), an x86 CPU with AVX-512 BF16 or AMX. None where torch cannot tell (other
+    CPUs). Without it torch.autocast emulates bfloat16 through float32, slower than float32
+    itself: CTR-GCN's NW-UCLA training step (N=16) took 4.7 s in bf16 against 1.0 s in fp32 on
+    a 2-core AVX2 AMD EPYC, and ran 1.24x faster in bf16 on one with AVX-512 BF16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type != "cpu" or not torch.backends.cpu.get_cpu_capability().startswith("AVX"):
+        return None
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks) if all(checks) else None
+
+
 @dataclasses.dataclass
 class StepOutput:
     """One training step: the loss to minimise (a scalar tensor), the batch size, how many
