@@ -154,7 +154,7 @@ def _weights(run: Path) -> dict:
 
 def test_torchrun_two_gloo_ranks_reach_one_process_weights_and_resume_on_one(tmp_path):
     """Two gloo processes and one with the same global batch reach the same weights within 1e-6
-    (8 steps), and the two-process run resumes in one process."""
+    (absolute and relative; 8 steps), and the two-process run resumes in one process."""
     one = _train(tmp_path / "one", 2)
     assert one.returncode == 0, one.stderr
     two = _train(tmp_path / "two", 1, processes=2)
@@ -166,7 +166,9 @@ def test_torchrun_two_gloo_ranks_reach_one_process_weights_and_resume_on_one(tmp
     assert resumed.returncode == 0, resumed.stderr
     expected, got = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for name, value in expected.items():
-        torch.testing.assert_close(got[name], value, rtol=0, atol=1e-6, msg=name)
+        # 1e-6, relative as well: the ranks' sums add in another order, and a batch-norm
+        # variance near 1.5 differed by 1.07e-6 (a few float32 ulps) on an AVX2 CPU
+        torch.testing.assert_close(got[name], value, rtol=1e-6, atol=1e-6, msg=name)
     # a second start into the finished run fails on every rank with rank 0's reason, no hang
     again = _train(tmp_path / "two", 2, processes=2)
     assert again.returncode != 0

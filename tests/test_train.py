@@ -5,6 +5,7 @@ on a handful of synthetic sequences, so the whole file runs in seconds."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -289,9 +290,13 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
 def test_a_diverging_training_stops_with_an_error_and_keeps_its_last_checkpoint(tmp_path):
     """A loss gone NaN trained on and reported a believable top-1 (the argmax of NaN logits)."""
-    with pytest.raises(TrainingDiverged, match=r"not finite at epoch 2, batch 1 .*last checkpoint is of epoch 1"):
+    with pytest.raises(TrainingDiverged, match=r"not finite at epoch \d+, batch \d+ .*last checkpoint is of") as error:
         train(tiny_config(optim={"lr": 1e6}), tmp_path / "run", progress=False)
-    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
+    # the batch where the loss overflows depends on the CPU's float rounding (AVX2 or AVX-512)
+    found = re.search(r"at epoch (\d+),.*last checkpoint is of epoch (\d+)", str(error.value))
+    epoch, checkpoint = map(int, found.groups())
+    assert epoch >= 2 and checkpoint == epoch - 1
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == checkpoint
     assert not (tmp_path / "run" / "metrics.json").exists()
     (tmp_path / "huge.yaml").write_text(yaml.safe_dump(tiny_config(optim={"lr": 1e12})))
     result = run("train", "--config", str(tmp_path / "huge.yaml"), "--out", str(tmp_path / "huge"))
