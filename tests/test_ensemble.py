@@ -132,9 +132,17 @@ def test_streams_train_one_run_each_and_ensemble(tmp_path):
     validation = [tmp_path / f"val_{run.name}.npz" for run in runs]
     for run, path in zip(runs, validation):
         evaluate_run(run, data="synthetic:1:7", scores_path=path)
-    assert ensemble(runs, search=validation)["weights_from"] == "validation search"
-    with pytest.raises(ValueError, match=r"val_bone\.npz holds the validation scores of .*bone, not of .*joint"):
+    searched = ensemble(runs, search=validation)
+    assert searched["weights_from"] == "validation search"
+    with pytest.raises(ValueError, match=r"val_bone\.npz holds scores of other weights than .*joint's"):
         ensemble(runs, search=validation[::-1])
+    # they name the weights, not the folder: the runs moved elsewhere still match them
+    moved = tmp_path / "moved"
+    (tmp_path / "streams").rename(moved)
+    report = ensemble([moved / "joint", moved / "bone"], search=validation)
+    assert (report["weights"], report["top1"]) == (searched["weights"], searched["top1"])
+    with pytest.raises(ValueError, match="holds scores of other weights"):
+        ensemble([moved / "joint", moved / "bone"], search=validation[::-1])
 
 
 def test_streams_command_errors(tmp_path, capsys):

@@ -23,10 +23,12 @@ def _check_torch_version(built_with: str, running: str) -> None:
 def _load_extension():
     import os
 
+    from skelang.threads import choose_wait_policy
+
     # OpenMP threads that spin while another process holds their core stall every parallel
-    # region; waiting passively costs little (skelang.threads). Only effective when torch has
-    # not loaded OpenMP yet.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # region; waiting passively beside other jobs costs little, alone it slows a training step
+    # (skelang.threads). Only effective when torch has not loaded OpenMP yet.
+    choose_wait_policy(os.environ)
     import torch
 
     try:

@@ -231,6 +231,13 @@ class RunDirectory:
             file.write(data)
         write_text_atomic(checksums, digest + "\n")
 
+    def checkpoint_digest(self) -> str | None:
+        """The sha256 of the checkpoint as written (checkpoint.sha256), or None (no checkpoint,
+        or a run of an earlier version): it names the weights, wherever the run folder moves."""
+        checksums = self.file(CHECKSUM)
+        digests = checksums.read_text().split() if checksums.is_file() and self.file(CHECKPOINT).is_file() else []
+        return digests[-1] if len(digests) == 1 else None
+
     def read_log(self) -> list[dict]:
         path = self.file(LOG)
         if not path.is_file():
@@ -291,10 +298,16 @@ def check_outside_run(run: RunDirectory, scores_path: str | os.PathLike) -> None
 def save_scores(path: str | os.PathLike, ids: list[str], labels, logits, run: RunDirectory | None = None) -> Path:
     """Per-sample outputs, written whole: ids (N,) str (stable across runs: file names), labels
     (N,) int64, logits (N, classes) float32 (a language model's: class-name log-likelihoods);
-    a file outside its run names the run (its absolute path), so an ensemble can check that
-    validation scores come from the runs they weigh."""
+    a file outside its run names the run (its absolute path) and the sha256 of the checkpoint
+    that scored them, so an ensemble can check that validation scores come from the weights it
+    weighs (also after the run folder moved)."""
     path = Path(path)
-    extra = {"run": np.asarray(str(run.path.resolve()))} if run is not None else {}
+    extra = {}
+    if run is not None:
+        extra["run"] = np.asarray(str(run.path.resolve()))
+        digest = run.checkpoint_digest()
+        if digest is not None:
+            extra["checkpoint"] = np.asarray(digest)
     with atomic_open(path, "wb") as file:
         np.savez(
             file,

@@ -34,6 +34,7 @@ class Scores:
     labels: np.ndarray  # (N,) int64
     logits: np.ndarray  # (N, classes) float32
     run: str | None = None  # the run folder that wrote them (absolute), where known
+    checkpoint: str | None = None  # the sha256 of the checkpoint that scored them, where known
 
 
 def load_scores(source: str | os.PathLike) -> Scores:
@@ -41,12 +42,12 @@ def load_scores(source: str | os.PathLike) -> Scores:
     run's stream is named by its stage too, "lm:joint", apart from an encoder's "joint"), or a
     scores .npz file (its stream: the file's stem)."""
     path = Path(source)
-    stream, seed, origin = path.stem, None, None
+    stream, seed, origin, digest = path.stem, None, None, None
     if path.name == SCORES and RunDirectory(path.parent).exists():  # RUN/scores.npz: the run's own
         path = path.parent
     if path.is_dir():
         run = RunDirectory(path)
-        origin = str(run.path.resolve())
+        origin, digest = str(run.path.resolve()), run.checkpoint_digest()
         config = run.config
         stream, seed = "+".join(config["data"]["streams"]), config["seed"]
         if config.get("stage") in ("vst", "lm"):
@@ -57,8 +58,9 @@ def load_scores(source: str | os.PathLike) -> Scores:
     try:
         with np.load(path, allow_pickle=False) as arrays:
             ids, labels, logits = (arrays[key] for key in ("ids", "labels", "logits"))
-            if origin is None and "run" in arrays.files:  # a --scores file names its run
+            if origin is None and "run" in arrays.files:  # a --scores file names its run and weights
                 origin = str(arrays["run"])
+                digest = str(arrays["checkpoint"]) if "checkpoint" in arrays.files else None
     except (OSError, ValueError, KeyError, EOFError) as error:
         raise ValueError(f"{path}: not a scores file with ids, labels and logits ({error})") from None
     if logits.ndim != 2 or len(ids) != len(logits) or len(labels) != len(logits):
@@ -68,7 +70,7 @@ def load_scores(source: str | os.PathLike) -> Scores:
     if len(set(ids.tolist())) != len(ids):
         raise ValueError(f"{path}: sample ids repeat; an ensemble matches samples by id")
     return Scores(
-        str(source), stream, seed, ids.astype(str), labels.astype(np.int64), logits.astype(np.float32), origin
+        str(source), stream, seed, ids.astype(str), labels.astype(np.int64), logits.astype(np.float32), origin, digest
     )
 
 
@@ -152,11 +154,7 @@ def ensemble(sources: list, weights: list[float] | None = None, search: list | N
         _no_repeats(search, "validation source")
         validation = [load_scores(source) for source in search]
         for test, valid, name in zip(scores, validation, search):
-            if test.run is not None and valid.run is not None and test.run != valid.run:
-                raise ValueError(
-                    f"{name} holds the validation scores of {valid.run}, not of {test.source}: "
-                    f"give one validation file per run, in the runs' order"
-                )
+            _check_same_weights(test, valid, name)
         shared = sorted(set(validation[0].ids.tolist()) & set(scores[0].ids.tolist()))
         if shared:
             raise ValueError(
@@ -198,6 +196,24 @@ def ensemble(sources: list, weights: list[float] | None = None, search: list | N
         "top1": top_k(fused, labels, 1),
         "top5": top_k(fused, labels, 5),
     }
+
+
+def _check_same_weights(test: Scores, valid: Scores, name: str) -> None:
+    """Validation scores weigh the run whose weights scored them: the same checkpoint (its
+    sha256, wherever the run folder is now), or, for files without one, the same run folder."""
+    if test.checkpoint is not None and valid.checkpoint is not None:
+        if test.checkpoint != valid.checkpoint:
+            raise ValueError(
+                f"{name} holds scores of other weights than {test.source}'s (checkpoint sha256 "
+                f"{valid.checkpoint[:12]}..., the run's is {test.checkpoint[:12]}...; written by {valid.run}): "
+                f"another run, or the run trained on since; give one validation file per run, in the runs' "
+                f"order, scored by its final weights (skelang eval RUN --data VALIDATION --scores FILE)"
+            )
+    elif test.run is not None and valid.run is not None and test.run != valid.run:
+        raise ValueError(
+            f"{name} holds the validation scores of {valid.run}, not of {test.source}: "
+            f"give one validation file per run, in the runs' order"
+        )
 
 
 def _no_repeats(sources: list, what: str) -> None:
