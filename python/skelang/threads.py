@@ -32,6 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# torch is imported inside the functions that use it: skelang calls choose_wait_policy from its
+# own import, before torch loads OpenMP, and this module must not load torch first.
+
 REFRESH_SECONDS = 5.0
 SPIN_COUNT = 10000  # OpenMP's spins before a waiting thread sleeps, for a job that starts alone
 

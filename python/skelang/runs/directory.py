@@ -236,7 +236,7 @@ class RunDirectory:
         or a run of an earlier version): it names the weights, wherever the run folder moves."""
         checksums = self.file(CHECKSUM)
         digests = checksums.read_text().split() if checksums.is_file() and self.file(CHECKPOINT).is_file() else []
-        return digests[-1] if len(digests) == 1 else None
+        return digests[0] if len(digests) == 1 else None  # two: a save in progress
 
     def read_log(self) -> list[dict]:
         path = self.file(LOG)
