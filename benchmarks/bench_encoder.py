@@ -1,5 +1,6 @@
 """The encoder: composite_aggregate forward + backward against its reference (the
-per-sample, per-channel topology materialised and used with einsum, as CTR-GCN does), and
+per-sample, per-channel topology materialised and used with einsum, as CTR-GCN does),
+axis_attention (GSM, GTA) forward + backward against its reference, and
 a whole training step (forward, loss, backward) of HGLNet and CTR-GCN with the C++ ops
 (backend "cpp") against the same model and weights in pure PyTorch written as the CTR-GCN
 code base writes its blocks (backend "reference"). The "hglnet-recompute" case runs the C++
@@ -64,6 +65,39 @@ def composite_cases(config: dict, device: torch.device) -> list[Case]:
     return out
 
 
+def axis_attention_cases(config: dict, device: torch.device) -> list[Case]:
+    """GSM (axis 3, across joints) and GTA (axis 2, across frames) at HGLNet's widths and
+    frame counts; the peer is the same op keeping only qkv and bias (backward recomputes the
+    probabilities), as torch.ops.skelang.axis_attention does when called directly."""
+    N, V, heads = config["N"], config["V"], config["heads"]
+    out = []
+    for C, T in config["shapes"]:
+        for axis in (3, 2):
+            L = V if axis == 3 else T
+            qkv = torch.randn(N, 3 * C, T, V, device=device, requires_grad=True)
+            bias = torch.randn(heads, L, L, device=device, requires_grad=True)
+            grad_y = torch.randn(N, C, T, V, device=device)
+            inputs = [qkv, bias]
+            # q k^T and P v forward; backward: g v^T, dS k, dS^T q, P^T g (and P again when recomputed)
+            flops = 6 * 2 * N * C * T * V * L
+            out.append(
+                Case(
+                    name=f"axis_attention fwd+bwd ({'GSM' if axis == 3 else 'GTA'})",
+                    params=f"N={N} C={C} T={T} V={V} heads={heads} axis={axis}",
+                    flops=flops,
+                    skelang=_op_step(lambda q, b, a=axis: skelang.ops.axis_attention(q, b, heads, a), inputs, grad_y),
+                    reference=_op_step(
+                        lambda q, b, a=axis: skelang.reference.axis_attention(q, b, heads, a), inputs, grad_y
+                    ),
+                    peer=_op_step(
+                        lambda q, b, a=axis: torch.ops.skelang.axis_attention.default(q, b, heads, a), inputs, grad_y
+                    ),
+                    peer_name="recomputing backward",
+                )
+            )
+    return out
+
+
 def model_cases(config: dict, device: torch.device) -> list[Case]:
     out = []
     precisions = config.get("precisions", [])
@@ -119,5 +153,9 @@ def model_cases(config: dict, device: torch.device) -> list[Case]:
 
 
 def cases(config: dict, device: torch.device) -> list[Case]:
-    shapes = OPS["composite_aggregate"].bench["quick" if config["quick"] else "full"]
-    return composite_cases(shapes, device) + model_cases(config, device)
+    mode = "quick" if config["quick"] else "full"
+    return (
+        composite_cases(OPS["composite_aggregate"].bench[mode], device)
+        + axis_attention_cases(OPS["axis_attention"].bench[mode], device)
+        + model_cases(config, device)
+    )

@@ -68,19 +68,56 @@ def test_composite_aggregate_same_result_for_any_thread_count():
 # --- axis_attention -----------------------------------------------------------------------
 
 
-def test_axis_attention_keeps_only_qkv_and_bias_for_backward():
-    # the (H, L, L) probabilities are recomputed in backward, never kept
-    qkv = torch.randn(2, 24, 9, 6, requires_grad=True)
-    bias = torch.randn(2, 9, 9, requires_grad=True)
+def saved_for_backward(function, *args):
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        y = ops.axis_attention(qkv, bias, 2, 2)
+        y = function(*args)
+    return y, saved
+
+
+def test_axis_attention_keeps_its_probabilities_for_backward():
+    # training keeps qkv, bias and the (S, H, L, L) probabilities, and no gradient of them
+    qkv = torch.randn(2, 24, 9, 6, requires_grad=True)
+    bias = torch.randn(2, 9, 9, requires_grad=True)
+    y, saved = saved_for_backward(ops.axis_attention, qkv, bias, 2, 2)
+    assert sorted(t.numel() for t in saved) == sorted([qkv.numel(), bias.numel(), 2 * 6 * 2 * 9 * 9])
+    probs = next(t for t in saved if t.shape == (12, 2, 9, 9))
+    torch.testing.assert_close(probs, reference.axis_attention_with_probs(qkv, bias, 2, 2)[1])
+    assert not probs.requires_grad
+    y.sum().backward()
+
+
+def test_axis_attention_direct_op_keeps_only_qkv_and_bias():
+    # torch.ops.skelang.axis_attention recomputes the probabilities in backward
+    qkv = torch.randn(2, 24, 9, 6, requires_grad=True)
+    bias = torch.randn(2, 6, 6, requires_grad=True)
+    y, saved = saved_for_backward(torch.ops.skelang.axis_attention, qkv, bias, 2, 3)
     assert sorted(t.numel() for t in saved) == sorted([qkv.numel(), bias.numel()])
     assert all(
         t.untyped_storage().data_ptr() in (qkv.untyped_storage().data_ptr(), bias.untyped_storage().data_ptr())
         for t in saved
     )
-    y.sum().backward()
+    grads = torch.autograd.grad(y.square().sum(), (qkv, bias))
+    grads_ref = torch.autograd.grad(reference.axis_attention(qkv, bias, 2, 3).square().sum(), (qkv, bias))
+    for grad, grad_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(grad, grad_ref)
+
+
+def test_axis_attention_no_probabilities_kept_without_autograd():
+    qkv = torch.randn(2, 24, 9, 6, requires_grad=True)
+    bias = torch.randn(2, 9, 9)
+    with torch.no_grad():
+        y, saved = saved_for_backward(ops.axis_attention, qkv, bias, 2, 2)
+    assert saved == [] and not y.requires_grad
+
+
+def test_axis_attention_probabilities_alone_have_no_gradient():
+    # only the probabilities used: nothing reaches qkv (they are not differentiable)
+    qkv = torch.randn(2, 24, 9, 6, requires_grad=True)
+    bias = torch.randn(2, 9, 9, requires_grad=True)
+    out, probs = ops.axis_attention_with_probs(qkv, bias, 2, 2)
+    assert out.requires_grad and not probs.requires_grad
+    torch.testing.assert_close(probs.sum(-1), torch.ones(12, 2, 9))
 
 
 def test_axis_attention_any_strides():
@@ -94,7 +131,7 @@ def test_axis_attention_any_strides():
     for grad, grad_ref in zip(grads, grads_ref):
         torch.testing.assert_close(grad, grad_ref)
     with pytest.raises(RuntimeError, match="grad_out and qkv must have the same dtype"):
-        torch.ops.skelang.axis_attention_backward(torch.ones(2, 4, 5, 6), qkv.detach(), bias.detach(), 2, 3)
+        torch.ops.skelang.axis_attention_backward(torch.ones(2, 4, 5, 6), qkv.detach(), bias.detach(), None, 2, 3)
 
 
 def test_axis_attention_parity_across_chunks():

@@ -1,6 +1,7 @@
-// axis_attention's input checks and kernels, written with ATen's batched matrix products over
-// chunks of sequences: registered here for CPU, and for CUDA in cuda/axis_attention_kernel.cu
-// (see axis_attention.h for the shapes and the formulas).
+// axis_attention's input checks and kernels, written with ATen's batched matrix products
+// (over chunks of sequences where the probabilities are not kept): registered here for CPU,
+// and for CUDA in cuda/axis_attention_kernel.cu (see axis_attention.h for the shapes and the
+// formulas).
 #include "encoder/axis_attention.h"
 
 #include <ATen/TensorOperators.h>
@@ -96,10 +97,20 @@ at::Tensor axis_attention_aten(const at::Tensor& qkv, const at::Tensor& bias, in
   return from_sequences(out, s, 1);
 }
 
-std::tuple<at::Tensor, at::Tensor> axis_attention_backward_aten(const at::Tensor& grad_out,
-                                                                const at::Tensor& qkv,
-                                                                const at::Tensor& bias,
-                                                                int64_t heads, int64_t axis) {
+std::tuple<at::Tensor, at::Tensor> axis_attention_with_probs_aten(const at::Tensor& qkv,
+                                                                  const at::Tensor& bias,
+                                                                  int64_t heads, int64_t axis) {
+  const auto s = axis_attention_shape("skelang::axis_attention_with_probs", qkv, bias, heads, axis);
+  const at::Tensor qkv_seq = to_sequences(qkv, s, 3);  // (3, S, H, L, D)
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s.D));
+  // All of P is returned, so there is nothing to gain from chunks here.
+  const at::Tensor probs = attention_probabilities(qkv_seq[0] * scale, qkv_seq[1], bias);
+  return {from_sequences(at::matmul(probs, qkv_seq[2]).unsqueeze(0), s, 1), probs};
+}
+
+std::tuple<at::Tensor, at::Tensor> axis_attention_backward_aten(
+    const at::Tensor& grad_out, const at::Tensor& qkv, const at::Tensor& bias,
+    const std::optional<at::Tensor>& probs, int64_t heads, int64_t axis) {
   constexpr const char* op = "skelang::axis_attention_backward";
   const auto s = axis_attention_shape(op, qkv, bias, heads, axis);
   TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({s.N, s.C, s.T, s.V}), op,
@@ -107,6 +118,13 @@ std::tuple<at::Tensor, at::Tensor> axis_attention_backward_aten(const at::Tensor
               "), got ", grad_out.sizes());
   check_same_dtype(op, "grad_out", grad_out, "qkv", qkv);
   check_same_device(op, "grad_out", grad_out, "qkv", qkv);
+  if (probs.has_value()) {
+    TORCH_CHECK(probs->sizes() == at::IntArrayRef({s.sequences, s.heads, s.L, s.L}), op,
+                ": probs must be (S, H, L, L) = (", s.sequences, ", ", s.heads, ", ", s.L, ", ",
+                s.L, ") for qkv ", qkv.sizes(), " and axis ", axis, ", got ", probs->sizes());
+    check_same_dtype(op, "probs", *probs, "qkv", qkv);
+    check_same_device(op, "probs", *probs, "qkv", qkv);
+  }
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.D));
   const at::Tensor qkv_seq = to_sequences(qkv, s, 3);           // (3, S, H, L, D)
   const at::Tensor grad_seq = to_sequences(grad_out, s, 1)[0];  // (S, H, L, D)
@@ -118,7 +136,8 @@ std::tuple<at::Tensor, at::Tensor> axis_attention_backward_aten(const at::Tensor
     const at::Tensor q_scaled = qkv_seq[0].slice(0, begin, end) * scale;
     const at::Tensor k = qkv_seq[1].slice(0, begin, end), v = qkv_seq[2].slice(0, begin, end);
     const at::Tensor g = grad_seq.slice(0, begin, end);
-    const at::Tensor P = attention_probabilities(q_scaled, k, bias);
+    const at::Tensor P = probs.has_value() ? probs->slice(0, begin, end)
+                                           : attention_probabilities(q_scaled, k, bias);
     // dS = P (dP - rowsum(P dP)) with dP = g v^T: softmax's own backward
     const at::Tensor dS = at::_softmax_backward_data(at::matmul(g, v.transpose(-1, -2)), P, -1,
                                                      P.scalar_type());  // (B, H, L, L)
@@ -136,6 +155,7 @@ std::tuple<at::Tensor, at::Tensor> axis_attention_backward_aten(const at::Tensor
 
 TORCH_LIBRARY_IMPL(skelang, CPU, m) {
   m.impl("axis_attention", &axis_attention_aten);
+  m.impl("axis_attention_with_probs", &axis_attention_with_probs_aten);
   m.impl("axis_attention_backward", &axis_attention_backward_aten);
 }
 

@@ -8,15 +8,20 @@
 //   out   (N, C, T, V)   out = softmax(q k^T / sqrt(D) + bias) v, for each of the N * T
 //                        frames (axis 3) or N * V joints (axis 2) and each head
 //
-// Backward keeps qkv and bias only: the attention probabilities, H L^2 per sequence (more
-// than qkv's 3C L once L > 3C / H), are recomputed chunk by chunk, never kept between
-// forward and backward:
-//   P = softmax(q k^T / sqrt(D) + bias),  dP = g v^T,  dS = P (dP - rowsum(P dP)),
+// axis_attention_with_probs also returns the attention probabilities
+//   probs (S, H, L, L)   P = softmax(q k^T / sqrt(D) + bias) for each of the S sequences
+//                        (frames n * T + t for axis 3, joints n * V + v for axis 2) and head.
+// Training keeps them for backward (skelang.ops.axis_attention does when autograd records):
+// H L^2 values per sequence against qkv's 3C L. Recomputing them made the op's forward and
+// backward 1.11-1.30x slower at HGLNet's NW-UCLA shapes (2-core AVX2 EPYC, `skelang bench
+// --only encoder`). Without probs, backward recomputes P chunk by chunk from qkv and bias:
+//   dP = g v^T,  dS = P (dP - rowsum(P dP)),
 //   dq = dS k / sqrt(D),  dk = dS^T q / sqrt(D),  dv = P^T g,  dbias = sum of dS.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <tuple>
 
 namespace skelang {
@@ -35,9 +40,11 @@ AxisAttentionShape axis_attention_shape(const char* op, const at::Tensor& qkv,
 // fused attention).
 at::Tensor axis_attention_aten(const at::Tensor& qkv, const at::Tensor& bias, int64_t heads,
                                int64_t axis);
-std::tuple<at::Tensor, at::Tensor> axis_attention_backward_aten(const at::Tensor& grad_out,
-                                                                const at::Tensor& qkv,
-                                                                const at::Tensor& bias,
-                                                                int64_t heads, int64_t axis);
+std::tuple<at::Tensor, at::Tensor> axis_attention_with_probs_aten(const at::Tensor& qkv,
+                                                                  const at::Tensor& bias,
+                                                                  int64_t heads, int64_t axis);
+std::tuple<at::Tensor, at::Tensor> axis_attention_backward_aten(
+    const at::Tensor& grad_out, const at::Tensor& qkv, const at::Tensor& bias,
+    const std::optional<at::Tensor>& probs, int64_t heads, int64_t axis);
 
 }  // namespace skelang

@@ -54,10 +54,14 @@ TORCH_LIBRARY_FRAGMENT(skelang, m) {
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // GSM (axis 3, joints) and GTA (axis 2, frames); see encoder/axis_attention.h.
   m.def("axis_attention(Tensor qkv, Tensor bias, int heads, int axis) -> Tensor");
-  // Gradients with respect to (qkv, bias), from qkv and bias alone.
+  // The same and the attention probabilities (S, H, L, L), which training keeps for backward.
   m.def(
-      "axis_attention_backward(Tensor grad_out, Tensor qkv, Tensor bias, int heads, "
-      "int axis) -> (Tensor, Tensor)");
+      "axis_attention_with_probs(Tensor qkv, Tensor bias, int heads, int axis) -> "
+      "(Tensor, Tensor)");
+  // Gradients with respect to (qkv, bias); the probabilities are recomputed when not given.
+  m.def(
+      "axis_attention_backward(Tensor grad_out, Tensor qkv, Tensor bias, Tensor? probs, "
+      "int heads, int axis) -> (Tensor, Tensor)");
   // LTC's dilated branches; see encoder/multiscale_temporal_conv.cpp.
   m.def(
       "multiscale_temporal_conv(Tensor x, Tensor weight, Tensor bias, int[] dilations, "

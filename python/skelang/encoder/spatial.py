@@ -110,8 +110,8 @@ class AxisSelfAttention(nn.Module):
 
     With `recompute` (when autograd records), nothing inside is kept for backward but x and
     the bias: the projections and the attention run again in backward (torch.utils.checkpoint),
-    about 4C values per position less memory for more time (about a quarter of HGLNet's
-    training step at NW-UCLA shapes on CPU)."""
+    about 4C values and the H L attention probabilities per position less memory, for more
+    time (see the README's encoder section for measurements)."""
 
     axis: int
 

@@ -5,7 +5,7 @@ Each op has a pure-PyTorch twin of the same name in :mod:`skelang.reference`.
 """
 
 from skelang.ops import autocast  # noqa: F401  (registers the ops' autocast rules)
-from skelang.ops.axis_attention import axis_attention
+from skelang.ops.axis_attention import axis_attention, axis_attention_with_probs
 from skelang.ops.composite_aggregate import composite_aggregate
 from skelang.ops.contrastive_alignment import contrastive_alignment_loss
 from skelang.ops.cross_modal_attention import cross_modal_attention
@@ -17,6 +17,7 @@ from skelang.ops.vector_quantize import code_statistics, ema_codebook_update_, n
 
 __all__ = [
     "axis_attention",
+    "axis_attention_with_probs",
     "code_statistics",
     "composite_aggregate",
     "contrastive_alignment_loss",

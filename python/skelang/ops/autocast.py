@@ -2,7 +2,7 @@
 cast and the op runs with autocast off, as ATen's own ops do.
 
     lower precision (the autocast dtype: bfloat16 on CPU, float16 or bfloat16 on CUDA): the ops
-        whose cost is products (graph_aggregate, composite_aggregate, axis_attention,
+        whose cost is products (graph_aggregate, composite_aggregate, axis_attention(_with_probs),
         multiscale_temporal_conv, cross_modal_attention, lora_linear); they accumulate in
         float32 either way.
     float32: the ops whose result is a comparison or a sum that precision decides
@@ -19,6 +19,7 @@ LOWER_PRECISION = (
     "graph_aggregate_grad_topology",
     "composite_aggregate",
     "axis_attention",
+    "axis_attention_with_probs",
     "multiscale_temporal_conv",
     "cross_modal_attention",
     "lora_linear",

@@ -215,11 +215,24 @@ def _axis_attention_bad():
     ]
 
 
-def _axis_attention_backward_args(sample):
+def _axis_attention_backward_args(sample, probs=False):
     qkv, bias, heads, axis = sample.args
     N, _, T, V = qkv.shape
     grad = torch.randn(N, qkv.shape[1] // 3, T, V, dtype=qkv.dtype, generator=_generator(2)).to(qkv.device)
-    return (grad, qkv.detach(), bias.detach(), heads, axis)
+    kept = ops.axis_attention_with_probs(qkv.detach(), bias.detach(), heads, axis)[1] if probs else None
+    return (grad, qkv.detach(), bias.detach(), kept, heads, axis)
+
+
+def _axis_attention_backward_bad():
+    grad, qkv, bias = torch.ones(2, 4, 5, 6), torch.ones(2, 12, 5, 6), torch.ones(2, 6, 6)
+    return [
+        BadInput((grad, qkv, bias, torch.ones(10, 2, 5, 5), 2, 3), r"probs must be \(S, H, L, L\) = \(10, 2, 6, 6\)"),
+        BadInput(
+            (grad, qkv, bias, torch.ones(10, 2, 6, 6, dtype=torch.float64), 2, 3),
+            "probs and qkv must have the same dtype",
+        ),
+        BadInput((torch.ones(2, 4, 5, 5), qkv, bias, None, 2, 3), r"grad_out must be \(N, C, T, V\) = \(2, 4, 5, 6\)"),
+    ]
 
 
 # --- multiscale_temporal_conv ------------------------------------------------------------------
@@ -524,6 +537,21 @@ OPS: dict[str, OpSpec] = {
             _axis_attention_bad,
             backward="axis_attention_backward",
             backward_args=_axis_attention_backward_args,
+            backward_bad_inputs=_axis_attention_backward_bad,
+            bench={  # HGLNet on NW-UCLA: 64 channels over 52 frames, 256 over 13 (after two strides)
+                "full": {"N": 16, "V": 20, "heads": 4, "shapes": [[64, 52], [256, 13]]},
+                "quick": {"N": 2, "V": 20, "heads": 2, "shapes": [[8, 8]]},
+            },
+        ),
+        OpSpec(
+            "axis_attention_with_probs",
+            ops.axis_attention_with_probs,
+            reference.axis_attention_with_probs,
+            _axis_attention_samples,
+            _axis_attention_bad,
+            backward="axis_attention_backward",
+            backward_args=lambda sample: _axis_attention_backward_args(sample, probs=True),
+            backward_bad_inputs=_axis_attention_backward_bad,
         ),
         OpSpec(
             "multiscale_temporal_conv",

@@ -3,7 +3,7 @@ differentiable, written for clarity, used by the tests (parity, gradients) and t
 and selectable as ``backend="reference"`` by the modules. preprocess and ntu_skeleton hold the
 numpy twins of the data component's C++ helpers."""
 
-from skelang.reference.axis_attention import axis_attention
+from skelang.reference.axis_attention import axis_attention, axis_attention_with_probs
 from skelang.reference.composite_aggregate import composite_aggregate
 from skelang.reference.contrastive_alignment import contrastive_alignment_loss
 from skelang.reference.cross_modal_attention import cross_modal_attention
@@ -15,6 +15,7 @@ from skelang.reference.vector_quantize import code_statistics, ema_codebook_upda
 
 __all__ = [
     "axis_attention",
+    "axis_attention_with_probs",
     "code_statistics",
     "composite_aggregate",
     "contrastive_alignment_loss",

@@ -9,8 +9,9 @@ import torch
 from torch import Tensor
 
 
-def axis_attention(qkv: Tensor, bias: Tensor, heads: int, axis: int) -> Tensor:
-    """softmax(q k^T / sqrt(D) + bias) v across joints (axis 3) or frames (axis 2)."""
+def axis_attention_with_probs(qkv: Tensor, bias: Tensor, heads: int, axis: int) -> tuple[Tensor, Tensor]:
+    """softmax(q k^T / sqrt(D) + bias) v across joints (axis 3) or frames (axis 2), and the
+    probabilities (S, H, L, L), not differentiable, as skelang.ops.axis_attention_with_probs."""
     N, C3, T, V = qkv.shape
     C = C3 // 3
     D = C // heads
@@ -22,5 +23,12 @@ def axis_attention(qkv: Tensor, bias: Tensor, heads: int, axis: int) -> Tensor:
     weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D) + bias, dim=-1)
     out = weights @ v  # (N * L', H, L, D)
     if axis == 3:
-        return out.view(N, T, heads, V, D).permute(0, 2, 4, 1, 3).reshape(N, C, T, V)
-    return out.view(N, V, heads, T, D).permute(0, 2, 4, 3, 1).reshape(N, C, T, V)
+        out = out.view(N, T, heads, V, D).permute(0, 2, 4, 1, 3).reshape(N, C, T, V)
+    else:
+        out = out.view(N, V, heads, T, D).permute(0, 2, 4, 3, 1).reshape(N, C, T, V)
+    return out, weights.detach()
+
+
+def axis_attention(qkv: Tensor, bias: Tensor, heads: int, axis: int) -> Tensor:
+    """softmax(q k^T / sqrt(D) + bias) v across joints (axis 3) or frames (axis 2)."""
+    return axis_attention_with_probs(qkv, bias, heads, axis)[0]
