@@ -111,8 +111,8 @@ def test_axis_attention_no_probabilities_kept_without_autograd():
     assert saved == [] and not y.requires_grad
 
 
-def test_axis_attention_probabilities_alone_have_no_gradient():
-    # only the probabilities used: nothing reaches qkv (they are not differentiable)
+def test_axis_attention_probabilities_are_not_differentiable():
+    # they are rows of a softmax over keys, for plots; gradients flow through the output only
     qkv = torch.randn(2, 24, 9, 6, requires_grad=True)
     bias = torch.randn(2, 9, 9, requires_grad=True)
     out, probs = ops.axis_attention_with_probs(qkv, bias, 2, 2)
