@@ -120,13 +120,18 @@ def test_axis_attention_probabilities_are_not_differentiable():
     torch.testing.assert_close(probs.sum(-1), torch.ones(12, 2, 9))
 
 
-def test_axis_attention_any_strides():
+# skelang.ops.axis_attention keeps the probabilities; the op called directly recomputes them
+AXIS_ATTENTION_PATHS = {"keeping": ops.axis_attention, "recomputing": torch.ops.skelang.axis_attention.default}
+
+
+@pytest.mark.parametrize("path", AXIS_ATTENTION_PATHS)
+def test_axis_attention_any_strides(path):
     # a channels-last qkv and an expanded output gradient (what y.sum().backward() passes)
     g = torch.Generator().manual_seed(6)
     qkv = torch.randn(2, 12, 5, 6, dtype=torch.float64, generator=g).to(memory_format=torch.channels_last)
     qkv.requires_grad_()
     bias = torch.randn(2, 6, 6, dtype=torch.float64, generator=g, requires_grad=True)
-    grads = torch.autograd.grad(ops.axis_attention(qkv, bias, 2, 3).sum(), (qkv, bias))
+    grads = torch.autograd.grad(AXIS_ATTENTION_PATHS[path](qkv, bias, 2, 3).sum(), (qkv, bias))
     grads_ref = torch.autograd.grad(reference.axis_attention(qkv, bias, 2, 3).sum(), (qkv, bias))
     for grad, grad_ref in zip(grads, grads_ref):
         torch.testing.assert_close(grad, grad_ref)
@@ -134,12 +139,14 @@ def test_axis_attention_any_strides():
         torch.ops.skelang.axis_attention_backward(torch.ones(2, 4, 5, 6), qkv.detach(), bias.detach(), None, 2, 3)
 
 
-def test_axis_attention_parity_across_chunks():
-    # 4 heads of 64 frames: 1024 sequences per chunk, so 2 * 520 joints make two chunks
+@pytest.mark.parametrize("path", AXIS_ATTENTION_PATHS)
+def test_axis_attention_parity_across_chunks(path):
+    # 4 heads of 64 frames: 1024 sequences per chunk, so 2 * 520 joints make two chunks (of
+    # the recomputing forward and backward; the keeping path slices its kept probabilities)
     g = torch.Generator().manual_seed(5)
     qkv = torch.randn(2, 12, 64, 520, generator=g).requires_grad_()
     bias = torch.randn(4, 64, 64, generator=g).requires_grad_()
-    assert_parity(ops.axis_attention, reference.axis_attention, [qkv, bias], torch.float32, 4, 2)
+    assert_parity(AXIS_ATTENTION_PATHS[path], reference.axis_attention, [qkv, bias], torch.float32, 4, 2)
 
 
 # --- multiscale_temporal_conv -------------------------------------------------------------

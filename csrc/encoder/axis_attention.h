@@ -36,8 +36,9 @@ struct AxisAttentionShape {
 AxisAttentionShape axis_attention_shape(const char* op, const at::Tensor& qkv,
                                         const at::Tensor& bias, int64_t heads, int64_t axis);
 
-// The kernels (ATen batched products over chunks of sequences; CUDA's forward is ATen's
-// fused attention).
+// The kernels: ATen batched products, over chunks of sequences where the probabilities are
+// not kept (CUDA's axis_attention forward is ATen's fused attention); the forward with probs
+// builds the whole P on both devices (with its scores, about 2 S H L^2 values at its peak).
 at::Tensor axis_attention_aten(const at::Tensor& qkv, const at::Tensor& bias, int64_t heads,
                                int64_t axis);
 std::tuple<at::Tensor, at::Tensor> axis_attention_with_probs_aten(const at::Tensor& qkv,

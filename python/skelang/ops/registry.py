@@ -215,6 +215,10 @@ def _axis_attention_bad():
     ]
 
 
+def _plain_axis_attention(qkv, bias, heads, axis):
+    return torch.ops.skelang.axis_attention.default(qkv, bias, heads, axis)
+
+
 def _axis_attention_backward_args(sample, probs=False):
     qkv, bias, heads, axis = sample.args
     N, _, T, V = qkv.shape
@@ -531,7 +535,9 @@ OPS: dict[str, OpSpec] = {
         ),
         OpSpec(
             "axis_attention",
-            ops.axis_attention,
+            # the op itself (forward chunk by chunk, fused on CUDA; backward recomputing the
+            # probabilities); skelang.ops.axis_attention's training path is the next entry
+            _plain_axis_attention,
             reference.axis_attention,
             _axis_attention_samples,
             _axis_attention_bad,
