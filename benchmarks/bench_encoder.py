@@ -77,7 +77,10 @@ def axis_attention_cases(config: dict, device: torch.device) -> list[Case]:
             qkv = torch.randn(N, 3 * C, T, V, device=device, requires_grad=True)
             bias = torch.randn(heads, L, L, device=device, requires_grad=True)
             grad_y = torch.randn(N, C, T, V, device=device)
-            inputs = [qkv, bias]
+
+            def step(op, axis=axis, inputs=(qkv, bias), grad_y=grad_y):
+                return _op_step(lambda q, b: op(q, b, heads, axis), inputs, grad_y)
+
             # q k^T and P v forward; backward: g v^T, dS k, dS^T q, P^T g (and P again when recomputed)
             flops = 6 * 2 * N * C * T * V * L
             out.append(
@@ -85,13 +88,9 @@ def axis_attention_cases(config: dict, device: torch.device) -> list[Case]:
                     name=f"axis_attention fwd+bwd ({'GSM' if axis == 3 else 'GTA'})",
                     params=f"N={N} C={C} T={T} V={V} heads={heads} axis={axis}",
                     flops=flops,
-                    skelang=_op_step(lambda q, b, a=axis: skelang.ops.axis_attention(q, b, heads, a), inputs, grad_y),
-                    reference=_op_step(
-                        lambda q, b, a=axis: skelang.reference.axis_attention(q, b, heads, a), inputs, grad_y
-                    ),
-                    peer=_op_step(
-                        lambda q, b, a=axis: torch.ops.skelang.axis_attention.default(q, b, heads, a), inputs, grad_y
-                    ),
+                    skelang=step(skelang.ops.axis_attention),
+                    reference=step(skelang.reference.axis_attention),
+                    peer=step(torch.ops.skelang.axis_attention.default),
                     peer_name="recomputing backward",
                 )
             )
