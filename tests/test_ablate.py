@@ -133,6 +133,27 @@ def test_a_changed_sweep_or_a_foreign_folder_is_refused_before_training(tmp_path
         ablate(longer, out, jobs=0, progress=False)
 
 
+@pytest.mark.slow
+def test_a_sweep_does_not_count_itself_against_its_trainings(tmp_path, monkeypatch):
+    """`skelang ablate` is a registered job like every command; while it only waited for its
+    trainings they counted it, and each trained on half of the cores (one thread of two)."""
+    from skelang.runs.ablate import ablate
+    from skelang.threads import ThreadBudget, available_cpus, live_jobs
+
+    if len(available_cpus()) < 2:
+        pytest.skip("needs two CPUs")
+    monkeypatch.setenv("SKELANG_JOBS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the trainings' cap (a pytest-xdist worker's is 1)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # beside the other test worker: no spinning
+    with ThreadBudget():  # the command line's registration of the sweep
+        ablate(sweep_file(tmp_path, seeds=[0], variants={}), tmp_path / "out", progress=False)
+        assert live_jobs() == [os.getpid()]  # registered again once its trainings ended
+    [entry] = [
+        json.loads(line) for line in (tmp_path / "out" / "base" / "seed0" / "log.jsonl").read_text().splitlines()
+    ]
+    assert entry["threads"] == 2
+
+
 def _ended(pid: int) -> bool:
     """The process is gone or a zombie (nothing reaps orphans in some containers)."""
     try:

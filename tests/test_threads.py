@@ -33,21 +33,57 @@ def test_a_job_takes_its_share_and_gives_it_back(jobs_dir):
     with ThreadBudget() as budget:
         assert (jobs_dir / f"{os.getpid()}.job").is_file()
         alone = budget.threads
-        assert alone == min(before, len(cpus))
+        assert budget.share == min(before, len(cpus))
         with ThreadBudget() as inner:  # nested budgets of one process: one registration
             assert inner.threads == alone and live_jobs() == [os.getpid()]
         assert (jobs_dir / f"{os.getpid()}.job").is_file()
         other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
         try:
             register(jobs_dir, other.pid, cpus)
-            assert budget.refresh(force=True) == max(1, min(before, len(cpus) // 2))
-            assert torch.get_num_threads() == budget.threads
+            budget.refresh(force=True)
+            assert budget.share == max(1, min(before, len(cpus) // 2)) and torch.get_num_threads() == budget.threads
         finally:
             other.kill()
             other.wait()
         assert budget.refresh(force=True) == alone  # the other job ended: its threads come back
         assert not (jobs_dir / f"{other.pid}.job").exists()  # a dead job's file is removed
     assert not (jobs_dir / f"{os.getpid()}.job").exists() and torch.get_num_threads() == before
+
+
+def test_a_budget_inside_another_starts_from_the_same_threads(jobs_dir, monkeypatch):
+    """The command line's budget around a training's: the inner one took the share the outer
+    had set as its cap and took the workers off again (16 cores, alone: 9 threads and 3 workers
+    of 16), and a training started beside another job kept its reduced share after that job
+    ended (6 threads, then 5, of 16)."""
+    monkeypatch.setattr(threads, "available_cpus", lambda: set(range(16)))
+    before = torch.get_num_threads()
+    torch.set_num_threads(16)  # OMP_NUM_THREADS on a 16-core machine; nothing computes here
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with ThreadBudget() as outer, ThreadBudget() as inner:
+            assert (outer.share, outer.workers, outer.threads) == (16, 4, 12)
+            assert (inner.share, inner.workers, inner.threads) == (16, 4, 12)
+        register(jobs_dir, other.pid, range(16))
+        with ThreadBudget() as outer, ThreadBudget() as inner:  # both started beside the other job
+            assert (outer.threads, inner.share, inner.threads) == (6, 8, 6) and torch.get_num_threads() == 6
+            other.kill()
+            other.wait()
+            assert inner.refresh(force=True) == 12  # it ended: the whole machine again
+        assert torch.get_num_threads() == 16
+    finally:
+        other.kill()
+        other.wait()
+        torch.set_num_threads(before)
+
+
+def test_a_process_waiting_for_its_children_steps_aside(jobs_dir):
+    with ThreadBudget():
+        with threads.waiting_for_children():
+            assert live_jobs() == []
+        assert live_jobs() == [os.getpid()]
+    with threads.waiting_for_children():  # not registered: nothing to step aside from, nor to restore
+        assert live_jobs() == []
+    assert live_jobs() == []
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="zombies are read from /proc (Linux)")

@@ -217,7 +217,8 @@ def test_run_writes_config_log_metrics_and_checkpoint(finished_run):
     log = [json.loads(line) for line in (finished_run / "log.jsonl").read_text().splitlines()]
     assert [entry["epoch"] for entry in log] == [1, 2, 3]
     assert [entry["lr"] for entry in log] == pytest.approx([0.1, 0.1, 0.01])
-    assert all({"loss", "train_top1", "test_top1", "seconds"} <= entry.keys() for entry in log)
+    assert all({"loss", "train_top1", "test_top1", "seconds", "threads"} <= entry.keys() for entry in log)
+    assert all(entry["threads"] >= 1 for entry in log)
     metrics = json.loads((finished_run / "metrics.json").read_text())
     assert {"top1", "top5", "per_class_accuracy", "confusion_matrix", "wall_time_s", "parameters"} <= metrics.keys()
     assert metrics["samples"] == 15 and len(metrics["confusion_matrix"]) == 15

@@ -121,7 +121,10 @@ class ThreadBudget:
 
         self.fixed_threads, self.fixed_workers = threads, workers
         self.cpus = available_cpus()
-        self.cap = torch.get_num_threads()  # OMP_NUM_THREADS or torch.set_num_threads before: never exceeded
+        # OMP_NUM_THREADS or torch.set_num_threads before the process's first budget: never
+        # exceeded. A budget nested in another (the command line's around a training's) starts
+        # from the same count, not from the share the outer one has set.
+        self.cap = _threads_before if _registrations else torch.get_num_threads()
         self.path = jobs_folder() / f"{os.getpid()}.job"
         self.registered = False
         self.last_refresh = 0.0
@@ -160,8 +163,9 @@ class ThreadBudget:
     def __enter__(self) -> ThreadBudget:
         import torch
 
-        global _registrations
+        global _registrations, _threads_before
         if _registrations == 0:
+            _threads_before = torch.get_num_threads()
             with contextlib.suppress(OSError):  # a read-only temporary folder: no registry, still a budget
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.path.write_text(" ".join(map(str, sorted(self.cpus))))
@@ -184,6 +188,25 @@ class ThreadBudget:
 
 
 _registrations = 0  # budgets entered in this process
+_threads_before = 1  # torch's thread count when the first of them was entered
+
+
+@contextlib.contextmanager
+def waiting_for_children():
+    """While this process only waits for the jobs it started (`skelang ablate`'s trainings), it
+    does not count as a live job: its children share the CPUs between themselves alone, and one
+    started alone spins as a lone job does (choose_wait_policy). Registered again afterwards."""
+    path = jobs_folder() / f"{os.getpid()}.job"
+    registered = _registrations > 0 and path.is_file()
+    if registered:
+        cpus = path.read_text()
+        path.unlink(missing_ok=True)
+    try:
+        yield
+    finally:
+        if registered and _registrations > 0:
+            with contextlib.suppress(OSError):
+                path.write_text(cpus)
 
 
 def worker_init(_worker_id: int) -> None:

@@ -52,6 +52,7 @@ from skelang.runs.directory import METRICS, RunDirectory, config_changes
 from skelang.runs.ensemble import align, load_scores
 from skelang.schema import load_yaml
 from skelang.stats import BOOTSTRAP_DRAWS, bootstrap_interval
+from skelang.threads import waiting_for_children
 
 SWEEP_KEYS = ("base", "overrides", "seeds", "variants", "grid")
 RESULT_FILES = ("results.csv", "results.md", "results.png")
@@ -231,21 +232,22 @@ def ablate(sweep_path: str | Path, out_dir: str | Path, jobs: int = 1, progress:
         pending.append(_train_command(config_file, run.path, resume=run.file("config.yaml").is_file()))
     running: list[tuple[subprocess.Popen, Path]] = []
     failures = []
-    for command in [*pending, None]:
-        while running and (len(running) >= jobs or command is None):
-            job, log = running[0]
-            job.wait()  # in start order: a sweep's runs take about the same time
-            running.pop(0)
-            if job.returncode != 0:
-                failures.append(f"{log}: {log.read_text().strip()[-500:]}")
-        if command is None:
-            break
-        log = Path(command[command.index("--out") + 1] + ".log")
-        if progress:
-            print(f"ablate: training {command[command.index('--out') + 1]}", file=sys.stderr, flush=True)
-        with open(log, "w") as output:  # the child's messages; a pipe could fill and block it
-            env = {**os.environ, PARENT_ENV: str(os.getpid())}
-            running.append((subprocess.Popen(command, stdout=output, stderr=output, env=env), log))
+    with waiting_for_children():  # the trainings share the cores; this process only waits
+        for command in [*pending, None]:
+            while running and (len(running) >= jobs or command is None):
+                job, log = running[0]
+                job.wait()  # in start order: a sweep's runs take about the same time
+                running.pop(0)
+                if job.returncode != 0:
+                    failures.append(f"{log}: {log.read_text().strip()[-500:]}")
+            if command is None:
+                break
+            log = Path(command[command.index("--out") + 1] + ".log")
+            if progress:
+                print(f"ablate: training {command[command.index('--out') + 1]}", file=sys.stderr, flush=True)
+            with open(log, "w") as output:  # the child's messages; a pipe could fill and block it
+                env = {**os.environ, PARENT_ENV: str(os.getpid())}
+                running.append((subprocess.Popen(command, stdout=output, stderr=output, env=env), log))
     if failures:
         raise ValueError("ablate: runs failed (the others are kept; run again to retry):\n  " + "\n  ".join(failures))
     rows = collect(out_dir, configs)
