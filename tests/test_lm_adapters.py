@@ -214,6 +214,38 @@ def test_cpp_and_reference_backends_agree(gpt2, ids):
         inject_lora(copy.deepcopy(gpt2), LoRAConfig(), backend="cuda")
 
 
+HALF_BASES = [
+    ("cpu", torch.bfloat16),
+    pytest.param("cuda", torch.bfloat16, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")),
+    pytest.param("cuda", torch.float16, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")),
+]
+
+
+@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize(("device", "dtype"), HALF_BASES)
+def test_adapters_of_a_half_precision_base_train_in_float32(llama, ids, backend, device, dtype):
+    """A base loaded in bfloat16 or float16, as language models usually are: its adapters are
+    created in float32 (PEFT's autocast_adapter_dtype) and get float32 gradients; the output
+    has the base's dtype and follows the float32 model's with the same adapters within the
+    half precision's error."""
+    config = LoRAConfig(r=4, target_modules=QV)
+    model32 = adapted(copy.deepcopy(llama).to(device), config, backend=backend)
+    randomise_B(model32)
+    model16 = adapted(copy.deepcopy(llama).to(device, dtype), config, backend=backend)
+    assert {p.dtype for p in model16.lora_parameters()} == {torch.float32}
+    assert {p.dtype for p in model16.parameters() if not p.requires_grad} == {dtype}
+    with torch.no_grad():
+        for ours, theirs in zip(model16.lora_parameters(), model32.lora_parameters()):
+            ours.copy_(theirs)
+    ids = ids.to(device)
+    out = model16(ids, labels=ids)
+    assert out.logits.dtype == dtype
+    torch.testing.assert_close(out.logits.float(), logits(model32, ids), rtol=0.05, atol=0.05)
+    out.loss.backward()
+    grads = [p.grad for p in model16.lora_parameters()]
+    assert all(g is not None and g.dtype == torch.float32 for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
 # --- merging ------------------------------------------------------------------------------
 
 

@@ -222,6 +222,50 @@ def test_the_lm_section_needs_its_run_and_descriptions(tiny_language_model):
     config = lm_config("runs/x", tiny_language_model, action_tokens=False, joint={"enabled": True})
     with pytest.raises(ValueError, match="lm.joint.enabled: .* both false"):
         resolve_config(config)
+    config = lm_config("runs/x", tiny_language_model, model_dtype="bf16")
+    config["train"]["parallel"] = "fsdp"
+    with pytest.raises(ValueError, match="lm.model_dtype: bf16 with train.parallel: fsdp"):
+        resolve_config(config)
+    for dtype, precision in [("fp16", "fp32"), ("fp16", "bf16"), ("bf16", "fp16")]:
+        config = lm_config("runs/x", tiny_language_model, model_dtype=dtype)
+        config["train"]["precision"] = precision
+        with pytest.raises(ValueError, match=f"lm.model_dtype: {dtype} with train.precision: {precision}: a float16"):
+            resolve_config(config)
+
+
+@pytest.mark.parametrize("projector", [False, True])
+def test_a_bfloat16_language_model_trains_float32_weights(synthetic_vst_run, tiny_language_model, projector):
+    """lm.model_dtype: bf16 loads the frozen model in bfloat16 (half its memory); LoRA, the
+    action-token rows and the projector stay float32, get float32 gradients, and the loss
+    follows the float32 model's within bfloat16's precision."""
+    from skelang.runs.config import resolve_config
+    from skelang.runs.stages.encoder import load_sequences
+    from skelang.runs.stages.lm import build_language_model, narrate
+    from skelang.runs.stages.vst import load_vst_run
+
+    losses = {}
+    for dtype in ("fp32", "bf16"):
+        config = resolve_config(
+            lm_config(synthetic_vst_run[0], tiny_language_model, model_dtype=dtype, projector=projector)
+        )
+        vst_model = load_vst_run(config["lm"]["vst_run"]).model
+        samples = narrate(vst_model, load_sequences(config["data"])[0][:4], config["data"])
+        torch.manual_seed(0)
+        model = build_language_model(config, vst_model).eval()  # no LoRA dropout
+        trained = [p for p in model.parameters() if p.requires_grad]
+        frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+        assert frozen == {torch.float32 if dtype == "fp32" else torch.bfloat16}
+        assert trained and all(p.dtype == torch.float32 for p in trained)
+        with torch.no_grad():  # the adapters' B is zero at init: make them count
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
+        loss = model.loss(samples, [(" wave.", "")] * len(samples))
+        loss.backward()
+        assert all(p.grad.dtype == torch.float32 for p in trained if p.grad is not None)
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trained)
+        losses[dtype] = loss.item()
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
 
 
 def test_targets_cite_the_codes_most_typical_of_the_class():

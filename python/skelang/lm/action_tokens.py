@@ -44,7 +44,8 @@ class ActionTokenEmbedding(nn.Module):
             std = rows.std(0) if first_action_id > 1 else torch.zeros_like(rows[0])  # (H,)
             noise = torch.randn(num_codes, base.embedding_dim, device=rows.device)  # (K, H)
             init = rows.mean(0) + 0.1 * std * noise
-        self.action_embeddings = nn.Parameter(init.to(base.weight.dtype))
+        # trained in float32 at least (a half-precision base's rows are cast where they are used)
+        self.action_embeddings = nn.Parameter(init.to(torch.promote_types(base.weight.dtype, torch.float32)))
 
     @property
     def weight(self) -> Tensor:

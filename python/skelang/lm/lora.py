@@ -55,9 +55,11 @@ def lora_scaling(r: int, alpha: float, rslora: bool = False) -> float:
 
 
 def init_lora_weights(r: int, in_features: int, out_features: int, like: Tensor) -> tuple[nn.Parameter, nn.Parameter]:
-    """PEFT's default init: A (r, in) Kaiming-uniform with a = sqrt(5), B (out, r) zeros;
-    dtype and device of `like` (the base weight)."""
-    factory = {"dtype": like.dtype, "device": like.device}
+    """PEFT's default init: A (r, in) Kaiming-uniform with a = sqrt(5), B (out, r) zeros, on
+    the device of `like` (the base weight), in its dtype or float32 where that is wider: an
+    adapter of a bfloat16 or float16 base trains in float32 and is cast to the base's dtype in
+    the forward pass (PEFT's autocast_adapter_dtype)."""
+    factory = {"dtype": torch.promote_types(like.dtype, torch.float32), "device": like.device}
     lora_A = nn.Parameter(torch.empty(r, in_features, **factory))
     lora_B = nn.Parameter(torch.zeros(out_features, r, **factory))
     nn.init.kaiming_uniform_(lora_A, a=math.sqrt(5))
@@ -225,8 +227,8 @@ class LoRALayer(nn.Module):
             x,
             weight,
             self.base_layer.bias,
-            self.lora_A[name],
-            self.lora_B[name],
+            self.lora_A[name].to(weight.dtype),  # float32 adapters of a half-precision base
+            self.lora_B[name].to(weight.dtype),
             dropout_scaling(self.scaling[name], self.lora_dropout[name], mask),
             mask,
         )

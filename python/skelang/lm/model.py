@@ -137,7 +137,8 @@ class ActionLanguageModel(nn.Module):
         lookup = ids if self.placeholder_id is None else ids.masked_fill(ids == self.placeholder_id, pad)
         embeds = self.language_model.get_input_embeddings()(lookup)
         if self.projector is not None:
-            features = torch.stack([sample.features for sample in samples]).to(device, embeds.dtype)  # (N, S, D)
+            dtype = self.projector.net[0].weight.dtype  # float32 also beside a half-precision language model
+            features = torch.stack([sample.features for sample in samples]).to(device, dtype)  # (N, S, D)
             embeds = insert_soft_tokens(embeds, ids, self.placeholder_id, self.projector(features))
         soft = [sample.code_probabilities is not None for sample in samples]
         if any(soft) and self.action_tokens is not None:

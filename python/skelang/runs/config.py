@@ -9,8 +9,12 @@ lm.vst_run), `optim`, `train`, and the section of its stage (`ssf`: skelang.fusi
 YAML 1.2 (`5e-4` is a number). Configs of earlier skelang versions, which switched stages
 with `ssf.enabled`, `vst.enabled` and `lm.enabled`, are converted (upgrade_config).
 
-The defaults are CTR-GCN's NW-UCLA recipe: SGD with Nesterov momentum 0.9, lr 0.1, weight
-decay 1e-4, batch 16, 52 frames, 5 warm-up epochs, lr x 0.1 at epochs 35 and 55 of 65.
+The defaults follow CTR-GCN's recipes where one setting serves every data set: SGD with
+Nesterov momentum 0.9, lr 0.1, 5 warm-up epochs, lr x 0.1 at epochs 35 and 55 of 65 (its NTU
+schedule), weight decay 1e-4 and batch 16 (its NW-UCLA values), 52 frames, one pass over the
+training set per epoch, random crops resampled to 52 frames. CTR-GCN's whole NW-UCLA recipe
+(5 passes per epoch, per-sequence minmax, sorted random / evenly spaced frames, x 0.1 at epoch
+50) is configs/nw_ucla_ctrgcn.yaml.
 The shipped configs are package data (skelang/configs/*.yaml): `config_path("nw_ucla_hglnet")`.
 """
 
@@ -188,6 +192,11 @@ class LMJointSection(Section):
 class LMSection(Section):
     vst_run: OptionalText = Field(None, description="the VST run whose encoder and codebook narrate")
     model: Text = Field("smollm2", description="smollm2, a .gguf file or a local Hugging Face folder")
+    model_dtype: OneOf("fp32", "bf16", "fp16") = Field(
+        "fp32",
+        description="the frozen language model's weights: bf16 or fp16 halve its memory; the trained "
+        "weights (LoRA, action-token rows, projector) stay float32 and are cast in the forward pass",
+    )
     descriptions: OptionalText = Field(None, description="class names and descriptions (as ssf.descriptions)")
     lora: LoRAConfig = Field(default_factory=LoRAConfig)
     action_tokens: Bool = Field(True, description="<aK> tokens with trainable embedding rows")
@@ -257,6 +266,19 @@ class RunConfig(Section):
                 )
             if self.model is not None:
                 raise ValueError("model: stage lm takes its encoder from lm.vst_run; remove the model section")
+            dtype, precision = self.lm.model_dtype, self.train.precision
+            if (dtype == "fp16" and precision != "fp16") or (dtype == "bf16" and precision == "fp16"):
+                raise ValueError(
+                    f"lm.model_dtype: {dtype} with train.precision: {precision}: a float16 "
+                    "model trains under train.precision: fp16 (its gradient scaler keeps small gradients from "
+                    "vanishing), a bfloat16 one under fp32 or bf16"
+                )
+            if self.lm.model_dtype != "fp32" and self.train.parallel == "fsdp":
+                raise ValueError(
+                    f"lm.model_dtype: {self.lm.model_dtype} with train.parallel: fsdp: FSDP shards each "
+                    "transformer block in one dtype and the LoRA weights train in float32; shard the "
+                    "float32 model and compute in bf16 (train.precision: bf16)"
+                )
         elif self.model is None:
             raise ValueError("model: expected a section with a `type` (e.g. stgcn, ctrgcn, hglnet)")
         return self

@@ -197,15 +197,23 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
         for module in stage.trained_modules():  # before the optimizer: the weights stay the same tensors
             distributed.convert_batch_norms(module, stage.device)
     stage.autocast()  # an impossible precision (fp16 on the CPU) fails before training
-    if options["precision"] == "bf16" and native_bfloat16(stage.device) is False and ranks.is_main:
+    bf16 = [
+        f"{key}: bf16"
+        for key, value in (
+            ("train.precision", options["precision"]),
+            ("lm.model_dtype", (config.get("lm") or {}).get("model_dtype")),
+        )
+        if value == "bf16"
+    ]
+    if bf16 and native_bfloat16(stage.device) is False and ranks.is_main:
         hardware = (
             "a GPU of compute capability below 8.0"
             if stage.device.type == "cuda"
             else f"a CPU without AVX-512 BF16 or AMX (this one: {torch.backends.cpu.get_cpu_capability()})"
         )
         print(
-            f"skelang: train.precision: bf16 on {hardware}: bfloat16 is emulated, several times "
-            "slower than fp32 (train.precision=fp32 is faster here)",
+            f"skelang: {' and '.join(bf16)} on {hardware}: bfloat16 is emulated, several times slower "
+            "than fp32 (fp32 is faster here)",
             file=sys.stderr,
             flush=True,
         )
@@ -338,6 +346,7 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
                         + f", test top-1 {metrics['top1']:.2%}"
                     )
             entry["seconds"] = time.perf_counter() - started
+            entry["threads"] = stage.budget.threads  # this job's share at the epoch's end: reads its wall time
             wall_time += entry["seconds"]
             if ranks.is_main:
                 run.append_log(entry)

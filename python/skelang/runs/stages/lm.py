@@ -50,6 +50,7 @@ from skelang.vst.model import TokenizedEncoder
 
 NARRATIVES = "narratives.pt"
 JOINT_NARRATIVES = "narratives_joint.pt"  # the test part, by the jointly trained encoder, at the end
+MODEL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # lm.model_dtype
 
 
 @torch.no_grad()
@@ -126,7 +127,7 @@ def build_language_model(config: dict, vst_model: TokenizedEncoder) -> ActionLan
         projector=section["projector"],
         candidates=section["candidates"],
     )
-    language_model, tokenizer = load_language_model(section["model"])
+    language_model, tokenizer = load_language_model(section["model"], MODEL_DTYPES[section["model_dtype"]])
     return ActionLanguageModel(
         language_model,
         tokenizer,
@@ -184,6 +185,8 @@ class LanguageModelStage(Stage):
 
     def build(self) -> None:
         config, section = self.config, self.config["lm"]
+        if section["model_dtype"] == "fp16" and self.device.type != "cuda":
+            raise ValueError("lm.model_dtype: fp16 needs a CUDA device; on the CPU use bf16 (or fp32)")
         self.joint = section["joint"]["enabled"]
         vst_stage = load_vst_run(section["vst_run"])
         check_encoder_inputs(config["data"], vst_stage.run, "lm.vst_run")
@@ -426,6 +429,8 @@ def load_language_run(run_dir: str | Path) -> tuple[ActionLanguageModel, dict, T
     if config["stage"] != "lm":
         raise ValueError(f"{run.path}: not a language-model run (its stage is {config['stage']})")
     vst_model = load_vst_run(config["lm"]["vst_run"]).model  # the glossary is for training targets only
+    if config["lm"]["model_dtype"] == "fp16":
+        config["lm"]["model_dtype"] = "fp32"  # evaluated on the CPU, whose ops take no float16
     model = build_language_model(config, vst_model)
     checkpoint = run.load_checkpoint()
     model.load_trainable_state(checkpoint["model"])
