@@ -54,7 +54,10 @@ def test_bench_quick_json_reports_ratios():
         "LoRA vs frozen base",
         "contrastive_alignment_loss fwd+bwd",
         "cross_modal_attention fwd+bwd",
+        "synthetic_stgcn: loader batch vs training step",
     } <= {r["name"] for r in rows}
+    loader = next(r for r in rows if r["name"] == "synthetic_stgcn: loader batch vs training step")
+    assert loader["skelang_samples_per_s"] > 0 and loader["reference_samples_per_s"] > 0
     composite = next(r for r in rows if r["name"] == "composite_aggregate fwd+bwd")
     assert composite["skelang_saved_mib"] < composite["reference_saved_mib"]  # no (N, K, C, V, V) topology kept
     for r in rows:

@@ -35,6 +35,7 @@ def test_every_family_has_a_config():
         "nw_ucla_hglnet",
         "nw_ucla_vst",
         "nw_ucla_ssf",
+        "nw_ucla_hocslm",
         "nw_ucla_zeroshot_ssf",
         "ntu60_xsub_hglnet",
         "ntu60_xsub_ctrgcn",

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from skelang.encoder import PRESETS, build_model, encoder_config, profile
+from skelang.encoder import PRESETS, build_model, encoder_config, profile, step_profile
 
 TINY = {"channels": [8, 16], "strides": [1, 2], "attention_heads": 2}
 
@@ -153,6 +153,20 @@ def test_profile_counts_parameters_and_flops():
     assert longer["gflops"] > stats["gflops"]  # twice the frames, more work
 
 
+def test_step_profile_names_the_operators_of_a_training_step():
+    shapes = {"layout": "kinect_v1_20", "num_frames": 8, "num_bodies": 1, "num_classes": 10, "batch_size": 2}
+    report = step_profile({**TINY, "type": "hglnet"}, top=5, **shapes)
+    ops = report["ops"]
+    assert report["step_ms"] > 0 and len(ops) == 5
+    assert [r["self_ms"] for r in ops] == sorted((r["self_ms"] for r in ops), reverse=True)
+    every = step_profile({**TINY, "type": "hglnet"}, top=10_000, **shapes)["ops"]
+    assert sum(r["percent"] for r in every) == pytest.approx(100)
+    assert {"skelang::axis_attention_with_probs", "skelang::composite_aggregate"} <= {r["op"] for r in every}
+    assert all(r["calls"] >= 1 for r in every if r["op"].startswith("skelang::"))
+    with pytest.raises(ValueError, match="batch_size, steps and top must be positive, got 0"):
+        step_profile({**TINY, "type": "hglnet"}, **{**shapes, "batch_size": 0})
+
+
 def test_model_profile_command():
     import json
     import subprocess
@@ -174,6 +188,10 @@ def test_model_profile_command():
             "1",
             "--classes",
             "10",
+            "--step",
+            "2",
+            "--top",
+            "3",
             "--json",
         ],
         capture_output=True,
@@ -182,6 +200,7 @@ def test_model_profile_command():
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
+    assert report["step"]["batch_size"] == 2 and len(report["step"]["ops"]) == 3 and report["step"]["step_ms"] > 0
     assert report["parameters"] == sum(
         p.numel() for p in build_model({"type": "ctrgcn"}, 3, 10, "kinect_v1_20", 1).parameters()
     )

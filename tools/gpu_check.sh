@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One prepared check of skelang on a machine with a CUDA GPU and a CUDA build of torch, within
 # 10 minutes: build skelang against that torch, run every CUDA test (the op registry's CUDA
-# parity in float32, float64, bfloat16 and float16, and the op files' CUDA tests), and the
-# benchmarks at GPU sizes; write a report.
+# parity in float32, float64, bfloat16 and float16, and the op files' CUDA tests), a short
+# training on the GPU in each precision, and the benchmarks (bench.yaml's shapes) on the GPU;
+# write a report.
+# Never run yet: no session has had a GPU machine since it was written.
 #
 #   tools/gpu_check.sh [REPORT_DIR]          (default: $OUT where set, else gpu_report)
 #
@@ -11,7 +13,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 report="${1:-${OUT:-gpu_report}}"
-mkdir -p "$report"
+mkdir -p "$report" && report=$(cd "$report" && pwd)  # absolute: the trainings below run from /tmp
 log() { echo "== $*" | tee -a "$report/report.txt"; }
 export PYTHONUNBUFFERED=1 SKELANG_DEBUG=1
 PY=${PYTHON:-python3}
@@ -31,21 +33,30 @@ fi
 log "build (CUDA kernels for this GPU's architecture)"
 arch=$("$PY" -c "import torch; m, n = torch.cuda.get_device_capability(); print(f'{m}.{n}')")
 start=$(date +%s)
-TORCH_CUDA_ARCH_LIST="$arch" timeout 300 "$PY" -m pip install -q --no-build-isolation --no-deps --target /tmp/skelang . \
+TORCH_CUDA_ARCH_LIST="$arch" timeout 240 "$PY" -m pip install -q --no-build-isolation --no-deps --target /tmp/skelang . \
   > "$report/build.txt" 2>&1 || { log "build failed (see build.txt)"; tail -40 "$report/build.txt"; exit 1; }
 export PYTHONPATH=/tmp/skelang${PYTHONPATH:+:$PYTHONPATH}
 log "built in $(( $(date +%s) - start )) s"
 (cd /tmp && "$PY" -m skelang info) 2>&1 | tee -a "$report/report.txt"
 
 log "CUDA tests"
-timeout 240 "$PY" -m pytest tests/test_op_registry.py tests/test_graph_aggregate.py tests/test_encoder_ops.py \
-  tests/test_vst_ops.py tests/test_lora_ops.py tests/test_fusion.py -q -p no:cacheprovider -k "cuda or CUDA" \
+timeout 150 "$PY" -m pytest tests/test_op_registry.py tests/test_graph_aggregate.py tests/test_encoder_ops.py \
+  tests/test_vst_ops.py tests/test_lora_ops.py tests/test_fusion.py tests/test_lm_adapters.py -q -p no:cacheprovider -k "cuda or CUDA" \
   --junitxml="$report/cuda_tests.xml" > "$report/cuda_tests.txt" 2>&1
 status=$?
 tail -15 "$report/cuda_tests.txt" | tee -a "$report/report.txt"
 
+log "CUDA training: the synthetic HGLNet, 1 epoch in fp32, bf16 and fp16 (with the gradient scaler)"
+for precision in fp32 bf16 fp16; do
+  (cd /tmp && timeout 40 "$PY" -m skelang train --config synthetic_stgcn model.type=hglnet "model.channels=[16,32]" \
+    "model.strides=[1,2]" model.attention_heads=2 data.train=synthetic:4:0 data.test=synthetic:2:1 train.epochs=1 \
+    train.device=cuda train.precision=$precision --out "$report/train_$precision") > "$report/train_$precision.txt" 2>&1 \
+    && tail -1 "$report/train_$precision.txt" | tee -a "$report/report.txt" \
+    || { log "training in $precision failed (see train_$precision.txt)"; tail -5 "$report/train_$precision.txt"; status=1; }
+done
+
 log "benchmarks on the GPU"
-timeout 150 "$PY" benchmarks/run.py --device cuda --json > "$report/bench.json" 2> "$report/bench.txt" \
+timeout 90 "$PY" benchmarks/run.py --device cuda --json > "$report/bench.json" 2> "$report/bench.txt" \
   && "$PY" - "$report/bench.json" <<'PYEOF' | tee -a "$report/report.txt"
 import json, sys
 result = json.load(open(sys.argv[1]))

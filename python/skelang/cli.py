@@ -16,7 +16,7 @@ skelang plot RUN... --out FILE.png [--x epoch|minutes]   training curves of runs
 skelang export RUN --format torchscript|exported|onnx --out FILE   a run's model for inference
 skelang eval RUN_DIR [--json] [--data PATH] [--zero-shot | --explanations]   a run's test metrics
 skelang explain RUN_DIR [--data PATH] [--sample ID] [--json]       the language model's answers, explained
-skelang model profile [--type T | --config FILE] [--json]          parameters and GFLOPs
+skelang model profile [--type T | --config FILE] [--step N] [--json]   parameters, GFLOPs, a step's profile
 skelang vst tokenize RUN_DIR --data PATH [--out FILE.jsonl]   each sequence's narrative
 skelang vst glossary RUN_DIR [--json]                         the codes described in words
 """
@@ -531,13 +531,38 @@ def cmd_model_profile(args) -> int:
         num_bodies=args.bodies,
     )
     shapes = {"layout": args.layout, "frames": args.frames, "bodies": args.bodies, "channels": args.channels}
+    if args.step is not None:
+        import torch
+
+        from skelang.encoder import step_profile
+
+        stats["step"] = step_profile(
+            model,
+            batch_size=args.step,
+            in_channels=args.channels,
+            num_classes=args.classes,
+            layout=args.layout,
+            num_frames=args.frames,
+            num_bodies=args.bodies,
+            top=args.top,
+        )
+        stats["step"].update(batch_size=args.step, threads=torch.get_num_threads())
     if args.json:
         print(json.dumps({"model": model, "input": shapes, **stats}, indent=2))
-    else:
+        return 0
+    print(
+        f"{model.get('type', 'hglnet')}: {stats['parameters']:,} parameters, "
+        f"{stats['gflops']:.2f} GFLOPs per sample ({shapes})"
+    )
+    if args.step is not None:
+        step = stats["step"]
         print(
-            f"{model.get('type', 'hglnet')}: {stats['parameters']:,} parameters, "
-            f"{stats['gflops']:.2f} GFLOPs per sample ({shapes})"
+            f"training step of {args.step} samples on the CPU, {step['threads']} threads: {step['step_ms']:.0f} ms; "
+            f"the operators that take its time (self time per step):"
         )
+        width = max(len(row["op"]) for row in step["ops"])
+        for row in step["ops"]:
+            print(f"  {row['op']:<{width}}  {row['self_ms']:9.1f} ms  {row['percent']:5.1f}%  {row['calls']:5d} calls")
     return 0
 
 
@@ -554,6 +579,13 @@ def _add_model_commands(commands) -> None:
     profile.add_argument("--bodies", type=int, default=2)
     profile.add_argument("--channels", type=int, default=3, help="input channels (3 per stream)")
     profile.add_argument("--classes", type=int, default=60)
+    profile.add_argument(
+        "--step",
+        type=int,
+        metavar="N",
+        help="also profile a training step of N samples (torch.profiler): the operators that take its time",
+    )
+    profile.add_argument("--top", type=int, default=15, help="with --step: this many operators")
     profile.add_argument("--json", action="store_true")
     profile.set_defaults(func=lambda args, rest: cmd_model_profile(args))
 

@@ -2,6 +2,6 @@
 with switches (see skelang.encoder.hglnet)."""
 
 from skelang.encoder.hglnet import PRESETS, EncoderConfig, SkeletonEncoder, build_model, encoder_config
-from skelang.encoder.profile import profile
+from skelang.encoder.profile import profile, step_profile
 
-__all__ = ["PRESETS", "EncoderConfig", "SkeletonEncoder", "build_model", "encoder_config", "profile"]
+__all__ = ["PRESETS", "EncoderConfig", "SkeletonEncoder", "build_model", "encoder_config", "profile", "step_profile"]

@@ -1,4 +1,5 @@
-"""Parameters and GFLOPs per sample of an encoder (`skelang model profile`)."""
+"""Parameters and GFLOPs per sample of an encoder, and where a training step's time goes
+(`skelang model profile [--step N]`)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,61 @@ def profile(
     with torch.no_grad(), counter:
         model(x)
     return {"parameters": sum(p.numel() for p in model.parameters()), "gflops": counter.get_total_flops() / 1e9}
+
+
+def step_profile(
+    config: dict,
+    batch_size: int = 16,
+    in_channels: int = 3,
+    num_classes: int = 60,
+    layout: str = "ntu25",
+    num_frames: int = 64,
+    num_bodies: int = 2,
+    steps: int = 2,
+    top: int = 15,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Where a training step's time goes, by torch.profiler: `steps` forward + backward passes
+    of a random batch (batch_size, in_channels, num_frames, V, num_bodies) with cross-entropy,
+    after one untimed pass. Returns {"step_ms": the mean wall time of a profiled step (the
+    profiler adds a little), "ops": the `top` operators by self time, each {"op", "self_ms"
+    and "calls" per step, "percent" of all operators' self time}}. On CUDA the times are the
+    operators' CPU-side (launch) times; read the GPU's with torch.profiler directly."""
+    import time
+
+    from skelang.encoder.hglnet import build_model
+
+    if batch_size < 1 or steps < 1 or top < 1:
+        raise ValueError(f"batch_size, steps and top must be positive, got {batch_size}, {steps}, {top}")
+    device = torch.device(device)
+    model = build_model(config, in_channels, num_classes, layout, num_bodies).to(device).train()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, in_channels, num_frames, get_layout(layout).num_joints, num_bodies, generator=generator)
+    labels = torch.randint(num_classes, (batch_size,), generator=generator)
+    x, labels = x.to(device), labels.to(device)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), labels).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    step()  # untimed: first-call allocations and kernel choices
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        seconds = (time.perf_counter() - started) / steps
+    events = [event for event in profiler.key_averages() if event.self_cpu_time_total > 0]
+    total = sum(event.self_cpu_time_total for event in events)
+    events.sort(key=lambda event: event.self_cpu_time_total, reverse=True)
+    ops = [
+        {
+            "op": event.key,
+            "self_ms": event.self_cpu_time_total / 1e3 / steps,
+            "percent": 100 * event.self_cpu_time_total / total,
+            "calls": event.count // steps,
+        }
+        for event in events[:top]
+    ]
+    return {"step_ms": seconds * 1e3, "ops": ops}

@@ -6,8 +6,10 @@ cast and the op runs with autocast off, as ATen's own ops do.
         multiscale_temporal_conv, cross_modal_attention, lora_linear); they accumulate in
         float32 either way.
     float32: the ops whose result is a comparison or a sum that precision decides
-        (nearest_code, code_statistics, ema_codebook_update_, contrastive_alignment_loss).
-An op's explicit backward op is not called under autocast (autograd runs outside it).
+        (nearest_code, code_statistics, contrastive_alignment_loss).
+ema_codebook_update_ is not cast: it updates its codebook in place, in the codebook's dtype;
+dropout_mask computes no floating result. An op's explicit backward op is not called under
+autocast (autograd runs outside it).
 """
 
 from __future__ import annotations
