@@ -522,30 +522,21 @@ def cmd_model_profile(args) -> int:
         model = load_config(args.config, [])["model"]
     else:
         model = {"type": args.type}
-    stats = profile(
-        model,
-        in_channels=args.channels,
-        num_classes=args.classes,
-        layout=args.layout,
-        num_frames=args.frames,
-        num_bodies=args.bodies,
-    )
+    sizes = {
+        "in_channels": args.channels,
+        "num_classes": args.classes,
+        "layout": args.layout,
+        "num_frames": args.frames,
+        "num_bodies": args.bodies,
+    }
+    stats = profile(model, **sizes)
     shapes = {"layout": args.layout, "frames": args.frames, "bodies": args.bodies, "channels": args.channels}
     if args.step is not None:
         import torch
 
         from skelang.encoder import step_profile
 
-        stats["step"] = step_profile(
-            model,
-            batch_size=args.step,
-            in_channels=args.channels,
-            num_classes=args.classes,
-            layout=args.layout,
-            num_frames=args.frames,
-            num_bodies=args.bodies,
-            top=args.top,
-        )
+        stats["step"] = step_profile(model, batch_size=args.step, top=args.top, **sizes)
         stats["step"].update(batch_size=args.step, threads=torch.get_num_threads())
     if args.json:
         print(json.dumps({"model": model, "input": shapes, **stats}, indent=2))
