@@ -56,6 +56,11 @@ def jobs_folder() -> Path:
     return Path(tempfile.gettempdir()) / f"skelang-jobs-{user}"
 
 
+def _job_file() -> Path:
+    """This process's registration in the jobs folder (it holds the CPUs the job may use)."""
+    return jobs_folder() / f"{os.getpid()}.job"
+
+
 def _alive(pid: int) -> bool:
     """Whether `pid` runs; a zombie (exited, not yet reaped by its parent, as a killed
     subprocess is until its parent waits for it) does not."""
@@ -125,7 +130,7 @@ class ThreadBudget:
         # exceeded. A budget nested in another (the command line's around a training's) starts
         # from the same count, not from the share the outer one has set.
         self.cap = _threads_before if _registrations else torch.get_num_threads()
-        self.path = jobs_folder() / f"{os.getpid()}.job"
+        self.path = _job_file()
         self.registered = False
         self.last_refresh = 0.0
         self.share = self._share()
@@ -196,7 +201,7 @@ def waiting_for_children():
     """While this process only waits for the jobs it started (`skelang ablate`'s trainings), it
     does not count as a live job: its children share the CPUs between themselves alone, and one
     started alone spins as a lone job does (choose_wait_policy). Registered again afterwards."""
-    path = jobs_folder() / f"{os.getpid()}.job"
+    path = _job_file()
     registered = _registrations > 0 and path.is_file()
     if registered:
         cpus = path.read_text()
