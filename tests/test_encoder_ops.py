@@ -124,19 +124,21 @@ def test_axis_attention_probabilities_are_not_differentiable():
 AXIS_ATTENTION_PATHS = {"keeping": ops.axis_attention, "recomputing": torch.ops.skelang.axis_attention.default}
 
 
+@pytest.mark.parametrize("axis", (2, 3))
 @pytest.mark.parametrize("path", AXIS_ATTENTION_PATHS)
-def test_axis_attention_any_strides(path):
+def test_axis_attention_any_strides(path, axis):
     # a channels-last qkv and an expanded output gradient (what y.sum().backward() passes)
     g = torch.Generator().manual_seed(6)
     qkv = torch.randn(2, 12, 5, 6, dtype=torch.float64, generator=g).to(memory_format=torch.channels_last)
     qkv.requires_grad_()
-    bias = torch.randn(2, 6, 6, dtype=torch.float64, generator=g, requires_grad=True)
-    grads = torch.autograd.grad(AXIS_ATTENTION_PATHS[path](qkv, bias, 2, 3).sum(), (qkv, bias))
-    grads_ref = torch.autograd.grad(reference.axis_attention(qkv, bias, 2, 3).sum(), (qkv, bias))
+    L = 6 if axis == 3 else 5
+    bias = torch.randn(2, L, L, dtype=torch.float64, generator=g, requires_grad=True)
+    grads = torch.autograd.grad(AXIS_ATTENTION_PATHS[path](qkv, bias, 2, axis).sum(), (qkv, bias))
+    grads_ref = torch.autograd.grad(reference.axis_attention(qkv, bias, 2, axis).sum(), (qkv, bias))
     for grad, grad_ref in zip(grads, grads_ref):
         torch.testing.assert_close(grad, grad_ref)
     with pytest.raises(RuntimeError, match="grad_out and qkv must have the same dtype"):
-        torch.ops.skelang.axis_attention_backward(torch.ones(2, 4, 5, 6), qkv.detach(), bias.detach(), None, 2, 3)
+        torch.ops.skelang.axis_attention_backward(torch.ones(2, 4, 5, 6), qkv.detach(), bias.detach(), None, 2, axis)
 
 
 @pytest.mark.parametrize("path", AXIS_ATTENTION_PATHS)
@@ -147,6 +149,18 @@ def test_axis_attention_parity_across_chunks(path):
     qkv = torch.randn(2, 12, 64, 520, generator=g).requires_grad_()
     bias = torch.randn(4, 64, 64, generator=g).requires_grad_()
     assert_parity(AXIS_ATTENTION_PATHS[path], reference.axis_attention, [qkv, bias], torch.float32, 4, 2)
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float64))
+@pytest.mark.parametrize("axis", (2, 3))
+def test_axis_attention_long_sequences_and_wide_heads(axis, dtype):
+    # 70 positions, 70 channels per head, 25 sequences: past the tiny shapes of the op's samples
+    g = torch.Generator().manual_seed(7)
+    T, V = (70, 25) if axis == 2 else (25, 70)
+    qkv = torch.randn(1, 3 * 2 * 70, T, V, dtype=dtype, generator=g).requires_grad_()
+    bias = torch.randn(2, 70, 70, dtype=dtype, generator=g).requires_grad_()
+    for path in AXIS_ATTENTION_PATHS.values():
+        assert_parity(path, reference.axis_attention, [qkv, bias], dtype, 2, axis)
 
 
 # --- multiscale_temporal_conv -------------------------------------------------------------
