@@ -19,7 +19,7 @@ import skelang.reference
 from skelang.data.layouts import get_layout
 from skelang.encoder import build_model, profile
 from skelang.ops.registry import OPS
-from skelang.runs.stages.base import native_bfloat16
+from skelang.runs.stages.base import PRECISION_DTYPES, native_bfloat16
 
 
 def _op_step(op, inputs, grad_y):
@@ -135,7 +135,7 @@ def model_cases(config: dict, device: torch.device) -> list[Case]:
             # mixed precision: skelang's path in bf16 against the plain-PyTorch model in float32
             # (what the CTR-GCN code base runs) and in bf16 (the peer column)
             for precision in precisions:
-                dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+                dtype = PRECISION_DTYPES[precision]
                 out.append(
                     Case(
                         name=f"{kind} training step {precision}",

@@ -48,6 +48,10 @@ class StepOutput:
     parts: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
+# train.precision and lm.model_dtype: fp32 | bf16 | fp16
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class Stage:
     """One kind of training run. Subclasses set `name` (the config's `stage`), `section` (the
     config section it reads, None for the encoder stage) and `log_metrics` (evaluation
@@ -76,8 +80,8 @@ class Stage:
         precision = self.config["train"]["precision"]
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError("train.precision: fp16 needs a CUDA device; on the CPU use bf16")
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+        dtype = PRECISION_DTYPES[precision]
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     @property
     def num_workers(self) -> int:

@@ -43,14 +43,13 @@ from skelang.lm.model import ActionLanguageModel, LMOptions, NarratedSample
 from skelang.lm.prompts import CodeEvidence, target_text
 from skelang.runs.directory import RunDirectory, check_outside_run, open_run, save_scores
 from skelang.runs.metrics import classification_metrics
-from skelang.runs.stages.base import Stage, StepOutput
+from skelang.runs.stages.base import PRECISION_DTYPES, Stage, StepOutput
 from skelang.runs.stages.encoder import check_encoder_inputs, load_sequences, make_preprocess
 from skelang.runs.stages.vst import glossary, load_vst_run
 from skelang.vst.model import TokenizedEncoder
 
 NARRATIVES = "narratives.pt"
 JOINT_NARRATIVES = "narratives_joint.pt"  # the test part, by the jointly trained encoder, at the end
-MODEL_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # lm.model_dtype
 
 
 @torch.no_grad()
@@ -127,7 +126,7 @@ def build_language_model(config: dict, vst_model: TokenizedEncoder) -> ActionLan
         projector=section["projector"],
         candidates=section["candidates"],
     )
-    language_model, tokenizer = load_language_model(section["model"], MODEL_DTYPES[section["model_dtype"]])
+    language_model, tokenizer = load_language_model(section["model"], PRECISION_DTYPES[section["model_dtype"]])
     return ActionLanguageModel(
         language_model,
         tokenizer,
