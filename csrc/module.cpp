@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/multiversion.h"
 #include "data/data_bindings.h"
 
 TORCH_LIBRARY(skelang, m) {}
@@ -55,5 +56,11 @@ PYBIND11_MODULE(_C, module) {
       "registered_ops", &registered_ops,
       "skelang operator names mapped to the devices (CPU, CUDA) that have kernels for them, or to "
       "'composite of ATen ops (every device)'.");
+  module.def(
+      "cpu_level", [] { return skelang::cpu_level(); },
+      "The instruction set of the kernels dispatched at run time (graph_aggregate's and "
+      "nearest_code's): 4 (x86-64-v4, AVX-512), 3 (x86-64-v3, AVX2) or 0 (baseline, or not GCC "
+      "on x86-64); "
+      "SKELANG_CPU_LEVEL lowers it.");
   skelang::bind_data(module);
 }

@@ -40,6 +40,37 @@ def shared_case():
     return lambda relative: require_shared_data(relative, SHARED_CASES)
 
 
+@pytest.fixture
+def at_cpu_level():
+    """run(level, module, function): calls `function()` of the test module `module` in a new
+    Python process with SKELANG_CPU_LEVEL=level (0: baseline x86-64, 3: AVX2), so that the
+    kernels skelang picks at run time are the narrower ones; fails if the level did not take
+    effect or the function raised."""
+    import subprocess
+    import sys
+
+    def run(level: int, module: str, function: str) -> None:
+        import skelang
+
+        expected = min(level, skelang._C.cpu_level())
+        code = (
+            f"import skelang, {module}; level = skelang._C.cpu_level(); "
+            f"assert level == {expected}, f'SKELANG_CPU_LEVEL={level}: level {{level}}'; {module}.{function}()"
+        )
+        env = {**os.environ, "SKELANG_CPU_LEVEL": str(level), "OMP_NUM_THREADS": "1"}
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=Path(__file__).parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    return run
+
+
 SYNTHETIC_HGLNET = {
     "seed": 0,
     "data": {"train": "synthetic:40:0", "test": "synthetic:10:1", "num_frames": 16, "num_workers": 0},

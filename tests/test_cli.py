@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,28 @@ def test_info_json_lists_the_ops():
     info = json.loads(result.stdout)
     assert info["ops"]["graph_aggregate"] == ["CPU"] + (["CUDA"] if info["cuda_kernels_built"] else [])
     assert info["torch"] == info["built_against_torch"]
-    assert set(info) >= {"skelang", "torch", "cuda_kernels_built", "ops", "cpu_capability", "cpu_native_bfloat16"}
+    assert set(info) >= {
+        "skelang",
+        "torch",
+        "cuda_kernels_built",
+        "ops",
+        "cpu_capability",
+        "cpu_kernels",
+        "cpu_native_bfloat16",
+    }
+
+
+def test_info_names_the_kernels_level_and_the_environment_lowers_it():
+    levels = {"x86-64-v4 (AVX-512)", "x86-64-v3 (AVX2)", "baseline"}
+    assert json.loads(run("info", "--json").stdout)["cpu_kernels"] in levels
+    lowered = subprocess.run(
+        [SKELANG, "info", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "SKELANG_CPU_LEVEL": "0"},
+    )
+    assert json.loads(lowered.stdout)["cpu_kernels"] == "baseline"
 
 
 def test_info_text():

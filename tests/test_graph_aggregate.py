@@ -32,8 +32,7 @@ def tolerances(dtype):
     return dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
 
 
-# V covers every register-blocking width of the kernels for both dtypes and the plain-loop
-# path past 8 vectors per row (float32: 16 joints per vector, float64: 8).
+# A few skeleton sizes with every broadcast case; every kernel width with two below.
 @pytest.mark.parametrize("kind", TOPOLOGIES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("V", [1, 3, 17, 20, 25, 33, 70, 130])
@@ -61,6 +60,42 @@ def test_parity_odd_shapes(kind, N, C, T):
         ops.graph_aggregate_grad_topology(grad_y, x, A.shape[0], A.shape[1]),
         reference.graph_aggregate_grad_topology(grad_y, x, A.shape[0], A.shape[1]),
     )
+
+
+# Joint counts with 1 to 8 vectors per row at each vector width (16, 32 or 64 bytes: 4, 8 or 16
+# floats, 2, 4 or 8 doubles), both ends of each, and the plain loops past 8 vectors.
+EVERY_JOINT_COUNT = [*range(1, 67), 80, 81, 96, 97, 112, 113, 128, 129, 130]
+
+
+def check_every_joint_count(kinds=("shared", "per_sample_channel")) -> None:
+    """Parity of the forward pass and both gradients at every joint count of EVERY_JOINT_COUNT,
+    over 17 frames: a full block of rows and a remainder for every register blocking (1-8)."""
+    for dtype in (torch.float32, torch.float64):
+        for V in EVERY_JOINT_COUNT:
+            for kind in kinds:
+                x, A = make_inputs(kind, N=2, C=2, T=17, V=V, dtype=dtype, seed=V)
+                y, y_ref = ops.graph_aggregate(x, A), reference.graph_aggregate(x, A)
+                where = f"V={V} {dtype} {kind}"
+                torch.testing.assert_close(y, y_ref, **tolerances(dtype), msg=lambda m: f"{where}: {m}")
+                grad_y = torch.randn_like(y)
+                grads = torch.autograd.grad(y, (x, A), grad_y)
+                grads_ref = torch.autograd.grad(y_ref, (x, A), grad_y)
+                for name, grad, grad_ref in zip(("x", "A"), grads, grads_ref):
+                    torch.testing.assert_close(
+                        grad, grad_ref, **tolerances(dtype), msg=lambda m: f"{where}, grad {name}: {m}"
+                    )
+
+
+def test_parity_for_every_joint_count():
+    check_every_joint_count()
+
+
+@pytest.mark.parametrize("level", [0, 3])
+def test_parity_with_the_narrower_kernels(level, at_cpu_level):
+    """The 16-byte (baseline x86-64) and 32-byte (AVX2) kernels, which an x86 CPU runs only
+    when it has nothing wider, match the reference too. (An AVX-512 CPU runs the 64-byte ones
+    in the test above; an AVX2 one cannot.)"""
+    at_cpu_level(level, "test_graph_aggregate", "check_every_joint_count")
 
 
 def test_strided_inputs_are_read_without_copies_of_A():

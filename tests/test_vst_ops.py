@@ -4,9 +4,11 @@ opcheck, tile edges, determinism, and input errors."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import skelang.ops as ops
+import skelang.reference as reference
 
 
 def test_nearest_code_ties_go_to_the_lowest_code():
@@ -16,6 +18,40 @@ def test_nearest_code_ties_go_to_the_lowest_code():
     cos_indices, cos_distances = ops.nearest_code(torch.tensor([[3.0, 0.0], [0.0, 0.0]]), codebook, "cosine")
     assert cos_indices.tolist() == [0, 0]
     assert cos_distances.tolist() == [0.0, 1.0]  # a zero vector is at distance 1 from every code
+
+
+def check_nearest_code_every_tail() -> None:
+    """nearest_code against the reference for 1..40 codes (every tail of a vector of scores at
+    each width: 2-16 lanes) and two tiles of codes, both metrics and dtypes: the same distance,
+    and a chosen code as near as the reference's."""
+    for dtype in (torch.float32, torch.float64):
+        tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        for metric in ("euclidean", "cosine"):
+            for K in [*range(1, 41), 1025, 2049]:
+                g = torch.Generator().manual_seed(K)
+                x, codebook = torch.randn(20, 6, dtype=dtype, generator=g), torch.randn(K, 6, dtype=dtype, generator=g)
+                indices, distances = ops.nearest_code(x, codebook, metric)
+                _, ref_distances = reference.nearest_code(x, codebook, metric)
+                where = f"K={K} {dtype} {metric}"
+                torch.testing.assert_close(distances, ref_distances, **tolerance, msg=lambda m: f"{where}: {m}")
+                chosen = codebook[indices]
+                own = (
+                    (x - chosen).square().sum(1)
+                    if metric == "euclidean"
+                    else 1 - torch.nn.functional.cosine_similarity(x, chosen, dim=1)
+                )
+                torch.testing.assert_close(own, ref_distances, **tolerance, msg=lambda m: f"{where}, chosen: {m}")
+
+
+def test_nearest_code_every_tail():
+    check_nearest_code_every_tail()
+
+
+@pytest.mark.parametrize("level", [0, 3])
+def test_nearest_code_with_the_narrower_kernels(level, at_cpu_level):
+    """The 16-byte (baseline x86-64) and 32-byte (AVX2) scans, run only where nothing wider
+    exists, match the reference too."""
+    at_cpu_level(level, "test_vst_ops", "check_nearest_code_every_tail")
 
 
 def test_nearest_code_is_the_same_for_any_thread_count():

@@ -36,6 +36,9 @@ from skelang.threads import ThreadBudget
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # python/skelang/cli.py -> repository root
 
 
+CPU_LEVELS = {4: "x86-64-v4 (AVX-512)", 3: "x86-64-v3 (AVX2)", 0: "baseline"}  # skelang._C.cpu_level()
+
+
 def build_info() -> dict:
     import torch
 
@@ -49,6 +52,7 @@ def build_info() -> dict:
         "cuda_kernels_built": skelang._C.with_cuda(),
         "cuda_available": torch.cuda.is_available(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_kernels": CPU_LEVELS[skelang._C.cpu_level()],
         "cpu_native_bfloat16": native_bfloat16(torch.device("cpu")),
         "ops": skelang._C.registered_ops(),
     }
@@ -65,7 +69,10 @@ def cmd_info(args) -> int:
         f"CUDA device available: {'yes' if info['cuda_available'] else 'no'}"
     )
     native = {True: "yes", False: "no (train.precision=bf16 is emulated, slower than fp32)", None: "unknown"}
-    print(f"CPU: {info['cpu_capability']}; native bfloat16: {native[info['cpu_native_bfloat16']]}")
+    print(
+        f"CPU: {info['cpu_capability']} (torch), {info['cpu_kernels']} (skelang's kernels); "
+        f"native bfloat16: {native[info['cpu_native_bfloat16']]}"
+    )
     print("operators:")
     for name, devices in info["ops"].items():
         print(f"  skelang::{name:<32} {', '.join(devices)}")
@@ -625,9 +632,9 @@ def _add_vst_commands(commands) -> None:
 def cmd_ablate(args) -> int:
     from skelang.runs.ablate import ablate
 
-    rows = ablate(args.sweep, args.out, jobs=args.jobs)
+    table = ablate(args.sweep, args.out, jobs=args.jobs)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(table.to_dict("records"), indent=2))
     else:
         print((Path(args.out) / "results.md").read_text(), end="")
         print(f"wrote {Path(args.out) / 'results.csv'}, results.md and results.png")

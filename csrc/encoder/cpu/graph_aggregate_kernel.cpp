@@ -1,6 +1,6 @@
 // CPU kernels of graph_aggregate (float32, float64): parallel over (n, c) slices with
-// at::parallel_for; the inner loops run over contiguous joints and are compiled for
-// AVX-512, AVX2 and baseline x86-64, picked at run time.
+// at::parallel_for; the inner loops run over contiguous joints in vectors of the CPU's width
+// (64 bytes on AVX-512, 32 on AVX2, 16 on baseline x86-64), picked at run time.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -18,46 +18,52 @@
 namespace skelang {
 namespace {
 
-// The micro-kernels work on 64-byte vectors (16 floats or 8 doubles) written with GCC/Clang
-// vector extensions; target_clones compiles them as one zmm, two ymm or four xmm registers.
-// A topology row of V joints is padded to Vp = NV * W values (W values per vector).
-template <typename scalar_t>
-struct Vector64;
-template <>
-struct Vector64<float> {
-  typedef float type __attribute__((vector_size(64)));
+// The micro-kernels work on vectors of Bytes bytes written with GCC/Clang vector extensions,
+// compiled for a target whose registers have that width: a wider generic vector would be
+// split into halves that GCC keeps on the stack (the AVX2 code of 64-byte vectors ran its
+// accumulators through memory). A topology row of V joints is padded to Vp = NV * W values
+// (W values per vector).
+template <typename scalar_t, int Bytes>
+struct Vector {
+  typedef scalar_t type __attribute__((vector_size(Bytes)));
+  static constexpr int64_t width = Bytes / sizeof(scalar_t);
 };
-template <>
-struct Vector64<double> {
-  typedef double type __attribute__((vector_size(64)));
-};
-template <typename scalar_t>
-using Vec = typename Vector64<scalar_t>::type;
-template <typename scalar_t>
-constexpr int64_t kWidth = 64 / sizeof(scalar_t);
 
-template <typename scalar_t>
-inline __attribute__((always_inline)) Vec<scalar_t> load(const scalar_t* p) {
-  Vec<scalar_t> v;
+template <typename scalar_t, int Bytes>
+inline __attribute__((always_inline)) typename Vector<scalar_t, Bytes>::type load(
+    const scalar_t* p) {
+  typename Vector<scalar_t, Bytes>::type v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
-template <typename scalar_t>
-inline __attribute__((always_inline)) void store(scalar_t* p, Vec<scalar_t> v) {
+template <typename scalar_t, int Bytes>
+inline __attribute__((always_inline)) void store(scalar_t* p,
+                                                 typename Vector<scalar_t, Bytes>::type v) {
   std::memcpy(p, &v, sizeof(v));
+}
+
+// Rows of a block kept in registers: RB x NV accumulators and NV row vectors within the
+// target's vector registers (32 with AVX-512, 16 with AVX2 and SSE2) but one, for the
+// broadcast (at NV = 8 on 16 registers, one row too many: loads then fold into the FMAs). The
+// 64-byte blocking of up to 4 vectors per row is the one the kernels had before other widths.
+constexpr int rows_per_block(int bytes, int nv) {
+  const int registers = bytes == 64 ? 32 : 16;
+  if (bytes == 64 && nv <= 4) return nv == 1 ? 8 : (nv == 2 ? 6 : 3);
+  return std::max(1, std::min(8, (registers - 1 - nv) / nv));
 }
 
 // RB frames of y (T, V) = x (T, V) @ At (V, Vp), where At[v][u] = A[u][v]: each output row is
 // a sum of rows of At weighted by the frame's joint values, kept in NV x RB vector registers.
-template <typename scalar_t, int NV, int RB>
+template <typename scalar_t, int Bytes, int NV, int RB>
 inline __attribute__((always_inline)) void aggregate_frames(const scalar_t* __restrict x,
                                                             const scalar_t* __restrict At,
                                                             scalar_t* __restrict y, int64_t V) {
-  constexpr int64_t W = kWidth<scalar_t>;
-  Vec<scalar_t> acc[RB][NV] = {};
+  typedef typename Vector<scalar_t, Bytes>::type Vec;
+  constexpr int64_t W = Vector<scalar_t, Bytes>::width;
+  Vec acc[RB][NV] = {};
   for (int64_t v = 0; v < V; ++v) {
-    Vec<scalar_t> row[NV];
-    for (int k = 0; k < NV; ++k) row[k] = load(At + v * NV * W + k * W);
+    Vec row[NV];
+    for (int k = 0; k < NV; ++k) row[k] = load<scalar_t, Bytes>(At + v * NV * W + k * W);
     for (int r = 0; r < RB; ++r) {
       const scalar_t w = x[r * V + v];
       for (int k = 0; k < NV; ++k) acc[r][k] += row[k] * w;
@@ -66,58 +72,61 @@ inline __attribute__((always_inline)) void aggregate_frames(const scalar_t* __re
   // The RB output rows are contiguous in y: full vectors go straight to y, the tail of
   // each row (past V) through a small buffer.
   for (int r = 0; r < RB; ++r) {
-    for (int k = 0; k + 1 < NV; ++k) store(y + r * V + k * W, acc[r][k]);
+    for (int k = 0; k + 1 < NV; ++k) store<scalar_t, Bytes>(y + r * V + k * W, acc[r][k]);
     alignas(64) scalar_t tail[W];
-    store(tail, acc[r][NV - 1]);
+    store<scalar_t, Bytes>(tail, acc[r][NV - 1]);
     for (int64_t u = (NV - 1) * W; u < V; ++u) y[r * V + u] = tail[u - (NV - 1) * W];
   }
 }
 
-template <typename scalar_t, int NV>
+template <typename scalar_t, int Bytes, int NV>
 inline __attribute__((always_inline)) void aggregate_slice_nv(const scalar_t* x, const scalar_t* At,
                                                               scalar_t* y, int64_t T, int64_t V) {
-  constexpr int RB = NV == 1 ? 8 : (NV == 2 ? 6 : 3);
+  constexpr int RB = rows_per_block(Bytes, NV);
   int64_t t = 0;
-  for (; t + RB <= T; t += RB) aggregate_frames<scalar_t, NV, RB>(x + t * V, At, y + t * V, V);
-  for (; t < T; ++t) aggregate_frames<scalar_t, NV, 1>(x + t * V, At, y + t * V, V);
+  for (; t + RB <= T; t += RB)
+    aggregate_frames<scalar_t, Bytes, NV, RB>(x + t * V, At, y + t * V, V);
+  for (; t < T; ++t) aggregate_frames<scalar_t, Bytes, NV, 1>(x + t * V, At, y + t * V, V);
 }
 
 // G (V, Vp) += grad_y (T, V)^T @ x (T, Vp), RB rows of G at a time kept in registers.
-template <typename scalar_t, int NV, int RB>
+template <typename scalar_t, int Bytes, int NV, int RB>
 inline __attribute__((always_inline)) void accumulate_rows(const scalar_t* __restrict grad_y,
                                                            const scalar_t* __restrict x,
                                                            scalar_t* __restrict G, int64_t T,
                                                            int64_t V) {
-  constexpr int64_t W = kWidth<scalar_t>;
-  Vec<scalar_t> acc[RB][NV];
+  typedef typename Vector<scalar_t, Bytes>::type Vec;
+  constexpr int64_t W = Vector<scalar_t, Bytes>::width;
+  Vec acc[RB][NV];
   for (int r = 0; r < RB; ++r)
-    for (int k = 0; k < NV; ++k) acc[r][k] = load(G + r * NV * W + k * W);
+    for (int k = 0; k < NV; ++k) acc[r][k] = load<scalar_t, Bytes>(G + r * NV * W + k * W);
   for (int64_t t = 0; t < T; ++t) {
-    Vec<scalar_t> row[NV];
-    for (int k = 0; k < NV; ++k) row[k] = load(x + t * NV * W + k * W);
+    Vec row[NV];
+    for (int k = 0; k < NV; ++k) row[k] = load<scalar_t, Bytes>(x + t * NV * W + k * W);
     for (int r = 0; r < RB; ++r) {
       const scalar_t g = grad_y[t * V + r];
       for (int k = 0; k < NV; ++k) acc[r][k] += row[k] * g;
     }
   }
   for (int r = 0; r < RB; ++r)
-    for (int k = 0; k < NV; ++k) store(G + r * NV * W + k * W, acc[r][k]);
+    for (int k = 0; k < NV; ++k) store<scalar_t, Bytes>(G + r * NV * W + k * W, acc[r][k]);
 }
 
-template <typename scalar_t, int NV>
+template <typename scalar_t, int Bytes, int NV>
 inline __attribute__((always_inline)) void accumulate_topology_grad_nv(const scalar_t* grad_y,
                                                                        const scalar_t* x,
                                                                        scalar_t* G, int64_t T,
                                                                        int64_t V) {
-  constexpr int RB = NV == 1 ? 8 : (NV == 2 ? 6 : 3);
-  constexpr int64_t Vp = NV * kWidth<scalar_t>;
+  constexpr int RB = rows_per_block(Bytes, NV);
+  constexpr int64_t Vp = NV * Vector<scalar_t, Bytes>::width;
   int64_t u = 0;
-  for (; u + RB <= V; u += RB) accumulate_rows<scalar_t, NV, RB>(grad_y + u, x, G + u * Vp, T, V);
-  for (; u < V; ++u) accumulate_rows<scalar_t, NV, 1>(grad_y + u, x, G + u * Vp, T, V);
+  for (; u + RB <= V; u += RB)
+    accumulate_rows<scalar_t, Bytes, NV, RB>(grad_y + u, x, G + u * Vp, T, V);
+  for (; u < V; ++u) accumulate_rows<scalar_t, Bytes, NV, 1>(grad_y + u, x, G + u * Vp, T, V);
 }
 
-// Plain loops for skeletons too large for the register-blocked kernels (more than 4
-// vectors per row: over 64 float or 32 double joints). Same padded layouts.
+// Plain loops for skeletons too large for the register-blocked kernels (more than 8
+// vectors per row). Same padded layouts.
 template <typename scalar_t>
 inline __attribute__((always_inline)) void aggregate_slice_generic(const scalar_t* x,
                                                                    const scalar_t* At, scalar_t* y,
@@ -144,69 +153,101 @@ inline __attribute__((always_inline)) void accumulate_topology_grad_generic(cons
     }
 }
 
-template <typename scalar_t>
-inline int64_t vectors_per_row(int64_t V) {
-  return (V + kWidth<scalar_t> - 1) / kWidth<scalar_t>;
-}
-
+#define SKELANG_NV_CASE(n, CALL) \
+  case n: {                      \
+    constexpr int NV = n;        \
+    CALL;                        \
+    break;                       \
+  }
+// CALL with `constexpr int NV` = nv for nv in 1..8 (register-blocked kernels), else GENERIC.
 #define SKELANG_SWITCH_NV(nv, CALL, GENERIC) \
   switch (nv) {                              \
-    case 1: {                                \
-      constexpr int NV = 1;                  \
-      CALL;                                  \
-      break;                                 \
-    }                                        \
-    case 2: {                                \
-      constexpr int NV = 2;                  \
-      CALL;                                  \
-      break;                                 \
-    }                                        \
-    case 3: {                                \
-      constexpr int NV = 3;                  \
-      CALL;                                  \
-      break;                                 \
-    }                                        \
-    case 4: {                                \
-      constexpr int NV = 4;                  \
-      CALL;                                  \
-      break;                                 \
-    }                                        \
+    SKELANG_NV_CASE(1, CALL)                 \
+    SKELANG_NV_CASE(2, CALL)                 \
+    SKELANG_NV_CASE(3, CALL)                 \
+    SKELANG_NV_CASE(4, CALL)                 \
+    SKELANG_NV_CASE(5, CALL)                 \
+    SKELANG_NV_CASE(6, CALL)                 \
+    SKELANG_NV_CASE(7, CALL)                 \
+    SKELANG_NV_CASE(8, CALL)                 \
     default:                                 \
       GENERIC;                               \
   }
 
-template <typename scalar_t>
+template <typename scalar_t, int Bytes>
 inline __attribute__((always_inline)) void aggregate_slice(const scalar_t* x, const scalar_t* At,
-                                                           scalar_t* y, int64_t T, int64_t V) {
-  const int64_t nv = vectors_per_row<scalar_t>(V);
-  SKELANG_SWITCH_NV(nv, (aggregate_slice_nv<scalar_t, NV>(x, At, y, T, V)),
-                    (aggregate_slice_generic(x, At, y, T, V, nv * kWidth<scalar_t>)));
+                                                           scalar_t* y, int64_t T, int64_t V,
+                                                           int64_t Vp) {
+  const int64_t nv = Vp / Vector<scalar_t, Bytes>::width;
+  SKELANG_SWITCH_NV(nv, (aggregate_slice_nv<scalar_t, Bytes, NV>(x, At, y, T, V)),
+                    (aggregate_slice_generic(x, At, y, T, V, Vp)));
 }
-template <typename scalar_t>
+template <typename scalar_t, int Bytes>
 inline __attribute__((always_inline)) void accumulate_topology_grad(const scalar_t* grad_y,
                                                                     const scalar_t* x, scalar_t* G,
-                                                                    int64_t T, int64_t V) {
-  const int64_t nv = vectors_per_row<scalar_t>(V);
-  SKELANG_SWITCH_NV(nv, (accumulate_topology_grad_nv<scalar_t, NV>(grad_y, x, G, T, V)),
-                    (accumulate_topology_grad_generic(grad_y, x, G, T, V, nv * kWidth<scalar_t>)));
+                                                                    int64_t T, int64_t V,
+                                                                    int64_t Vp) {
+  const int64_t nv = Vp / Vector<scalar_t, Bytes>::width;
+  SKELANG_SWITCH_NV(nv, (accumulate_topology_grad_nv<scalar_t, Bytes, NV>(grad_y, x, G, T, V)),
+                    (accumulate_topology_grad_generic(grad_y, x, G, T, V, Vp)));
 }
 
-// The entry points of the micro-kernels, one per dtype, each compiled for every target.
-SKELANG_MULTIVERSION void run_aggregate_slice(const float* x, const float* At, float* y, int64_t T,
-                                              int64_t V) {
-  aggregate_slice(x, At, y, T, V);
+// The entry points of the micro-kernels, compiled for each target with its vector width.
+template <typename scalar_t>
+SKELANG_TARGET_V4 void aggregate_slice_v4(const scalar_t* x, const scalar_t* At, scalar_t* y,
+                                          int64_t T, int64_t V, int64_t Vp) {
+  aggregate_slice<scalar_t, 64>(x, At, y, T, V, Vp);
 }
-SKELANG_MULTIVERSION void run_aggregate_slice(const double* x, const double* At, double* y,
-                                              int64_t T, int64_t V) {
-  aggregate_slice(x, At, y, T, V);
+template <typename scalar_t>
+SKELANG_TARGET_V3 void aggregate_slice_v3(const scalar_t* x, const scalar_t* At, scalar_t* y,
+                                          int64_t T, int64_t V, int64_t Vp) {
+  aggregate_slice<scalar_t, 32>(x, At, y, T, V, Vp);
 }
-SKELANG_MULTIVERSION void run_accumulate_topology_grad(const float* gy, const float* x, float* G,
-                                                       int64_t T, int64_t V) {
-  accumulate_topology_grad(gy, x, G, T, V);
+template <typename scalar_t>
+void aggregate_slice_baseline(const scalar_t* x, const scalar_t* At, scalar_t* y, int64_t T,
+                              int64_t V, int64_t Vp) {
+  aggregate_slice<scalar_t, 16>(x, At, y, T, V, Vp);
 }
-SKELANG_MULTIVERSION void run_accumulate_topology_grad(const double* gy, const double* x, double* G,
-                                                       int64_t T, int64_t V) {
-  accumulate_topology_grad(gy, x, G, T, V);
+template <typename scalar_t>
+SKELANG_TARGET_V4 void accumulate_topology_grad_v4(const scalar_t* gy, const scalar_t* x,
+                                                   scalar_t* G, int64_t T, int64_t V, int64_t Vp) {
+  accumulate_topology_grad<scalar_t, 64>(gy, x, G, T, V, Vp);
+}
+template <typename scalar_t>
+SKELANG_TARGET_V3 void accumulate_topology_grad_v3(const scalar_t* gy, const scalar_t* x,
+                                                   scalar_t* G, int64_t T, int64_t V, int64_t Vp) {
+  accumulate_topology_grad<scalar_t, 32>(gy, x, G, T, V, Vp);
+}
+template <typename scalar_t>
+void accumulate_topology_grad_baseline(const scalar_t* gy, const scalar_t* x, scalar_t* G,
+                                       int64_t T, int64_t V, int64_t Vp) {
+  accumulate_topology_grad<scalar_t, 16>(gy, x, G, T, V, Vp);
+}
+
+// This CPU's kernels and the padded row length Vp they read.
+template <typename scalar_t>
+struct Kernels {
+  void (*aggregate_slice)(const scalar_t*, const scalar_t*, scalar_t*, int64_t, int64_t, int64_t);
+  void (*accumulate_topology_grad)(const scalar_t*, const scalar_t*, scalar_t*, int64_t, int64_t,
+                                   int64_t);
+  int64_t width;  // values per vector
+
+  int64_t padded(int64_t V) const { return (V + width - 1) / width * width; }
+};
+
+template <typename scalar_t>
+Kernels<scalar_t> kernels() {
+  switch (cpu_level()) {
+    case 4:
+      return {aggregate_slice_v4<scalar_t>, accumulate_topology_grad_v4<scalar_t>,
+              Vector<scalar_t, 64>::width};
+    case 3:
+      return {aggregate_slice_v3<scalar_t>, accumulate_topology_grad_v3<scalar_t>,
+              Vector<scalar_t, 32>::width};
+    default:
+      return {aggregate_slice_baseline<scalar_t>, accumulate_topology_grad_baseline<scalar_t>,
+              Vector<scalar_t, 16>::width};
+  }
 }
 
 at::Tensor graph_aggregate_cpu(const at::Tensor& x_in, const at::Tensor& A) {
@@ -224,9 +265,10 @@ at::Tensor graph_aggregate_cpu(const at::Tensor& x_in, const at::Tensor& A) {
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     const scalar_t* A_data = A.const_data_ptr<scalar_t>();
     scalar_t* y_data = y.mutable_data_ptr<scalar_t>();
+    const Kernels<scalar_t> run = kernels<scalar_t>();
+    const int64_t Vp = run.padded(V);
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, T * V * V));
     at::parallel_for(0, N * C, grain, [&](int64_t begin, int64_t end) {
-      const int64_t Vp = vectors_per_row<scalar_t>(V) * kWidth<scalar_t>;
       std::vector<scalar_t> At(V * Vp, scalar_t(0));  // (V, Vp): A^T, rows zero-padded
       int64_t loaded = -1;
       for (int64_t slice = begin; slice < end; ++slice) {
@@ -238,7 +280,7 @@ at::Tensor graph_aggregate_cpu(const at::Tensor& x_in, const at::Tensor& A) {
             for (int64_t v = 0; v < V; ++v) At[v * Vp + u] = A_nc[u * sA2 + v * sA3];
           loaded = topology;
         }
-        run_aggregate_slice(x_data + slice * T * V, At.data(), y_data + slice * T * V, T, V);
+        run.aggregate_slice(x_data + slice * T * V, At.data(), y_data + slice * T * V, T, V, Vp);
       }
     });
   });
@@ -265,7 +307,8 @@ at::Tensor graph_aggregate_grad_topology_cpu(const at::Tensor& grad_y_in, const 
     const scalar_t* gy_data = grad_y.const_data_ptr<scalar_t>();
     const scalar_t* x_data = x.const_data_ptr<scalar_t>();
     scalar_t* sums_data = sums.mutable_data_ptr<scalar_t>();
-    const int64_t Vp = vectors_per_row<scalar_t>(V) * kWidth<scalar_t>;
+    const Kernels<scalar_t> run = kernels<scalar_t>();
+    const int64_t Vp = run.padded(V);
     const int64_t work_per_chunk = std::max<int64_t>(1, slices_per_topology / chunks * T * V * V);
     const int64_t grain = std::max<int64_t>(1, 16384 / work_per_chunk);
     at::parallel_for(0, topologies * chunks, grain, [&](int64_t begin, int64_t end) {
@@ -282,7 +325,7 @@ at::Tensor graph_aggregate_grad_topology_cpu(const at::Tensor& grad_y_in, const 
           const int64_t offset = (n * C + c) * T * V;
           for (int64_t t = 0; t < T; ++t)
             std::memcpy(x_padded.data() + t * Vp, x_data + offset + t * V, V * sizeof(scalar_t));
-          run_accumulate_topology_grad(gy_data + offset, x_padded.data(), G.data(), T, V);
+          run.accumulate_topology_grad(gy_data + offset, x_padded.data(), G.data(), T, V, Vp);
         }
         for (int64_t u = 0; u < V; ++u)
           std::memcpy(sums_data + (job * V + u) * V, G.data() + u * Vp, V * sizeof(scalar_t));

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "common/multiversion.h"
@@ -24,17 +25,19 @@ namespace {
 constexpr int64_t kRowTile = 128;
 constexpr int64_t kCodeTile = 1024;
 
-// The running minimum of one row over a tile of codes, 64 bytes of scores at a time (GCC
-// vector extensions): score = |e|^2 - 2 x.e (euclidean) or -x.e / |e| (cosine). Each lane
-// keeps its first minimum; across lanes the lowest code wins a tie.
-template <typename scalar_t, typename index_t, bool cosine>
+// The running minimum of one row over a tile of codes, Bytes bytes of scores at a time (GCC
+// vector extensions, as wide as the target's registers: 64 on AVX-512, 32 on AVX2, 16 on
+// baseline x86-64; wider ones are split into halves kept on the stack): score = |e|^2 - 2 x.e
+// (euclidean) or -x.e / |e| (cosine). Each lane keeps its first minimum; across lanes the
+// lowest code wins a tie.
+template <typename scalar_t, typename index_t, bool cosine, int Bytes>
 inline __attribute__((always_inline)) void scan_codes(const scalar_t* __restrict dot,
                                                       const scalar_t* __restrict code_term,
                                                       int64_t codes, int64_t first_code,
                                                       scalar_t* best, int64_t* best_code) {
-  constexpr int W = 64 / sizeof(scalar_t);
-  typedef scalar_t vec __attribute__((vector_size(64)));
-  typedef index_t ivec __attribute__((vector_size(64)));
+  constexpr int W = Bytes / sizeof(scalar_t);
+  typedef scalar_t vec __attribute__((vector_size(Bytes)));
+  typedef index_t ivec __attribute__((vector_size(Bytes)));
   vec lane_best;
   ivec lane_code, code;
   for (int i = 0; i < W; ++i) {
@@ -71,21 +74,51 @@ inline __attribute__((always_inline)) void scan_codes(const scalar_t* __restrict
   *best_code = bc;
 }
 
-SKELANG_MULTIVERSION void run_scan_codes(const float* dot, const float* code_term, int64_t codes,
-                                         int64_t first_code, bool cosine, float* best,
-                                         int64_t* best_code) {
+template <typename scalar_t, int Bytes>
+inline __attribute__((always_inline)) void scan_codes_of(const scalar_t* dot,
+                                                         const scalar_t* code_term, int64_t codes,
+                                                         int64_t first_code, bool cosine,
+                                                         scalar_t* best, int64_t* best_code) {
+  // lanes of the codes' indices as wide as the scores': int32 beside float, int64 beside double
+  using index_t = std::conditional_t<sizeof(scalar_t) == 4, int32_t, int64_t>;
   if (cosine)
-    scan_codes<float, int32_t, true>(dot, code_term, codes, first_code, best, best_code);
+    scan_codes<scalar_t, index_t, true, Bytes>(dot, code_term, codes, first_code, best, best_code);
   else
-    scan_codes<float, int32_t, false>(dot, code_term, codes, first_code, best, best_code);
+    scan_codes<scalar_t, index_t, false, Bytes>(dot, code_term, codes, first_code, best, best_code);
 }
-SKELANG_MULTIVERSION void run_scan_codes(const double* dot, const double* code_term, int64_t codes,
-                                         int64_t first_code, bool cosine, double* best,
-                                         int64_t* best_code) {
-  if (cosine)
-    scan_codes<double, int64_t, true>(dot, code_term, codes, first_code, best, best_code);
-  else
-    scan_codes<double, int64_t, false>(dot, code_term, codes, first_code, best, best_code);
+
+// The entry points, compiled for each target with its vector width; ScanCodes<scalar_t> is
+// the one this CPU runs.
+template <typename scalar_t>
+SKELANG_TARGET_V4 void scan_codes_v4(const scalar_t* dot, const scalar_t* code_term, int64_t codes,
+                                     int64_t first_code, bool cosine, scalar_t* best,
+                                     int64_t* best_code) {
+  scan_codes_of<scalar_t, 64>(dot, code_term, codes, first_code, cosine, best, best_code);
+}
+template <typename scalar_t>
+SKELANG_TARGET_V3 void scan_codes_v3(const scalar_t* dot, const scalar_t* code_term, int64_t codes,
+                                     int64_t first_code, bool cosine, scalar_t* best,
+                                     int64_t* best_code) {
+  scan_codes_of<scalar_t, 32>(dot, code_term, codes, first_code, cosine, best, best_code);
+}
+template <typename scalar_t>
+void scan_codes_baseline(const scalar_t* dot, const scalar_t* code_term, int64_t codes,
+                         int64_t first_code, bool cosine, scalar_t* best, int64_t* best_code) {
+  scan_codes_of<scalar_t, 16>(dot, code_term, codes, first_code, cosine, best, best_code);
+}
+template <typename scalar_t>
+using ScanCodes = void (*)(const scalar_t*, const scalar_t*, int64_t, int64_t, bool, scalar_t*,
+                           int64_t*);
+template <typename scalar_t>
+ScanCodes<scalar_t> scan_codes_kernel() {
+  switch (cpu_level()) {
+    case 4:
+      return scan_codes_v4<scalar_t>;
+    case 3:
+      return scan_codes_v3<scalar_t>;
+    default:
+      return scan_codes_baseline<scalar_t>;
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in,
@@ -124,6 +157,7 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in,
     int64_t* index_data = indices.mutable_data_ptr<int64_t>();
     scalar_t* distance_data = distances.mutable_data_ptr<scalar_t>();
     const int64_t row_tiles = (N + kRowTile - 1) / kRowTile;
+    const ScanCodes<scalar_t> scan = scan_codes_kernel<scalar_t>();
     at::parallel_for(0, row_tiles, 1, [&](int64_t begin, int64_t end) {
       at::Tensor dots = at::empty({kRowTile, std::min(K, kCodeTile)}, x.options());  // x e^T
       std::vector<scalar_t> best(kRowTile);
@@ -139,8 +173,8 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x_in,
           const scalar_t* dot = tile_dots.const_data_ptr<scalar_t>();
           const int64_t ld = tile_dots.stride(0);
           for (int64_t r = 0; r < rows; ++r)
-            run_scan_codes(dot + r * ld, code_term.data() + k0, codes, k0,
-                           metric == CodeMetric::kCosine, &best[r], &best_code[r]);
+            scan(dot + r * ld, code_term.data() + k0, codes, k0, metric == CodeMetric::kCosine,
+                 &best[r], &best_code[r]);
         }
         for (int64_t r = 0; r < rows; ++r) {
           const scalar_t* row = x_data + (r0 + r) * D;
