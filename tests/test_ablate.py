@@ -123,7 +123,9 @@ def test_a_changed_sweep_or_a_foreign_folder_is_refused_before_training(tmp_path
     with pytest.raises(ValueError, match=r"base/seed0 was trained with another config .*optim\.lr 0\.1 -> 0\.05"):
         ablate(changed, out, progress=False)
     longer = sweep_file(tmp_path, seeds=[0], variants={}, overrides={**TINY, "train.epochs": 2})
-    [row] = ablate(longer, out, progress=False)  # more epochs: the run trains on
+    table = ablate(longer, out, progress=False)  # more epochs: the run trains on
+    assert list(table.columns) == ["variant", "seed", "top1", "top5", "wall_time_s", "run"]
+    assert table[["variant", "seed"]].values.tolist() == [["base", 0]] and 0 <= table.top1[0] <= 1
     assert json.loads((out / "base" / "seed0" / "log.jsonl").read_text().splitlines()[-1])["epoch"] == 2
     (tmp_path / "clips").mkdir()
     (tmp_path / "clips" / "clip0.npy").write_bytes(b"")

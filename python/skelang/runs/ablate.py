@@ -34,6 +34,7 @@ import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
@@ -53,6 +54,9 @@ from skelang.runs.ensemble import align, load_scores
 from skelang.schema import load_yaml
 from skelang.stats import BOOTSTRAP_DRAWS, bootstrap_interval
 from skelang.threads import waiting_for_children
+
+if TYPE_CHECKING:
+    import pandas
 
 SWEEP_KEYS = ("base", "overrides", "seeds", "variants", "grid")
 RESULT_FILES = ("results.csv", "results.md", "results.png")
@@ -211,9 +215,14 @@ def _train_command(config_file: Path, out: Path, resume: bool) -> list[str]:
     ]
 
 
-def ablate(sweep_path: str | Path, out_dir: str | Path, jobs: int = 1, progress: bool = True) -> list[dict]:
-    """Runs the sweep (see the module's documentation) into `out_dir` and returns its rows:
-    one dict per run (variant, seed, top1, top5, wall_time_s, run)."""
+def ablate(sweep_path: str | Path, out_dir: str | Path, jobs: int = 1, progress: bool = True) -> pandas.DataFrame:
+    """Runs the sweep (see the module's documentation) into `out_dir` and returns its table:
+    a pandas DataFrame with one row per run (columns variant, seed, top1 and top5 as
+    fractions, wall_time_s in seconds, run: the run's folder), the rows of results.csv.
+    Per variant, e.g. ``table.groupby("variant").top1.agg(["mean", "std"])``; the paired
+    intervals against the base are in results.md."""
+    import pandas
+
     sweep = read_sweep(sweep_path)
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
@@ -252,7 +261,7 @@ def ablate(sweep_path: str | Path, out_dir: str | Path, jobs: int = 1, progress:
         raise ValueError("ablate: runs failed (the others are kept; run again to retry):\n  " + "\n  ".join(failures))
     rows = collect(out_dir, configs)
     write_results(out_dir, rows)
-    return rows
+    return pandas.DataFrame(rows)
 
 
 def collect(out_dir: Path, configs: dict) -> list[dict]:
