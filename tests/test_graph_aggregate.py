@@ -32,20 +32,24 @@ def tolerances(dtype):
     return dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
 
 
+def assert_matches_reference(x, A, where: str = "") -> None:
+    """The forward pass and both gradients (for a random grad_y) equal the reference's."""
+    tolerance = tolerances(x.dtype)
+    y, y_ref = ops.graph_aggregate(x, A), reference.graph_aggregate(x, A)
+    torch.testing.assert_close(y, y_ref, **tolerance, msg=lambda m: f"{where}: {m}")
+    grad_y = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, A), grad_y)
+    grads_ref = torch.autograd.grad(y_ref, (x, A), grad_y)
+    for name, grad, grad_ref in zip(("x", "A"), grads, grads_ref):
+        torch.testing.assert_close(grad, grad_ref, **tolerance, msg=lambda m: f"{where}, grad {name}: {m}")
+
+
 # A few skeleton sizes with every broadcast case; every kernel width with two below.
 @pytest.mark.parametrize("kind", TOPOLOGIES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("V", [1, 3, 17, 20, 25, 33, 70, 130])
 def test_parity_with_reference(kind, dtype, V):
-    x, A = make_inputs(kind, V=V, dtype=dtype)
-    y = ops.graph_aggregate(x, A)
-    y_ref = reference.graph_aggregate(x, A)
-    torch.testing.assert_close(y, y_ref, **tolerances(dtype))
-    grad_y = torch.randn_like(y)
-    grads = torch.autograd.grad(y, (x, A), grad_y)
-    grads_ref = torch.autograd.grad(y_ref, (x, A), grad_y)
-    for grad, grad_ref in zip(grads, grads_ref):
-        torch.testing.assert_close(grad, grad_ref, **tolerances(dtype))
+    assert_matches_reference(*make_inputs(kind, V=V, dtype=dtype))
 
 
 @pytest.mark.parametrize("kind", TOPOLOGIES)
@@ -74,16 +78,7 @@ def check_every_joint_count(kinds=("shared", "per_sample_channel")) -> None:
         for V in EVERY_JOINT_COUNT:
             for kind in kinds:
                 x, A = make_inputs(kind, N=2, C=2, T=17, V=V, dtype=dtype, seed=V)
-                y, y_ref = ops.graph_aggregate(x, A), reference.graph_aggregate(x, A)
-                where = f"V={V} {dtype} {kind}"
-                torch.testing.assert_close(y, y_ref, **tolerances(dtype), msg=lambda m: f"{where}: {m}")
-                grad_y = torch.randn_like(y)
-                grads = torch.autograd.grad(y, (x, A), grad_y)
-                grads_ref = torch.autograd.grad(y_ref, (x, A), grad_y)
-                for name, grad, grad_ref in zip(("x", "A"), grads, grads_ref):
-                    torch.testing.assert_close(
-                        grad, grad_ref, **tolerances(dtype), msg=lambda m: f"{where}, grad {name}: {m}"
-                    )
+                assert_matches_reference(x, A, f"V={V} {dtype} {kind}")
 
 
 def test_parity_for_every_joint_count():

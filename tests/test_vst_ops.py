@@ -9,6 +9,7 @@ import torch
 
 import skelang.ops as ops
 import skelang.reference as reference
+from skelang.ops.registry import OPS, Sample
 
 
 def test_nearest_code_ties_go_to_the_lowest_code():
@@ -23,24 +24,16 @@ def test_nearest_code_ties_go_to_the_lowest_code():
 def check_nearest_code_every_tail() -> None:
     """nearest_code against the reference for 1..40 codes (every tail of a vector of scores at
     each width: 2-16 lanes) and two tiles of codes, both metrics and dtypes: the same distance,
-    and a chosen code as near as the reference's."""
+    and a chosen code as near as the reference's (the op registry's comparison)."""
+    spec = OPS["nearest_code"]
     for dtype in (torch.float32, torch.float64):
         tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
         for metric in ("euclidean", "cosine"):
             for K in [*range(1, 41), 1025, 2049]:
                 g = torch.Generator().manual_seed(K)
                 x, codebook = torch.randn(20, 6, dtype=dtype, generator=g), torch.randn(K, 6, dtype=dtype, generator=g)
-                indices, distances = ops.nearest_code(x, codebook, metric)
-                _, ref_distances = reference.nearest_code(x, codebook, metric)
-                where = f"K={K} {dtype} {metric}"
-                torch.testing.assert_close(distances, ref_distances, **tolerance, msg=lambda m: f"{where}: {m}")
-                chosen = codebook[indices]
-                own = (
-                    (x - chosen).square().sum(1)
-                    if metric == "euclidean"
-                    else 1 - torch.nn.functional.cosine_similarity(x, chosen, dim=1)
-                )
-                torch.testing.assert_close(own, ref_distances, **tolerance, msg=lambda m: f"{where}, chosen: {m}")
+                sample = Sample((x, codebook, metric), name=f"K={K} {dtype} {metric}")
+                spec.compare(ops.nearest_code(*sample.args), reference.nearest_code(*sample.args), sample, tolerance)
 
 
 def test_nearest_code_every_tail():
