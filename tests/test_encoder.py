@@ -85,6 +85,41 @@ def test_backends_agree_in_training_with_gradients(kind):
         torch.testing.assert_close(b, b_ref, msg=name)
 
 
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_pointwise_conv_as_matmul_is_the_convolution(stride):
+    """PointwiseConv's batched-matmul path against F.conv2d in float64: forward and every
+    gradient, odd frame counts (a partial last stride), a non-contiguous input."""
+    from skelang.encoder.pointwise import PointwiseConv
+
+    torch.manual_seed(4)
+    layer = PointwiseConv(6, 10, stride).double()
+    assert layer.as_matmul and list(layer.state_dict()) == ["weight", "bias"]  # nn.Conv2d's
+    x = torch.randn(3, 5, 7, 6, dtype=torch.float64).permute(0, 3, 2, 1).requires_grad_()  # (3, 6, 7, 5)
+    y = layer(x)
+    y_ref = torch.nn.functional.conv2d(x, layer.weight, layer.bias, (stride, 1))
+    torch.testing.assert_close(y, y_ref)
+    grad = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, layer.weight, layer.bias), grad)
+    expected = torch.autograd.grad(y_ref, (x, layer.weight, layer.bias), grad)
+    for name, a, b in zip(("x", "weight", "bias"), got, expected):
+        torch.testing.assert_close(a, b, msg=name)
+    with pytest.raises(RuntimeError, match="expected input.* to have 6 channels, but got 4"):
+        layer(torch.randn(3, 4, 7, 5, dtype=torch.float64))
+
+
+def test_pointwise_conv_under_bf16_autocast():
+    from skelang.encoder.pointwise import PointwiseConv
+
+    torch.manual_seed(5)
+    layer = PointwiseConv(16, 8, 2)
+    x = torch.randn(2, 16, 9, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+        y_conv = torch.nn.functional.conv2d(x, layer.weight, layer.bias, (2, 1))
+    assert y.dtype == y_conv.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), layer.double()(x.double()).float(), rtol=2e-2, atol=2e-2)
+
+
 def test_recomputed_attention_gives_the_same_gradients_with_less_kept():
     torch.manual_seed(3)
     plain = build_model({**TINY, "channels": [16, 16]}, 3, 4, "kinect_v1_20", 1).double()

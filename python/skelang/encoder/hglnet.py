@@ -22,6 +22,7 @@ from pydantic import Field
 from torch import nn
 
 from skelang.data.layouts import get_layout
+from skelang.encoder.pointwise import PointwiseConv
 from skelang.encoder.spatial import TOPOLOGIES, AxisSelfAttention, GlobalSpatialModule, LocalSpatialEncoder
 from skelang.encoder.temporal import GlobalTemporalAttention, LocalTemporalConv
 from skelang.encoder.topology import hop_distances, spatial_partitions
@@ -154,7 +155,8 @@ class HGLBlock(nn.Module):
             self.residual = nn.Identity()
         else:
             self.residual = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, (stride, 1)), nn.BatchNorm2d(out_channels)
+                PointwiseConv(in_channels, out_channels, stride, config.backend == "cpp"),
+                nn.BatchNorm2d(out_channels),
             )
         self.relu = nn.ReLU(inplace=True)
 

@@ -33,7 +33,8 @@ def profile(
     """{"parameters", "gflops"} of one sample's forward pass (multiply-adds count 2)."""
     from skelang.encoder.hglnet import build_model
 
-    model = build_model(config, in_channels, num_classes, layout, num_bodies).eval()
+    # counted on the plain-PyTorch backend: FlopCounterMode does not see inside skelang's ops
+    model = build_model({**config, "backend": "reference"}, in_channels, num_classes, layout, num_bodies).eval()
     x = torch.zeros(1, in_channels, num_frames, get_layout(layout).num_joints, num_bodies)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:

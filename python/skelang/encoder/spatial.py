@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 import skelang.ops
 import skelang.reference
+from skelang.encoder.pointwise import PointwiseConv
 
 TOPOLOGIES = ("physical", "shared", "composite")
 
@@ -61,10 +62,12 @@ class LocalSpatialEncoder(nn.Module):
         self.partitions, self.out_channels = K, out_channels
         self.register_buffer("physical", partitions)  # (K, V, V)
         self.shared = nn.Parameter(torch.zeros(K, V, V)) if topology != "physical" else None
-        self.project = nn.Conv2d(in_channels, K * out_channels, 1)  # W_k x for every k
+        self.project = PointwiseConv(in_channels, K * out_channels, as_matmul=backend == "cpp")  # W_k x for every k
         if topology == "composite":
             self.relation_channels = 8 if in_channels < 16 else in_channels // reduction  # CTR-GCN's
-            self.relate = nn.Conv2d(in_channels, 2 * K * self.relation_channels, 1)  # phi_k, psi_k
+            self.relate = PointwiseConv(
+                in_channels, 2 * K * self.relation_channels, as_matmul=backend == "cpp"
+            )  # phi_k, psi_k
             self.expand_weight = nn.Parameter(torch.empty(K, out_channels, self.relation_channels))
             self.expand_bias = nn.Parameter(torch.zeros(K, out_channels))
             self.alpha = nn.Parameter(torch.zeros(1))
@@ -72,7 +75,9 @@ class LocalSpatialEncoder(nn.Module):
         self.residual = (
             nn.Identity()
             if in_channels == out_channels
-            else nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
+            else nn.Sequential(
+                PointwiseConv(in_channels, out_channels, as_matmul=backend == "cpp"), nn.BatchNorm2d(out_channels)
+            )
         )
         self.init_like_ctrgcn()
 
@@ -122,8 +127,8 @@ class AxisSelfAttention(nn.Module):
         self.heads, self.recompute = heads, recompute
         self.ops = ops_for(backend)
         self.distance_bias = nn.Parameter(torch.zeros(heads, bias_entries))
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.out = nn.Conv2d(channels, channels, 1)
+        self.qkv = PointwiseConv(channels, 3 * channels, as_matmul=backend == "cpp")
+        self.out = PointwiseConv(channels, channels, as_matmul=backend == "cpp")
         self.norm = nn.BatchNorm2d(channels)
         nn.init.zeros_(self.norm.weight)  # starts as the identity: y = x
 

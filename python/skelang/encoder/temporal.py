@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skelang.encoder.pointwise import PointwiseConv
 from skelang.encoder.spatial import AxisSelfAttention, kaiming_fan_out, ops_for
 
 
@@ -66,11 +67,12 @@ class LocalTemporalConv(nn.Module):
         self.backend = backend
         self.ops = ops_for(backend)
         reduced = (len(dilations) + int(pool_branch)) * width
-        self.reduce = nn.Conv2d(in_channels, reduced, 1)
+        as_matmul = backend == "cpp"
+        self.reduce = PointwiseConv(in_channels, reduced, as_matmul=as_matmul)
         self.reduce_norm = nn.BatchNorm2d(reduced)
         self.temporal_weight = nn.Parameter(torch.empty(len(dilations), width, width, kernel_size))
         self.temporal_bias = nn.Parameter(torch.zeros(len(dilations), width))
-        self.pointwise = nn.Conv2d(in_channels, width, 1, (stride, 1)) if pointwise_branch else None
+        self.pointwise = PointwiseConv(in_channels, width, stride, as_matmul) if pointwise_branch else None
         self.norm = nn.BatchNorm2d(out_channels)
         if not residual:
             self.residual = None
@@ -78,7 +80,7 @@ class LocalTemporalConv(nn.Module):
             self.residual = nn.Identity()
         else:
             self.residual = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, (stride, 1)), nn.BatchNorm2d(out_channels)
+                PointwiseConv(in_channels, out_channels, stride, as_matmul), nn.BatchNorm2d(out_channels)
             )
         self.init_like_ctrgcn()
 
