@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from skelang.encoder import PRESETS, build_model, encoder_config, profile, step_profile
+from skelang.encoder.pointwise import PointwiseConv
 
 TINY = {"channels": [8, 16], "strides": [1, 2], "attention_heads": 2}
 
@@ -85,39 +86,70 @@ def test_backends_agree_in_training_with_gradients(kind):
         torch.testing.assert_close(b, b_ref, msg=name)
 
 
+def aten_calls(fn):
+    """The aten operators `fn()` dispatches to, with their call counts (1 x 1 convolutions apart)."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name == "convolution" and args[1].shape[-2:] == (1, 1):
+                name = "convolution 1 x 1"
+            calls[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    calls = Counter()
+    with Record():
+        fn()
+    return calls
+
+
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_pointwise_conv_as_matmul_is_the_convolution(stride):
     """PointwiseConv's batched-matmul path against F.conv2d in float64: forward and every
-    gradient, odd frame counts (a partial last stride), a non-contiguous input."""
-    from skelang.encoder.pointwise import PointwiseConv
-
+    gradient, odd frame counts (a partial last stride), non-contiguous and channels-last inputs."""
     torch.manual_seed(4)
-    layer = PointwiseConv(6, 10, stride).double()
-    assert layer.as_matmul and list(layer.state_dict()) == ["weight", "bias"]  # nn.Conv2d's
-    x = torch.randn(3, 5, 7, 6, dtype=torch.float64).permute(0, 3, 2, 1).requires_grad_()  # (3, 6, 7, 5)
-    y = layer(x)
-    y_ref = torch.nn.functional.conv2d(x, layer.weight, layer.bias, (stride, 1))
-    torch.testing.assert_close(y, y_ref)
-    grad = torch.randn_like(y)
-    got = torch.autograd.grad(y, (x, layer.weight, layer.bias), grad)
-    expected = torch.autograd.grad(y_ref, (x, layer.weight, layer.bias), grad)
-    for name, a, b in zip(("x", "weight", "bias"), got, expected):
-        torch.testing.assert_close(a, b, msg=name)
-    with pytest.raises(RuntimeError, match="expected input.* to have 6 channels, but got 4"):
+    layer = PointwiseConv(6, 10, stride, backend="cpp").double()
+    assert list(layer.state_dict()) == ["weight", "bias"]  # nn.Conv2d's
+    for x in (
+        torch.randn(3, 5, 7, 6, dtype=torch.float64).permute(0, 3, 2, 1),  # (3, 6, 7, 5)
+        torch.randn(3, 6, 7, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last),
+    ):
+        x.requires_grad_()
+        calls = aten_calls(lambda x=x: layer(x))
+        assert calls["baddbmm"] == 1 and calls["convolution 1 x 1"] == 0, calls
+        y = layer(x)
+        y_ref = torch.nn.functional.conv2d(x, layer.weight, layer.bias, (stride, 1))
+        torch.testing.assert_close(y, y_ref)
+        grad = torch.randn_like(y)
+        got = torch.autograd.grad(y, (x, layer.weight, layer.bias), grad)
+        expected = torch.autograd.grad(y_ref, (x, layer.weight, layer.bias), grad)
+        for name, a, b in zip(("x", "weight", "bias"), got, expected):
+            torch.testing.assert_close(a, b, msg=name)
+    with pytest.raises(RuntimeError, match=r"expected input\[3, 4, 7, 5\] to have 6 channels, but got 4"):
         layer(torch.randn(3, 4, 7, 5, dtype=torch.float64))
 
 
-def test_pointwise_conv_under_bf16_autocast():
-    from skelang.encoder.pointwise import PointwiseConv
-
+def test_pointwise_conv_convolves_under_autocast_and_on_the_reference_backend():
     torch.manual_seed(5)
-    layer = PointwiseConv(16, 8, 2)
+    layer = PointwiseConv(16, 8, 2, backend="cpp")
     x = torch.randn(2, 16, 9, 5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = layer(x)
-        y_conv = torch.nn.functional.conv2d(x, layer.weight, layer.bias, (2, 1))
-    assert y.dtype == y_conv.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), layer.double()(x.double()).float(), rtol=2e-2, atol=2e-2)
+        calls = aten_calls(lambda: layer(x))
+        y, y_conv = layer(x), torch.nn.functional.conv2d(x, layer.weight, layer.bias, (2, 1))
+    assert calls["convolution 1 x 1"] == 1 and calls["baddbmm"] == 0, calls
+    assert y.dtype == torch.bfloat16 and torch.equal(y, y_conv)
+    for backend in ("cpp", "reference"):
+        model = build_model({**TINY, "backend": backend}, 3, 4, "kinect_v1_20", 1)
+        convolutions = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convolutions and all(isinstance(m, PointwiseConv) for m in convolutions)
+        assert {m.as_matmul for m in convolutions} == {backend == "cpp"}
+        with torch.no_grad():
+            calls = aten_calls(lambda model=model: model(torch.randn(2, 3, 8, 20, 1)))
+        assert (calls["baddbmm"] > 0) == (backend == "cpp"), calls
+        assert (calls["convolution 1 x 1"] > 0) == (backend == "reference"), calls
 
 
 def test_recomputed_attention_gives_the_same_gradients_with_less_kept():
@@ -186,6 +218,10 @@ def test_profile_counts_parameters_and_flops():
     assert stats["gflops"] > 0
     longer = profile({**TINY, "type": "ctrgcn"}, layout="kinect_v1_20", num_frames=32, num_bodies=1)
     assert longer["gflops"] > stats["gflops"]  # twice the frames, more work
+    for kind in PRESETS:  # skelang's ops counted as their plain-PyTorch references are
+        shapes = {"layout": "kinect_v1_20", "num_frames": 16, "num_bodies": 1}
+        cpp = profile({**TINY, "type": kind}, **shapes)["gflops"]
+        assert cpp == pytest.approx(profile({**TINY, "type": kind, "backend": "reference"}, **shapes)["gflops"]), kind
 
 
 def test_step_profile_names_the_operators_of_a_training_step():

@@ -349,3 +349,21 @@ def test_a_run_folder_of_an_earlier_version_opens(synthetic_lm_run, tmp_path):
     torch.save(checkpoint, old / "checkpoint.pt")
     (old / "checkpoint.sha256").unlink()  # earlier versions wrote no checksum
     assert evaluate_language_run(old)["top1"] == pytest.approx(metrics["top1"])
+
+
+def test_a_float16_run_loads_in_float32_and_keeps_its_config(synthetic_lm_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    from skelang.runs.stages.lm import load_language_run
+
+    run, _, _ = synthetic_lm_run
+    fp16 = tmp_path / "fp16"
+    shutil.copytree(run, fp16)
+    raw = yaml.safe_load((fp16 / "config.yaml").read_text())
+    raw["lm"]["model_dtype"] = raw["train"]["precision"] = "fp16"  # as a run trained on a GPU writes it
+    (fp16 / "config.yaml").write_text(yaml.safe_dump(raw))
+    model, config, _ = load_language_run(fp16)
+    assert config["lm"]["model_dtype"] == "fp16"
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

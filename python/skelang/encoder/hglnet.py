@@ -155,7 +155,7 @@ class HGLBlock(nn.Module):
             self.residual = nn.Identity()
         else:
             self.residual = nn.Sequential(
-                PointwiseConv(in_channels, out_channels, stride, config.backend == "cpp"),
+                PointwiseConv(in_channels, out_channels, stride, backend=config.backend),
                 nn.BatchNorm2d(out_channels),
             )
         self.relu = nn.ReLU(inplace=True)

@@ -22,6 +22,13 @@ def _composite_aggregate_flops(x_shape, phi_shape, *args, **kwargs) -> int:
     return 2 * N * K * C * R * V * V + 2 * N * K * C * T * V * V  # topologies, then aggregation
 
 
+@register_flop_formula([torch.ops.skelang.axis_attention, torch.ops.skelang.axis_attention_with_probs])
+def _axis_attention_flops(qkv_shape, bias_shape, heads, axis, *args, **kwargs) -> int:
+    N, C3, T, V = qkv_shape
+    L = V if axis == 3 else T
+    return 2 * 2 * N * (C3 // 3) * T * V * L  # scores q k^T, then P v
+
+
 def profile(
     config: dict,
     in_channels: int = 3,
@@ -33,8 +40,7 @@ def profile(
     """{"parameters", "gflops"} of one sample's forward pass (multiply-adds count 2)."""
     from skelang.encoder.hglnet import build_model
 
-    # counted on the plain-PyTorch backend: FlopCounterMode does not see inside skelang's ops
-    model = build_model({**config, "backend": "reference"}, in_channels, num_classes, layout, num_bodies).eval()
+    model = build_model(config, in_channels, num_classes, layout, num_bodies).eval()
     x = torch.zeros(1, in_channels, num_frames, get_layout(layout).num_joints, num_bodies)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:

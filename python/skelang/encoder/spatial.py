@@ -62,12 +62,10 @@ class LocalSpatialEncoder(nn.Module):
         self.partitions, self.out_channels = K, out_channels
         self.register_buffer("physical", partitions)  # (K, V, V)
         self.shared = nn.Parameter(torch.zeros(K, V, V)) if topology != "physical" else None
-        self.project = PointwiseConv(in_channels, K * out_channels, as_matmul=backend == "cpp")  # W_k x for every k
+        self.project = PointwiseConv(in_channels, K * out_channels, backend=backend)  # W_k x for every k
         if topology == "composite":
             self.relation_channels = 8 if in_channels < 16 else in_channels // reduction  # CTR-GCN's
-            self.relate = PointwiseConv(
-                in_channels, 2 * K * self.relation_channels, as_matmul=backend == "cpp"
-            )  # phi_k, psi_k
+            self.relate = PointwiseConv(in_channels, 2 * K * self.relation_channels, backend=backend)  # phi_k, psi_k
             self.expand_weight = nn.Parameter(torch.empty(K, out_channels, self.relation_channels))
             self.expand_bias = nn.Parameter(torch.zeros(K, out_channels))
             self.alpha = nn.Parameter(torch.zeros(1))
@@ -75,9 +73,7 @@ class LocalSpatialEncoder(nn.Module):
         self.residual = (
             nn.Identity()
             if in_channels == out_channels
-            else nn.Sequential(
-                PointwiseConv(in_channels, out_channels, as_matmul=backend == "cpp"), nn.BatchNorm2d(out_channels)
-            )
+            else nn.Sequential(PointwiseConv(in_channels, out_channels, backend=backend), nn.BatchNorm2d(out_channels))
         )
         self.init_like_ctrgcn()
 
@@ -127,8 +123,8 @@ class AxisSelfAttention(nn.Module):
         self.heads, self.recompute = heads, recompute
         self.ops = ops_for(backend)
         self.distance_bias = nn.Parameter(torch.zeros(heads, bias_entries))
-        self.qkv = PointwiseConv(channels, 3 * channels, as_matmul=backend == "cpp")
-        self.out = PointwiseConv(channels, channels, as_matmul=backend == "cpp")
+        self.qkv = PointwiseConv(channels, 3 * channels, backend=backend)
+        self.out = PointwiseConv(channels, channels, backend=backend)
         self.norm = nn.BatchNorm2d(channels)
         nn.init.zeros_(self.norm.weight)  # starts as the identity: y = x
 

@@ -67,12 +67,11 @@ class LocalTemporalConv(nn.Module):
         self.backend = backend
         self.ops = ops_for(backend)
         reduced = (len(dilations) + int(pool_branch)) * width
-        as_matmul = backend == "cpp"
-        self.reduce = PointwiseConv(in_channels, reduced, as_matmul=as_matmul)
+        self.reduce = PointwiseConv(in_channels, reduced, backend=backend)
         self.reduce_norm = nn.BatchNorm2d(reduced)
         self.temporal_weight = nn.Parameter(torch.empty(len(dilations), width, width, kernel_size))
         self.temporal_bias = nn.Parameter(torch.zeros(len(dilations), width))
-        self.pointwise = PointwiseConv(in_channels, width, stride, as_matmul) if pointwise_branch else None
+        self.pointwise = PointwiseConv(in_channels, width, stride, backend=backend) if pointwise_branch else None
         self.norm = nn.BatchNorm2d(out_channels)
         if not residual:
             self.residual = None
@@ -80,7 +79,7 @@ class LocalTemporalConv(nn.Module):
             self.residual = nn.Identity()
         else:
             self.residual = nn.Sequential(
-                PointwiseConv(in_channels, out_channels, stride, as_matmul), nn.BatchNorm2d(out_channels)
+                PointwiseConv(in_channels, out_channels, stride, backend=backend), nn.BatchNorm2d(out_channels)
             )
         self.init_like_ctrgcn()
 

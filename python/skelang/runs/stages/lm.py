@@ -422,15 +422,17 @@ def explanation_records(
 
 def load_language_run(run_dir: str | Path) -> tuple[ActionLanguageModel, dict, TokenizedEncoder]:
     """(model in eval mode with the run's final weights, resolved config, VST model) of an
-    lm training run."""
+    lm training run. A run trained with lm.model_dtype fp16 (CUDA only) loads its base model in
+    float32; the config returned is the run's, unchanged."""
     run = open_run(run_dir)
     config = run.config
     if config["stage"] != "lm":
         raise ValueError(f"{run.path}: not a language-model run (its stage is {config['stage']})")
     vst_model = load_vst_run(config["lm"]["vst_run"]).model  # the glossary is for training targets only
-    if config["lm"]["model_dtype"] == "fp16":
-        config["lm"]["model_dtype"] = "fp32"  # evaluated on the CPU, whose ops take no float16
-    model = build_language_model(config, vst_model)
+    built = config
+    if config["lm"]["model_dtype"] == "fp16":  # evaluated in float32: the CPU's ops take no float16
+        built = {**config, "lm": {**config["lm"], "model_dtype": "fp32"}}
+    model = build_language_model(built, vst_model)
     checkpoint = run.load_checkpoint()
     model.load_trainable_state(checkpoint["model"])
     if config["lm"]["joint"]["enabled"]:
