@@ -86,6 +86,37 @@ def test_resume_reaches_the_same_weights(synthetic_vst_run, tiny_language_model,
         torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=0, msg=name)
 
 
+def test_an_averaged_run_resumes_and_exports_the_average(synthetic_lm_run, tmp_path):
+    """train.ema_decay on the language-model stage: the average covers the trainable weights
+    (LoRA, action-token rows), resumes bit for bit, and the PEFT adapter holds the average."""
+    from safetensors.torch import load_file
+
+    from skelang.runs import train
+
+    _, config, _ = synthetic_lm_run
+    averaged = {**config, "train": {**config["train"], "ema_decay": 0.9}}
+    train(averaged, tmp_path / "straight", progress=False)
+    train({**averaged, "train": {**averaged["train"], "epochs": 1}}, tmp_path / "resumed", progress=False)
+    train(averaged, tmp_path / "resumed", resume=True, progress=False)
+    straight, resumed = (
+        torch.load(tmp_path / name / "checkpoint.pt", weights_only=True) for name in ("straight", "resumed")
+    )
+    for key in ("model", "weight_average"):
+        expected = straight[key] if key == "model" else straight[key]["trained"]
+        found = resumed[key] if key == "model" else resumed[key]["trained"]
+        assert found.keys() == expected.keys()
+        for name in expected:
+            torch.testing.assert_close(found[name], expected[name], rtol=0, atol=0, msg=name)
+    average, trained = straight["model"], straight["weight_average"]["trained"]
+    assert trained.keys() == {f"0.{name}" for name in average}
+    adapter = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
+    lora = [name for name in average if ".lora_" in name]
+    assert len(adapter) == len(lora) > 0
+    for tensor in adapter.values():  # each adapter matrix is one of the average's, none of the trained ones
+        assert any(torch.equal(tensor, average[name]) for name in lora)
+        assert not any(torch.equal(tensor, trained[f"0.{name}"]) for name in lora)
+
+
 def test_peft_loads_the_runs_adapter(synthetic_lm_run, tiny_language_model):
     peft = pytest.importorskip("peft")
     from transformers import AutoModelForCausalLM

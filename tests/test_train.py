@@ -122,6 +122,7 @@ def test_defaults_follow_ctrgcn_nw_ucla_recipe(tiny_file):
         ("optim.schedule=linear", "optim.schedule: expected one of step, cosine, got 'linear'"),
         ("optim.milestones=[55, 35]", "optim.milestones: expected an increasing list of epochs"),
         ("train.device=tpu", "train.device: expected one of auto, cpu, cuda"),
+        ("train.ema_decay=1", "train.ema_decay: expected a number in [0, 1)"),
         ("data.train=null", "data.train: expected the training data's path, got null"),
         ("data.test=null", "data.test: expected the test data's path"),
         ("data={}", "data.train: expected the training data's path"),
@@ -261,6 +262,106 @@ def test_extending_a_run_is_bitwise_identical(tmp_path, finished_run):
     train(tiny_config(train={"epochs": 1}), tmp_path / "run", progress=False)
     train(tiny_config(), tmp_path / "run", resume=True, progress=False)
     assert_same_weights(tmp_path / "run", finished_run)
+
+
+def test_weight_average_follows_its_formula_and_swaps_back():
+    """d_n = min(decay, (1 + n) / (10 + n)); parameters that train and batch-norm statistics are
+    averaged, frozen parameters and counters are not; applied() restores the trained weights."""
+    from skelang.runs.averaging import WeightAverage
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2), torch.nn.Linear(2, 2))
+    model[2].weight.requires_grad_(False)
+    average = WeightAverage([model], decay=0.2)  # the warm-up's d_n passes 0.2 at n = 2
+    assert set(average.average) == {
+        "0.0.weight",
+        "0.0.bias",
+        "0.1.weight",
+        "0.1.bias",
+        "0.2.bias",
+        "0.1.running_mean",
+        "0.1.running_var",
+    }
+    start = {name: tensor.clone() for name, tensor in average.average.items()}
+    expected = dict(start)
+    for step in range(4):
+        with torch.no_grad():
+            for tensor in model.parameters():
+                tensor.add_(1.0)
+            model[1].running_mean.add_(2.0)
+            model[1].num_batches_tracked.add_(1)
+        decay = min(0.2, (1 + step) / (10 + step))
+        assert average.current_decay() == pytest.approx(decay)
+        average.update()
+        for name, tensor in average.trained.items():
+            expected[name] = decay * expected[name] + (1 - decay) * tensor.detach()
+    for name in expected:
+        torch.testing.assert_close(average.average[name], expected[name], rtol=1e-6, atol=1e-6)
+    trained = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    with average.applied():
+        torch.testing.assert_close(model[0].weight, expected["0.0.weight"])
+        torch.testing.assert_close(model[1].running_mean, expected["0.1.running_mean"])
+        assert torch.equal(model[2].weight, trained["2.weight"])  # frozen: the model's own
+        assert model[1].num_batches_tracked.item() == 4
+        state = average.state_dict()  # the trained weights, though the model holds the average
+        assert torch.equal(state["trained"]["0.0.weight"], trained["0.weight"])
+        with pytest.raises(RuntimeError, match="does not nest"):
+            with average.applied():
+                pass
+    assert all(torch.equal(tensor, trained[name]) for name, tensor in model.state_dict().items())
+    assert average.current_decay() == 0.2  # capped at the decay
+    other = WeightAverage([torch.nn.Sequential(torch.nn.Linear(3, 3))], decay=0.2)  # other names
+    names = "0.1.bias, 0.1.running_mean, 0.1.running_var, 0.1.weight, 0.2.bias"
+    with pytest.raises(ValueError, match=f"averaged weights: {names}$"):
+        other.load_state_dict(state)
+    wider = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.BatchNorm1d(2), torch.nn.Linear(2, 2))
+    wider[2].weight.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"averaged weights: 0.0.weight$"):  # another shape
+        WeightAverage([wider], decay=0.2).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"train.ema_decay: expected a decay in \(0, 1\)"):
+        WeightAverage([model], decay=0.0)
+
+
+EMA = {"epochs": 3, "batch_size": 8, "threads": 1, "ema_decay": 0.9}
+
+
+@pytest.fixture(scope="module")
+def averaged_run(tmp_path_factory) -> Path:
+    """An uninterrupted 3-epoch run of TINY with an EMA of its weights."""
+    out = tmp_path_factory.mktemp("runs") / "averaged"
+    train(tiny_config(train=EMA), out, progress=False)
+    return out
+
+
+def test_a_run_with_ema_evaluates_checkpoints_and_serves_the_average(tmp_path, averaged_run, finished_run):
+    from skelang.runs import evaluate_run
+    from skelang.runs.stages.encoder import EncoderStage
+
+    checkpoint = load_checkpoint(averaged_run / "checkpoint.pt")
+    average, trained = checkpoint["model"], checkpoint["weight_average"]["trained"]
+    stage = EncoderStage(resolve_config(tiny_config(train=EMA)), RunDirectory(averaged_run), torch.device("cpu"))
+    stage.build()
+    assert checkpoint["weight_average"]["updates"] == 3 * stage.num_batches()  # one per step
+    # the same training as without an average: the trained weights are the plain run's
+    plain = load_checkpoint(finished_run / "checkpoint.pt")["model"]
+    assert all(torch.equal(trained[f"0.{name}"], plain[name]) for name in plain if f"0.{name}" in trained)
+    assert any(not torch.equal(average[name], plain[name]) for name in plain if f"0.{name}" in trained)
+    # what the run evaluated is what its checkpoint gives a later evaluation
+    logits = np.load(averaged_run / "scores.npz")["logits"]
+    evaluate_run(averaged_run, device="cpu", write_scores=False, scores_path=tmp_path / "again.npz")
+    np.testing.assert_array_equal(np.load(tmp_path / "again.npz")["logits"], logits)
+
+
+def test_a_run_with_ema_resumes_bitwise(tmp_path, averaged_run):
+    train(tiny_config(train={**EMA, "epochs": 1}), tmp_path / "run", progress=False)
+    train(tiny_config(train=EMA), tmp_path / "run", resume=True, progress=False)
+    assert_same_weights(tmp_path / "run", averaged_run)
+    resumed = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["weight_average"]
+    straight = load_checkpoint(averaged_run / "checkpoint.pt")["weight_average"]
+    assert resumed["updates"] == straight["updates"]
+    assert all(torch.equal(resumed["trained"][name], straight["trained"][name]) for name in straight["trained"])
+    with pytest.raises(ValueError, match="cannot resume with a different train.ema_decay"):
+        train(tiny_config(train={**EMA, "ema_decay": 0.5}), tmp_path / "run", resume=True, progress=False)
 
 
 def test_refuses_to_overwrite_or_resume_differently(tmp_path, finished_run):

@@ -167,6 +167,12 @@ class TrainSection(Section):
         "stage's weights, gradients and optimizer state sharded over the ranks, one unit per transformer "
         "block; bf16 or fp32)",
     )
+    ema_decay: Rate = Field(
+        0.0,
+        description="exponential moving average of the trained weights after every step (0: off; "
+        "0.998 averages about the last 500 steps): evaluated, checkpointed and used for inference "
+        "in place of the trained weights",
+    )
     threads: OptionalPositiveInt = Field(
         None,
         description="intra-op threads (null: this job's share of the CPUs it may use, beside the other skelang jobs)",

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from skelang.runs import distributed
+from skelang.runs.averaging import WeightAverage
 from skelang.runs.config import absolute_paths
 from skelang.runs.directory import RunDirectory
 from skelang.runs.distributed import Ranks
@@ -192,6 +193,11 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
             f"this run is stage {stage.name} in {options['precision']} (use train.parallel: ddp)"
         )
     sharded = ranks.distributed and options["parallel"] == "fsdp"
+    if sharded and options["ema_decay"] > 0:
+        raise ValueError(
+            "train.ema_decay averages whole weights; under train.parallel: fsdp they are sharded "
+            "(use train.parallel: ddp, or train.ema_decay: 0)"
+        )
     stage.build()
     if ranks.distributed:
         for module in stage.trained_modules():  # before the optimizer: the weights stay the same tensors
@@ -219,6 +225,12 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
         )
     if checkpoint is not None:  # whole weights, before any sharding
         stage.load_state_dict(checkpoint)
+    averager = None
+    if options["ema_decay"] > 0:  # from the checkpoint's (averaged) weights, then the trained ones back
+        averager = WeightAverage(stage.trained_modules(), options["ema_decay"])
+        if checkpoint is not None:
+            averager.load_state_dict(checkpoint["weight_average"])
+    averaged = averager.applied if averager is not None else contextlib.nullcontext
     groups = stage.parameter_groups()
     parallel = None
     if sharded:  # before the optimizer: sharding replaces the parameters
@@ -299,13 +311,18 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
                         + (", or train.precision: fp32)" if options["precision"] != "fp32" else ")")
                     )
                 optimizer.zero_grad(set_to_none=True)
+                stepped = not diverged
                 if scaler is None:
                     objective.backward()
                     optimizer.step()
                 else:
                     scaler.scale(objective).backward()
                     scaler.step(optimizer)
+                    scale = scaler.get_scale()
                     scaler.update()
+                    stepped = stepped and scaler.get_scale() >= scale  # a lowered scale: the step was skipped
+                if averager is not None and stepped:
+                    averager.update()
                 loss = step.loss.item()
                 if not diverged:  # a step the fp16 scaler skipped is not in the epoch's means
                     for name, value in {"loss": loss, **step.parts}.items():
@@ -333,7 +350,7 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
                 optimizer_state = distributed.full_optimizer_state(parallel, optimizer)
                 stage_state = distributed.whole_tensors(stage.state_dict())
             if (epoch + 1) % options["eval_every"] == 0 or last:
-                with whole(), stage.autocast():  # a sharded model gathered whole for evaluation
+                with whole(), stage.autocast(), averaged():  # a sharded model gathered whole for evaluation
                     metrics = stage.evaluate(final=last)
                 entry.update({key: metrics[key] for key in stage.log_metrics if key in metrics})
                 entry["test_top1"] = metrics["top1"]
@@ -355,22 +372,27 @@ def _train(stage: Stage, checkpoint: dict | None) -> dict:
                         if key != "epoch" and isinstance(value, (int, float)):
                             events.add_scalar(key, value, entry["epoch"])
                     events.flush()
-                state = {
-                    **(stage.state_dict() if stage_state is None else stage_state),
-                    "optimizer": optimizer.state_dict() if optimizer_state is None else optimizer_state,
-                    "epoch": epoch + 1,
-                    "wall_time": wall_time,
-                    "best": best,
-                    "rng": rng_states(),
-                }
-                if scaler is not None:
-                    state["scaler"] = scaler.state_dict()
-                run.save_checkpoint(state)
+                with averaged():  # the checkpoint's weights are the evaluated ones
+                    state = {
+                        **(stage.state_dict() if stage_state is None else stage_state),
+                        "optimizer": optimizer.state_dict() if optimizer_state is None else optimizer_state,
+                        "epoch": epoch + 1,
+                        "wall_time": wall_time,
+                        "best": best,
+                        "rng": rng_states(),
+                    }
+                    if scaler is not None:
+                        state["scaler"] = scaler.state_dict()
+                    if averager is not None:
+                        state["weight_average"] = averager.state_dict()
+                    run.save_checkpoint(state)
     finally:
         bar.close()
         if events is not None:
             events.close()
         torch.use_deterministic_algorithms(previous_deterministic)
+    if averager is not None:  # what the checkpoint holds: finish() and inference use the average
+        averager.apply()
     with whole():
         if metrics is None:  # stopped after the last checkpoint, before its metrics were written
             with stage.autocast():
