@@ -14,9 +14,9 @@ has no warm-up. The update itself is torch's swa_utils.get_ema_multi_avg_fn. Wha
 averaged: every parameter that requires a gradient and the batch norms' running mean and
 variance. timm and torch's AveragedModel(use_buffers=True) average every buffer; here the
 other buffers (counters, VST's codebook and its statistics, which follow the trained
-features) stay the trained model's. The averaged weights are what a run evaluates and what its checkpoint's weights are
-(so `skelang eval`, `predict`, ensembles and later stages read the evaluated model); the
-trained weights travel beside them for resume.
+features) stay the trained model's. The averaged weights are what a run evaluates and its
+checkpoint's weights (so `skelang eval`, `predict`, ensembles and later stages read the
+evaluated model); the trained weights travel beside them for resume.
 """
 
 from __future__ import annotations
@@ -40,9 +40,8 @@ def _averaged_tensors(modules: list[torch.nn.Module]) -> dict[str, torch.Tensor]
                 tensors[f"{index}.{name}"] = parameter
         for prefix, child in module.named_modules():
             if isinstance(child, torch.nn.modules.batchnorm._NormBase) and child.track_running_stats:
-                for stat in ("running_mean", "running_var"):
-                    if getattr(child, stat) is not None:
-                        tensors[f"{index}.{prefix}.{stat}" if prefix else f"{index}.{stat}"] = getattr(child, stat)
+                for stat in ("running_mean", "running_var"):  # present whenever track_running_stats
+                    tensors[f"{index}.{prefix}.{stat}" if prefix else f"{index}.{stat}"] = getattr(child, stat)
     return tensors
 
 
@@ -104,8 +103,8 @@ class WeightAverage:
 
     def state_dict(self) -> dict:
         """What a checkpoint keeps beside the averaged weights: the update count and the
-        trained weights."""
-        return {"decay": self.decay, "updates": self.updates, "trained": self.trained_state()}
+        trained weights (the decay is the run's config)."""
+        return {"updates": self.updates, "trained": self.trained_state()}
 
     def load_state_dict(self, state: dict) -> None:
         """Resumes from a checkpoint whose weights (already loaded into the modules, and so
