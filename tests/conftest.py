@@ -8,7 +8,10 @@ file is a failure.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,7 +49,6 @@ def at_cpu_level():
     Python process with SKELANG_CPU_LEVEL=level (0: baseline x86-64, 3: AVX2), so that the
     kernels skelang picks at run time are the narrower ones; fails if the level did not take
     effect or the function raised."""
-    import subprocess
     import sys
 
     def run(level: int, module: str, function: str) -> None:
@@ -69,6 +71,25 @@ def at_cpu_level():
         assert result.returncode == 0, result.stderr[-3000:]
 
     return run
+
+
+def skelang_cli(*args, cwd: Path | str | None = None) -> subprocess.CompletedProcess:
+    """`skelang ARGS` (from the folder `cwd`) run by skelang.cli.main inside the test's own
+    process: the command's parser, commands, error handling and exit status, with standard
+    output and error captured as text, without a new Python that imports torch again (3-5 s a
+    command). Tests about the process itself (a pipe closed by its reader, a variable read when
+    the extension loads, several processes at once) start a real one."""
+    from skelang import cli
+
+    argv = [str(arg) for arg in args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
+            try:
+                code = cli.main(argv)
+            except SystemExit as exit_:  # argparse: --help (0) and usage errors (2)
+                code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    return subprocess.CompletedProcess(["skelang", *argv], code, out.getvalue(), err.getvalue())
 
 
 SYNTHETIC_HGLNET = {

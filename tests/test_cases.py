@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import pickle
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import skelang_cli
 
 from skelang.data import preprocess
 from skelang.data.cache import SequenceCache
@@ -18,8 +17,6 @@ from skelang.data.inspect import convert_dataset, inspect_dataset
 from skelang.data.layouts import get_layout
 from skelang.data.readers import open_sequences
 from skelang.data.safe_pickle import load_pickle
-
-SKELANG = [sys.executable, "-m", "skelang"]
 
 
 def test_an_ntu60_benchmark_holds_ntu60_samples_only(shared_case, tmp_path):
@@ -33,9 +30,7 @@ def test_an_ntu60_benchmark_holds_ntu60_samples_only(shared_case, tmp_path):
     cache = SequenceCache(result["cache"])
     assert all(label < 60 for label in cache.labels) and all(meta["setup"] <= 17 for meta in cache.meta)
     assert all(s.meta["action"] <= 60 for s in open_sequences(folder, "ntu60-xsub", "train"))
-    shown = subprocess.run(
-        [*SKELANG, "data", "inspect", str(folder), "--benchmark", "ntu60-xsub"], capture_output=True, text=True
-    )
+    shown = skelang_cli("data", "inspect", str(folder), "--benchmark", "ntu60-xsub")
     assert shown.returncode == 0 and "left out, outside ntu60-xsub: 2" in shown.stdout
     assert inspect_dataset(folder, benchmark="ntu120-xsub")["sequences"] == 4  # NTU-120 holds them all
 
@@ -57,7 +52,7 @@ def test_pyskl_none_fields_are_unknown_and_a_bad_annotation_is_listed(shared_cas
     errors = [entry["error"] for entry in report["bad_files"]]
     assert f"{bad}: annotation 1 ('clip_0002'): 'img_shape' must be (height, width)" in errors[0]
     assert f"{bad}: annotation 2 ('clip_0003'): 'total_frames' is 99 but 'keypoint' has 12 frames" in errors[1]
-    shown = subprocess.run([*SKELANG, "data", "inspect", str(bad)], capture_output=True, text=True)
+    shown = skelang_cli("data", "inspect", str(bad))
     assert shown.returncode == 0 and "Traceback" not in shown.stderr and "bad files or entries: 2" in shown.stdout
 
 
@@ -67,9 +62,7 @@ def test_kinetics_clips_without_people_are_skipped_with_a_count(shared_case, tmp
     assert report["sequences"] == 1 and report["bad_files"] == [] and len(report["missing_skeletons"]) == 2
     assert any("zzz_no_person_clip.json" in error for error in report["missing_skeletons"])
     assert any("mmm_empty_frames_clip.json" in error for error in report["missing_skeletons"])
-    result = subprocess.run(
-        [*SKELANG, "data", "convert", str(folder), "--out", str(tmp_path / "c")], capture_output=True, text=True
-    )
+    result = skelang_cli("data", "convert", str(folder), "--out", str(tmp_path / "c"))
     assert result.returncode == 0, result.stderr
     assert "wrote 1 sequences" in result.stdout and "2 without a skeleton skipped" in result.stdout
     assert len(SequenceCache(tmp_path / "c")) == 1

@@ -10,12 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import skelang_cli as run
 
 SKELANG = shutil.which("skelang", path=str(Path(sys.executable).parent)) or "skelang"
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SKELANG, *args], capture_output=True, text=True, timeout=300)
 
 
 def test_info_json_lists_the_ops():
@@ -54,7 +51,7 @@ def test_info_text():
 
 
 def test_bench_quick_json_reports_ratios():
-    result = run("bench", "--quick", "--json")
+    result = subprocess.run([SKELANG, "bench", "--quick", "--json"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["peak_gflops_fp32_matmul"] > 0

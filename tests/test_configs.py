@@ -99,23 +99,19 @@ def test_configs_of_earlier_versions_are_converted(tmp_path):
 
 
 def test_shipped_configs_by_name_and_the_config_commands(tmp_path):
-    import subprocess
-    import sys
+    from conftest import skelang_cli
 
     config = load_config("synthetic_stgcn", ["train.epochs=1"])
     assert config["train"]["epochs"] == 1
     with pytest.raises(ValueError, match="no shipped config of that name"):
         load_config("no_such_config")
-    skelang = [sys.executable, "-m", "skelang"]
-    shown = subprocess.run(
-        skelang + ["config", "show", "synthetic_stgcn", "optim.lr=5e-4"], capture_output=True, text=True, cwd=tmp_path
-    )
+    shown = skelang_cli("config", "show", "synthetic_stgcn", "optim.lr=5e-4", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert yaml.safe_load(shown.stdout)["optim"]["lr"] == 5e-4
-    keys = subprocess.run(skelang + ["config", "keys"], capture_output=True, text=True, cwd=tmp_path)
+    keys = skelang_cli("config", "keys", cwd=tmp_path)
     assert keys.returncode == 0 and "optim.lr" in keys.stdout and "model.attention_heads" in keys.stdout
     assert "lm.lora.r" in keys.stdout and "vst.num_codes" in keys.stdout
-    listed = subprocess.run(skelang + ["config", "list"], capture_output=True, text=True, cwd=tmp_path)
+    listed = skelang_cli("config", "list", cwd=tmp_path)
     assert "nw_ucla_hglnet" in listed.stdout and "stage lm" in listed.stdout
     assert "\nnw_ucla_lora_rank " in listed.stdout  # the shipped sweeps too
     assert "LoRA's rank for the language-model stage (alpha = 2 r).\n" in listed.stdout  # whole sentences

@@ -9,23 +9,17 @@ import sys
 import tarfile
 import time
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import skelang_cli as skelang
 
 from skelang.data import cache, readers
 from skelang.data.dataset import SkeletonDataset, make_loader
 from skelang.data.preprocess import Augmentation, Preprocess
 from skelang.data.render import render_sequence
 from skelang.data.synthetic import SyntheticSkeletons
-
-SKELANG = str(Path(sys.executable).parent / "skelang")
-
-
-def skelang(*args):
-    return subprocess.run([SKELANG, *args], capture_output=True, text=True, timeout=600)
 
 
 def test_cache_round_trip(tmp_path):

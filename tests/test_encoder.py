@@ -240,35 +240,11 @@ def test_step_profile_names_the_operators_of_a_training_step():
 
 def test_model_profile_command():
     import json
-    import subprocess
-    import sys
-    from pathlib import Path
 
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "skelang"),
-            "model",
-            "profile",
-            "--type",
-            "ctrgcn",
-            "--layout",
-            "kinect_v1_20",
-            "--frames",
-            "52",
-            "--bodies",
-            "1",
-            "--classes",
-            "10",
-            "--step",
-            "2",
-            "--top",
-            "3",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    from conftest import skelang_cli
+
+    command = "model profile --type ctrgcn --layout kinect_v1_20 --frames 52 --bodies 1 --classes 10 --step 2"
+    result = skelang_cli(*command.split(), "--top", "3", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["step"]["batch_size"] == 2 and len(report["step"]["ops"]) == 3 and report["step"]["step_ms"] > 0

@@ -4,11 +4,10 @@ validation scores only, and the stream runner trains one run per stream and ense
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import skelang_cli
 
 from skelang.runs.ensemble import ensemble, load_scores, search_weights
 
@@ -103,11 +102,7 @@ def test_weights_are_searched_on_validation_scores_only(tmp_path):
     (tmp_path / "other").mkdir()
     with pytest.raises(ValueError, match="a_test.npz: the same run twice"):
         ensemble([test_a, tmp_path / "other" / ".." / "a_test.npz"])
-    result = subprocess.run(
-        [sys.executable, "-m", "skelang", "ensemble", str(test_a), str(test_b), "--weights", "1", "2", "--json"],
-        capture_output=True,
-        text=True,
-    )
+    result = skelang_cli("ensemble", test_a, test_b, "--weights", "1", "2", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["weights"] == [1.0, 2.0]
 

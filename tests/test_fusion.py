@@ -5,13 +5,12 @@ model recognising classes it never saw in training from their descriptions (zero
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import skelang_cli
 
 import skelang.ops as ops
 import skelang.reference as reference
@@ -62,26 +61,12 @@ def test_unseen_classes_are_recognised_from_their_descriptions(synthetic_ssf_run
 
 def test_eval_zero_shot_command(synthetic_ssf_run):
     run, metrics = synthetic_ssf_run
-    command = [
-        str(Path(sys.executable).parent / "skelang"),
-        "eval",
-        str(run),
-        "--zero-shot",
-        "--json",
-        "--calibration",
-        "10",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = skelang_cli("eval", run, "--zero-shot", "--json", "--calibration", "10")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["zsl_unseen_top1"] == pytest.approx(metrics["zsl_unseen_top1"])
     assert report["gzsl_unseen_top1"] >= metrics["gzsl_unseen_top1"]  # calibration moves predictions to unseen
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "skelang"), "eval", str(run), "--zero-shot", "--unseen", "2,6"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = skelang_cli("eval", run, "--zero-shot", "--unseen", "2,6")
     assert result.returncode == 0, result.stderr
     assert "zero-shot on classes [2, 6]" in result.stdout
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import lm_config
+from conftest import lm_config, skelang_cli
 
 from skelang.fusion.descriptions import load_descriptions
 from skelang.lm.prompts import CodeEvidence, build_prompt, target_text
@@ -130,39 +128,25 @@ def test_peft_loads_the_runs_adapter(synthetic_lm_run, tiny_language_model):
 def test_eval_and_explain_from_the_command_line(synthetic_lm_run):
     run, _, metrics = synthetic_lm_run
     names = load_descriptions("synthetic").names()
-    evaluated = subprocess.run(
-        [sys.executable, "-m", "skelang", "eval", str(run), "--json", "--explanations", "--limit", "2"]
-        + ["--scores", str(run.parent / "copy.npz")],
-        capture_output=True,
-        text=True,
-        check=True,
+    evaluated = skelang_cli(
+        "eval", run, "--json", "--explanations", "--limit", "2", "--scores", run.parent / "copy.npz"
     )
+    assert evaluated.returncode == 0, evaluated.stderr
     result = json.loads(evaluated.stdout)
     assert result["top1"] == pytest.approx(metrics["top1"])
     assert len(result["explanations"]) == 2
     with np.load(run.parent / "copy.npz") as copy, np.load(run / "scores.npz") as own:
         assert all(np.array_equal(copy[key], own[key]) for key in ("ids", "labels", "logits"))
-    inside = subprocess.run(
-        [sys.executable, "-m", "skelang", "eval", str(run), "--scores", str(run / "other.npz")],
-        capture_output=True,
-        text=True,
-    )
+    inside = skelang_cli("eval", run, "--scores", run / "other.npz")
     assert inside.returncode == 1 and "outside the run folder" in inside.stderr and "Traceback" not in inside.stderr
-    explained = subprocess.run(
-        [sys.executable, "-m", "skelang", "explain", str(run), "--sample", "3", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    explained = skelang_cli("explain", run, "--sample", "3", "--json")
+    assert explained.returncode == 0, explained.stderr
     [record] = json.loads(explained.stdout)
     assert record["index"] == 3 and record["predicted_name"] in names and 0 < record["probability"] <= 1
     assert record["narrative"].startswith("<a")
-    printed = subprocess.run(
-        [sys.executable, "-m", "skelang", "explain", str(run), "--count", "2"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    printed = skelang_cli("explain", run, "--count", "2")
+    assert printed.returncode == 0, printed.stderr
+    printed = printed.stdout
     assert printed.count("explanation:") == 2
 
 
@@ -189,9 +173,8 @@ def test_joint_training_trains_the_encoder_and_narrates_with_it(joint_lm_run, sy
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert {"lm_loss", "classification", "commitment"} <= log[0].keys()
     assert (run / "narratives_joint.pt").is_file() and metrics["samples"] == 30
-    evaluated = subprocess.run(
-        [sys.executable, "-m", "skelang", "eval", str(run), "--json"], capture_output=True, text=True, check=True
-    )
+    evaluated = skelang_cli("eval", run, "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["top1"] == pytest.approx(metrics["top1"])
 
 

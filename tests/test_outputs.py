@@ -6,13 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import skelang_cli
 
 from skelang.runs import load_config, train
 from skelang.runs.export import FORMATS, export_run, inference_module
@@ -76,18 +76,14 @@ def test_confusion_figure_checks_its_inputs(tmp_path):
     assert not (tmp_path / "c.png").exists()
 
 
-def _skelang(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "skelang", *args], capture_output=True, text=True, timeout=300)
-
-
 def test_plot_command_draws_several_runs(tiny_run, tmp_path):
     run, _ = tiny_run
-    done = _skelang(
+    done = skelang_cli(
         "plot", str(run), str(run), "--labels", "a", "b", "--x", "minutes", "--out", str(tmp_path / "c.pdf")
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "c.pdf").read_bytes()[:4] == b"%PDF"
-    bad = _skelang("plot", str(run), "--labels", "a", "b", "--out", str(tmp_path / "d.png"))
+    bad = skelang_cli("plot", str(run), "--labels", "a", "b", "--out", str(tmp_path / "d.png"))
     assert bad.returncode != 0 and "2 labels for 1 runs" in bad.stderr and "Traceback" not in bad.stderr
 
 

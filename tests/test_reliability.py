@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import skelang_cli
 
 from skelang.data import cache
 from skelang.data.inspect import convert_dataset
@@ -121,7 +122,7 @@ def test_a_flipped_byte_in_a_checkpoint_is_an_error_naming_it(tmp_path, referenc
         evaluate_run(run)
     with pytest.raises(ValueError, match=r"checkpoint.pt: damaged checkpoint"):
         train({**TINY, "train": {**TINY["train"], "epochs": 4}}, run, resume=True, progress=False)
-    result = subprocess.run([*SKELANG, "eval", str(run)], capture_output=True, text=True)
+    result = skelang_cli("eval", run)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "damaged checkpoint" in result.stderr
 
@@ -285,7 +286,7 @@ def test_convert_never_destroys_what_is_at_out(tmp_path):
         convert_dataset(made, made, progress=False, force=True)
     with pytest.raises(ValueError, match="the output would replace the input"):
         convert_dataset(made, tmp_path, progress=False, force=True)
-    result = subprocess.run([*SKELANG, "data", "convert", source, "--out", str(other)], capture_output=True, text=True)
+    result = skelang_cli("data", "convert", source, "--out", other)
     assert result.returncode == 1 and "Traceback" not in result.stderr and "not a skelang cache" in result.stderr
 
 

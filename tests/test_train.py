@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import skelang_cli
 
 from skelang.encoder import build_model
 from skelang.runs import RunDirectory, classification_metrics, load_config, resolve_config, train
@@ -24,8 +22,6 @@ from skelang.runs.loop import TrainingDiverged, learning_rate, make_optimizer
 def load_checkpoint(path: Path) -> dict:
     return RunDirectory(path.parent).load_checkpoint()
 
-
-SKELANG = shutil.which("skelang", path=str(Path(sys.executable).parent)) or "skelang"
 
 TINY = {
     "seed": 3,
@@ -401,7 +397,7 @@ def test_a_diverging_training_stops_with_an_error_and_keeps_its_last_checkpoint(
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == checkpoint
     assert not (tmp_path / "run" / "metrics.json").exists()
     (tmp_path / "huge.yaml").write_text(yaml.safe_dump(tiny_config(optim={"lr": 1e12})))
-    result = run("train", "--config", str(tmp_path / "huge.yaml"), "--out", str(tmp_path / "huge"))
+    result = skelang_cli("train", "--config", str(tmp_path / "huge.yaml"), "--out", str(tmp_path / "huge"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "epoch 1, batch 2" in result.stderr and "no checkpoint is written" in result.stderr
 
@@ -434,46 +430,42 @@ def test_a_run_keeps_its_data_paths_absolute_and_evaluates_from_anywhere(tmp_pat
 # command line
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SKELANG, *args], capture_output=True, text=True, timeout=300)
-
-
 def test_overrides_may_follow_options(tmp_path, tiny_file):
     out = tmp_path / "run"
-    result = run("train", "--config", str(tiny_file), "train.epochs=1", "--out", str(out), "seed=4", "--no-progress")
+    result = skelang_cli("train", "--config", tiny_file, "train.epochs=1", "--out", out, "seed=4", "--no-progress")
     assert result.returncode == 0, result.stderr
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["train"]["epochs"] == 1 and saved["seed"] == 4
-    result = run("train", "--config", str(tiny_file), "--out", str(tmp_path / "other"), "--bogus")
+    result = skelang_cli("train", "--config", str(tiny_file), "--out", str(tmp_path / "other"), "--bogus")
     assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
 
 
 def test_train_and_eval_commands(tmp_path, tiny_file):
     out = tmp_path / "run"
-    result = run("train", "--config", str(tiny_file), "train.epochs=1", "--out", str(out))
+    result = skelang_cli("train", "--config", str(tiny_file), "train.epochs=1", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "top-1" in result.stdout and str(out) in result.stdout
-    result = run("eval", str(out), "--json")
+    result = skelang_cli("eval", str(out), "--json")
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["epoch"] == 1 and metrics["samples"] == 15
     assert metrics["top1"] == json.loads((out / "metrics.json").read_text())["top1"]
     assert metrics["class_names"][:2] == ["wave", "clap"]  # the synthetic set's
-    result = run("eval", str(out))
+    result = skelang_cli("eval", str(out))
     assert result.returncode == 0 and "  class   0 wave: " in result.stdout
     # --resume reads the run's own config: a finished run is left as it is ...
-    result = run("train", "--out", str(out), "--resume")
+    result = skelang_cli("train", "--out", str(out), "--resume")
     assert result.returncode == 0, result.stderr
     assert "after 1 epoch " in result.stdout and "train.epochs" not in result.stderr
     # ... and more epochs train it on, announced
-    result = run("train", "--out", str(out), "--resume", "train.epochs=2")
+    result = skelang_cli("train", "--out", str(out), "--resume", "train.epochs=2")
     assert result.returncode == 0, result.stderr
     assert f"{out}: train.epochs 1 -> 2: the run goes on from epoch 1 to 2" in result.stderr
     assert "after 2 epochs" in result.stdout
-    result = run("train", "--out", str(tmp_path / "other"))
+    result = skelang_cli("train", "--out", str(tmp_path / "other"))
     assert result.returncode == 1 and "--config: expected a configuration" in result.stderr
 
-    result = run("train", "--config", str(tiny_file), "optim.lr=fast", "--out", str(tmp_path / "other"))
+    result = skelang_cli("train", "--config", str(tiny_file), "optim.lr=fast", "--out", str(tmp_path / "other"))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"skelang train: error: {tiny_file} with the overrides optim.lr=fast: optim.lr: "

@@ -5,12 +5,10 @@ without collapse, deterministic narratives, and the glossary."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import skelang_cli
 
 import skelang.ops as ops
 from skelang.vst.narrative import format_narrative, parse_narrative
@@ -99,21 +97,7 @@ def test_tokenize_is_deterministic_and_writes_narratives(synthetic_vst_run, tmp_
     run, _ = synthetic_vst_run
     outputs = []
     for name in ("a.jsonl", "b.jsonl"):
-        result = subprocess.run(
-            [
-                str(Path(sys.executable).parent / "skelang"),
-                "vst",
-                "tokenize",
-                str(run),
-                "--data",
-                "synthetic:2:7",
-                "--out",
-                str(tmp_path / name),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = skelang_cli("vst", "tokenize", run, "--data", "synthetic:2:7", "--out", tmp_path / name)
         assert result.returncode == 0, result.stderr
         outputs.append((tmp_path / name).read_text())
     assert outputs[0] == outputs[1]
@@ -134,12 +118,7 @@ def format_narrative_from(record: dict) -> str:
 
 def test_glossary_command(synthetic_vst_run):
     run, metrics = synthetic_vst_run
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "skelang"), "vst", "glossary", str(run)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = skelang_cli("vst", "glossary", run)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     entries = json.loads((run / "glossary.json").read_text())
@@ -152,29 +131,10 @@ def test_render_a_code(synthetic_vst_run, tmp_path):
     run, _ = synthetic_vst_run
     code = json.loads((run / "glossary.json").read_text())[0]["code"]
     out = tmp_path / "code.gif"
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "skelang"),
-            "data",
-            "render",
-            str(run),
-            "--code",
-            str(code),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = skelang_cli("data", "render", run, "--code", code, "--out", out)
     assert result.returncode == 0, result.stderr
     assert out.stat().st_size > 1000
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "skelang"), "data", "render", str(run), "--code", "9999", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = skelang_cli("data", "render", run, "--code", "9999", "--out", out)
     assert result.returncode == 1 and "code 9999 is not in [0, 512)" in result.stderr
 
 
