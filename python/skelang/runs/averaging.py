@@ -96,9 +96,10 @@ class WeightAverage:
                 tensor.copy_(values[name])
 
     def trained_state(self) -> dict[str, torch.Tensor]:
-        """Copies of the trained weights (also inside applied())."""
+        """Copies of the trained weights (also inside applied(), where the copies it took are
+        returned: nothing writes into them, applied() only reads them back at its end)."""
         if self.kept is not None:
-            return {name: tensor.clone() for name, tensor in self.kept.items()}
+            return dict(self.kept)
         return {name: tensor.detach().clone() for name, tensor in self.trained.items()}
 
     def state_dict(self) -> dict:
@@ -120,4 +121,4 @@ class WeightAverage:
                 f"{', '.join(differ[:5])}" + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
             )
         self.updates = state["updates"]
-        self.load_into_modules(state["trained"])
+        self.load_into_modules(saved)
