@@ -1,4 +1,5 @@
-"""The `skelang` command line, run as a user runs it."""
+"""The `skelang` command line: its commands inside the test's process (skelang_cli), and as a user runs it
+where the process itself is tested (a closed pipe, the environment at load, the benchmarks)."""
 
 from __future__ import annotations
 
