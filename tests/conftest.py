@@ -83,12 +83,12 @@ def skelang_cli(*args, cwd: Path | str | None = None) -> subprocess.CompletedPro
 
     argv = [str(arg) for arg in args]
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
-            try:
-                code = cli.main(argv)
-            except SystemExit as exit_:  # argparse: --help (0) and usage errors (2)
-                code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    folder = contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), folder:
+        try:
+            code = cli.main(argv)
+        except SystemExit as exit_:  # argparse: --help (0) and usage errors (2)
+            code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
     return subprocess.CompletedProcess(["skelang", *argv], code, out.getvalue(), err.getvalue())
 
 

@@ -146,8 +146,7 @@ def test_eval_and_explain_from_the_command_line(synthetic_lm_run):
     assert record["narrative"].startswith("<a")
     printed = skelang_cli("explain", run, "--count", "2")
     assert printed.returncode == 0, printed.stderr
-    printed = printed.stdout
-    assert printed.count("explanation:") == 2
+    assert printed.stdout.count("explanation:") == 2
 
 
 @pytest.fixture(scope="module")
