@@ -142,3 +142,61 @@ def test_export_never_replaces_a_file_without_force_nor_a_run_file(tiny_run, tmp
     assert (run / "checkpoint.pt").read_bytes() == before
     with pytest.raises(ValueError, match="--format must be one of"):
         export_run(run, "tflite", tmp_path / "m")
+
+
+def test_compare_runs_reads_last_best_and_time_to_accuracy():
+    from skelang.runs.compare import compare_runs, format_comparison, records
+
+    logs = {
+        "a": [
+            {"epoch": 1, "seconds": 60.0, "test_top1": 0.5},
+            {"epoch": 2, "seconds": 120.0, "test_top1": 0.94},
+            {"epoch": 3, "seconds": 60.0},  # not evaluated (train.eval_every)
+            {"epoch": 4, "seconds": 60.0, "test_top1": 0.92},
+        ],
+        "b": [{"epoch": 1, "seconds": 30.0, "test_top1": 0.9}],
+    }
+    table, summary = compare_runs(logs, {"a": 4, "b": 3}, target=0.935)
+    a, b = records(table)
+    assert a == {
+        "run": "a",
+        "epochs": 4,
+        "planned_epochs": 4,
+        "last_top1": 0.92,
+        "best_top1": 0.94,
+        "best_epoch": 2,
+        "best_minutes": 3.0,
+        "target_epoch": 2,
+        "target_minutes": 3.0,
+        "minutes": 5.0,
+    }
+    assert (b["last_top1"], b["best_epoch"], b["target_epoch"], b["target_minutes"]) == (0.9, 1, None, None)
+    assert summary["runs"] == 2 and summary["unfinished"] == 1 and summary["reached"] == 1
+    assert summary["last_top1_mean"] == pytest.approx(0.91)
+    assert summary["last_top1_std"] == pytest.approx(np.std([0.92, 0.9], ddof=1))
+    assert summary["target_minutes_mean"] == pytest.approx(3.0)
+    text = format_comparison(table, summary)
+    assert "epoch 2, 3.0 min" in text and "never" in text and "1/3" in text and "1 of 2 reached 93.50%" in text
+    with pytest.raises(ValueError, match="b: its log holds no evaluated epoch"):
+        compare_runs({"b": [{"epoch": 1, "seconds": 3.0}]})
+    with pytest.raises(ValueError, match=r"fraction in \(0, 1\]"):
+        compare_runs(logs, target=93.5)
+
+
+def test_compare_command_reads_run_folders(tiny_run, tmp_path):
+    run, metrics = tiny_run
+    done = skelang_cli("compare", str(run), str(run), "--labels", "s1", "s2", "--target", "0.01", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [row["run"] for row in report["runs"]] == ["s1", "s2"]
+    assert report["runs"][0]["last_top1"] == pytest.approx(metrics["top1"])
+    assert report["runs"][0]["epochs"] == report["runs"][0]["planned_epochs"] == 2
+    assert report["summary"]["last_top1_std"] == 0.0 and report["summary"]["reached"] == 2
+    text = skelang_cli("compare", str(run))
+    assert text.returncode == 0 and "2/2" in text.stdout
+    bad = skelang_cli("compare", str(run), "--target", "93.5")
+    assert bad.returncode != 0 and "(e.g. 0.935), got 93.5" in bad.stderr and "Traceback" not in bad.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = skelang_cli("compare", str(empty))
+    assert missing.returncode != 0 and str(empty) in missing.stderr and "Traceback" not in missing.stderr

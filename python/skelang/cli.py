@@ -13,6 +13,7 @@ skelang data extract VIDEO|FOLDER --out DIR   skeletons from videos (BlazePose),
 skelang predict RUN VIDEO [--window N] [--render OUT.mp4]   the action in a video, explained for LM runs
 skelang demo [--data NW_UCLA] [--out DIR]     both systems end to end: HocSLM, VST tokens, LM explanations
 skelang plot RUN... --out FILE.png [--x epoch|minutes]   training curves of runs on one figure
+skelang compare RUN... [--target 0.935] [--json]   runs side by side: last, best, time to accuracy
 skelang export RUN --format torchscript|exported|onnx --out FILE   a run's model for inference
 skelang eval RUN_DIR [--json] [--data PATH] [--zero-shot | --explanations]   a run's test metrics
 skelang explain RUN_DIR [--data PATH] [--sample ID] [--json]       the language model's answers, explained
@@ -699,9 +700,9 @@ def _add_demo_command(commands) -> None:
     parser.set_defaults(func=lambda args, rest: cmd_demo(args))
 
 
-def cmd_plot(args) -> int:
+def _labelled_runs(args) -> dict:
+    """args.runs opened (RunDirectory), by their --labels or their folders."""
     from skelang.runs import open_run
-    from skelang.runs.plots import plot_curves
 
     runs = [open_run(path) for path in args.runs]
     labels = args.labels or [str(run.path) for run in runs]
@@ -709,8 +710,14 @@ def cmd_plot(args) -> int:
         raise ValueError(f"--labels: {len(labels)} labels for {len(runs)} runs")
     if len(set(labels)) != len(labels):
         raise ValueError(f"--labels: each run needs its own label, got {labels}")
+    return dict(zip(labels, runs))
+
+
+def cmd_plot(args) -> int:
+    from skelang.runs.plots import plot_curves
+
     logs = {}
-    for label, run in zip(labels, runs):
+    for label, run in _labelled_runs(args).items():
         logs[label] = run.read_log()
         if not logs[label]:
             raise ValueError(f"{run.path}: its log holds no epoch yet")
@@ -744,6 +751,38 @@ def cmd_export(args) -> int:
             f"the eager model {report['max_abs_difference']:.2g})"
         )
     return 0
+
+
+def cmd_compare(args) -> int:
+    from skelang.runs.compare import compare_runs, format_comparison, records
+
+    runs = _labelled_runs(args)
+    logs = {label: run.read_log() for label, run in runs.items()}
+    for label, run in runs.items():
+        if not any(entry.get("test_top1") is not None for entry in logs[label]):
+            raise ValueError(f"{run.path}: its log holds no evaluated epoch (test_top1) yet")
+    planned = {label: run.config["train"]["epochs"] for label, run in runs.items()}
+    table, summary = compare_runs(logs, planned, args.target)
+    if args.json:
+        print(json.dumps({"runs": records(table), "summary": summary}, indent=2))
+    else:
+        print(format_comparison(table, summary))
+    return 0
+
+
+def _add_compare_command(commands) -> None:
+    parser = commands.add_parser(
+        "compare", help="runs side by side: last and best test top-1, time to a target accuracy, mean and std"
+    )
+    parser.add_argument("runs", nargs="+", help="run folders written by skelang train (finished or still training)")
+    parser.add_argument(
+        "--target",
+        type=float,
+        help="a test top-1 fraction (e.g. 0.935): the epoch and minutes at which each run first reached it",
+    )
+    parser.add_argument("--labels", nargs="+", help="one label per run (default: the run folders)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON (top-1 as fractions)")
+    parser.set_defaults(func=lambda args, rest: cmd_compare(args))
 
 
 def _add_export_command(commands) -> None:
@@ -864,6 +903,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_demo_command(commands)
     _add_predict_command(commands)
     _add_plot_command(commands)
+    _add_compare_command(commands)
     _add_export_command(commands)
     _add_model_commands(commands)
     _add_vst_commands(commands)
