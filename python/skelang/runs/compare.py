@@ -113,13 +113,17 @@ def format_comparison(table, summary: dict) -> str:
         entry["minutes"] = f"{row['minutes']:.1f}"
         shown.append(entry)
     runs = summary["runs"]
+
+    def mean(column: str) -> str:
+        spread = f" +- {100 * summary[column + '_std']:.2f}" if runs > 1 else ""
+        return percent(summary[column + "_mean"]) + spread
+
     lines = [
         pandas.DataFrame(shown).to_string(index=False),
-        f"over {runs} run{'s' if runs > 1 else ''}"
+        ("mean over" if runs > 1 else "over")
+        + f" {runs} run{'s' if runs > 1 else ''}"
         + (f" ({summary['unfinished']} with fewer epochs than planned)" if summary["unfinished"] else "")
-        + f": last top-1 {percent(summary['last_top1_mean'])} "
-        f"+- {100 * summary['last_top1_std']:.2f}, best top-1 {percent(summary['best_top1_mean'])} "
-        f"+- {100 * summary['best_top1_std']:.2f}, {summary['minutes_mean']:.1f} min",
+        + f": last top-1 {mean('last_top1')}, best top-1 {mean('best_top1')}, {summary['minutes_mean']:.1f} min",
     ]
     if target is not None:
         reached = summary["reached"]
