@@ -22,10 +22,8 @@ sample id) and results.png.
 
 from __future__ import annotations
 
-import csv
 import ctypes
 import ctypes.util
-import io
 import itertools
 import json
 import os
@@ -259,9 +257,9 @@ def ablate(sweep_path: str | Path, out_dir: str | Path, jobs: int = 1, progress:
                 running.append((subprocess.Popen(command, stdout=output, stderr=output, env=env), log))
     if failures:
         raise ValueError("ablate: runs failed (the others are kept; run again to retry):\n  " + "\n  ".join(failures))
-    rows = collect(out_dir, configs)
-    write_results(out_dir, rows)
-    return pandas.DataFrame(rows)
+    table = pandas.DataFrame(collect(out_dir, configs))
+    write_results(out_dir, table)
+    return table
 
 
 def collect(out_dir: Path, configs: dict) -> list[dict]:
@@ -320,13 +318,10 @@ def summarize(rows: list[dict]) -> list[dict]:
     return summary
 
 
-def write_results(out_dir: Path, rows: list[dict]) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(out_dir / "results.csv", text.getvalue())
-    summary = summarize(rows)
+def write_results(out_dir: Path, table: pandas.DataFrame) -> None:
+    """results.csv (the table), results.md and results.png (its summary per variant)."""
+    write_text_atomic(out_dir / "results.csv", table.to_csv(index=False, lineterminator="\n"))
+    summary = summarize(table.to_dict("records"))
     lines = [
         "| variant | runs | top-1 (mean +- std) | vs base (95% paired bootstrap) | wall time |",
         "|---|---|---|---|---|",
