@@ -739,20 +739,6 @@ def _add_plot_command(commands) -> None:
     parser.set_defaults(func=lambda args, rest: cmd_plot(args))
 
 
-def cmd_export(args) -> int:
-    from skelang.runs.export import export_run
-
-    report = export_run(args.run_dir, args.format, args.out, force=args.force)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(
-            f"wrote {report['file']} ({report['format']}, input {report['input_shape']}; largest difference to "
-            f"the eager model {report['max_abs_difference']:.2g})"
-        )
-    return 0
-
-
 def cmd_compare(args) -> int:
     from skelang.runs.compare import compare_runs, format_comparison, records
 
@@ -783,6 +769,20 @@ def _add_compare_command(commands) -> None:
     parser.add_argument("--labels", nargs="+", help="one label per run (default: the run folders)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON (top-1 as fractions)")
     parser.set_defaults(func=lambda args, rest: cmd_compare(args))
+
+
+def cmd_export(args) -> int:
+    from skelang.runs.export import export_run
+
+    report = export_run(args.run_dir, args.format, args.out, force=args.force)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"wrote {report['file']} ({report['format']}, input {report['input_shape']}; largest difference to "
+            f"the eager model {report['max_abs_difference']:.2g})"
+        )
+    return 0
 
 
 def _add_export_command(commands) -> None:
