@@ -34,9 +34,10 @@ def compare_runs(logs: dict[str, list[dict]], planned: dict[str, int] | None = N
           has fewer lines); target: a top-1 fraction in (0, 1], or None.
     Returns (table, summary): table, a pandas DataFrame with one row per run and the columns
     of COLUMNS (top-1 as fractions, minutes of wall time; target_* empty where the run never
-    reached the target); summary, a dict with the number of runs, the mean and standard
-    deviation (ddof=1; 0 for one run) of last_top1, best_top1 and minutes, and with a target
-    how many runs reached it and their mean target_minutes.
+    reached the target); summary, a dict with the number of runs, how many have fewer epochs
+    than planned ("unfinished"), the mean and standard deviation (ddof=1; 0 for one run) of
+    last_top1, best_top1 and minutes, and with a target how many runs reached it and their
+    mean target_minutes.
     Raises ValueError naming the run whose log holds no evaluated epoch, or a target that is
     not a fraction.
     """
