@@ -171,12 +171,16 @@ def test_compare_runs_reads_last_best_and_time_to_accuracy():
         "minutes": 5.0,
     }
     assert (b["last_top1"], b["best_epoch"], b["target_epoch"], b["target_minutes"]) == (0.9, 1, None, None)
+    assert all(type(a[key]) is int for key in ("epochs", "planned_epochs", "best_epoch", "target_epoch"))
     assert summary["runs"] == 2 and summary["unfinished"] == 1 and summary["reached"] == 1
     assert summary["last_top1_mean"] == pytest.approx(0.91)
     assert summary["last_top1_std"] == pytest.approx(np.std([0.92, 0.9], ddof=1))
     assert summary["target_minutes_mean"] == pytest.approx(3.0)
     text = format_comparison(table, summary)
     assert "epoch 2, 3.0 min" in text and "never" in text and "1/3" in text and "1 of 2 reached 93.50%" in text
+    _, unplanned = compare_runs(logs)  # without train.epochs: nothing counts as unfinished
+    assert unplanned["unfinished"] == 0 and "target" not in unplanned
+    assert "/" not in format_comparison(*compare_runs(logs)).splitlines()[1].split()[1]
     with pytest.raises(ValueError, match="b: its log holds no evaluated epoch"):
         compare_runs({"b": [{"epoch": 1, "seconds": 3.0}]})
     with pytest.raises(ValueError, match=r"fraction in \(0, 1\]"):
@@ -200,3 +204,10 @@ def test_compare_command_reads_run_folders(tiny_run, tmp_path):
     empty.mkdir()
     missing = skelang_cli("compare", str(empty))
     assert missing.returncode != 0 and str(empty) in missing.stderr and "Traceback" not in missing.stderr
+    early = tmp_path / "early"  # a run whose first evaluation has not come yet (train.eval_every)
+    early.mkdir()
+    for name in ("config.yaml", "checkpoint.pt"):
+        (early / name).write_bytes((run / name).read_bytes())
+    (early / "log.jsonl").write_text(json.dumps({"epoch": 1, "loss": 1.0, "lr": 0.1, "seconds": 2.0}) + "\n")
+    unevaluated = skelang_cli("compare", str(early), "--labels", "e")
+    assert unevaluated.returncode != 0 and f"{early}: its log holds no evaluated epoch" in unevaluated.stderr

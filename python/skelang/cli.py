@@ -13,7 +13,7 @@ skelang data extract VIDEO|FOLDER --out DIR   skeletons from videos (BlazePose),
 skelang predict RUN VIDEO [--window N] [--render OUT.mp4]   the action in a video, explained for LM runs
 skelang demo [--data NW_UCLA] [--out DIR]     both systems end to end: HocSLM, VST tokens, LM explanations
 skelang plot RUN... --out FILE.png [--x epoch|minutes]   training curves of runs on one figure
-skelang compare RUN... [--target 0.935] [--json]   runs side by side: last, best, time to accuracy
+skelang compare RUN... [--target T] [--json]   runs side by side: last, best, time to a target top-1
 skelang export RUN --format torchscript|exported|onnx --out FILE   a run's model for inference
 skelang eval RUN_DIR [--json] [--data PATH] [--zero-shot | --explanations]   a run's test metrics
 skelang explain RUN_DIR [--data PATH] [--sample ID] [--json]       the language model's answers, explained
@@ -740,8 +740,9 @@ def _add_plot_command(commands) -> None:
 
 
 def cmd_compare(args) -> int:
-    from skelang.runs.compare import compare_runs, format_comparison, records
+    from skelang.runs.compare import check_target, compare_runs, format_comparison, records
 
+    check_target(args.target)
     runs = _labelled_runs(args)
     logs = {label: run.read_log() for label, run in runs.items()}
     for label, run in runs.items():
@@ -760,7 +761,9 @@ def _add_compare_command(commands) -> None:
     parser = commands.add_parser(
         "compare", help="runs side by side: last and best test top-1, time to a target accuracy, mean and std"
     )
-    parser.add_argument("runs", nargs="+", help="run folders written by skelang train (finished or still training)")
+    parser.add_argument(
+        "runs", nargs="+", help="run folders written by skelang train (finished, or training past their first epoch)"
+    )
     parser.add_argument(
         "--target",
         type=float,

@@ -4,7 +4,9 @@ and spread over the runs, as one reads several seeds of one recipe (`skelang com
 
 The best epoch is chosen on the test set, as CTR-GCN's code reports NW-UCLA (it has no
 validation split): read it beside the last epoch, never alone. Minutes are the cumulative
-`seconds` of the log's epochs (training and each epoch's evaluation; not the model's loading).
+`seconds` of the log's epochs (each epoch's training and evaluation), so they leave out the
+start-up, checkpoint writes and, for a resumed run, the epoch a kill lost; an entry without
+`seconds` counts 0.
 """
 
 from __future__ import annotations
@@ -24,6 +26,18 @@ COLUMNS = (
     "target_minutes",
     "minutes",
 )
+EPOCH_COLUMNS = ("epochs", "planned_epochs", "best_epoch", "target_epoch")  # integers, <NA> where unknown
+
+
+def cumulative_minutes(entries: list[dict]) -> np.ndarray:
+    """Wall-clock minutes at the end of each logged epoch: the cumulative `seconds` / 60."""
+    return np.cumsum([entry.get("seconds", 0.0) for entry in entries]) / 60
+
+
+def check_target(target: float | None) -> None:
+    """A target is a top-1 fraction in (0, 1] or None; anything else is a ValueError."""
+    if target is not None and not 0 < target <= 1:
+        raise ValueError(f"target must be a top-1 fraction in (0, 1] (e.g. 0.935), got {target}")
 
 
 def compare_runs(logs: dict[str, list[dict]], planned: dict[str, int] | None = None, target: float | None = None):
@@ -36,16 +50,15 @@ def compare_runs(logs: dict[str, list[dict]], planned: dict[str, int] | None = N
     of COLUMNS (top-1 as fractions, minutes of wall time; target_* empty where the run never
     reached the target); summary, a dict with the number of runs, how many have fewer epochs
     than planned ("unfinished"), the mean and standard deviation (ddof=1; 0 for one run) of
-    last_top1, best_top1 and minutes, and with a target how many runs reached it and their
-    mean target_minutes.
-    Raises ValueError naming the run whose log holds no evaluated epoch, or a target that is
-    not a fraction.
+    last_top1, best_top1 and minutes, and with a target the target, how many runs reached it
+    ("reached") and their mean target_minutes (None where none did).
+    Epoch columns are integers (pandas Int64, <NA> where unknown). Raises ValueError naming
+    the label of a run whose log holds no evaluated epoch, or a target that is not a fraction.
     """
-    if target is not None and not 0 < target <= 1:
-        raise ValueError(f"target must be a top-1 fraction in (0, 1] (e.g. 0.935), got {target}")
+    check_target(target)
     rows = []
     for label, entries in logs.items():
-        minutes = np.cumsum([entry.get("seconds", 0.0) for entry in entries]) / 60
+        minutes = cumulative_minutes(entries)
         evaluated = [(entry, float(m)) for entry, m in zip(entries, minutes) if entry.get("test_top1") is not None]
         if not evaluated:
             raise ValueError(f"{label}: its log holds no evaluated epoch (test_top1) yet")
@@ -65,9 +78,9 @@ def compare_runs(logs: dict[str, list[dict]], planned: dict[str, int] | None = N
                 "minutes": float(minutes[-1]),
             }
         )
-    table = pandas.DataFrame(rows, columns=list(COLUMNS))
-    unfinished = table["planned_epochs"].notna() & (table["epochs"] < table["planned_epochs"])
-    summary = {"runs": len(table), "unfinished": int(unfinished.sum())}
+    table = pandas.DataFrame(rows, columns=list(COLUMNS)).astype({column: "Int64" for column in EPOCH_COLUMNS})
+    unfinished = sum(row["planned_epochs"] is not None and row["epochs"] < row["planned_epochs"] for row in rows)
+    summary = {"runs": len(table), "unfinished": unfinished}
     for column in ("last_top1", "best_top1", "minutes"):
         summary[f"{column}_mean"] = float(table[column].mean())
         summary[f"{column}_std"] = float(table[column].std(ddof=1)) if len(table) > 1 else 0.0

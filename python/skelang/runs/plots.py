@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from skelang.files import atomic_open
+from skelang.runs.compare import cumulative_minutes
 
 CURVES = "curves.png"
 CONFUSION = "confusion.png"
@@ -58,7 +59,7 @@ def plot_curves(logs: dict[str, list[dict]], out: str | os.PathLike, x: str = "e
         if x == "epoch":
             position = [entry["epoch"] for entry in entries]
         else:
-            position = np.cumsum([entry.get("seconds", 0.0) for entry in entries]) / 60
+            position = cumulative_minutes(entries)
         loss_axis.plot(position, [entry["loss"] for entry in entries], color=colour, label=label)
         for key, style in (("train_top1", "--"), ("test_top1", "-")):
             points = [(p, 100 * entry[key]) for p, entry in zip(position, entries) if entry.get(key) is not None]
