@@ -11,7 +11,13 @@ import torch
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from skelang.lm.action_tokens import ActionTokenEmbedding, MotionProjector, add_action_tokens, insert_soft_tokens
+from skelang.lm.action_tokens import (
+    ActionTokenEmbedding,
+    ClassEvidenceToken,
+    MotionProjector,
+    add_action_tokens,
+    insert_soft_tokens,
+)
 from skelang.lm.faithfulness import cited_codes, faithfulness_summary, named_action, probability_drop
 from skelang.lm.scoring import (
     AllowedActionTokens,
@@ -258,6 +264,31 @@ def test_generation_after_adding_action_tokens(kind):
 
 
 # ---------------------------------------------------------------------- motion soft tokens
+
+
+def test_the_class_evidence_token_starts_as_the_encoders_prediction():
+    """softmax(the encoder's classifier) mixing the class embeddings; its own copy of the
+    classifier trains, the encoder's does not move; bad shapes are named."""
+    torch.manual_seed(0)
+    classifier = torch.nn.Linear(6, 3)
+    names = torch.randn(3, 8)
+    token = ClassEvidenceToken(classifier, names)
+    pooled = torch.randn(4, 6)
+    soft = token(pooled)
+    assert soft.shape == (4, 1, 8)
+    torch.testing.assert_close(soft[:, 0], classifier(pooled).softmax(-1) @ names)
+    confident = ClassEvidenceToken(classifier, names)
+    with torch.no_grad():
+        confident.classifier.weight.zero_()
+        confident.classifier.bias.copy_(torch.tensor([0.0, 50.0, 0.0]))
+    torch.testing.assert_close(confident(pooled)[:, 0], names[1].expand(4, 8))
+    soft.sum().backward()
+    assert token.classifier.weight.grad.abs().sum() > 0 and token.class_embeddings.grad.abs().sum() > 0
+    assert classifier.weight.grad is None
+    with pytest.raises(ValueError, match=r"pooled features must have shape \(N, 6\)"):
+        token(torch.randn(4, 5))
+    with pytest.raises(ValueError, match=r"class_embeddings must have shape \(3, H\)"):
+        ClassEvidenceToken(classifier, torch.randn(4, 8))
 
 
 def test_motion_projector_and_insert_soft_tokens():

@@ -190,17 +190,18 @@ def test_joint_training_resumes_to_the_same_weights(joint_lm_run, tmp_path):
             torch.testing.assert_close(resumed[part][name], whole[part][name], rtol=0, atol=0, msg=name)
 
 
-@pytest.mark.parametrize("projector", [False, True])
-def test_the_language_model_loss_reaches_the_encoder(synthetic_vst_run, tiny_language_model, projector):
-    """Straight-through on the action tokens (and the projector, where on): the loss's value
-    is that of the hard codes, and the encoder gets a gradient from the language model alone."""
+@pytest.mark.parametrize("soft", ["", "projector", "encoder_token"])
+def test_the_language_model_loss_reaches_the_encoder(synthetic_vst_run, tiny_language_model, soft):
+    """Straight-through on the action tokens (and the projector or the encoder token, where
+    on): the loss's value is that of the hard codes, and the encoder gets a gradient from the
+    language model alone."""
     from skelang.data.dataset import SkeletonDataset
     from skelang.runs.config import resolve_config
     from skelang.runs.stages.encoder import load_sequences, make_preprocess
     from skelang.runs.stages.lm import build_language_model, narrate_for_training, unfreeze_for_joint_training
     from skelang.runs.stages.vst import load_vst_run
 
-    config = resolve_config(lm_config(synthetic_vst_run[0], tiny_language_model, projector=projector))
+    config = resolve_config(lm_config(synthetic_vst_run[0], tiny_language_model, **({soft: True} if soft else {})))
     vst_model = load_vst_run(config["lm"]["vst_run"]).model
     torch.manual_seed(0)
     model = build_language_model(config, vst_model)
@@ -210,11 +211,54 @@ def test_the_language_model_loss_reaches_the_encoder(synthetic_vst_run, tiny_lan
     targets = [(" wave.", "")] * 4
     model.eval()  # no LoRA dropout: the two losses below see the same network
     loss = model.loss(samples, targets)
-    hard = [dataclasses.replace(s, code_probabilities=None, features=s.features.detach()) for s in samples]
+    hard = [
+        dataclasses.replace(s, code_probabilities=None, features=s.features.detach(), pooled=s.pooled.detach())
+        for s in samples
+    ]
     torch.testing.assert_close(loss, model.loss(hard, targets), rtol=0, atol=0)
     loss.backward()
     grads = [p.grad for p in vst_model.encoder.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_the_encoder_token_starts_as_the_encoders_prediction_and_trains(
+    synthetic_vst_run, tiny_language_model, tmp_path
+):
+    """lm.encoder_token: one <encoder> soft token in the prompt, at first the encoder's class
+    probabilities over the class names' mean input embeddings; it trains, a run with it
+    evaluates from its folder to the same top-1, and a sample without the pooled feature is
+    refused with a clear error."""
+    from skelang.runs import train
+    from skelang.runs.config import resolve_config
+    from skelang.runs.stages.encoder import load_sequences
+    from skelang.runs.stages.lm import build_language_model, narrate
+    from skelang.runs.stages.vst import load_vst_run
+
+    config = resolve_config(lm_config(synthetic_vst_run[0], tiny_language_model, encoder_token=True))
+    vst_model = load_vst_run(config["lm"]["vst_run"]).model
+    samples = narrate(vst_model, load_sequences(config["data"])[0][:3], config["data"])
+    model = build_language_model(config, vst_model).eval()
+    prompt = model._ids(model.prompt(samples[0]))
+    assert prompt.count(model.encoder_placeholder_id) == 1
+    embeds, _, ids = model.embed([model._ids(model.prompt(s)) for s in samples], samples)
+    pooled = torch.stack([s.pooled for s in samples])
+    embedding = model.language_model.get_input_embeddings()
+    names = torch.stack([embedding(torch.tensor(model._ids(" " + n))).mean(0) for n in model.class_names])
+    expected = vst_model.encoder.classifier(pooled).softmax(-1) @ names  # (3, H)
+    torch.testing.assert_close(embeds[ids == model.encoder_placeholder_id], expected.detach())
+    loss = model.loss(samples, [(" wave.", "")] * 3)
+    loss.backward()
+    assert model.encoder_token.class_embeddings.grad.abs().sum() > 0
+    assert "encoder_token.classifier.weight" in model.trainable_state()
+    with pytest.raises(ValueError, match="lm.encoder_token: a sample has no pooled encoder feature"):
+        model.loss([dataclasses.replace(samples[0], pooled=None)], [(" wave.", "")])
+
+    config = lm_config(synthetic_vst_run[0], tiny_language_model, encoder_token=True, explain_samples=0)
+    config["train"]["epochs"] = 1
+    metrics = train(config, tmp_path / "run", progress=False)
+    evaluated = skelang_cli("eval", tmp_path / "run", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["top1"] == pytest.approx(metrics["top1"])
 
 
 def test_the_lm_section_needs_its_run_and_descriptions(tiny_language_model):
@@ -233,7 +277,7 @@ def test_the_lm_section_needs_its_run_and_descriptions(tiny_language_model):
     with pytest.raises(ValueError, match=r"unknown key lm.lora.alfa \(did you mean lm.lora.alpha\?\)"):
         resolve_config(config)
     config = lm_config("runs/x", tiny_language_model, action_tokens=False, joint={"enabled": True})
-    with pytest.raises(ValueError, match="lm.joint.enabled: .* both false"):
+    with pytest.raises(ValueError, match="lm.joint.enabled: .* all false"):
         resolve_config(config)
     config = lm_config("runs/x", tiny_language_model, model_dtype="bf16")
     config["train"]["parallel"] = "fsdp"

@@ -9,7 +9,8 @@ models tie their embeddings).
 
 `MotionProjector` and `insert_soft_tokens` are the LLaVA-style alternative: continuous encoder
 features are projected into the language model's embedding space and put in place of
-placeholder tokens of the prompt.
+placeholder tokens of the prompt. `ClassEvidenceToken` is one such soft token that starts as
+the encoder's own prediction, written in the embeddings of the class names.
 """
 
 from __future__ import annotations
@@ -207,6 +208,37 @@ class MotionProjector(nn.Module):
         if features.ndim != 3 or features.shape[-1] != self.feature_dim:
             raise ValueError(f"features must have shape (N, S, {self.feature_dim}), got {tuple(features.shape)}")
         return self.net(features)
+
+
+class ClassEvidenceToken(nn.Module):
+    """The encoder's pooled feature (N, C) -> one soft token (N, 1, H): the class
+    probabilities of a linear classifier, softmax(W f + b) (classes,), mixing one embedding
+    per class, E (classes, H). W and b start as the encoder's own classifier and each row of E
+    as the mean input embedding of its class name's tokens, so that the token starts as the
+    encoder's prediction written in the words the language model answers with; both train.
+    skelang's own design (LVLM-VAR's language model reads only the narrative): the encoder's
+    continuous evidence as a soft token beside it, in the LLaVA manner, for a language model
+    that should classify at least as well as its encoder (switch: `lm.encoder_token`)."""
+
+    def __init__(self, classifier: nn.Linear, class_embeddings: Tensor):
+        super().__init__()
+        if class_embeddings.ndim != 2 or class_embeddings.shape[0] != classifier.out_features:
+            raise ValueError(
+                f"class_embeddings must have shape ({classifier.out_features}, H), one row per class of "
+                f"the classifier, got {tuple(class_embeddings.shape)}"
+            )
+        self.feature_dim = classifier.in_features
+        self.classifier = nn.Linear(classifier.in_features, classifier.out_features)
+        with torch.no_grad():
+            self.classifier.weight.copy_(classifier.weight)
+            self.classifier.bias.copy_(classifier.bias)
+        self.class_embeddings = nn.Parameter(class_embeddings.detach().float().clone())
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        if pooled.ndim != 2 or pooled.shape[1] != self.feature_dim:
+            raise ValueError(f"pooled features must have shape (N, {self.feature_dim}), got {tuple(pooled.shape)}")
+        probabilities = self.classifier(pooled).softmax(-1)  # (N, classes)
+        return (probabilities @ self.class_embeddings).unsqueeze(1)  # (N, 1, H)
 
 
 def insert_soft_tokens(input_embeds: Tensor, input_ids: Tensor, placeholder_id: int, soft_tokens: Tensor) -> Tensor:

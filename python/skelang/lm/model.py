@@ -3,9 +3,11 @@
 The semantic action tokens of a sequence (from a VST run) become tokens ``<a0>``..``<aK-1>``
 of the language model with trainable embedding rows; optionally a LLaVA-style projector
 turns the sequence's continuous segment features into soft tokens placed before the
-narrative. LoRA adapters on the attention (and any other named) projections are the only
-other trainable weights. The model classifies by scoring every candidate class name after
-the prompt, and explains by generating after "Action: <name>. Explanation:".
+narrative, and `ClassEvidenceToken` the encoder's pooled feature into one soft token that
+starts as the encoder's prediction (`lm.encoder_token`). LoRA adapters on the attention
+(and any other named) projections are the only other trainable weights. The model
+classifies by scoring every candidate class name after the prompt, and explains by
+generating after "Action: <name>. Explanation:".
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import Tensor, nn
 
 from skelang.fusion.descriptions import ActionDescriptions
 from skelang.lm.action_tokens import (
+    ClassEvidenceToken,
     MotionProjector,
     add_action_tokens,
     insert_soft_tokens,
@@ -29,6 +32,7 @@ from skelang.lm.scoring import AllowedActionTokens, class_log_likelihoods, gener
 from skelang.vst.narrative import TokenRun, format_narrative, run_length
 
 MOTION_PLACEHOLDER = "<motion>"
+ENCODER_PLACEHOLDER = "<encoder>"
 
 
 @dataclasses.dataclass
@@ -41,6 +45,7 @@ class NarratedSample:
     name: str = ""
     encoder_predicted: int = -1  # the encoder's own classifier, for comparison
     code_probabilities: Tensor | None = None  # (S, K) soft code assignments, in joint training only
+    pooled: Tensor | None = None  # (C,) the encoder's pooled feature (its classifier's input)
 
     def runs(self, codes: Sequence[int] | None = None) -> list[TokenRun]:
         """The runs of equal codes in `codes` (default: its own), spans in segments."""
@@ -62,6 +67,7 @@ class LMOptions:
     lora: LoRAConfig
     action_tokens: bool = True  # False: the narrative is plain text to the tokenizer (ablation)
     projector: bool = False  # soft tokens from the segment features (LLaVA-style)
+    encoder_token: bool = False  # one soft token from the encoder's pooled feature (ClassEvidenceToken)
     candidates: bool = True  # the prompt lists the candidate class names
     backend: str = "cpp"
 
@@ -75,7 +81,10 @@ class ActionLanguageModel(nn.Module):
         num_codes: int,
         feature_dim: int,
         options: LMOptions,
+        encoder_classifier: nn.Linear | None = None,
     ):
+        """`encoder_classifier`: the encoder's classifier (pooled feature -> classes), which
+        options.encoder_token needs to start its ClassEvidenceToken from."""
         super().__init__()
         self.language_model, self.tokenizer, self.options = language_model, tokenizer, options
         self.descriptions = descriptions
@@ -89,6 +98,27 @@ class ActionLanguageModel(nn.Module):
             self.projector = MotionProjector(feature_dim, hidden)
             tokenizer.add_tokens([MOTION_PLACEHOLDER], special_tokens=True)
             self.placeholder_id = tokenizer.convert_tokens_to_ids(MOTION_PLACEHOLDER)
+        self.encoder_token, self.encoder_placeholder_id = None, None
+        if options.encoder_token:
+            if encoder_classifier is None:
+                raise ValueError("lm.encoder_token: the encoder's classifier is needed to start the token from")
+            if encoder_classifier.out_features != len(self.class_names):
+                raise ValueError(
+                    f"lm.encoder_token: the encoder classifies {encoder_classifier.out_features} classes, "
+                    f"the descriptions name {len(self.class_names)}"
+                )
+            embedding = language_model.get_input_embeddings()
+            device = embedding.weight.device
+            with torch.no_grad():
+                names = torch.stack(
+                    [
+                        embedding(torch.tensor(self._ids(" " + name), device=device)).float().mean(0)
+                        for name in self.class_names
+                    ]
+                )  # (classes, H)
+            self.encoder_token = ClassEvidenceToken(encoder_classifier, names)
+            tokenizer.add_tokens([ENCODER_PLACEHOLDER], special_tokens=True)
+            self.encoder_placeholder_id = tokenizer.convert_tokens_to_ids(ENCODER_PLACEHOLDER)
         self.candidate_ids = [self._ids(answer_text(name)) for name in self.class_names]
 
     # -- the trainable part (what checkpoints hold) ---------------------------------------
@@ -118,11 +148,14 @@ class ActionLanguageModel(nn.Module):
         narrative = sample.narrative(codes)
         if self.projector is not None:
             narrative = MOTION_PLACEHOLDER * len(sample.codes) + " " + narrative
+        if self.encoder_token is not None:
+            narrative = ENCODER_PLACEHOLDER + " " + narrative
         return build_prompt(self.tokenizer, narrative, self.class_names if self.options.candidates else None)
 
     def embed(self, id_lists: list[list[int]], samples: Sequence[NarratedSample]) -> tuple[Tensor, Tensor, Tensor]:
         """Left-padded (embeds (N, L, H), mask (N, L), ids (N, L)) of token id lists, with
-        the projector's soft tokens at the motion placeholders, and, where the samples carry
+        the projector's soft tokens at the motion placeholders, the class-evidence token at the
+        encoder placeholder, and, where the samples carry
         code probabilities (joint training), the straight-through path to the encoder on
         their narratives' action tokens."""
         device = next(self.language_model.parameters()).device
@@ -134,12 +167,24 @@ class ActionLanguageModel(nn.Module):
             ids[row, length - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
             mask[row, length - len(sequence) :] = 1
         ids, mask = ids.to(device), mask.to(device)
-        lookup = ids if self.placeholder_id is None else ids.masked_fill(ids == self.placeholder_id, pad)
+        lookup = ids
+        for placeholder in (self.placeholder_id, self.encoder_placeholder_id):
+            if placeholder is not None:
+                lookup = lookup.masked_fill(ids == placeholder, pad)
         embeds = self.language_model.get_input_embeddings()(lookup)
         if self.projector is not None:
             dtype = self.projector.net[0].weight.dtype  # float32 also beside a half-precision language model
             features = torch.stack([sample.features for sample in samples]).to(device, dtype)  # (N, S, D)
             embeds = insert_soft_tokens(embeds, ids, self.placeholder_id, self.projector(features))
+        if self.encoder_token is not None:
+            if any(sample.pooled is None for sample in samples):
+                raise ValueError(
+                    "lm.encoder_token: a sample has no pooled encoder feature (narratives cached by an earlier "
+                    "version: delete the run's narratives.pt to narrate again)"
+                )
+            dtype = self.encoder_token.class_embeddings.dtype
+            pooled = torch.stack([sample.pooled for sample in samples]).to(device, dtype)  # (N, C)
+            embeds = insert_soft_tokens(embeds, ids, self.encoder_placeholder_id, self.encoder_token(pooled))
         soft = [sample.code_probabilities is not None for sample in samples]
         if any(soft) and self.action_tokens is not None:
             if not all(soft):

@@ -207,6 +207,11 @@ class LMSection(Section):
     lora: LoRAConfig = Field(default_factory=LoRAConfig)
     action_tokens: Bool = Field(True, description="<aK> tokens with trainable embedding rows")
     projector: Bool = Field(False, description="soft tokens from the segment features (LLaVA-style)")
+    encoder_token: Bool = Field(
+        False,
+        description="one soft token from the encoder's pooled feature, starting as its prediction over the "
+        "class names' embeddings (skelang.lm.action_tokens.ClassEvidenceToken)",
+    )
     candidates: Bool = Field(True, description="the prompt lists the candidate class names")
     explanations: Bool = Field(True, description="targets explain the answer (else the name only)")
     answer_weight: PositiveFloat = Field(
@@ -265,10 +270,11 @@ class RunConfig(Section):
             for key in ("vst_run", "descriptions"):
                 if getattr(self.lm, key) is None:
                     raise ValueError(f"lm.{key}: expected a value for stage lm (see configs/nw_ucla_lm.yaml), got null")
-            if self.lm.joint.enabled and not (self.lm.action_tokens or self.lm.projector):
+            if self.lm.joint.enabled and not (self.lm.action_tokens or self.lm.projector or self.lm.encoder_token):
                 raise ValueError(
                     "lm.joint.enabled: the language model's loss reaches the encoder through the action "
-                    "tokens or the projector, and lm.action_tokens and lm.projector are both false"
+                    "tokens, the projector or the encoder token, and lm.action_tokens, lm.projector and "
+                    "lm.encoder_token are all false"
                 )
             if self.model is not None:
                 raise ValueError("model: stage lm takes its encoder from lm.vst_run; remove the model section")

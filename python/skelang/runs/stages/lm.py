@@ -64,9 +64,10 @@ def narrate(model: TokenizedEncoder, sequences: list, data: dict, batch_size: in
     for inputs, labels in loader:
         features = model.encoder.features(inputs.to(device))  # (N, M, C', T', V)
         z = model.segment_features(features)  # (N, S, D)
-        predicted = model.encoder.classifier(features.mean(dim=(1, 3, 4))).argmax(1)
-        for runs, sample_z, label, guess in zip(
-            model.tokenize_features(features), z, labels.tolist(), predicted.tolist()
+        pooled = features.mean(dim=(1, 3, 4))  # (N, C') the classifier's input
+        predicted = model.encoder.classifier(pooled).argmax(1)
+        for runs, sample_z, sample_pooled, label, guess in zip(
+            model.tokenize_features(features), z, pooled, labels.tolist(), predicted.tolist()
         ):
             sequence = sequences[len(samples)]
             codes = [run.code for run in runs for _ in range(run.count)]
@@ -77,6 +78,7 @@ def narrate(model: TokenizedEncoder, sequences: list, data: dict, batch_size: in
                     features=sample_z.to("cpu", copy=True),  # kept (and cached) on the CPU
                     name=sequence.sample_id(len(samples)),  # the id of scores.npz and ensembles
                     encoder_predicted=guess,
+                    pooled=sample_pooled.to("cpu", copy=True),
                 )
             )
     return samples
@@ -90,6 +92,7 @@ def _samples_to_state(samples: list[NarratedSample]) -> list[dict]:
             "features": s.features,
             "name": s.name,
             "encoder_predicted": s.encoder_predicted,
+            "pooled": s.pooled,
         }
         for s in samples
     ]
@@ -124,6 +127,7 @@ def build_language_model(config: dict, vst_model: TokenizedEncoder) -> ActionLan
         lora=LoRAConfig.model_validate(section["lora"]),
         action_tokens=section["action_tokens"],
         projector=section["projector"],
+        encoder_token=section["encoder_token"],
         candidates=section["candidates"],
     )
     language_model, tokenizer = load_language_model(section["model"], PRECISION_DTYPES[section["model_dtype"]])
@@ -134,6 +138,7 @@ def build_language_model(config: dict, vst_model: TokenizedEncoder) -> ActionLan
         vst_model.config.num_codes,
         vst_model.config.code_dim,
         options,
+        encoder_classifier=vst_model.encoder.classifier,
     )
 
 
@@ -169,9 +174,14 @@ def narrate_for_training(
     loss, _, parts = vst_model.losses(inputs, labels, criterion, features=features)
     z = vst_model.segment_features(features)  # (N, S, D)
     probabilities = vst_model.code_probabilities(z, temperature)  # (N, S, K)
+    pooled = features.mean(dim=(1, 3, 4))  # (N, C') the classifier's input
     samples = [
-        NarratedSample(label=label, codes=codes, features=sample_z, name=names[i], code_probabilities=p)
-        for i, label, codes, sample_z, p in zip(chosen, labels.tolist(), vst_model.segment_codes(z), z, probabilities)
+        NarratedSample(
+            label=label, codes=codes, features=sample_z, name=names[i], code_probabilities=p, pooled=sample_pooled
+        )
+        for i, label, codes, sample_z, p, sample_pooled in zip(
+            chosen, labels.tolist(), vst_model.segment_codes(z), z, probabilities, pooled
+        )
     ]
     return samples, loss, parts
 
