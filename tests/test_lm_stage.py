@@ -190,18 +190,22 @@ def test_joint_training_resumes_to_the_same_weights(joint_lm_run, tmp_path):
             torch.testing.assert_close(resumed[part][name], whole[part][name], rtol=0, atol=0, msg=name)
 
 
-@pytest.mark.parametrize("soft", ["", "projector", "encoder_token"])
-def test_the_language_model_loss_reaches_the_encoder(synthetic_vst_run, tiny_language_model, soft):
-    """Straight-through on the action tokens (and the projector or the encoder token, where
-    on): the loss's value is that of the hard codes, and the encoder gets a gradient from the
-    language model alone."""
+@pytest.mark.parametrize(
+    "inputs",
+    [{}, {"projector": True}, {"encoder_token": True, "action_tokens": False}],
+    ids=["tokens", "projector", "encoder_token"],
+)
+def test_the_language_model_loss_reaches_the_encoder(synthetic_vst_run, tiny_language_model, inputs):
+    """Straight-through on the action tokens (and the projector where on; the encoder token
+    alone, without action tokens): the loss's value is that of the hard codes, and the
+    encoder gets a gradient from the language model alone."""
     from skelang.data.dataset import SkeletonDataset
     from skelang.runs.config import resolve_config
     from skelang.runs.stages.encoder import load_sequences, make_preprocess
     from skelang.runs.stages.lm import build_language_model, narrate_for_training, unfreeze_for_joint_training
     from skelang.runs.stages.vst import load_vst_run
 
-    config = resolve_config(lm_config(synthetic_vst_run[0], tiny_language_model, **({soft: True} if soft else {})))
+    config = resolve_config(lm_config(synthetic_vst_run[0], tiny_language_model, **inputs))
     vst_model = load_vst_run(config["lm"]["vst_run"]).model
     torch.manual_seed(0)
     model = build_language_model(config, vst_model)
@@ -258,7 +262,10 @@ def test_the_encoder_token_starts_as_the_encoders_prediction_and_trains(
     metrics = train(config, tmp_path / "run", progress=False)
     evaluated = skelang_cli("eval", tmp_path / "run", "--json")
     assert evaluated.returncode == 0, evaluated.stderr
-    assert json.loads(evaluated.stdout)["top1"] == pytest.approx(metrics["top1"])
+    evaluated = json.loads(evaluated.stdout)
+    for key in ("top1", "top5"):
+        assert evaluated[key] == pytest.approx(metrics[key]), key
+    assert evaluated["confusion_matrix"] == metrics["confusion_matrix"]
 
 
 def test_the_lm_section_needs_its_run_and_descriptions(tiny_language_model):
@@ -290,10 +297,12 @@ def test_the_lm_section_needs_its_run_and_descriptions(tiny_language_model):
             resolve_config(config)
 
 
-@pytest.mark.parametrize("projector", [False, True])
-def test_a_bfloat16_language_model_trains_float32_weights(synthetic_vst_run, tiny_language_model, projector):
+@pytest.mark.parametrize(
+    "inputs", [{}, {"projector": True, "encoder_token": True}], ids=["tokens", "projector_and_encoder_token"]
+)
+def test_a_bfloat16_language_model_trains_float32_weights(synthetic_vst_run, tiny_language_model, inputs):
     """lm.model_dtype: bf16 loads the frozen model in bfloat16 (half its memory); LoRA, the
-    action-token rows and the projector stay float32, get float32 gradients, and the loss
+    action-token rows, the projector and the encoder token stay float32, get float32 gradients, and the loss
     follows the float32 model's within bfloat16's precision."""
     from skelang.runs.config import resolve_config
     from skelang.runs.stages.encoder import load_sequences
@@ -302,9 +311,7 @@ def test_a_bfloat16_language_model_trains_float32_weights(synthetic_vst_run, tin
 
     losses = {}
     for dtype in ("fp32", "bf16"):
-        config = resolve_config(
-            lm_config(synthetic_vst_run[0], tiny_language_model, model_dtype=dtype, projector=projector)
-        )
+        config = resolve_config(lm_config(synthetic_vst_run[0], tiny_language_model, model_dtype=dtype, **inputs))
         vst_model = load_vst_run(config["lm"]["vst_run"]).model
         samples = narrate(vst_model, load_sequences(config["data"])[0][:4], config["data"])
         torch.manual_seed(0)

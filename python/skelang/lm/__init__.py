@@ -1,8 +1,15 @@
 """The language-model stage (LVLM-VAR): LoRA layers on the fused op and their injection into
-Hugging Face models (PEFT's file format), semantic action tokens and a motion projector,
-prompts, class scoring, explanations and their faithfulness. Training: skelang.runs.stages.lm."""
+Hugging Face models (PEFT's file format), semantic action tokens, a motion projector and the
+encoder's class-evidence token, prompts, class scoring, explanations and their faithfulness.
+Training: skelang.runs.stages.lm."""
 
-from skelang.lm.action_tokens import ActionTokenEmbedding, ActionTokenHead, MotionProjector, add_action_tokens
+from skelang.lm.action_tokens import (
+    ActionTokenEmbedding,
+    ActionTokenHead,
+    ClassEvidenceToken,
+    MotionProjector,
+    add_action_tokens,
+)
 from skelang.lm.adapters import LoRAConfig, LoRAModel, inject_lora, load_adapter, lora_layers
 from skelang.lm.language_model import load_language_model
 from skelang.lm.lora import LoRALayer, lora_layer_class
@@ -12,6 +19,7 @@ __all__ = [
     "ActionLanguageModel",
     "ActionTokenEmbedding",
     "ActionTokenHead",
+    "ClassEvidenceToken",
     "LoRAConfig",
     "LoRALayer",
     "LoRAModel",

@@ -45,7 +45,7 @@ class NarratedSample:
     name: str = ""
     encoder_predicted: int = -1  # the encoder's own classifier, for comparison
     code_probabilities: Tensor | None = None  # (S, K) soft code assignments, in joint training only
-    pooled: Tensor | None = None  # (C,) the encoder's pooled feature (its classifier's input)
+    pooled: Tensor | None = None  # (C',) the encoder's pooled feature (its classifier's input)
 
     def runs(self, codes: Sequence[int] | None = None) -> list[TokenRun]:
         """The runs of equal codes in `codes` (default: its own), spans in segments."""
@@ -155,9 +155,8 @@ class ActionLanguageModel(nn.Module):
     def embed(self, id_lists: list[list[int]], samples: Sequence[NarratedSample]) -> tuple[Tensor, Tensor, Tensor]:
         """Left-padded (embeds (N, L, H), mask (N, L), ids (N, L)) of token id lists, with
         the projector's soft tokens at the motion placeholders, the class-evidence token at the
-        encoder placeholder, and, where the samples carry
-        code probabilities (joint training), the straight-through path to the encoder on
-        their narratives' action tokens."""
+        encoder placeholder, and, where the samples carry code probabilities (joint training),
+        the straight-through path to the encoder on their narratives' action tokens."""
         device = next(self.language_model.parameters()).device
         length = max(len(ids) for ids in id_lists)
         pad = self.tokenizer.pad_token_id
@@ -180,7 +179,7 @@ class ActionLanguageModel(nn.Module):
             if any(sample.pooled is None for sample in samples):
                 raise ValueError(
                     "lm.encoder_token: a sample has no pooled encoder feature (narratives cached by an earlier "
-                    "version: delete the run's narratives.pt to narrate again)"
+                    "version: delete the run's narratives.pt and narratives_joint.pt to narrate again)"
                 )
             dtype = self.encoder_token.class_embeddings.dtype
             pooled = torch.stack([sample.pooled for sample in samples]).to(device, dtype)  # (N, C)

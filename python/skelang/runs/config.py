@@ -201,7 +201,7 @@ class LMSection(Section):
     model_dtype: OneOf("fp32", "bf16", "fp16") = Field(
         "fp32",
         description="the frozen language model's weights: bf16 or fp16 halve its memory; the trained "
-        "weights (LoRA, action-token rows, projector) stay float32 and are cast in the forward pass",
+        "weights (LoRA, action-token rows, projector, encoder token) stay float32 and are cast in the forward pass",
     )
     descriptions: OptionalText = Field(None, description="class names and descriptions (as ssf.descriptions)")
     lora: LoRAConfig = Field(default_factory=LoRAConfig)

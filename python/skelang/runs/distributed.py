@@ -202,7 +202,7 @@ def shard_fully(module: nn.Module, groups: list[dict], device: torch.device) -> 
     """Shards `module` (a stage's training step with every trained module) over the ranks with
     FSDP2 (torch.distributed.fsdp.fully_shard): one unit per transformer block (the classes a
     Hugging Face model names in `_no_split_modules`, as accelerate's FSDP plugin wraps them),
-    and the rest (embeddings, head, LoRA's other weights, projector) in the root unit. Each
+    and the rest (embeddings, head, LoRA's other weights, projector, encoder token) in the root unit. Each
     rank keeps 1/world of every weight, gradient and optimizer state on `device` (a module
     still on the CPU moves there shard by shard); a unit's weights are gathered for its
     forward and backward and freed after. `groups` (the stage's optimizer parameter groups)

@@ -5,14 +5,15 @@ once (its codes and segment features, with the data section's evaluation preproc
 the narratives are cached in the run folder. With `lm.joint.enabled` the encoder, its segment
 projection and VST's decoder and token classifier train with the language model: every
 batch is narrated afresh (training preprocessing), the language model's loss reaches the
-encoder through the projector's soft tokens and, straight-through, through the soft code
-assignments of the narrative's action tokens, and VST's own losses (weight
-`lm.joint.vst_weight`) keep the encoder classifying and its segments near their codes. The
-codebook and the encoder's batch-norm statistics stay those of the VST run, so that each
-action token keeps its meaning and glossary (the codes move all the same: see
-configs/nw_ucla_lm_joint.yaml). The language model (`lm.model`) gets LoRA adapters, action
-tokens and optionally the projector; AdamW (optim.optimizer: adamw) or SGD trains them on
-"Action: <name>. Explanation: <text>" targets (see skelang.lm.prompts).
+encoder through the projector's soft tokens, the encoder token's pooled feature and,
+straight-through, through the soft code assignments of the narrative's action tokens, and
+VST's own losses (weight `lm.joint.vst_weight`) keep the encoder classifying and its segments
+near their codes. The codebook and the encoder's batch-norm statistics stay those of the VST
+run, so that each action token keeps its meaning and glossary (the codes move all the same:
+see configs/nw_ucla_lm_joint.yaml). The language model (`lm.model`) gets LoRA adapters,
+action tokens and optionally the projector and the encoder token; AdamW (optim.optimizer:
+adamw) or SGD trains them on "Action: <name>. Explanation: <text>" targets (see
+skelang.lm.prompts).
 
 The run folder holds, besides the common files, narratives.pt (with joint training also
 narratives_joint.pt: the test part, by the trained encoder), adapter/ (the LoRA weights in
