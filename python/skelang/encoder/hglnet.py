@@ -223,9 +223,14 @@ class SkeletonEncoder(nn.Module):
         y = self.blocks(x)
         return y.view(N, M, *y.shape[1:])
 
+    @staticmethod
+    def pool(features: torch.Tensor) -> torch.Tensor:
+        """(N, M, C', T', V) features -> (N, C'): the mean over bodies, time and joints, the
+        classifier's input."""
+        return features.mean(dim=(1, 3, 4))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.features(x).mean(dim=(1, 3, 4))  # (N, C')
-        return self.classifier(self.dropout(pooled))
+        return self.classifier(self.dropout(self.pool(self.features(x))))
 
 
 def build_model(config: dict, in_channels: int, num_classes: int, layout: str, num_bodies: int = 2) -> SkeletonEncoder:

@@ -15,6 +15,8 @@ the encoder's own prediction, written in the embeddings of the class names.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
@@ -228,10 +230,7 @@ class ClassEvidenceToken(nn.Module):
                 f"the classifier, got {tuple(class_embeddings.shape)}"
             )
         self.feature_dim = classifier.in_features
-        self.classifier = nn.Linear(classifier.in_features, classifier.out_features)
-        with torch.no_grad():
-            self.classifier.weight.copy_(classifier.weight)
-            self.classifier.bias.copy_(classifier.bias)
+        self.classifier = copy.deepcopy(classifier).float().requires_grad_(True)  # its own copy, trained
         self.class_embeddings = nn.Parameter(class_embeddings.detach().float().clone())
 
     def forward(self, pooled: Tensor) -> Tensor:

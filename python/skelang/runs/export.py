@@ -49,7 +49,7 @@ class TokenizerForExport(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.model.encoder.features(x)
-        logits = self.model.encoder.classifier(features.mean(dim=(1, 3, 4)))
+        logits = self.model.encoder.classifier(self.model.encoder.pool(features))
         z = self.model.segment_features(features)  # (N, S, D)
         return logits, self.model.quantizer.distances(z)
 

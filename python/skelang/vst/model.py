@@ -102,8 +102,7 @@ class TokenizedEncoder(nn.Module):
         """(z (N, S, D), the quantizer's output, the encoder's logits); `features` are the
         encoder's features of x where the caller has them already."""
         features = self.encoder.features(x) if features is None else features
-        pooled = features.mean(dim=(1, 3, 4))
-        logits = self.encoder.classifier(self.encoder.dropout(pooled))
+        logits = self.encoder.classifier(self.encoder.dropout(self.encoder.pool(features)))
         z = self.segment_features(features)
         return z, self.quantizer(z), logits
 

@@ -65,7 +65,7 @@ def narrate(model: TokenizedEncoder, sequences: list, data: dict, batch_size: in
     for inputs, labels in loader:
         features = model.encoder.features(inputs.to(device))  # (N, M, C', T', V)
         z = model.segment_features(features)  # (N, S, D)
-        pooled = features.mean(dim=(1, 3, 4))  # (N, C') the classifier's input
+        pooled = model.encoder.pool(features)  # (N, C')
         predicted = model.encoder.classifier(pooled).argmax(1)
         for runs, sample_z, sample_pooled, label, guess in zip(
             model.tokenize_features(features), z, pooled, labels.tolist(), predicted.tolist()
@@ -175,7 +175,7 @@ def narrate_for_training(
     loss, _, parts = vst_model.losses(inputs, labels, criterion, features=features)
     z = vst_model.segment_features(features)  # (N, S, D)
     probabilities = vst_model.code_probabilities(z, temperature)  # (N, S, K)
-    pooled = features.mean(dim=(1, 3, 4))  # (N, C') the classifier's input
+    pooled = vst_model.encoder.pool(features)  # (N, C')
     samples = [
         NarratedSample(
             label=label, codes=codes, features=sample_z, name=names[i], code_probabilities=p, pooled=sample_pooled
