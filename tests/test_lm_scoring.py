@@ -291,6 +291,23 @@ def test_the_class_evidence_token_starts_as_the_encoders_prediction():
         ClassEvidenceToken(classifier, torch.randn(4, 8))
 
 
+def test_encoder_token_dropout_gives_no_evidence_in_training_only():
+    """lm.encoder_token_dropout: a dropped sample's token is the mean class embedding (uniform
+    probabilities); about the asked share is dropped; eval mode never drops."""
+    torch.manual_seed(0)
+    classifier, names = torch.nn.Linear(6, 3), torch.randn(3, 8)
+    token = ClassEvidenceToken(classifier, names, dropout=0.5)
+    pooled = torch.randn(400, 6)
+    kept = classifier(pooled).softmax(-1) @ names
+    soft = token(pooled)[:, 0]
+    dropped = (soft - names.mean(0)).abs().amax(1) < 1e-6
+    torch.testing.assert_close(soft[~dropped], kept[~dropped])
+    assert 150 < int(dropped.sum()) < 250
+    torch.testing.assert_close(token.eval()(pooled)[:, 0], kept)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
+        ClassEvidenceToken(classifier, names, dropout=1.0)
+
+
 def test_motion_projector_and_insert_soft_tokens():
     torch.manual_seed(0)
     projector = MotionProjector(feature_dim=12, hidden_size=32)

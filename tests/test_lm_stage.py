@@ -238,10 +238,12 @@ def test_the_encoder_token_starts_as_the_encoders_prediction_and_trains(
     from skelang.runs.stages.lm import build_language_model, narrate
     from skelang.runs.stages.vst import load_vst_run
 
-    config = resolve_config(lm_config(synthetic_vst_run[0], tiny_language_model, encoder_token=True))
+    config = lm_config(synthetic_vst_run[0], tiny_language_model, encoder_token=True, encoder_token_dropout=0.5)
+    config = resolve_config(config)
     vst_model = load_vst_run(config["lm"]["vst_run"]).model
     samples = narrate(vst_model, load_sequences(config["data"])[0][:3], config["data"])
-    model = build_language_model(config, vst_model).eval()
+    model = build_language_model(config, vst_model).eval()  # eval mode: the token is never dropped
+    assert model.encoder_token.dropout == 0.5
     prompt = model._ids(model.prompt(samples[0]))
     assert prompt.count(model.encoder_placeholder_id) == 1
     embeds, _, ids = model.embed([model._ids(model.prompt(s)) for s in samples], samples)
@@ -257,7 +259,9 @@ def test_the_encoder_token_starts_as_the_encoders_prediction_and_trains(
     with pytest.raises(ValueError, match="lm.encoder_token: a sample has no pooled encoder feature"):
         model.loss([dataclasses.replace(samples[0], pooled=None)], [(" wave.", "")])
 
-    config = lm_config(synthetic_vst_run[0], tiny_language_model, encoder_token=True, explain_samples=0)
+    config = lm_config(
+        synthetic_vst_run[0], tiny_language_model, encoder_token=True, encoder_token_dropout=0.5, explain_samples=0
+    )
     config["train"]["epochs"] = 1
     metrics = train(config, tmp_path / "run", progress=False)
     evaluated = skelang_cli("eval", tmp_path / "run", "--json")
@@ -285,6 +289,12 @@ def test_the_lm_section_needs_its_run_and_descriptions(tiny_language_model):
         resolve_config(config)
     config = lm_config("runs/x", tiny_language_model, action_tokens=False, joint={"enabled": True})
     with pytest.raises(ValueError, match="lm.joint.enabled: .* all false"):
+        resolve_config(config)
+    config = lm_config("runs/x", tiny_language_model, encoder_token_dropout=0.5)
+    with pytest.raises(ValueError, match="lm.encoder_token_dropout: 0.5 drops the encoder token, and lm.encoder_token is false"):
+        resolve_config(config)
+    config = lm_config("runs/x", tiny_language_model, encoder_token=True, encoder_token_dropout=1.0)
+    with pytest.raises(ValueError, match="lm.encoder_token_dropout"):
         resolve_config(config)
     config = lm_config("runs/x", tiny_language_model, model_dtype="bf16")
     config["train"]["parallel"] = "fsdp"

@@ -220,10 +220,16 @@ class ClassEvidenceToken(nn.Module):
     encoder's prediction written in the words the language model answers with; both train.
     skelang's own design (LVLM-VAR's language model reads only the narrative): the encoder's
     continuous evidence as a soft token beside it, in the LLaVA manner, for a language model
-    that should classify at least as well as its encoder (switch: `lm.encoder_token`)."""
+    that should classify at least as well as its encoder (switch: `lm.encoder_token`).
 
-    def __init__(self, classifier: nn.Linear, class_embeddings: Tensor):
+    `dropout`: in training, the probability that a sample's token carries no evidence (uniform
+    class probabilities, the mean of E), so that the language model also learns to answer from
+    the narrative alone (modality dropout; `lm.encoder_token_dropout`). Never in eval mode."""
+
+    def __init__(self, classifier: nn.Linear, class_embeddings: Tensor, dropout: float = 0.0):
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if class_embeddings.ndim != 2 or class_embeddings.shape[0] != classifier.out_features:
             raise ValueError(
                 f"class_embeddings must have shape ({classifier.out_features}, H), one row per class of "
@@ -232,11 +238,15 @@ class ClassEvidenceToken(nn.Module):
         self.feature_dim = classifier.in_features
         self.classifier = copy.deepcopy(classifier).float().requires_grad_(True)  # its own copy, trained
         self.class_embeddings = nn.Parameter(class_embeddings.detach().float().clone())
+        self.dropout = dropout
 
     def forward(self, pooled: Tensor) -> Tensor:
         if pooled.ndim != 2 or pooled.shape[1] != self.feature_dim:
             raise ValueError(f"pooled features must have shape (N, {self.feature_dim}), got {tuple(pooled.shape)}")
         probabilities = self.classifier(pooled).softmax(-1)  # (N, classes)
+        if self.training and self.dropout > 0:
+            dropped = torch.rand(len(pooled), 1, device=pooled.device) < self.dropout  # (N, 1)
+            probabilities = torch.where(dropped, 1.0 / probabilities.shape[1], probabilities)
         return (probabilities @ self.class_embeddings).unsqueeze(1)  # (N, 1, H)
 
 

@@ -68,6 +68,7 @@ class LMOptions:
     action_tokens: bool = True  # False: the narrative is plain text to the tokenizer (ablation)
     projector: bool = False  # soft tokens from the segment features (LLaVA-style)
     encoder_token: bool = False  # one soft token from the encoder's pooled feature (ClassEvidenceToken)
+    encoder_token_dropout: float = 0.0  # training: probability that the token carries no evidence
     candidates: bool = True  # the prompt lists the candidate class names
     backend: str = "cpp"
 
@@ -116,7 +117,7 @@ class ActionLanguageModel(nn.Module):
                         for name in self.class_names
                     ]
                 )  # (classes, H)
-            self.encoder_token = ClassEvidenceToken(encoder_classifier, names)
+            self.encoder_token = ClassEvidenceToken(encoder_classifier, names, options.encoder_token_dropout)
             tokenizer.add_tokens([ENCODER_PLACEHOLDER], special_tokens=True)
             self.encoder_placeholder_id = tokenizer.convert_tokens_to_ids(ENCODER_PLACEHOLDER)
         self.candidate_ids = [self._ids(answer_text(name)) for name in self.class_names]

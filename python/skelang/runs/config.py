@@ -212,6 +212,11 @@ class LMSection(Section):
         description="one soft token from the encoder's pooled feature, starting as its prediction over the "
         "class names' embeddings (skelang.lm.action_tokens.ClassEvidenceToken)",
     )
+    encoder_token_dropout: Rate = Field(
+        0.0,
+        description="training only: the probability that a sample's encoder token carries no evidence "
+        "(uniform class probabilities), so that the model also learns to answer from the narrative",
+    )
     candidates: Bool = Field(True, description="the prompt lists the candidate class names")
     explanations: Bool = Field(True, description="targets explain the answer (else the name only)")
     answer_weight: PositiveFloat = Field(
@@ -275,6 +280,11 @@ class RunConfig(Section):
                     "lm.joint.enabled: the language model's loss reaches the encoder through the action "
                     "tokens, the projector or the encoder token, and lm.action_tokens, lm.projector and "
                     "lm.encoder_token are all false"
+                )
+            if self.lm.encoder_token_dropout > 0 and not self.lm.encoder_token:
+                raise ValueError(
+                    f"lm.encoder_token_dropout: {self.lm.encoder_token_dropout} drops the encoder token, "
+                    "and lm.encoder_token is false"
                 )
             if self.model is not None:
                 raise ValueError("model: stage lm takes its encoder from lm.vst_run; remove the model section")

@@ -129,6 +129,7 @@ def build_language_model(config: dict, vst_model: TokenizedEncoder) -> ActionLan
         action_tokens=section["action_tokens"],
         projector=section["projector"],
         encoder_token=section["encoder_token"],
+        encoder_token_dropout=section["encoder_token_dropout"],
         candidates=section["candidates"],
     )
     language_model, tokenizer = load_language_model(section["model"], PRECISION_DTYPES[section["model_dtype"]])
