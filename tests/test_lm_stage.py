@@ -291,7 +291,7 @@ def test_the_lm_section_needs_its_run_and_descriptions(tiny_language_model):
     with pytest.raises(ValueError, match="lm.joint.enabled: .* all false"):
         resolve_config(config)
     config = lm_config("runs/x", tiny_language_model, encoder_token_dropout=0.5)
-    with pytest.raises(ValueError, match="lm.encoder_token_dropout: 0.5 drops the encoder token, and lm.encoder_token is false"):
+    with pytest.raises(ValueError, match="lm.encoder_token_dropout: 0.5 drops the encoder token, and lm.encoder_token"):
         resolve_config(config)
     config = lm_config("runs/x", tiny_language_model, encoder_token=True, encoder_token_dropout=1.0)
     with pytest.raises(ValueError, match="lm.encoder_token_dropout"):
