@@ -229,8 +229,13 @@ class SkeletonEncoder(nn.Module):
         classifier's input."""
         return features.mean(dim=(1, 3, 4))
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, M, C', T', V) features -> (N, classes) logits: pool, dropout (training only),
+        classifier."""
+        return self.classifier(self.dropout(self.pool(features)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.pool(self.features(x))))
+        return self.classify(self.features(x))
 
 
 def build_model(config: dict, in_channels: int, num_classes: int, layout: str, num_bodies: int = 2) -> SkeletonEncoder:

@@ -101,7 +101,7 @@ class SkeletonLanguageModel(nn.Module):
         """(encoder logits (N, classes), skeleton embeddings (N, Dt)) with fusion over the
         description tokens of `classes`."""
         features = self.encoder.features(x)
-        logits = self.encoder.classifier(self.encoder.dropout(self.encoder.pool(features)))
+        logits = self.encoder.classify(features)
         steps = self.skeleton_project(features.mean(dim=(1, 4)).transpose(1, 2))  # (N, T', E)
         if self.config.fusion:
             tokens = self.class_tokens[classes].flatten(0, 1)[None]  # (1, K L, Dt)

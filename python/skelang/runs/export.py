@@ -49,7 +49,7 @@ class TokenizerForExport(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.model.encoder.features(x)
-        logits = self.model.encoder.classifier(self.model.encoder.pool(features))
+        logits = self.model.encoder.classify(features)  # eval mode: no dropout
         z = self.model.segment_features(features)  # (N, S, D)
         return logits, self.model.quantizer.distances(z)
 

@@ -102,7 +102,7 @@ class TokenizedEncoder(nn.Module):
         """(z (N, S, D), the quantizer's output, the encoder's logits); `features` are the
         encoder's features of x where the caller has them already."""
         features = self.encoder.features(x) if features is None else features
-        logits = self.encoder.classifier(self.encoder.dropout(self.encoder.pool(features)))
+        logits = self.encoder.classify(features)
         z = self.segment_features(features)
         return z, self.quantizer(z), logits
 
