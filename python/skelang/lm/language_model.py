@@ -56,8 +56,7 @@ def _quiet_gguf_conversion():
     try:
         from transformers import modeling_gguf_pytorch_utils as gguf_utils
     except ImportError:  # another transformers layout: its bar, if any, stays
-        yield
-        return
+        gguf_utils = None
     bar = getattr(gguf_utils, "tqdm", None)
     if bar is None:
         yield
