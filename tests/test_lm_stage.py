@@ -48,6 +48,18 @@ def test_the_run_holds_its_files_and_metrics(synthetic_lm_run):
     assert faithfulness["count"] == 4 if "count" in faithfulness else True
     for record in metrics["explanations"]:
         assert 0 <= record["predicted"] < 15 and 0 < record["probability"] <= 1
+    assert len(metrics["mistakes"]) <= 5 and all(r["predicted"] != r["label"] for r in metrics["mistakes"])
+
+
+def test_listed_explanations_are_spread_over_the_measured_ones():
+    """A test set sorted by class would otherwise list only its first class's explanations."""
+    from skelang.runs.stages.lm import _spread
+
+    records = [{"label": i // 20} for i in range(200)]
+    listed = _spread(records, 10)
+    assert len(listed) == 10 and listed[0] is records[0] and listed[-1] is records[-1]
+    assert len({r["label"] for r in listed}) == 10
+    assert _spread(records[:3], 10) == records[:3]
 
 
 def test_the_run_writes_per_sample_scores_for_ensembles(synthetic_lm_run):

@@ -366,7 +366,8 @@ def evaluate_language_model(
 ) -> tuple[dict, torch.Tensor]:
     """Classification by class-name likelihood on `samples`, the encoder's own top-1 on them,
     and (on `explain_samples` of them, evenly spread) the explanations' faithfulness; and the
-    (N, classes) class-name log-likelihoods."""
+    (N, classes) class-name log-likelihoods. The metrics list ten of the explanations
+    ("explanations") and five of the wrong answers' ("mistakes"), each evenly spread."""
     scores, labels = _scores(model, samples, options, progress)
     metrics = classification_metrics(scores, labels)
     metrics["encoder_top1"] = float(np.mean([s.encoder_predicted == s.label for s in samples]))
@@ -377,8 +378,17 @@ def evaluate_language_model(
             model, [samples[i] for i in chosen], scores[chosen].softmax(1), explanation_decoding(section)
         )
         metrics["faithfulness"] = faithfulness_summary(records)
-        metrics["explanations"] = records[:10]
+        metrics["explanations"] = _spread(records, 10)
+        metrics["mistakes"] = _spread([r for r in records if r["predicted"] != r["label"]], 5)
     return metrics, scores
+
+
+def _spread(records: list[dict], count: int) -> list[dict]:
+    """At most `count` of `records`, evenly spaced over them (so over the classes of a test set
+    sorted by class, where the first ones would all be of one class)."""
+    if len(records) <= count:
+        return records
+    return [records[i] for i in np.linspace(0, len(records) - 1, count).round().astype(int)]
 
 
 def samples_scores(samples: list[NarratedSample], scores: torch.Tensor) -> tuple[list[str], np.ndarray, np.ndarray]:
