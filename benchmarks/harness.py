@@ -55,10 +55,19 @@ class Case:
     runs: int | None = None
 
 
+MIN_MEASUREMENTS = 5  # calls timed at least, however long one call takes
+
+
 def median_seconds(fn: Callable[[], object], min_run_time: float) -> float:
+    """Median seconds of one call over at least `min_run_time` of calls and at least
+    MIN_MEASUREMENTS measurements (blocked_autorange alone times a training step of seconds
+    once or twice, a median of one or two)."""
     # Timer runs on one thread unless told; time with the threads the run was given.
     timer = tb.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time).median
+    times = list(timer.blocked_autorange(min_run_time=min_run_time).times)
+    while len(times) < MIN_MEASUREMENTS:
+        times.append(_clock(fn))  # (Timer.timeit would add two warm-up calls each time)
+    return statistics.median(times)
 
 
 def _process_memory(field: str) -> int:

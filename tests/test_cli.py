@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,21 @@ def test_info_names_the_kernels_level_and_the_environment_lowers_it():
 def test_info_text():
     result = run("info")
     assert result.returncode == 0 and "skelang::graph_aggregate" in result.stdout
+
+
+def test_bench_times_a_long_call_at_least_min_measurements_times(monkeypatch):
+    """A call longer than min_run_time is not timed once: the median is of several calls."""
+    import importlib.util
+
+    from conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_harness", REPO_ROOT / "benchmarks" / "harness.py")
+    harness = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, harness)  # its dataclasses look their module up
+    spec.loader.exec_module(harness)
+    calls = []
+    seconds = harness.median_seconds(lambda: calls.append(time.sleep(0.02)), min_run_time=0.001)
+    assert len(calls) >= harness.MIN_MEASUREMENTS >= 3 and seconds >= 0.02
 
 
 def test_bench_quick_json_reports_ratios():
