@@ -373,7 +373,7 @@ def evaluate_language_model(
     metrics["encoder_top1"] = float(np.mean([s.encoder_predicted == s.label for s in samples]))
     count = min(section["explain_samples"] if explain_samples is None else explain_samples, len(samples))
     if count:  # evenly spread over the data (test sets are often sorted by class)
-        chosen = np.unique(np.linspace(0, len(samples) - 1, count).round().astype(int)).tolist()
+        chosen = _spread(list(range(len(samples))), count)
         records = explanation_records(
             model, [samples[i] for i in chosen], scores[chosen].softmax(1), explanation_decoding(section)
         )
@@ -383,12 +383,12 @@ def evaluate_language_model(
     return metrics, scores
 
 
-def _spread(records: list[dict], count: int) -> list[dict]:
-    """At most `count` of `records`, evenly spaced over them (so over the classes of a test set
-    sorted by class, where the first ones would all be of one class)."""
-    if len(records) <= count:
-        return records
-    return [records[i] for i in np.linspace(0, len(records) - 1, count).round().astype(int)]
+def _spread(items: list, count: int) -> list:
+    """At most `count` of `items`, evenly spaced over them, the first and last included (so over
+    the classes of a test set sorted by class, where the first ones would all be of one class)."""
+    if len(items) <= count:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
 
 
 def samples_scores(samples: list[NarratedSample], scores: torch.Tensor) -> tuple[list[str], np.ndarray, np.ndarray]:
