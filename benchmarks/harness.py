@@ -70,6 +70,29 @@ def median_seconds(fn: Callable[[], object], min_run_time: float) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(fns: list[Callable[[], object]], min_run_time: float) -> list[float]:
+    """Median seconds of one call of each of `fns`, timed in alternating rounds: each round
+    times a block of calls of every fn in turn, so that a machine whose speed drifts during
+    the run (a shared host, a varying clock) slows every side alike and their ratios stay
+    true. A block is as many calls as take about 1/20 of min_run_time (one at least); rounds
+    go on until every fn was timed for min_run_time and MIN_MEASUREMENTS rounds at least.
+    Each fn is first called once to size its blocks (that call is not counted)."""
+    blocks = []
+    for fn in fns:
+        blocks.append(max(1, int(min_run_time / 20 / max(_clock(fn), 1e-9))))
+    times: list[list[float]] = [[] for _ in fns]
+    spent = [0.0] * len(fns)
+    while min(spent) < min_run_time or len(times[0]) < MIN_MEASUREMENTS:
+        for i, (fn, number) in enumerate(zip(fns, blocks)):
+            started = time.perf_counter()
+            for _ in range(number):
+                fn()
+            elapsed = time.perf_counter() - started
+            spent[i] += elapsed
+            times[i].append(elapsed / number)
+    return [statistics.median(t) for t in times]
+
+
 def _process_memory(field: str) -> int:
     """Bytes of a /proc/self/status field: VmRSS (resident now) or VmHWM (its high-water mark)."""
     with open("/proc/self/status") as status:
@@ -144,26 +167,29 @@ def _synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[]
 
 
 def time_case(case: Case, device: torch.device, peak_gflops: float, min_run_time: float) -> dict:
-    """Median times of the skelang op and its reference, their ratio and GFLOP/s."""
+    """Median times of the skelang op, its reference and its peer (where there is one), timed
+    in alternating rounds (`interleaved_medians`; a whole-process case alternates its runs),
+    their ratios and GFLOP/s."""
     row = {"name": case.name, "params": case.params}
-    if case.runs is not None:
-        case.reference()  # untimed: the first run warms the file cache for both sides
-    for label, fn in (("skelang", case.skelang), ("reference", case.reference)):
-        call = _synchronized(fn, device)
-        if case.runs is None:
+    labels = ["skelang", "reference"] + (["peer"] if case.peer is not None else [])
+    calls = [_synchronized(getattr(case, label), device) for label in labels]
+    if case.runs is None:
+        for call in calls:
             call()  # warm-up
-            seconds = median_seconds(call, min_run_time)
-        else:
-            seconds = statistics.median(_clock(call) for _ in range(case.runs))
-        row[f"{label}_ms"] = seconds * 1e3
-        row[f"{label}_gflops"] = None if case.flops is None else case.flops / seconds / 1e9
-        row[f"{label}_samples_per_s"] = None if case.samples is None else case.samples / seconds
+        medians = interleaved_medians(calls, min_run_time)
+    else:
+        case.reference()  # untimed: the first run warms the file cache for both sides
+        clocked = [[_clock(call) for call in calls] for _ in range(case.runs)]
+        medians = [statistics.median(run[i] for run in clocked) for i in range(len(calls))]
+    seconds = dict(zip(labels, medians))
+    for label in ("skelang", "reference"):
+        row[f"{label}_ms"] = seconds[label] * 1e3
+        row[f"{label}_gflops"] = None if case.flops is None else case.flops / seconds[label] / 1e9
+        row[f"{label}_samples_per_s"] = None if case.samples is None else case.samples / seconds[label]
     row["speedup"] = row["reference_ms"] / row["skelang_ms"]
     row["peer"], row["peer_ms"], row["peer_speedup"] = case.peer_name or None, None, None
     if case.peer is not None:
-        call = _synchronized(case.peer, device)
-        call()
-        row["peer_ms"] = median_seconds(call, min_run_time) * 1e3
+        row["peer_ms"] = seconds["peer"] * 1e3
         row["peer_speedup"] = row["peer_ms"] / row["skelang_ms"]
     row["skelang_fraction_of_peak"] = None if case.flops is None else row["skelang_gflops"] / peak_gflops
     return row

@@ -39,7 +39,11 @@ def run(config_path: Path = DEFAULT_CONFIG, quick: bool = False, only: str | Non
     config = load_config(Path(config_path), quick)
     min_run_time = float(config.pop("min_run_time", 1.0))
     dev = torch.device(device)
-    peak = harness.machine_peak_gflops(dev, size=512 if quick else 2048, min_run_time=min(1.0, 4 * min_run_time))
+
+    def peak_now() -> float:
+        return harness.machine_peak_gflops(dev, size=512 if quick else 2048, min_run_time=min(1.0, 4 * min_run_time))
+
+    peak = peak_now()
     cases = []
     for module_path in sorted(BENCHMARKS_DIR.glob("bench_*.py")):
         name = module_path.stem.removeprefix("bench_")
@@ -50,6 +54,7 @@ def run(config_path: Path = DEFAULT_CONFIG, quick: bool = False, only: str | Non
         cases.extend(module.cases({**(config.get(name) or {}), "quick": quick}, dev))
     # Every timing first, with the allocator as users have it; then the memory peaks.
     rows = [harness.time_case(case, dev, peak, min_run_time) for case in cases]
+    peak_end = peak_now()  # the drift of the machine's speed over the timings
     harness.return_large_blocks_to_the_system()
     for row, case in zip(rows, cases):
         row.update(harness.measure_case_memory(case, dev))
@@ -58,6 +63,7 @@ def run(config_path: Path = DEFAULT_CONFIG, quick: bool = False, only: str | Non
         "torch": torch.__version__,
         "device": str(dev),
         "peak_gflops_fp32_matmul": peak,
+        "peak_gflops_fp32_matmul_end": peak_end,
         "results": rows,
     }
 
@@ -83,10 +89,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     else:
         import harness
 
+        start, end = report["peak_gflops_fp32_matmul"], report["peak_gflops_fp32_matmul_end"]
         print(
-            f"{report['machine']}, torch {report['torch']}, peak {report['peak_gflops_fp32_matmul']:.1f} "
-            f"GFLOP/s (float32 matmul); speedup = reference time / skelang time"
+            f"{report['machine']}, torch {report['torch']}, peak {start:.1f} GFLOP/s (float32 matmul; "
+            f"{end:.1f} after the timings); speedup = reference time / skelang time, each pair timed "
+            f"in alternating rounds"
         )
+        if abs(end - start) > 0.1 * start:
+            print(
+                f"note: the machine's peak moved {100 * (end - start) / start:+.0f}% during the run: the "
+                f"ratios compare calls timed side by side, the absolute times and % peak are less sure"
+            )
         print(harness.format_table(report["results"]))
     return 0
 

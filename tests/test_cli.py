@@ -52,8 +52,7 @@ def test_info_text():
     assert result.returncode == 0 and "skelang::graph_aggregate" in result.stdout
 
 
-def test_bench_times_a_long_call_at_least_min_measurements_times(monkeypatch):
-    """A call longer than min_run_time is not timed once: the median is of several calls."""
+def load_bench_harness(monkeypatch):
     import importlib.util
 
     from conftest import REPO_ROOT
@@ -62,9 +61,52 @@ def test_bench_times_a_long_call_at_least_min_measurements_times(monkeypatch):
     harness = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, harness)  # its dataclasses look their module up
     spec.loader.exec_module(harness)
+    return harness
+
+
+def test_bench_times_a_long_call_at_least_min_measurements_times(monkeypatch):
+    """A call longer than min_run_time is not timed once: the median is of several calls."""
+    harness = load_bench_harness(monkeypatch)
     calls = []
     seconds = harness.median_seconds(lambda: calls.append(time.sleep(0.02)), min_run_time=0.001)
     assert len(calls) >= harness.MIN_MEASUREMENTS >= 3 and seconds >= 0.02
+
+
+def test_bench_ratio_holds_on_a_machine_that_slows_down(monkeypatch):
+    """Two sides doing the same work on a machine that gets slower with every call: timed in
+    alternating rounds their ratio stays near 1 (one side timed after the other reads well
+    above 1), and a case times its skelang, reference and peer sides that way."""
+    import itertools
+
+    import torch
+
+    harness = load_bench_harness(monkeypatch)
+    calls = []
+
+    def work():  # the same work, slower the more calls the machine has run
+        calls.append(None)
+        time.sleep(0.002 * (1 + 0.05 * len(calls)))
+
+    a, b = harness.interleaved_medians([work, work], min_run_time=0.02)
+    assert 0.8 < a / b < 1.25
+    calls.clear()
+    (first,), (second,) = harness.interleaved_medians([work], 0.02), harness.interleaved_medians([work], 0.02)
+    assert second / first > 1.25  # what timing one side after the other would report
+
+    order = []
+    case = harness.Case(
+        "case",
+        "",
+        None,
+        skelang=lambda: order.append("s"),
+        reference=lambda: order.append("r"),
+        peer=lambda: order.append("p"),
+        peer_name="peer",
+    )
+    row = harness.time_case(case, torch.device("cpu"), peak_gflops=1.0, min_run_time=0.001)
+    assert row["speedup"] > 0 and row["peer_speedup"] > 0
+    blocks = "".join(side for side, _ in itertools.groupby(order))  # each block of calls once
+    assert blocks == "srp" * (len(blocks) // 3) and len(blocks) // 3 >= harness.MIN_MEASUREMENTS
 
 
 def test_bench_quick_json_reports_ratios():
