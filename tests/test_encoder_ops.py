@@ -68,6 +68,30 @@ def test_composite_aggregate_same_result_for_any_thread_count():
 # --- axis_attention -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("axis", (2, 3))
+def test_axis_attention_same_result_for_any_thread_count(axis):
+    # the outputs, the probabilities and both gradients (the bias gradient sums over all
+    # sequences) do not depend on how many threads the kernels run on
+    g = torch.Generator().manual_seed(3)
+    qkv = torch.randn(5, 24, 9, 6, generator=g)
+    L = 6 if axis == 3 else 9
+    bias = torch.randn(2, L, L, generator=g)
+    grad_out = torch.randn(5, 8, 9, 6, generator=g)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out, probs = torch.ops.skelang.axis_attention_with_probs.default(qkv, bias, 2, axis)
+            results.append(
+                (out, probs, *torch.ops.skelang.axis_attention_backward.default(grad_out, qkv, bias, probs, 2, axis))
+            )
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 def saved_for_backward(function, *args):
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
