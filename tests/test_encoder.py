@@ -236,6 +236,14 @@ def test_step_profile_names_the_operators_of_a_training_step():
     assert all(r["calls"] >= 1 for r in every if r["op"].startswith("skelang::"))
     with pytest.raises(ValueError, match="batch_size, steps and top must be positive, got 0"):
         step_profile({**TINY, "type": "hglnet"}, **{**shapes, "batch_size": 0})
+    # under bf16 autocast the float32 weights are cast (ToCopyBackward) and PointwiseConv
+    # calls F.conv2d instead of its float32 batched product
+    bf16 = {
+        r["op"]
+        for r in step_profile({**TINY, "type": "hglnet"}, top=10_000, autocast_dtype=torch.bfloat16, **shapes)["ops"]
+    }
+    assert "ToCopyBackward0" in bf16 and "aten::baddbmm" not in bf16
+    assert "aten::baddbmm" in {r["op"] for r in every} and "ToCopyBackward0" not in {r["op"] for r in every}
 
 
 def test_model_profile_command():
@@ -244,10 +252,11 @@ def test_model_profile_command():
     from conftest import skelang_cli
 
     command = "model profile --type ctrgcn --layout kinect_v1_20 --frames 52 --bodies 1 --classes 10 --step 2"
-    result = skelang_cli(*command.split(), "--top", "3", "--json")
+    result = skelang_cli(*command.split(), "--top", "3", "--precision", "bf16", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["step"]["batch_size"] == 2 and len(report["step"]["ops"]) == 3 and report["step"]["step_ms"] > 0
+    assert report["step"]["precision"] == "bf16"
     assert report["parameters"] == sum(
         p.numel() for p in build_model({"type": "ctrgcn"}, 3, 10, "kinect_v1_20", 1).parameters()
     )

@@ -17,7 +17,7 @@ skelang compare RUN... [--target T] [--json]   runs side by side: last, best, ti
 skelang export RUN --format torchscript|exported|onnx --out FILE   a run's model for inference
 skelang eval RUN_DIR [--json] [--data PATH] [--zero-shot | --explanations]   a run's test metrics
 skelang explain RUN_DIR [--data PATH] [--sample ID] [--json]       the language model's answers, explained
-skelang model profile [--type T | --config FILE] [--step N] [--json]   parameters, GFLOPs, a step's profile
+skelang model profile [--type T | --config FILE] [--step N] [--precision bf16] [--json]   a model's cost
 skelang vst tokenize RUN_DIR --data PATH [--out FILE.jsonl]   each sequence's narrative
 skelang vst glossary RUN_DIR [--json]                         the codes described in words
 """
@@ -543,9 +543,17 @@ def cmd_model_profile(args) -> int:
         import torch
 
         from skelang.encoder import step_profile
+        from skelang.runs.stages.base import PRECISION_DTYPES
 
-        stats["step"] = step_profile(model, batch_size=args.step, top=args.top, **sizes)
-        stats["step"].update(batch_size=args.step, threads=torch.get_num_threads())
+        dtype = PRECISION_DTYPES[args.precision]
+        stats["step"] = step_profile(
+            model,
+            batch_size=args.step,
+            top=args.top,
+            autocast_dtype=None if dtype == torch.float32 else dtype,
+            **sizes,
+        )
+        stats["step"].update(batch_size=args.step, threads=torch.get_num_threads(), precision=args.precision)
     if args.json:
         print(json.dumps({"model": model, "input": shapes, **stats}, indent=2))
         return 0
@@ -556,7 +564,8 @@ def cmd_model_profile(args) -> int:
     if args.step is not None:
         step = stats["step"]
         print(
-            f"training step of {args.step} samples on the CPU, {step['threads']} threads: {step['step_ms']:.0f} ms; "
+            f"training step of {args.step} samples on the CPU in {step['precision']}, {step['threads']} threads: "
+            f"{step['step_ms']:.0f} ms; "
             f"the operators that take its time (self time per step):"
         )
         width = max(len(row["op"]) for row in step["ops"])
@@ -585,6 +594,12 @@ def _add_model_commands(commands) -> None:
         help="also profile a training step of N samples (torch.profiler): the operators that take its time",
     )
     profile.add_argument("--top", type=int, default=15, help="with --step: this many operators")
+    profile.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="with --step: the step in float32 or under bfloat16 autocast (train.precision's values on the CPU)",
+    )
     profile.add_argument("--json", action="store_true")
     profile.set_defaults(func=lambda args, rest: cmd_model_profile(args))
 

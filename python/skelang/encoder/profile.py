@@ -59,13 +59,16 @@ def step_profile(
     steps: int = 2,
     top: int = 15,
     device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict:
     """Where a training step's time goes, by torch.profiler: `steps` forward + backward passes
     of a random batch (batch_size, in_channels, num_frames, V, num_bodies) with cross-entropy,
-    after one untimed pass. Returns {"step_ms": the mean wall time of a profiled step (the
-    profiler adds a little), "ops": the `top` operators by self time, each {"op", "self_ms"
-    and "calls" per step, "percent" of all operators' self time}}. On CUDA the times are the
-    operators' CPU-side (launch) times; read the GPU's with torch.profiler directly."""
+    after one untimed pass; the forward under torch.autocast in `autocast_dtype` if given
+    (torch.bfloat16, as `train.precision: bf16` trains; torch.float16 on CUDA). Returns
+    {"step_ms": the mean wall time of a profiled step (the profiler adds a little), "ops": the
+    `top` operators by self time, each {"op", "self_ms" and "calls" per step, "percent" of all
+    operators' self time}}. On CUDA the times are the operators' CPU-side (launch) times; read
+    the GPU's with torch.profiler directly."""
     import time
 
     from skelang.encoder.hglnet import build_model
@@ -81,7 +84,9 @@ def step_profile(
 
     def step():
         model.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), labels).backward()
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss = torch.nn.functional.cross_entropy(model(x), labels)
+        loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
