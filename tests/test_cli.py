@@ -85,7 +85,7 @@ def test_bench_ratio_holds_on_a_machine_that_slows_down(monkeypatch):
 
     def work():  # the same work, slower the more calls the machine has run
         calls.append(None)
-        time.sleep(0.002 * (1 + 0.05 * len(calls)))
+        time.sleep(0.002 * (1 + 0.1 * len(calls)))
 
     a, b = harness.interleaved_medians([work, work], min_run_time=0.02)
     assert 0.8 < a / b < 1.25
