@@ -71,7 +71,7 @@ def test_composite_aggregate_same_result_for_any_thread_count():
 @pytest.mark.parametrize("axis", (2, 3))
 def test_axis_attention_same_result_for_any_thread_count(axis):
     # the outputs, the probabilities and both gradients (the bias gradient sums over all
-    # sequences) do not depend on how many threads the kernels run on
+    # sequences) do not depend on how many threads the kernels run on (beyond rounding)
     g = torch.Generator().manual_seed(3)
     qkv = torch.randn(5, 24, 9, 6, generator=g)
     L = 6 if axis == 3 else 9
@@ -88,8 +88,14 @@ def test_axis_attention_same_result_for_any_thread_count(axis):
             )
     finally:
         torch.set_num_threads(threads)
-    for a, b in zip(*results):
-        assert torch.equal(a, b)
+    # the forward bit for bit; the gradients to float32's rounding: ATen's softmax backward
+    # (dS) rounds differently with the thread count on some CPUs (a 2-core AVX2 EPYC, torch
+    # 2.13, rows of 9: 6e-8 apart), and the bias gradient sums those dS
+    for name, a, b in zip(("out", "probs", "grad_qkv", "grad_bias"), *results):
+        if name in ("out", "probs"):
+            assert torch.equal(a, b), name
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
 
 
 def saved_for_backward(function, *args):

@@ -581,8 +581,13 @@ def _add_model_commands(commands) -> None:
     actions = model.add_subparsers(dest="model_command", required=True)
     profile = actions.add_parser("profile", help="parameters and GFLOPs per sample of an encoder")
     profile.add_argument("--type", default="hglnet", choices=list(PRESETS), help="a preset (default: hglnet)")
-    profile.add_argument("--config", help="take the model section of this training config instead")
-    profile.add_argument("--layout", default="ntu25")
+    profile.add_argument(
+        "--config",
+        help="take the model section of this training config instead; the input's shape still comes from "
+        "--layout, --frames, --bodies and --classes (NW-UCLA: --layout kinect_v1_20 --frames 52 --bodies 1 "
+        "--classes 10)",
+    )
+    profile.add_argument("--layout", default="ntu25", help="a skeleton layout (default: ntu25)")
     profile.add_argument("--frames", type=int, default=64)
     profile.add_argument("--bodies", type=int, default=2)
     profile.add_argument("--channels", type=int, default=3, help="input channels (3 per stream)")
