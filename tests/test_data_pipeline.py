@@ -221,6 +221,21 @@ def test_a_folder_of_several_formats_and_an_absurd_kinetics_frame_index_are_erro
         readers.open_sequences(tmp_path / "far.json")
 
 
+def test_a_folder_of_annotation_pickles_says_to_pass_each_file(tmp_path):
+    """A folder of PYSKL pickles (as ../shared/cases/pyskl-none-fields) was "found no
+    .skeleton, .json or .bvh files": nothing said that a .pkl is read as a file."""
+    folder = tmp_path / "pyskl"
+    folder.mkdir()
+    for name in ("custom_none.pkl", "custom_none_img_shape.pkl"):
+        (folder / name).write_bytes(b"")
+    names = r"its custom_none\.pkl, custom_none_img_shape\.pkl: a \.pkl"
+    with pytest.raises(ValueError, match=r"pyskl: found no .*" + names):
+        readers.detect_format(folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"empty: found no \.skeleton, \.json or \.bvh files and no skelang cache$"):
+        readers.detect_format(tmp_path / "empty")
+
+
 def test_extensions_in_upper_case_are_read(tmp_path):
     """Windows tools and cameras write B.BVH and CLIP.NPY: a folder mixing a.npy and B.NPY
     read only a.npy (the other left out unsaid), and a single CLIP.NPY had no format."""

@@ -169,8 +169,8 @@ def _add_data_commands(commands) -> None:
     convert = actions.add_parser("convert", help="convert a dataset into a cache folder")
     common(convert)
     convert.add_argument("--out", required=True, help="the cache folder to write")
-    convert.add_argument("--benchmark", choices=split_names(), help="keep one part of this split")
-    convert.add_argument("--part", choices=("train", "test"), help="the part to keep")
+    convert.add_argument("--benchmark", choices=split_names(), help="keep one part of this split (with --part)")
+    convert.add_argument("--part", choices=("train", "test"), help="the part to keep (with --benchmark)")
     convert.add_argument("--force", action="store_true", help="replace a skelang cache at --out (nothing else is)")
     convert.set_defaults(func=lambda args, rest: cmd_data_convert(args))
 

@@ -113,7 +113,14 @@ def detect_format(path: str | Path) -> str:
             return "clips"
         if data_files(path, ".json"):
             return _json_folder_kind(path)
-        raise ValueError(f"{path}: found no .skeleton, .json or .bvh files and no skelang cache")
+        files = [f for suffix in (".pkl", ".npz") for f in data_files(path, suffix)]
+        hint = (
+            f"; its {', '.join(sorted(f.name for f in files)[:3])}{' ...' if len(files) > 3 else ''}: a .pkl "
+            f"(PYSKL / MMAction2) or .npz (CTR-GCN) holds a whole dataset and is read as a file: pass its path"
+            if files
+            else ""
+        )
+        raise ValueError(f"{path}: found no .skeleton, .json or .bvh files and no skelang cache{hint}")
     suffixes, suffix = "".join(path.suffixes[-2:]).lower(), path.suffix.lower()
     if suffix == ".skeleton":
         return "ntu"
