@@ -53,13 +53,12 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
 # marked slow (trainings, notebooks, the real language model).
 # Both run one pytest-xdist worker per core (at most TEST_WORKERS; `make test TEST_WORKERS=0`
 # runs in one process), a test module's tests on one worker (--dist loadfile: the module's
-# fixtures are built once; the notebooks, among the longest items, are handed out first so
-# that no worker runs one alone at the end). The tests marked serial time themselves against
-# the machine, so `make test` runs them afterwards, alone.
+# fixtures are built once). The tests marked serial time themselves against the machine, so
+# `make test` runs them afterwards, alone.
 TEST_WORKERS ?= 4
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n auto --maxprocesses=$(TEST_WORKERS) --dist loadfile)
 test: $(BUILD_STAMP)
-	@$(PY) -m pytest --nbmake notebooks tests -q -m "not serial" $(XDIST) $(PYTEST_ARGS); status=$$?; \
+	@$(PY) -m pytest tests --nbmake notebooks -q -m "not serial" $(XDIST) $(PYTEST_ARGS); status=$$?; \
 	  [ $$status -ne 5 ] || echo "make test: pytest collected no tests"; [ $$status -eq 0 ] || exit $$status; \
 	  $(PY) -m pytest tests -q -m serial $(PYTEST_ARGS); status=$$?; \
 	  [ $$status -ne 5 ] || status=0; exit $$status  # PYTEST_ARGS (-k) may select no serial test
