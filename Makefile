@@ -53,10 +53,11 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(SOURCES)
 # marked slow (trainings, notebooks, the real language model).
 # Both run one pytest-xdist worker per core (at most TEST_WORKERS; `make test TEST_WORKERS=0`
 # runs in one process), a test module's tests on one worker (--dist loadfile: the module's
-# fixtures are built once). The tests marked serial time themselves against the machine, so
-# `make test` runs them afterwards, alone.
+# fixtures are built once), the modules handed out in the order tests/conftest.py gives them
+# (the longest first) rather than by their number of tests. The tests marked serial time
+# themselves against the machine, so `make test` runs them afterwards, alone.
 TEST_WORKERS ?= 4
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n auto --maxprocesses=$(TEST_WORKERS) --dist loadfile)
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n auto --maxprocesses=$(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 test: $(BUILD_STAMP)
 	@$(PY) -m pytest tests --nbmake notebooks -q -m "not serial" $(XDIST) $(PYTEST_ARGS); status=$$?; \
 	  [ $$status -ne 5 ] || echo "make test: pytest collected no tests"; [ $$status -eq 0 ] || exit $$status; \
