@@ -112,8 +112,8 @@ def built_once(tmp_path_factory, name: str, build):
     from filelock import FileLock
 
     base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # the workers' folders are popen-gwN under one session folder
+    if os.environ.get("PYTEST_XDIST_WORKER") and base.name.startswith("popen-"):
+        base = base.parent  # the local workers' folders are popen-gwN under one session folder
     folder, done = base / name, base / f"{name}.json"
     with FileLock(f"{folder}.lock"):
         if not done.exists():

@@ -71,16 +71,16 @@ def _quiet_gguf_conversion():
 @contextlib.contextmanager
 def _gguf_parsed_once():
     """Each of gguf's GGUFReader (the file's parse) and get_tensor_name_map computed once per
-    argument while the context lasts. transformers parses a GGUF file three times per load (for
-    the config, the tokenizer and the weights; about 7 s each for SmolLM2, mostly its 49,152-token
-    vocabulary, on one core of a 2-core EPYC) and builds the tensor-name map once per module (397
-    times, about 10 s), both with the same arguments: loading SmolLM2 took 45 s, and about 20 s
-    with this. Both are read-only results of their arguments."""
+    argument while the context lasts. transformers (5.24) parses a GGUF file three times per
+    load (for the tokenizer's config, the model's config and the weights; about 7 s each for
+    SmolLM2 on one core of a 2-core EPYC, mostly its 49,152-token vocabulary read field by
+    field) and builds the tensor-name map once per module (397 times, about 10 s), each time
+    with the same arguments: loading SmolLM2 took 45 s, and 20 s with this. Both results are
+    read-only; gguf gets its own functions back at the end."""
     try:
         import gguf
     except ImportError:  # no GGUF support: transformers will say so
-        yield
-        return
+        gguf = None
     saved = {name: getattr(gguf, name, None) for name in ("GGUFReader", "get_tensor_name_map")}
     for name, function in saved.items():
         if function is not None:
@@ -108,7 +108,8 @@ def load_language_model(source: str, dtype: torch.dtype = torch.float32):
     logging.set_verbosity_error()  # the GGUF loader's progress bars and notices
     logging.disable_progress_bar()
     try:
-        with _quiet_gguf_conversion(), _gguf_parsed_once():
+        gguf_once = _gguf_parsed_once() if gguf_file is not None else contextlib.nullcontext()
+        with _quiet_gguf_conversion(), gguf_once:
             tokenizer = AutoTokenizer.from_pretrained(folder, **options)
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **options)
     finally:
