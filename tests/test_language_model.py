@@ -29,12 +29,9 @@ def smollm2():
         parses.append(args)
         return reader(*args, **kwargs)
 
-    gguf.GGUFReader = counted_reader
-    try:
-        with contextlib.redirect_stderr(stderr):
-            model, tokenizer = load_language_model("smollm2")
-    finally:
-        gguf.GGUFReader = reader
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(stderr):
+        patch.setattr(gguf, "GGUFReader", counted_reader)
+        model, tokenizer = load_language_model("smollm2")
     return model, tokenizer, stderr.getvalue(), parses
 
 

@@ -77,20 +77,15 @@ def _gguf_parsed_once():
     field) and builds the tensor-name map once per module (397 times, about 10 s), each time
     with the same arguments: loading SmolLM2 took 45 s, and 20 s with this. Both results are
     read-only; gguf gets its own functions back at the end."""
-    try:
-        import gguf
-    except ImportError:  # no GGUF support: transformers will say so
-        gguf = None
-    saved = {name: getattr(gguf, name, None) for name in ("GGUFReader", "get_tensor_name_map")}
-    for name, function in saved.items():
-        if function is not None:
-            setattr(gguf, name, functools.lru_cache(maxsize=None)(function))
-    try:
+    from unittest import mock
+
+    import gguf  # entered for GGUF sources only, which transformers reads with gguf
+
+    with (
+        mock.patch.object(gguf, "GGUFReader", functools.lru_cache(maxsize=None)(gguf.GGUFReader)),
+        mock.patch.object(gguf, "get_tensor_name_map", functools.lru_cache(maxsize=None)(gguf.get_tensor_name_map)),
+    ):
         yield
-    finally:
-        for name, function in saved.items():
-            if function is not None:
-                setattr(gguf, name, function)
 
 
 def load_language_model(source: str, dtype: torch.dtype = torch.float32):
