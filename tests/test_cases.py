@@ -54,6 +54,16 @@ def test_pyskl_none_fields_are_unknown_and_a_bad_annotation_is_listed(shared_cas
     assert f"{bad}: annotation 2 ('clip_0003'): 'total_frames' is 99 but 'keypoint' has 12 frames" in errors[1]
     shown = skelang_cli("data", "inspect", str(bad))
     assert shown.returncode == 0 and "Traceback" not in shown.stderr and "bad files or entries: 2" in shown.stdout
+    # convert stops at the first and writes nothing, or with --skip-invalid leaves both out
+    stopped = skelang_cli("data", "convert", str(bad), "--out", str(tmp_path / "strict"))
+    assert stopped.returncode == 1 and "Traceback" not in stopped.stderr
+    assert "annotation 1 ('clip_0002')" in stopped.stderr and "--skip-invalid" in stopped.stderr
+    assert not (tmp_path / "strict").exists()
+    kept = skelang_cli("data", "convert", str(bad), "--out", str(tmp_path / "kept"), "--skip-invalid")
+    assert kept.returncode == 0, kept.stderr
+    assert "wrote 1 sequences" in kept.stdout and "2 invalid skipped" in kept.stdout
+    assert "annotation 1 ('clip_0002')" in kept.stderr and "annotation 2 ('clip_0003')" in kept.stderr
+    assert [meta["name"] for meta in SequenceCache(tmp_path / "kept").meta] == ["clip_0001"]
 
 
 def test_kinetics_clips_without_people_are_skipped_with_a_count(shared_case, tmp_path):

@@ -109,8 +109,13 @@ def cmd_data_convert(args) -> int:
         args.part,
         force=args.force,
         clips=_clip_options(args),
+        skip_invalid=args.skip_invalid,
     )
+    for error in result["invalid"]:
+        print(f"skipped: {error}", file=sys.stderr)
     notes = [f"{len(result['skipped'])} without a skeleton skipped"] if result["skipped"] else []
+    if result["invalid"]:
+        notes.append(f"{len(result['invalid'])} invalid skipped (listed above)")
     if result["outside_benchmark"]:
         notes.append(f"{len(result['outside_benchmark'])} outside {args.benchmark} left out")
     print(f"wrote {result['sequences']} sequences to {result['cache']}" + (f" ({'; '.join(notes)})" if notes else ""))
@@ -172,6 +177,11 @@ def _add_data_commands(commands) -> None:
     convert.add_argument("--benchmark", choices=split_names(), help="keep one part of this split (with --part)")
     convert.add_argument("--part", choices=("train", "test"), help="the part to keep (with --benchmark)")
     convert.add_argument("--force", action="store_true", help="replace a skelang cache at --out (nothing else is)")
+    convert.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="leave out bad files or entries (each named on stderr, counted) instead of stopping at the first",
+    )
     convert.set_defaults(func=lambda args, rest: cmd_data_convert(args))
 
     render = actions.add_parser("render", help="an animated GIF or MP4 of one sequence")

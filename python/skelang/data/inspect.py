@@ -141,18 +141,21 @@ def convert_dataset(
     progress: bool = True,
     force: bool = False,
     clips: dict | None = None,
+    skip_invalid: bool = False,
 ) -> dict:
     """Read every sequence at `path` (optionally one part of a benchmark split) into a cache
-    folder `out`. NTU's missing skeletons are skipped; any other bad file stops the
-    conversion with its error (`inspect` lists them all). `out` must be new, an empty folder,
-    or (with `force`) a skelang cache, and never the input or a folder holding it."""
+    folder `out`. Clips without a skeleton (MissingSkeletonError) are skipped and listed under
+    "skipped"; any other bad file or entry (a ValueError naming it) stops the conversion with
+    its error and writes nothing, unless `skip_invalid`: then it is left out and its error
+    listed under "invalid" (as `inspect` lists them). `out` must be new, an empty folder, or
+    (with `force`) a skelang cache, and never the input or a folder holding it."""
     if not str(path).startswith("synthetic"):
         source, target = Path(path).resolve(), Path(out).resolve()
         if source == target or target in source.parents:
             raise ValueError(f"--out {out}: the output would replace the input {path}; choose another folder")
     cache.check_cache_destination(out, force)
     kind = detect_format(path) if format == "auto" else format
-    skipped, left_out = [], []
+    skipped, left_out, invalid = [], [], []
 
     def sequences():
         for item in tqdm(iter_sequences(path, kind, workers, clips), desc="convert", unit="seq", disable=not progress):
@@ -160,7 +163,10 @@ def convert_dataset(
                 skipped.append(str(item))
                 continue
             if isinstance(item, ValueError):
-                raise item
+                if not skip_invalid:
+                    raise ValueError(f"{item} (nothing written; --skip-invalid leaves out bad entries)") from None
+                invalid.append(str(item))
+                continue
             where = None if benchmark is None else split_of(benchmark, item.meta)
             if benchmark is not None and where is None:
                 left_out.append(item.sample_id(len(left_out)))
@@ -174,6 +180,8 @@ def convert_dataset(
         if "no sequence to cache" not in str(error):
             raise
         reasons = [f"{len(skipped)} without a skeleton"] if skipped else []
+        if invalid:
+            reasons.append(f"{len(invalid)} invalid")
         if left_out:
             reasons.append(f"{len(left_out)} outside {benchmark}")
         if benchmark is not None:
@@ -185,5 +193,6 @@ def convert_dataset(
         "cache": str(folder),
         "sequences": len(cache.SequenceCache(folder, verify=False)),
         "skipped": skipped,
+        "invalid": invalid,
         "outside_benchmark": left_out,
     }
