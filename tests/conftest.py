@@ -105,7 +105,8 @@ def built_once(tmp_path_factory, name: str, build):
     """`build(folder)` run once per test session, whatever the number of pytest-xdist workers:
     the first worker that asks builds into a folder of the session's shared temporary folder
     while the others wait on a file lock, then every worker reads it (pytest-xdist's documented
-    recipe). Returns (folder, what `build` returned, as JSON gives it back)."""
+    recipe). Returns (folder, what `build` returned, as JSON gives it back). A build that
+    fails is not tried again by the other workers: they fail at once with its error."""
     import json
     import shutil
 
@@ -114,12 +115,19 @@ def built_once(tmp_path_factory, name: str, build):
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER") and base.name.startswith("popen-"):
         base = base.parent  # the local workers' folders are popen-gwN under one session folder
-    folder, done = base / name, base / f"{name}.json"
+    folder, done, failed = base / name, base / f"{name}.json", base / f"{name}.failed"
     with FileLock(f"{folder}.lock"):
+        if failed.exists():
+            pytest.fail(f"{name}: its build failed in another worker of this session: {failed.read_text()}")
         if not done.exists():
-            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed while building
+            shutil.rmtree(folder, ignore_errors=True)  # a worker killed while building
             folder.mkdir()
-            done.write_text(json.dumps(build(folder)))
+            try:
+                result = build(folder)
+            except BaseException as error:
+                failed.write_text(f"{type(error).__name__}: {error}")
+                raise
+            done.write_text(json.dumps(result))
     return folder, json.loads(done.read_text())
 
 
