@@ -261,3 +261,33 @@ def test_model_profile_command():
         p.numel() for p in build_model({"type": "ctrgcn"}, 3, 10, "kinect_v1_20", 1).parameters()
     )
     assert report["gflops"] > 0.5
+
+
+def test_model_profile_of_a_trained_run(synthetic_hglnet_run, synthetic_vst_run, tmp_path):
+    import json
+
+    import yaml
+    from conftest import skelang_cli
+
+    run, _ = synthetic_hglnet_run
+    result = skelang_cli("model", "profile", "--run", str(run), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert report["input"]["frames"] == config["data"]["num_frames"] and report["input"]["bodies"] >= 1
+    layout = report["input"]["layout"]
+    assert report["parameters"] == sum(
+        p.numel()
+        for p in build_model(
+            config["model"], 3, config["data"]["num_classes"] or 15, layout, report["input"]["bodies"]
+        ).parameters()
+    )
+    mixed = skelang_cli("model", "profile", "--run", str(run), "--frames", "30")
+    assert mixed.returncode != 0 and "--run takes the model and the input's shape from the run; drop --frames" in (
+        mixed.stderr
+    )
+    vst_run, _ = synthetic_vst_run
+    other = skelang_cli("model", "profile", "--run", str(vst_run))
+    assert other.returncode != 0 and "Traceback" not in other.stderr and "stage encoder or ssf" in other.stderr
+    empty = skelang_cli("model", "profile", "--run", str(tmp_path))
+    assert empty.returncode != 0 and "not a skelang training run" in empty.stderr

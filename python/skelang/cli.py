@@ -534,21 +534,41 @@ def _add_train_commands(commands) -> None:
 def cmd_model_profile(args) -> int:
     from skelang.encoder import profile
 
-    if args.config:
-        from skelang.runs import load_config
-
-        model = load_config(args.config, [])["model"]
+    shape_flags = {"layout": args.layout, "frames": args.frames, "bodies": args.bodies, "channels": args.channels}
+    shape_flags["classes"] = args.classes
+    if args.run:
+        given = [f"--{name}" for name, value in shape_flags.items() if value is not None]
+        if args.config or args.type or given:
+            raise ValueError(
+                f"--run takes the model and the input's shape from the run; "
+                f"drop {', '.join(given + [f for f, v in (('--config', args.config), ('--type', args.type)) if v])}"
+            )
+        model, sizes = _run_model_and_shape(args.run)
     else:
-        model = {"type": args.type}
-    sizes = {
-        "in_channels": args.channels,
-        "num_classes": args.classes,
-        "layout": args.layout,
-        "num_frames": args.frames,
-        "num_bodies": args.bodies,
-    }
+        if args.config and args.type:
+            raise ValueError("--config and --type each give the model; pass one")
+        if args.config:
+            from skelang.runs import load_config
+
+            model = load_config(args.config, [])["model"]
+        else:
+            model = {"type": args.type or "hglnet"}
+        defaults = {"layout": "ntu25", "frames": 64, "bodies": 2, "channels": 3, "classes": 60}
+        given = {name: defaults[name] if value is None else value for name, value in shape_flags.items()}
+        sizes = {
+            "in_channels": given["channels"],
+            "num_classes": given["classes"],
+            "layout": given["layout"],
+            "num_frames": given["frames"],
+            "num_bodies": given["bodies"],
+        }
     stats = profile(model, **sizes)
-    shapes = {"layout": args.layout, "frames": args.frames, "bodies": args.bodies, "channels": args.channels}
+    shapes = {
+        "layout": sizes["layout"],
+        "frames": sizes["num_frames"],
+        "bodies": sizes["num_bodies"],
+        "channels": sizes["in_channels"],
+    }
     if args.step is not None:
         import torch
 
@@ -584,24 +604,57 @@ def cmd_model_profile(args) -> int:
     return 0
 
 
+def _run_model_and_shape(path) -> tuple[dict, dict]:
+    """The model section of a trained encoder run (stage encoder or ssf) and the shape of its
+    inputs: channels, classes, layout and bodies from its checkpoint, frames from its data
+    section. Any other folder is a ValueError naming it."""
+    from skelang.runs.directory import CHECKPOINT, open_run
+    from skelang.runs.stages.encoder import SHAPE_KEYS, checkpoint_layout
+
+    run = open_run(path)
+    if run.stage not in ("encoder", "ssf"):
+        raise ValueError(
+            f"{run.path}: a {run.stage} run; model profile --run reads runs that train an encoder "
+            f"(stage encoder or ssf: the encoder is profiled)"
+        )
+    checkpoint = run.load_checkpoint()
+    missing = [key for key in SHAPE_KEYS if key not in checkpoint]
+    if missing:
+        raise ValueError(f"{run.file(CHECKPOINT)}: does not keep the input's shape ({', '.join(missing)})")
+    sizes = {
+        "in_channels": checkpoint["in_channels"],
+        "num_classes": checkpoint["num_classes"],
+        "layout": checkpoint_layout(run, checkpoint),
+        "num_frames": run.config["data"]["num_frames"],
+        "num_bodies": checkpoint["num_bodies"],
+    }
+    return run.config["model"], sizes
+
+
 def _add_model_commands(commands) -> None:
     from skelang.encoder import PRESETS
 
     model = commands.add_parser("model", help="inspect encoders")
     actions = model.add_subparsers(dest="model_command", required=True)
     profile = actions.add_parser("profile", help="parameters and GFLOPs per sample of an encoder")
-    profile.add_argument("--type", default="hglnet", choices=list(PRESETS), help="a preset (default: hglnet)")
+    profile.add_argument("--type", choices=list(PRESETS), help="a preset (default: hglnet)")
     profile.add_argument(
         "--config",
         help="take the model section of this training config instead; the input's shape still comes from "
         "--layout, --frames, --bodies and --classes (NW-UCLA: --layout kinect_v1_20 --frames 52 --bodies 1 "
         "--classes 10)",
     )
-    profile.add_argument("--layout", default="ntu25", help="a skeleton layout (default: ntu25)")
-    profile.add_argument("--frames", type=int, default=64)
-    profile.add_argument("--bodies", type=int, default=2)
-    profile.add_argument("--channels", type=int, default=3, help="input channels (3 per stream)")
-    profile.add_argument("--classes", type=int, default=60)
+    profile.add_argument(
+        "--run",
+        metavar="RUN",
+        help="a trained encoder run (stage encoder or ssf): its model, and its input's shape from its checkpoint "
+        "and data.num_frames (no shape flags)",
+    )
+    profile.add_argument("--layout", help="a skeleton layout (default: ntu25)")
+    profile.add_argument("--frames", type=int, help="frames per sample (default: 64)")
+    profile.add_argument("--bodies", type=int, help="bodies per sample (default: 2)")
+    profile.add_argument("--channels", type=int, help="input channels (3 per stream; default: 3)")
+    profile.add_argument("--classes", type=int, help="classes (default: 60)")
     profile.add_argument(
         "--step",
         type=int,
