@@ -297,3 +297,20 @@ def test_a_training_never_writes_into_a_folder_with_other_files(tmp_path):
     with pytest.raises(ValueError, match=r"is not empty \(paper.tex\): choose a new folder"):
         train(TINY, out, progress=False)
     assert (out / "paper.tex").read_text() == "x"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_and_caches_follow_the_umask(tmp_path, umask):
+    """Files written whole (through a private temporary file) and caches (a private temporary
+    folder) end with the permissions open() and mkdir() would give them, not 0600 and 0700."""
+    from skelang.files import write_text_atomic
+
+    old = os.umask(umask)
+    try:
+        write_text_atomic(tmp_path / "a.txt", "text")
+        folder = convert_dataset("synthetic:2:0", tmp_path / "cache", progress=False)["cache"]
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert Path(folder).stat().st_mode & 0o777 == 0o777 & ~umask
+    assert all(file.stat().st_mode & 0o777 == 0o666 & ~umask for file in Path(folder).iterdir())

@@ -534,15 +534,18 @@ def _add_train_commands(commands) -> None:
 def cmd_model_profile(args) -> int:
     from skelang.encoder import profile
 
-    shape_flags = {"layout": args.layout, "frames": args.frames, "bodies": args.bodies, "channels": args.channels}
-    shape_flags["classes"] = args.classes
+    flags = {
+        "layout": args.layout,
+        "frames": args.frames,
+        "bodies": args.bodies,
+        "channels": args.channels,
+        "classes": args.classes,
+    }
     if args.run:
-        given = [f"--{name}" for name, value in shape_flags.items() if value is not None]
-        if args.config or args.type or given:
-            raise ValueError(
-                f"--run takes the model and the input's shape from the run; "
-                f"drop {', '.join(given + [f for f, v in (('--config', args.config), ('--type', args.type)) if v])}"
-            )
+        dropped = [f"--{name}" for name, value in flags.items() if value is not None]
+        dropped += [flag for flag, value in (("--config", args.config), ("--type", args.type)) if value]
+        if dropped:
+            raise ValueError(f"--run takes the model and the input's shape from the run; drop {', '.join(dropped)}")
         model, sizes = _run_model_and_shape(args.run)
     else:
         if args.config and args.type:
@@ -554,7 +557,7 @@ def cmd_model_profile(args) -> int:
         else:
             model = {"type": args.type or "hglnet"}
         defaults = {"layout": "ntu25", "frames": 64, "bodies": 2, "channels": 3, "classes": 60}
-        given = {name: defaults[name] if value is None else value for name, value in shape_flags.items()}
+        given = {name: defaults[name] if value is None else value for name, value in flags.items()}
         sizes = {
             "in_channels": given["channels"],
             "num_classes": given["classes"],
@@ -568,6 +571,7 @@ def cmd_model_profile(args) -> int:
         "frames": sizes["num_frames"],
         "bodies": sizes["num_bodies"],
         "channels": sizes["in_channels"],
+        "classes": sizes["num_classes"],
     }
     if args.step is not None:
         import torch

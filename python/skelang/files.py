@@ -12,6 +12,15 @@ from pathlib import Path
 from typing import IO
 
 
+def new_file_mode(directory: bool = False) -> int:
+    """The permissions open() gives a new file (0o666) or mkdir() a new folder (0o777) under
+    the process's umask: tempfile.mkstemp and mkdtemp make theirs private (0o600, 0o700), and
+    a file moved into place keeps them."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside `path` (mode "w" for text, "wb" for bytes); when the
@@ -22,6 +31,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     except OSError as error:
         raise _naming(error, path) from None
     try:
+        os.fchmod(handle, new_file_mode())
         with os.fdopen(handle, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as file:
             yield file
             file.flush()

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from skelang.data.layouts import ensure_layout, layout_to_dict
+from skelang.files import new_file_mode
 from skelang.data.sequence import Sequence
 
 FORMAT = "skelang-cache-2"
@@ -68,6 +69,7 @@ def write_cache(sequences: Iterable[Sequence], folder: str | Path, overwrite: bo
     check_cache_destination(folder, overwrite)
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    os.chmod(work, new_file_mode(directory=True))  # mkdtemp's folder is private
     try:
         frames_path = work / "frames.raw"
         offsets, labels, metas = [0], [], []
