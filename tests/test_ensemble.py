@@ -173,3 +173,11 @@ def test_a_test_set_that_names_a_sample_twice_is_refused_before_training(tmp_pat
     (folders["test"] / "copy1.json").write_text(json.dumps(document("a01_s03_e00_v03")))
     train, test = load_sequences(data)
     assert [s.meta["name"] for s in test] == ["a01_s02_e00_v03", "a01_s03_e00_v03"]
+
+
+def test_streams_given_twice_or_empty_are_refused_before_training(tmp_path):
+    for streams, message in [("bone,bone", "--streams: bone given twice"), ("", "--streams: unknown stream")]:
+        out = tmp_path / "streams"
+        result = skelang_cli("train", "--config", "synthetic_stgcn", "--out", out, "--streams", streams)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert not out.exists()  # nothing trained, nothing written

@@ -312,9 +312,9 @@ def cmd_train(args) -> int:
     from skelang.runs.distributed import is_main_process
 
     end_with_the_sweep()
-    if args.streams and args.config is None:
+    if args.streams is not None and args.config is None:
         raise ValueError("--streams: give --config (each stream's run in OUT/<stream> resumes by itself)")
-    if args.streams and any(override.split("=", 1)[0].strip() == "data.streams" for override in args.overrides):
+    if args.streams is not None and any(override.split("=", 1)[0].strip() == "data.streams" for override in args.overrides):
         raise ValueError("--streams trains one run per stream, each with its own data.streams: drop data.streams=")
     if args.config is None:
         if not args.resume:
@@ -324,11 +324,11 @@ def cmd_train(args) -> int:
             raise ValueError(f"--resume: {args.out} holds no run (no config.yaml); give --config")
     config = load_config(args.config, args.overrides)
     quiet = not is_main_process()  # under torchrun, rank 0 reports
-    if args.streams:
+    if args.streams is not None:
         from skelang.data.preprocess import STREAMS
         from skelang.runs.ensemble import format_report
 
-        streams = list(STREAMS) if args.streams == "all" else args.streams.split(",")
+        streams = list(STREAMS) if args.streams == "all" else [s.strip() for s in args.streams.split(",") if s.strip()]
         report = train_streams(config, streams, args.out, progress=not args.no_progress)
         if not quiet:
             print(format_report(report))

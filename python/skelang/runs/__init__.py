@@ -42,6 +42,9 @@ def train_streams(config: dict, streams: list[str], out_dir: str | Path, progres
     unknown = [stream for stream in streams if stream not in STREAMS]
     if unknown or not streams:
         raise ValueError(f"--streams: unknown stream {unknown} (known: all, or some of {', '.join(STREAMS)})")
+    twice = sorted({stream for stream in streams if streams.count(stream) > 1})
+    if twice:
+        raise ValueError(f"--streams: {', '.join(twice)} given twice; give each stream once")
     config = resolve_config(config)
     out_dir = Path(out_dir)
     for stream in streams:
