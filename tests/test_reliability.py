@@ -286,6 +286,9 @@ def test_convert_never_destroys_what_is_at_out(tmp_path):
         convert_dataset(made, made, progress=False, force=True)
     with pytest.raises(ValueError, match="the output would replace the input"):
         convert_dataset(made, tmp_path, progress=False, force=True)
+    with pytest.raises(ValueError, match="inside the input folder .* choose a folder outside it"):
+        convert_dataset(made, Path(made) / "sub", progress=False)
+    assert not (Path(made) / "sub").exists()
     result = skelang_cli("data", "convert", source, "--out", other)
     assert result.returncode == 1 and "Traceback" not in result.stderr and "not a skelang cache" in result.stderr
 

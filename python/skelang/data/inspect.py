@@ -153,6 +153,11 @@ def convert_dataset(
         source, target = Path(path).resolve(), Path(out).resolve()
         if source == target or target in source.parents:
             raise ValueError(f"--out {out}: the output would replace the input {path}; choose another folder")
+        if source in target.parents:
+            raise ValueError(
+                f"--out {out}: inside the input folder {path}, where the cache's files would be read as data; "
+                f"choose a folder outside it"
+            )
     cache.check_cache_destination(out, force)
     kind = detect_format(path) if format == "auto" else format
     skipped, left_out, invalid = [], [], []
