@@ -300,6 +300,17 @@ def test_a_training_never_writes_into_a_folder_with_other_files(tmp_path):
     with pytest.raises(ValueError, match=r"is not empty \(paper.tex\): choose a new folder"):
         train(TINY, out, progress=False)
     assert (out / "paper.tex").read_text() == "x"
+    assert sorted(p.name for p in out.iterdir()) == ["paper.tex"]  # not even the lock file
+
+
+def test_a_training_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path):
+    out = tmp_path / "new" / "run"
+    missing = tmp_path / "nope_train"
+    with pytest.raises(ValueError, match="nope_train"):
+        train({**TINY, "data": {**TINY["data"], "train": str(missing)}}, out, progress=False)
+    assert not out.exists()
+    train(TINY, out, progress=False)  # the same folder trains afterwards
+    assert (out / "checkpoint.pt").is_file()
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])

@@ -112,10 +112,14 @@ class RunDirectory:
     @contextlib.contextmanager
     def lock(self) -> Iterator[RunDirectory]:
         """Holds the run folder for this process (creating it); RunLockedError if another
-        process holds it. Re-entrant within one RunDirectory."""
+        process holds it. Re-entrant within one RunDirectory. When the block fails on bad input
+        (ValueError, OSError) before the run's first checkpoint, what the lock made is removed
+        again: a folder it created (with the run's own files in it, if nothing else), or else
+        the lock file it added to a folder of the user's. An interrupted run keeps its files."""
         if self._lock_file is not None:
             yield self
             return
+        created, had_lock = not self.path.exists(), self.file(LOCK).exists()
         self.path.mkdir(parents=True, exist_ok=True)
         handle = open(self.file(LOCK), "a+")
         try:
@@ -135,10 +139,23 @@ class RunDirectory:
         _HELD_LOCKS.add(handle)
         try:
             yield self
+        except (ValueError, OSError):  # bad input (an interrupted run keeps its files: --resume)
+            if not self.file(CHECKPOINT).exists():
+                self._remove_what_the_lock_made(created, had_lock)
+            raise
         finally:
             self._lock_file = None
             _HELD_LOCKS.discard(handle)
             handle.close()  # releases the lock
+
+    def _remove_what_the_lock_made(self, created: bool, had_lock: bool) -> None:
+        if created:
+            for name in (CONFIG, LOG, LOG_CSV, CHECKSUM, LOCK):
+                self.file(name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.path.rmdir()  # only when nothing else is in it
+        elif not had_lock:
+            self.file(LOCK).unlink(missing_ok=True)
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Deletes temporary files left by writes that were killed (.NAME.*.tmp)."""
