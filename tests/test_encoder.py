@@ -291,3 +291,18 @@ def test_model_profile_of_a_trained_run(synthetic_hglnet_run, synthetic_vst_run,
     assert other.returncode != 0 and "Traceback" not in other.stderr and "stage encoder or ssf" in other.stderr
     empty = skelang_cli("model", "profile", "--run", str(tmp_path))
     assert empty.returncode != 0 and "not a skelang training run" in empty.stderr
+
+
+def test_data_of_another_skeleton_layout_is_named_not_a_torch_error(synthetic_hglnet_run, tmp_path):
+    import numpy as np
+    from conftest import skelang_cli
+
+    from skelang.data import cache, from_sequences
+
+    run, _ = synthetic_hglnet_run
+    clips = from_sequences([np.random.rand(12, 20, 3).astype("float32")], [0], layout="kinect_v1_20", names=["ucla"])
+    data = cache.write_cache(clips, tmp_path / "ucla")
+    result = skelang_cli("eval", run, "--data", data)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "ucla is a skeleton of layout kinect_v1_20 (20 joints), but the model of" in result.stderr
+    assert "has ntu25 (25 joints): give data of that layout" in result.stderr

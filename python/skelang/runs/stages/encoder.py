@@ -148,6 +148,22 @@ def dataset_class_names(data: dict, sequences: list, count: int) -> list[str] | 
     return names if len(names) == count else None
 
 
+def check_layout(sequences, layout: str, what: str) -> None:
+    """Every one of `sequences` is a skeleton of `layout`, the one `what` (a run, a training
+    set) has; else a ValueError naming the first that is not, and both layouts with their
+    joint counts (a model's norms and topology are sized by the joints)."""
+    from skelang.data.layouts import get_layout
+
+    for index, sequence in enumerate(sequences):
+        if sequence.layout != layout:
+            raise ValueError(
+                f"{sequence.sample_id(index)} is a skeleton of layout {sequence.layout} "
+                f"({get_layout(sequence.layout).num_joints} joints), but {what} has {layout} "
+                f"({get_layout(layout).num_joints} joints): give data of that layout "
+                f"(skelang.data.mapping.map_layout derives ntu25 and kinect_v1_20 from blazepose33)"
+            )
+
+
 def count_classes(data: dict, datasets: list[SkeletonDataset]) -> int:
     labels = np.concatenate([dataset.labels for dataset in datasets])
     if labels.min() < 0:
@@ -208,6 +224,9 @@ class EncoderStage(Stage):
         config, data = self.config, self.config["data"]
         train_sequences, test_sequences = load_sequences(data)
         self.train_sequences = self.training_sequences(train_sequences)
+        layout = self.train_sequences[0].layout
+        check_layout(self.train_sequences, layout, f"the first sequence of data.train ({data['train']})")
+        check_layout(test_sequences, layout, f"data.train ({data['train']})")
         self.preprocess = make_preprocess(data)
         # clips of one, two or more people (PYSKL keeps each clip's own): all as the most
         num_bodies = self.model_bodies(max(bodies_of(self.train_sequences), bodies_of(test_sequences)))
@@ -331,7 +350,9 @@ class EncoderStage(Stage):
         return data_bodies
 
     def dataset(self, sequences) -> SkeletonDataset:
-        """`sequences` with the run's evaluation preprocessing, with as many bodies as its model."""
+        """`sequences` with the run's evaluation preprocessing, with as many bodies as its model;
+        a sequence of another skeleton layout than the model's is a ValueError naming it."""
+        check_layout(sequences, self.shape["layout"], f"the model of {self.run.path}")
         return SkeletonDataset(sequences, make_preprocess(self.config["data"]), num_bodies=self.shape["num_bodies"])
 
     def evaluate_sequences(self, sequences, write_scores: bool = False, **options) -> dict:
