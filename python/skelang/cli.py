@@ -314,7 +314,9 @@ def cmd_train(args) -> int:
     end_with_the_sweep()
     if args.streams is not None and args.config is None:
         raise ValueError("--streams: give --config (each stream's run in OUT/<stream> resumes by itself)")
-    if args.streams is not None and any(override.split("=", 1)[0].strip() == "data.streams" for override in args.overrides):
+    if args.streams is not None and any(
+        override.split("=", 1)[0].strip() == "data.streams" for override in args.overrides
+    ):
         raise ValueError("--streams trains one run per stream, each with its own data.streams: drop data.streams=")
     if args.config is None:
         if not args.resume:

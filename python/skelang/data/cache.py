@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from skelang.data.layouts import ensure_layout, layout_to_dict
-from skelang.files import new_file_mode
 from skelang.data.sequence import Sequence
+from skelang.files import new_file_mode
 
 FORMAT = "skelang-cache-2"
 FORMATS = ("skelang-cache-1", FORMAT)
