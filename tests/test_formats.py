@@ -65,6 +65,15 @@ def test_pyskl_3d_ntu_names_and_split(tmp_path):
         formats.read_pyskl(path, split="xview_val")
 
 
+def test_pyskl_label_minus_one_is_unlabelled_as_extract_writes_it(tmp_path):
+    kp = ramp(1, 4, 17, 2)
+    path = write_pickle(tmp_path / "mine.pkl", [annotation("clip", -1, kp), annotation("other", -2, kp)])
+    clip = next(formats.iter_pyskl(path))
+    assert clip.label is None and clip.meta["name"] == "clip"
+    with pytest.raises(ValueError, match=r"annotation 1 \('other'\): 'label' must be a non-negative integer \(or -1"):
+        formats.read_pyskl(path)
+
+
 def test_pyskl_2d_scores_and_layouts(tmp_path):
     kp = ramp(2, 3, 17, 2)
     kp[1, 2] = 0  # body 1 absent from the last frame

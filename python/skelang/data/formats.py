@@ -71,8 +71,8 @@ def _pyskl_sequence(annotation, index: int, layout: str | None, source: str) -> 
     if not isinstance(annotation["frame_dir"], str):
         raise ValueError(f"{where}: 'frame_dir' must be a string")
     label = annotation["label"]
-    if not _is_integer(label) or label < 0:
-        raise ValueError(f"{where}: 'label' must be a non-negative integer, got {label!r}")
+    if not _is_integer(label) or label < -1:
+        raise ValueError(f"{where}: 'label' must be a non-negative integer (or -1: unlabelled), got {label!r}")
     try:
         keypoint = np.asarray(annotation["keypoint"])
     except ValueError as error:  # ragged nested lists
@@ -128,14 +128,15 @@ def _pyskl_sequence(annotation, index: int, layout: str | None, source: str) -> 
             raise ValueError(f"{where}: {key!r} must be (height, width) in pixels or None, got {shape!r:.60}")
         meta[key] = tuple(int(n) for n in shape)
     data = np.ascontiguousarray(keypoint.transpose(3, 1, 2, 0), dtype=np.float32)  # (3, T, V, M)
-    return Sequence(data=data, layout=layout, label=int(label), meta=meta)
+    return Sequence(data=data, layout=layout, label=None if label == -1 else int(label), meta=meta)
 
 
 def read_pyskl(path: str | Path, split: str | None = None, layout: str | None = None) -> list[Sequence]:
     """The annotations of a PYSKL pickle, {"split": {name: [frame_dir, ...]}, "annotations":
     [{"frame_dir", "label", "keypoint" (M, T, V, C), ...}]} (a bare list of annotations is
     accepted too), as Sequences (3, T, V, M) in annotation order; the first bad annotation
-    raises (iter_pyskl yields each error and goes on).
+    raises (iter_pyskl yields each error and goes on). A label of -1 is unlabelled (None), as
+    `skelang data extract --format pyskl` writes videos without a label.
 
     3D keypoints give (x, y, z). 2D keypoints give (x, y, score) with keypoint_score
     (M, T, V) as the score, or, without it, score 1.0 for every joint with a non-zero
