@@ -462,6 +462,11 @@ def test_train_and_eval_commands(tmp_path, tiny_file):
     assert result.returncode == 0, result.stderr
     assert f"{out}: train.epochs 1 -> 2: the run goes on from epoch 1 to 2" in result.stderr
     assert "after 2 epochs" in result.stdout
+    # ... and fewer epochs than it has trained are not taken silently
+    result = skelang_cli("train", "--out", str(out), "--resume", "train.epochs=1")
+    assert result.returncode == 0, result.stderr
+    assert f"{out}: train.epochs=1, but the run has trained 2 epochs already: it is not shortened" in result.stderr
+    assert "after 2 epochs" in result.stdout
     result = skelang_cli("train", "--out", str(tmp_path / "other"))
     assert result.returncode == 1 and "--config: expected a configuration" in result.stderr
 

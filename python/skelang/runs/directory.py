@@ -183,6 +183,13 @@ class RunDirectory:
                     f"(only {', '.join(RESUMABLE_CHANGES)} may change)"
                 )
             checkpoint = self.load_checkpoint()
+            if checkpoint["epoch"] > config["train"]["epochs"]:  # allowed, never silent
+                print(
+                    f"{self.path}: train.epochs={config['train']['epochs']}, but the run has trained "
+                    f"{checkpoint['epoch']} epochs already: it is not shortened (train a new run for fewer)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if checkpoint["epoch"] >= config["train"]["epochs"] and self.file(METRICS).is_file():
                 return checkpoint, self.metrics()
             before = self.config["train"]["epochs"]
