@@ -149,6 +149,28 @@ def test_unknown_command_and_options_are_refused():
     assert result.returncode == 2 and "unrecognized arguments: --frobnicate" in result.stderr
 
 
+def test_bad_flags_and_outputs_are_named_in_one_line(tmp_path):
+    """A new user's mistakes: each a one-line error naming the flag or the file (no torch or
+    matplotlib message, no '[Errno 2]'), nothing written."""
+    negative = run("model", "profile", "--frames", "-3")
+    assert negative.returncode == 2 and "argument --frames: expected a positive integer, got '-3'" in negative.stderr
+    zero = run("model", "profile", "--step", "0")
+    assert zero.returncode == 2 and "argument --step: expected a positive integer, got '0'" in zero.stderr
+    import numpy as np
+
+    np.savez(tmp_path / "clips.npz", a=np.ones((4, 17, 2), dtype=np.float32))
+    labels = run("data", "inspect", tmp_path / "clips.npz", "--labels", tmp_path / "nope.csv")
+    assert labels.returncode == 1 and f"{tmp_path / 'nope.csv'}: No such file or directory" in labels.stderr
+    assert "Errno" not in labels.stderr
+    (tmp_path / "notes.txt").write_text("mine")
+    into_a_file = run("train", "--config", "synthetic_stgcn", "--out", tmp_path / "notes.txt")
+    assert into_a_file.returncode == 1 and "notes.txt is a file: choose a new folder for the run" in into_a_file.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "clips.npz",
+        "notes.txt",
+    ]
+
+
 def test_output_closed_by_its_reader_is_quiet():
     """skelang ... | head: the reader goes away before skelang writes; no message, no traceback."""
     process = subprocess.Popen([SKELANG, "config", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

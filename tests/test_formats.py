@@ -104,7 +104,9 @@ def test_pyskl_2d_scores_and_layouts(tmp_path):
 
 def test_pyskl_layout_inference_and_its_error(tmp_path):
     path = write_pickle(tmp_path / "odd.pkl", {"annotations": [annotation("hand", 0, ramp(1, 2, 21, 3))]})
-    with pytest.raises(ValueError, match=r"odd\.pkl: annotation 0 \('hand'\): cannot tell .* 21 joints; pass layout="):
+    with pytest.raises(
+        ValueError, match=r"odd\.pkl: annotation 0 \('hand'\): cannot tell .* 21 joints; pass it \(--layout"
+    ):
         formats.read_pyskl(path)
     with pytest.raises(ValueError, match=r"odd\.pkl: .*21 joints, but layout 'ntu25' has 25"):
         formats.read_pyskl(path, layout="ntu25")

@@ -136,7 +136,7 @@ def cmd_data_render(args) -> int:
         return 0
     sequences = open_sequences(args.path, format=args.format)
     if not -len(sequences) <= args.index < len(sequences):
-        raise SystemExit(f"skelang data render: --index {args.index} but {args.path} holds {len(sequences)} sequences")
+        raise ValueError(f"--index {args.index}, but {args.path} holds {len(sequences)} sequences")
     out = render_sequence(sequences[args.index], args.out, fps=args.fps)
     print(f"wrote {out}")
     return 0
@@ -637,6 +637,17 @@ def _run_model_and_shape(path) -> tuple[dict, dict]:
     return run.config["model"], sizes
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a positive integer (argparse names the flag in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _add_model_commands(commands) -> None:
     from skelang.encoder import PRESETS
 
@@ -657,17 +668,17 @@ def _add_model_commands(commands) -> None:
         "and data.num_frames (no shape flags)",
     )
     profile.add_argument("--layout", help="a skeleton layout (default: ntu25)")
-    profile.add_argument("--frames", type=int, help="frames per sample (default: 64)")
-    profile.add_argument("--bodies", type=int, help="bodies per sample (default: 2)")
-    profile.add_argument("--channels", type=int, help="input channels (3 per stream; default: 3)")
-    profile.add_argument("--classes", type=int, help="classes (default: 60)")
+    profile.add_argument("--frames", type=_positive_int, help="frames per sample (default: 64)")
+    profile.add_argument("--bodies", type=_positive_int, help="bodies per sample (default: 2)")
+    profile.add_argument("--channels", type=_positive_int, help="input channels (3 per stream; default: 3)")
+    profile.add_argument("--classes", type=_positive_int, help="classes (default: 60)")
     profile.add_argument(
         "--step",
-        type=int,
+        type=_positive_int,
         metavar="N",
         help="also profile a training step of N samples (torch.profiler): the operators that take its time",
     )
-    profile.add_argument("--top", type=int, default=15, help="with --step: this many operators")
+    profile.add_argument("--top", type=_positive_int, default=15, help="with --step: this many operators")
     profile.add_argument(
         "--precision",
         default="fp32",
@@ -1022,6 +1033,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (ValueError, KeyError, OSError) as error:  # bad input: the message names it
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        if isinstance(error, OSError) and error.filename and error.strerror:  # not "[Errno 2] ...: 'name'"
+            message = f"{error.filename}: {error.strerror}"
         print(f"skelang {args.command}: error: {message}", file=sys.stderr)
         return 1
     except RuntimeError as error:  # from torch or an op: its first line; SKELANG_DEBUG=1 for the traceback

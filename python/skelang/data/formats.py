@@ -112,7 +112,9 @@ def _pyskl_sequence(annotation, index: int, layout: str | None, source: str) -> 
         keypoint = np.concatenate([keypoint, score[..., None].astype(keypoint.dtype)], axis=3)
     if layout is None:
         if V not in LAYOUT_BY_JOINTS:
-            raise ValueError(f"{where}: cannot tell the skeleton layout from {V} joints; pass layout=")
+            raise ValueError(
+                f"{where}: cannot tell the skeleton layout from {V} joints; pass it (--layout, or layout= in Python)"
+            )
         layout = LAYOUT_BY_JOINTS[V]
     elif get_layout(layout).num_joints != V:
         raise ValueError(f"{where}: {V} joints, but layout {layout!r} has {get_layout(layout).num_joints}")

@@ -144,7 +144,10 @@ def detect_format(path: str | Path) -> str:
             f"{path}: a .zip archive of {_archived(_member_suffixes(path))}; skelang reads a folder: "
             f"extract it (unzip) and pass the folder"
         )
-    raise ValueError(f"{path}: cannot tell the format from the name; pass format= one of {', '.join(FORMATS)}")
+    raise ValueError(
+        f"{path}: cannot tell the format from the name; pass it (--format, or format= in Python): "
+        f"one of {', '.join(FORMATS)}"
+    )
 
 
 def _member_suffixes(path: Path, limit: int = 20) -> list[str]:

@@ -119,6 +119,8 @@ class RunDirectory:
         if self._lock_file is not None:
             yield self
             return
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"{self.path} is a file: choose a new folder for the run")
         created, had_lock = not self.path.exists(), self.file(LOCK).exists()
         self.path.mkdir(parents=True, exist_ok=True)
         handle = open(self.file(LOCK), "a+")

@@ -37,8 +37,13 @@ def _save(figure, path: str | os.PathLike) -> Path:
     """Writes a figure (its format from the suffix: .png, .pdf, .svg) whole or not at all."""
     path = Path(path)
     buffer = io.BytesIO()
+    kind = path.suffix.lstrip(".").lower() or "png"
+    known = figure.canvas.get_supported_filetypes()
+    if kind not in known:
+        _pyplot().close(figure)
+        raise ValueError(f"{path}: matplotlib writes no .{kind} figures; name a .png, .pdf or .svg file")
     try:
-        figure.savefig(buffer, format=path.suffix.lstrip(".").lower() or "png", dpi=120, bbox_inches="tight")
+        figure.savefig(buffer, format=kind, dpi=120, bbox_inches="tight")
     finally:
         _pyplot().close(figure)
     with atomic_open(path, "wb") as file:
