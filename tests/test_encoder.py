@@ -195,7 +195,7 @@ def test_config_errors_name_the_key():
         encoder_config({"type": "resnet"})
     with pytest.raises(ValueError, match="model.lse_topology: expected one of physical, shared, composite"):
         encoder_config({"lse_topology": "full"})
-    with pytest.raises(ValueError, match="model.channels and model.strides must have the same length"):
+    with pytest.raises(ValueError, match="model.channels and model.strides must have the same length .* set both"):
         encoder_config({"channels": [8, 8], "strides": [1]})
     with pytest.raises(ValueError, match=r"model.attention_heads \(3\) must divide every block's channels"):
         build_model({**TINY, "attention_heads": 3}, 3, 4, "ntu25")

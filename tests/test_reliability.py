@@ -286,6 +286,8 @@ def test_convert_never_destroys_what_is_at_out(tmp_path):
         convert_dataset(made, made, progress=False, force=True)
     with pytest.raises(ValueError, match="the output would replace the input"):
         convert_dataset(made, tmp_path, progress=False, force=True)
+    with pytest.raises(ValueError, match="nope.json: no such file or folder"):
+        convert_dataset(tmp_path / "nope.json", tmp_path / "nope.json", progress=False)
     with pytest.raises(ValueError, match="inside the input folder .* choose a folder outside it"):
         convert_dataset(made, Path(made) / "sub", progress=False)
     assert not (Path(made) / "sub").exists()

@@ -151,6 +151,8 @@ def convert_dataset(
     (with `force`) a skelang cache, and never the input or a folder holding it."""
     if not str(path).startswith("synthetic"):
         source, target = Path(path).resolve(), Path(out).resolve()
+        if not source.exists():
+            raise ValueError(f"{path}: no such file or folder")
         if source == target or target in source.parents:
             raise ValueError(f"--out {out}: the output would replace the input {path}; choose another folder")
         if source in target.parents:

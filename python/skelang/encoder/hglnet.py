@@ -84,8 +84,8 @@ class EncoderConfig(Section):
     def _consistent(self):
         if len(self.channels) != len(self.strides):
             raise ValueError(
-                f"model.channels and model.strides must have the same length, got "
-                f"{len(self.channels)} and {len(self.strides)}"
+                f"model.channels and model.strides must have the same length (one entry per block), got "
+                f"{len(self.channels)} and {len(self.strides)}: set both (their defaults are CTR-GCN's 10 blocks)"
             )
         if self.gsm or self.gta:
             bad = [c for c in self.channels if c % self.attention_heads]
