@@ -10,7 +10,14 @@ import torch
 
 from skelang.data.layouts import get_layout
 from skelang.vst.decoder import MotionDecoder, segment_targets
-from skelang.vst.glossary import build_glossary, describe_motion, format_glossary, load_glossary, save_glossary
+from skelang.vst.glossary import (
+    build_glossary,
+    describe_motion,
+    format_glossary,
+    glossary_lines,
+    load_glossary,
+    save_glossary,
+)
 from skelang.vst.narrative import (
     TokenRun,
     format_narrative,
@@ -227,6 +234,11 @@ def test_glossary_build_format_save_load(tmp_path):
     column = len(table[0]) - len("description")  # where every description starts
     assert [line[column:] for line in table[1:]] == [e.description for e in entries]
     assert [line.split()[0] for line in table[1:]] == ["<a0>", "<a2>", "<a4>"]
+    # a narrative's lines: one per distinct token, a code the glossary lacks (never used) named
+    lines = glossary_lines("<a4>x2 <a1> <a4> <a0>", entries)
+    assert [line.split(":")[0] for line in lines] == ["<a4>", "<a1>", "<a0>"]
+    assert lines[1] == "<a1>: not in the glossary (never used on the training data)"
+    assert lines[0] == f"<a4>: {entries[2].description}"
     path = tmp_path / "glossary.json"
     save_glossary(entries, path)
     assert load_glossary(path) == entries

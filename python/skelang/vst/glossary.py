@@ -240,11 +240,15 @@ def format_glossary(entries: Sequence[GlossaryEntry]) -> str:
 
 
 def glossary_lines(narrative: str, entries: Sequence[GlossaryEntry]) -> list[str]:
-    """ "<aN>: description" for each distinct token of `narrative` in order of appearance
-    (tokens the glossary does not hold are left out)."""
+    """ "<aN>: description" for each distinct token of `narrative` in order of appearance; a
+    token the glossary does not hold (a code never used on the run's training data, which the
+    glossary describes) says so."""
     meaning = {entry.code: entry.description for entry in entries}
     codes = dict.fromkeys(code for code, _ in parse_narrative(narrative))
-    return [f"{token_name(code)}: {meaning[code]}" for code in codes if code in meaning]
+    return [
+        f"{token_name(code)}: {meaning.get(code, 'not in the glossary (never used on the training data)')}"
+        for code in codes
+    ]
 
 
 def save_glossary(entries: Sequence[GlossaryEntry], path: str | os.PathLike) -> None:
