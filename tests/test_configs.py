@@ -77,6 +77,21 @@ def test_every_section_names_unknown_keys_with_a_suggestion(tmp_path):
         assert str(error.value).startswith(f"{path} with the overrides {override}: ")  # not the file alone
 
 
+def test_a_bad_key_of_a_file_names_its_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(BASE, sort_keys=False) + "train:\n  epochs: -2\n  epohcs: 3\n")
+    train_line = len(yaml.safe_dump(BASE, sort_keys=False).splitlines()) + 1
+    with pytest.raises(ValueError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert f"train.epochs (line {train_line + 1}): expected a positive integer, got -2" in message
+    assert f"unknown key train.epohcs (line {train_line + 2}) (did you mean train.epochs?)" in message
+    assert message.startswith(f"{path}: ")
+    with pytest.raises(ValueError) as error:  # a key an override sets: no line of the file
+        load_config(path, ["train.epochs=-1"])
+    assert "train.epochs: expected a positive integer, got -1" in str(error.value)
+
+
 def test_configs_of_earlier_versions_are_converted(tmp_path):
     """Stages switched by ssf/vst/lm.enabled with every section present (an old config.yaml)."""
     from skelang.runs.config import resolve_config

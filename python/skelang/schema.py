@@ -279,3 +279,23 @@ YAML12Loader.add_implicit_resolver(
 def load_yaml(text: str):
     """YAML text with YAML 1.2 numbers; yaml.YAMLError on bad syntax."""
     return yaml.load(text, Loader=YAML12Loader)
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """The 1-based line of each key of a YAML mapping of mappings, by its dotted name
+    ("train.epochs"); {} for text that is not one."""
+    lines: dict[str, int] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    name = f"{prefix}{key.value}"
+                    lines.setdefault(name, key.start_mark.line + 1)
+                    walk(value, f"{name}.")
+
+    try:
+        walk(yaml.compose(text, Loader=YAML12Loader), "")
+    except yaml.YAMLError:
+        return {}
+    return lines

@@ -21,6 +21,7 @@ The shipped configs are package data (skelang/configs/*.yaml): `config_path("nw_
 from __future__ import annotations
 
 import copy
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from skelang.schema import (
     Section,
     Text,
     fraction,
+    key_lines,
     load_yaml,
     non_negative,
     one_of,
@@ -437,8 +439,33 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
             apply_override(raw, override)
     except _Bad as error:
         raise ValueError(f"{path}: {error}") from None
-    # a bad key may come from the file or from an override: the message names both
-    return resolve_config(raw, f"{path} with the overrides {' '.join(overrides)}" if overrides else str(path))
+    # a bad key may come from the file or from an override: the message names both, and the
+    # line of each key of the file that no override sets
+    where = f"{path} with the overrides {' '.join(overrides)}" if overrides else str(path)
+    try:
+        return resolve_config(raw, where)
+    except ValueError as error:
+        message = str(error)
+        if not message.startswith(where):
+            raise
+        details = _with_lines(message[len(where) :], path.read_text(), overrides)
+        raise ValueError(where + details) from None
+
+
+def _with_lines(message: str, text: str, overrides: list[str]) -> str:
+    """`message` with "(line N)" after each key of the config file `text` it names ("unknown
+    key train.epohcs", "train.epochs: ..."), except keys an override sets (or replaces with
+    its section)."""
+    overridden = [override.split("=", 1)[0].strip() for override in overrides]
+    lines = {
+        key: line
+        for key, line in key_lines(text).items()
+        if not any(key == name or key.startswith(f"{name}.") for name in overridden)
+    }
+    for key in sorted(lines, key=len, reverse=True):  # train.epochs before train
+        named = rf"(?<![\w.])(unknown key {re.escape(key)}|{re.escape(key)}(?=:))(?![\w.])"
+        message = re.sub(named, lambda match, line=lines[key]: f"{match.group(0)} (line {line})", message)
+    return message
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
