@@ -124,7 +124,7 @@ def built_once(tmp_path_factory, name: str, build):
             folder.mkdir()
             try:
                 result = build(folder)
-            except BaseException as error:
+            except (Exception, pytest.fail.Exception) as error:  # not a skip or an interrupt
                 failed.write_text(f"{type(error).__name__}: {error}")
                 raise
             done.write_text(json.dumps(result))

@@ -64,6 +64,11 @@ def test_pyskl_none_fields_are_unknown_and_a_bad_annotation_is_listed(shared_cas
     assert "wrote 1 sequences" in kept.stdout and "2 invalid skipped" in kept.stdout
     assert "annotation 1 ('clip_0002')" in kept.stderr and "annotation 2 ('clip_0003')" in kept.stderr
     assert [meta["name"] for meta in SequenceCache(tmp_path / "kept").meta] == ["clip_0001"]
+    data["annotations"] = data["annotations"][1:]  # only the two bad ones: nothing to write, the first named
+    (tmp_path / "bad.pkl").write_bytes(pickle.dumps(data))
+    none = skelang_cli("data", "convert", str(tmp_path / "bad.pkl"), "--out", str(tmp_path / "none"), "--skip-invalid")
+    assert none.returncode == 1 and "no sequence to write" in none.stderr
+    assert "2 invalid, the first: " in none.stderr and "annotation 0 ('clip_0002')" in none.stderr
 
 
 def test_kinetics_clips_without_people_are_skipped_with_a_count(shared_case, tmp_path):

@@ -307,10 +307,15 @@ def test_a_training_never_writes_into_a_folder_with_other_files(tmp_path):
 
 def test_a_training_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path):
     out = tmp_path / "new" / "run"
-    missing = tmp_path / "nope_train"
+    bad = {**TINY, "data": {**TINY["data"], "train": str(tmp_path / "nope_train")}}
     with pytest.raises(ValueError, match="nope_train"):
-        train({**TINY, "data": {**TINY["data"], "train": str(missing)}}, out, progress=False)
-    assert not out.exists()
+        train(bad, out, progress=False)
+    assert list(tmp_path.iterdir()) == []  # neither the run folder nor the parent it made
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="nope_train"):
+        train(bad, empty, progress=False)
+    assert list(empty.iterdir()) == []  # nor its config.yaml and lock file in a folder that was there
     train(TINY, out, progress=False)  # the same folder trains afterwards
     assert (out / "checkpoint.pt").is_file()
 

@@ -207,3 +207,19 @@ def test_a_frozen_encoder_gets_the_inputs_it_was_trained_on(synthetic_hglnet_run
     config["data"] = {**config["data"], "streams": ["bone"]}
     with pytest.raises(ValueError, match=r"lm.vst_run: .* set data.streams=\[joint\]"):
         train(config, tmp_path / "lm", progress=False)
+
+
+def test_narrating_data_of_another_skeleton_layout_names_it(synthetic_vst_run):
+    """The language-model stage narrates sequences through the VST run's encoder (eval and
+    explain --data): another layout is a ValueError naming the sequence, not torch's."""
+    import numpy as np
+
+    from skelang.data import from_sequences
+    from skelang.runs.stages.lm import narrate
+    from skelang.runs.stages.vst import load_vst_run
+
+    run, _ = synthetic_vst_run
+    stage = load_vst_run(run)
+    clips = from_sequences([np.random.rand(12, 20, 3).astype("float32")], [0], layout="kinect_v1_20", names=["ucla"])
+    with pytest.raises(ValueError, match=r"ucla is a skeleton of layout kinect_v1_20 \(20 joints\), but the encoder"):
+        narrate(stage.model, clips, stage.config["data"])

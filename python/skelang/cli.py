@@ -1033,8 +1033,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (ValueError, KeyError, OSError) as error:  # bad input: the message names it
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        if isinstance(error, OSError) and error.filename and error.strerror:  # not "[Errno 2] ...: 'name'"
-            message = f"{error.filename}: {error.strerror}"
+        if isinstance(error, OSError) and error.strerror:  # not "[Errno 2] ...: 'name'"
+            named = [str(name) for name in (error.filename, error.filename2) if name]
+            message = f"{' -> '.join(named)}: {error.strerror}" if named else error.strerror
         print(f"skelang {args.command}: error: {message}", file=sys.stderr)
         return 1
     except RuntimeError as error:  # from torch or an op: its first line; SKELANG_DEBUG=1 for the traceback

@@ -12,13 +12,34 @@ from pathlib import Path
 from typing import IO
 
 
+def _umask() -> int:
+    """The process's umask, as Linux reports it in /proc/self/status; elsewhere read by setting
+    it for an instant (to 0o077, so that a file another thread makes meanwhile is private)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o077)  # the most private value while it is read back
+    os.umask(mask)
+    return mask
+
+
 def new_file_mode(directory: bool = False) -> int:
     """The permissions open() gives a new file (0o666) or mkdir() a new folder (0o777) under
     the process's umask: tempfile.mkstemp and mkdtemp make theirs private (0o600, 0o700), and
     a file moved into place keeps them."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return (0o777 if directory else 0o666) & ~mask
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def share_as_new(path_or_descriptor, directory: bool = False) -> None:
+    """Gives a file (a path or an open descriptor) or folder made private by tempfile the
+    permissions of a new one; where the file system keeps no permissions (FAT, some network
+    mounts refuse chmod) it stays as it is."""
+    with contextlib.suppress(OSError):
+        if isinstance(path_or_descriptor, int):
+            os.fchmod(path_or_descriptor, new_file_mode(directory))
+        else:
+            os.chmod(path_or_descriptor, new_file_mode(directory))
 
 
 @contextlib.contextmanager
@@ -31,7 +52,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     except OSError as error:
         raise _naming(error, path) from None
     try:
-        os.fchmod(handle, new_file_mode())
+        share_as_new(handle)
         with os.fdopen(handle, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as file:
             yield file
             file.flush()

@@ -25,7 +25,7 @@ import numpy as np
 
 from skelang.data.layouts import ensure_layout, layout_to_dict
 from skelang.data.sequence import Sequence
-from skelang.files import new_file_mode
+from skelang.files import share_as_new
 
 FORMAT = "skelang-cache-2"
 FORMATS = ("skelang-cache-1", FORMAT)
@@ -69,8 +69,8 @@ def write_cache(sequences: Iterable[Sequence], folder: str | Path, overwrite: bo
     check_cache_destination(folder, overwrite)
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    os.chmod(work, new_file_mode(directory=True))  # mkdtemp's folder is private
     try:
+        share_as_new(work, directory=True)  # mkdtemp's folder is private
         frames_path = work / "frames.raw"
         offsets, labels, metas = [0], [], []
         layout = shape = class_names = None

@@ -149,7 +149,7 @@ def convert_dataset(
     its error and writes nothing, unless `skip_invalid`: then it is left out and its error
     listed under "invalid" (as `inspect` lists them). `out` must be new, an empty folder, or
     (with `force`) a skelang cache, and never the input or a folder holding it."""
-    if not str(path).startswith("synthetic"):
+    if not (str(path) == "synthetic" or str(path).startswith("synthetic:")):  # the built-in set has no files
         source, target = Path(path).resolve(), Path(out).resolve()
         if not source.exists():
             raise ValueError(f"{path}: no such file or folder")
@@ -171,7 +171,10 @@ def convert_dataset(
                 continue
             if isinstance(item, ValueError):
                 if not skip_invalid:
-                    raise ValueError(f"{item} (nothing written; --skip-invalid leaves out bad entries)") from None
+                    raise ValueError(
+                        f"{item} (nothing written; --skip-invalid, or skip_invalid=True in Python, leaves out bad "
+                        f"entries)"
+                    ) from None
                 invalid.append(str(item))
                 continue
             where = None if benchmark is None else split_of(benchmark, item.meta)
@@ -188,7 +191,7 @@ def convert_dataset(
             raise
         reasons = [f"{len(skipped)} without a skeleton"] if skipped else []
         if invalid:
-            reasons.append(f"{len(invalid)} invalid")
+            reasons.append(f"{len(invalid)} invalid, the first: {invalid[0]}")
         if left_out:
             reasons.append(f"{len(left_out)} outside {benchmark}")
         if benchmark is not None:

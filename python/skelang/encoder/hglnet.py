@@ -180,6 +180,7 @@ class SkeletonEncoder(nn.Module):
         super().__init__()
         V = get_layout(layout).num_joints
         self.config = config
+        self.layout = layout  # the skeleton layout of its inputs
         self.num_bodies = num_bodies  # M of its inputs
         self.input_norm = nn.BatchNorm1d(num_bodies * V * in_channels)
         blocks, channels = [], in_channels

@@ -39,8 +39,10 @@ def train_streams(config: dict, streams: list[str], out_dir: str | Path, progres
     from skelang.files import write_text_atomic
     from skelang.runs.ensemble import ensemble
 
+    if not streams:
+        raise ValueError(f"--streams: no stream given (all, or some of {', '.join(STREAMS)})")
     unknown = [stream for stream in streams if stream not in STREAMS]
-    if unknown or not streams:
+    if unknown:
         raise ValueError(f"--streams: unknown stream {unknown} (known: all, or some of {', '.join(STREAMS)})")
     twice = sorted({stream for stream in streams if streams.count(stream) > 1})
     if twice:

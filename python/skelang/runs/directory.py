@@ -24,6 +24,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,8 @@ CHECKSUM = "checkpoint.sha256"
 METRICS = "metrics.json"
 SCORES = "scores.npz"
 LOCK = ".lock"
+# what a run writes into its folder before its first epoch is logged
+RUN_FILES = frozenset({CONFIG, LOG, LOG_CSV, CHECKSUM, LOCK})
 
 # The lock files this process holds. A forked child (a DataLoader worker) shares the lock
 # with its parent while it keeps its copy of the descriptor open, and would hold the run
@@ -113,15 +116,16 @@ class RunDirectory:
     def lock(self) -> Iterator[RunDirectory]:
         """Holds the run folder for this process (creating it); RunLockedError if another
         process holds it. Re-entrant within one RunDirectory. When the block fails on bad input
-        (ValueError, OSError) before the run's first checkpoint, what the lock made is removed
-        again: a folder it created (with the run's own files in it, if nothing else), or else
-        the lock file it added to a folder of the user's. An interrupted run keeps its files."""
+        (ValueError, OSError) before the run has logged an epoch, what it made is removed
+        again: the folders it created with all in them, or else the run's own files it added
+        to a folder that was there. An interrupted run keeps its files (--resume)."""
         if self._lock_file is not None:
             yield self
             return
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"{self.path} is a file: choose a new folder for the run")
-        created, had_lock = not self.path.exists(), self.file(LOCK).exists()
+        created = [folder for folder in (self.path, *self.path.parents) if not folder.exists()]
+        existed = {name for name in RUN_FILES if self.file(name).exists()}
         self.path.mkdir(parents=True, exist_ok=True)
         handle = open(self.file(LOCK), "a+")
         try:
@@ -142,22 +146,25 @@ class RunDirectory:
         try:
             yield self
         except (ValueError, OSError):  # bad input (an interrupted run keeps its files: --resume)
-            if not self.file(CHECKPOINT).exists():
-                self._remove_what_the_lock_made(created, had_lock)
+            if not self.file(CHECKPOINT).exists() and not self.file(LOG).exists():
+                self._remove_what_the_start_made(created, existed)
             raise
         finally:
             self._lock_file = None
             _HELD_LOCKS.discard(handle)
             handle.close()  # releases the lock
 
-    def _remove_what_the_lock_made(self, created: bool, had_lock: bool) -> None:
-        if created:
-            for name in (CONFIG, LOG, LOG_CSV, CHECKSUM, LOCK):
-                self.file(name).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                self.path.rmdir()  # only when nothing else is in it
-        elif not had_lock:
-            self.file(LOCK).unlink(missing_ok=True)
+    def _remove_what_the_start_made(self, created: list[Path], existed: set[str]) -> None:
+        """`created`: the folders lock() made, the run folder first; `existed`: the run's own
+        files that were in it before."""
+        with contextlib.suppress(OSError):
+            if created:
+                shutil.rmtree(self.path)  # all in it was made by this start
+                for folder in created[1:]:
+                    folder.rmdir()  # the parents it made, while empty
+            else:
+                for name in RUN_FILES - existed:
+                    self.file(name).unlink(missing_ok=True)
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Deletes temporary files left by writes that were killed (.NAME.*.tmp)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from skelang.data.layouts import get_layout
-from skelang.files import new_file_mode
+from skelang.files import share_as_new
 from skelang.video.extract import PoseTrack, VideoError, _cv2, read_frames
 
 COLOURS = [(0, 90, 255), (255, 120, 0), (0, 200, 80), (200, 0, 200)]  # BGR, one per body slot
@@ -47,7 +47,7 @@ def render_video(
     scale = max(1, round(info.height / 540))
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    os.fchmod(handle, new_file_mode())
+    share_as_new(handle)
     os.close(handle)
     writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*codec), info.fps or 30.0, (info.width, info.height))
     try:

@@ -154,6 +154,8 @@ def check_layout(sequences, layout: str, what: str) -> None:
     joint counts (a model's norms and topology are sized by the joints)."""
     from skelang.data.layouts import get_layout
 
+    if isinstance(sequences, SequenceCache):  # one layout for all its items: none is read
+        sequences = [sequences[0]] if sequences.layout != layout and len(sequences) else []
     for index, sequence in enumerate(sequences):
         if sequence.layout != layout:
             raise ValueError(

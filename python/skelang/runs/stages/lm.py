@@ -45,7 +45,7 @@ from skelang.lm.prompts import CodeEvidence, target_text
 from skelang.runs.directory import RunDirectory, check_outside_run, open_run, save_scores
 from skelang.runs.metrics import classification_metrics
 from skelang.runs.stages.base import PRECISION_DTYPES, Stage, StepOutput
-from skelang.runs.stages.encoder import check_encoder_inputs, load_sequences, make_preprocess
+from skelang.runs.stages.encoder import check_encoder_inputs, check_layout, load_sequences, make_preprocess
 from skelang.runs.stages.vst import glossary, load_vst_run
 from skelang.vst.model import TokenizedEncoder
 
@@ -56,7 +56,9 @@ JOINT_NARRATIVES = "narratives_joint.pt"  # the test part, by the jointly traine
 @torch.no_grad()
 def narrate(model: TokenizedEncoder, sequences: list, data: dict, batch_size: int = 64) -> list[NarratedSample]:
     """Every sequence's codes (one per segment), segment features and the encoder's own
-    prediction, with the evaluation preprocessing of the data section."""
+    prediction, with the evaluation preprocessing of the data section; a sequence of another
+    skeleton layout than the encoder's is a ValueError naming it."""
+    check_layout(sequences, model.encoder.layout, "the encoder of the VST run")
     dataset = SkeletonDataset(sequences, make_preprocess(data), num_bodies=model.encoder.num_bodies)
     loader = make_loader(dataset, batch_size, shuffle=False, num_workers=0)
     model.eval()
