@@ -523,3 +523,17 @@ def test_clip_folders_flat_and_in_class_subfolders(tmp_path):
         ("walk/0001", "jump"),
         ("walk/0002", "sit"),
     ]
+
+
+def test_clips_read_for_a_model_take_its_layout_when_the_joints_match(tmp_path, monkeypatch):
+    """Clip arrays do not name their layout (guessed from the joint count); read for a model
+    of a layout with that joint count (one of the user's own), they take the model's."""
+    from skelang.data import layouts
+    from skelang.data.readers import open_sequences_for
+
+    mine = {"name": "mine17", "joints": [f"j{i}" for i in range(17)], "parents": [-1] + [0] * 16}
+    mine.update(centre=0, spine=[0, 1], shoulders=[2, 3])
+    monkeypatch.setitem(layouts._LAYOUTS, "mine17", layouts.layout_from_dict(mine))  # registered for this test
+    np.savez(tmp_path / "clips.npz", a=np.ones((6, 17, 2), dtype=np.float32))
+    assert [s.layout for s in open_sequences_for(tmp_path / "clips.npz", "mine17")] == ["mine17"]
+    assert [s.layout for s in open_sequences_for(tmp_path / "clips.npz", "ntu25")] == ["coco17"]  # guessed

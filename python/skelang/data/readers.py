@@ -20,6 +20,7 @@ from pathlib import Path
 
 from skelang.data import bvh, cache, formats, ntu, nw_ucla
 from skelang.data.json_text import parse_json
+from skelang.data.layouts import get_layout
 from skelang.data.sequence import MissingSkeletonError, Sequence, data_files, value_or_error
 from skelang.data.splits import split_of
 from skelang.data.synthetic import SyntheticSkeletons
@@ -306,6 +307,17 @@ def iter_sequences(
 
 def _clip_layout(path: Path, dims: str) -> str:
     """The layout of clip arrays whose layout is not given: from their joint count."""
+    V, shape = _clip_joints(path, dims)
+    if V not in formats.LAYOUT_BY_JOINTS:
+        raise ValueError(
+            f"{path}: cannot tell the skeleton layout of clips of shape {shape} ({dims}); pass the layout (--layout)"
+        )
+    return formats.LAYOUT_BY_JOINTS[V]
+
+
+def _clip_joints(path: Path, dims: str) -> tuple[int | None, tuple]:
+    """(joints, shape) of the first clip array at `path` that reads (joints None when the array
+    does not have the dimensions `dims` names)."""
     import numpy as np
 
     formats.check_dims(dims, str(path))
@@ -324,13 +336,18 @@ def _clip_layout(path: Path, dims: str) -> str:
             errors.append(error)
     else:
         raise errors[0] if errors else ValueError(f"{path}: no clip arrays")
-    V = loaded.shape[dims.upper().index("V")] if loaded.ndim == len(dims) else None
-    if V not in formats.LAYOUT_BY_JOINTS:
-        raise ValueError(
-            f"{path}: cannot tell the skeleton layout of clips of shape {loaded.shape} "
-            f"({dims}); pass the layout (--layout)"
-        )
-    return formats.LAYOUT_BY_JOINTS[V]
+    return (loaded.shape[dims.upper().index("V")] if loaded.ndim == len(dims) else None), loaded.shape
+
+
+def open_sequences_for(path: str | Path, layout: str) -> list[Sequence] | cache.SequenceCache:
+    """open_sequences(path) for a model of skeleton `layout`: clip arrays (.npz, .npy), whose
+    files do not name their layout, are read as `layout` when they have its number of joints
+    (a layout of the user's own with the joint count of a known one), else as always."""
+    if detect_format(path) == "clips":
+        joints, _ = _clip_joints(Path(path), "TVC")
+        if joints == get_layout(layout).num_joints:
+            return open_sequences(path, clips={"layout": layout})
+    return open_sequences(path)
 
 
 def open_sequences(

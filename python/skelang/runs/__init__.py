@@ -78,7 +78,7 @@ def evaluate_run(
     written there; `scores_path` writes the per-sample scores of any data to that file). For
     an SSF run, `unseen` replaces the run's unseen classes in the zero-shot metrics, and
     `calibration` is subtracted from the seen classes' logits in their GZSL part."""
-    from skelang.data.readers import open_sequences
+    from skelang.data.readers import open_sequences_for
 
     run = open_run(run_dir)
     stage_class = STAGES[run.stage]
@@ -90,7 +90,9 @@ def evaluate_run(
         check_outside_run(run, scores_path)
     with run.lock():
         stage = stage_class.load(run, select_device(device))
-        sequences = load_sequences(stage.config["data"])[1] if data is None else open_sequences(data)
+        sequences = (
+            load_sequences(stage.config["data"])[1] if data is None else open_sequences_for(data, stage.shape["layout"])
+        )
         options = {"zero_shot": zero_shot, "calibration": calibration, "unseen": unseen} if run.stage == "ssf" else {}
         metrics = stage.evaluate_sequences(sequences, write_scores=write_scores and data is None, **options)
         metrics["class_names"] = stage.class_names(stage.shape["num_classes"])  # None when unknown

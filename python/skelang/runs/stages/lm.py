@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from skelang.data.dataset import EpochBatchSampler, SkeletonDataset, make_loader
-from skelang.data.readers import open_sequences
+from skelang.data.readers import open_sequences_for
 from skelang.files import torch_save_atomic
 from skelang.fusion.descriptions import load_descriptions
 from skelang.lm.adapters import LoRAConfig
@@ -472,7 +472,7 @@ def run_samples(
     if data is None:
         name = JOINT_NARRATIVES if config["lm"]["joint"]["enabled"] else NARRATIVES
         return narratives(config, RunDirectory(run_dir), vst_model, name, parts=("test",))[0]
-    return narrate(vst_model, open_sequences(data), config["data"])
+    return narrate(vst_model, open_sequences_for(data, vst_model.encoder.layout), config["data"])
 
 
 def evaluate_language_run(

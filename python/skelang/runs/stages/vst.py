@@ -13,7 +13,7 @@ import torch
 
 from skelang.data.dataset import make_loader
 from skelang.data.layouts import get_layout
-from skelang.data.readers import open_sequences
+from skelang.data.readers import open_sequences_for
 from skelang.data.sequence import Sequence
 from skelang.files import write_text_atomic
 from skelang.runs.directory import RunDirectory, open_run
@@ -116,7 +116,7 @@ def tokenize(run_dir: str | Path, data: str, batch_size: int = 64) -> list[dict]
     span [start, end) in the frames of the model input)."""
     stage = load_vst_run(run_dir)
     model = stage.model
-    sequences = open_sequences(data)
+    sequences = open_sequences_for(data, stage.shape["layout"])
     loader = make_loader(stage.dataset(sequences), batch_size, shuffle=False, num_workers=0)
     records = []
     with torch.no_grad():
