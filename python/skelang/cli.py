@@ -536,15 +536,16 @@ def _add_train_commands(commands) -> None:
 def cmd_model_profile(args) -> int:
     from skelang.encoder import profile
 
-    flags = {
-        "layout": args.layout,
-        "frames": args.frames,
-        "bodies": args.bodies,
-        "channels": args.channels,
-        "classes": args.classes,
+    names = {  # each shape flag's keyword of profile()
+        "layout": "layout",
+        "frames": "num_frames",
+        "bodies": "num_bodies",
+        "channels": "in_channels",
+        "classes": "num_classes",
     }
+    flags = {flag: getattr(args, flag) for flag in names}
     if args.run:
-        dropped = [f"--{name}" for name, value in flags.items() if value is not None]
+        dropped = [f"--{flag}" for flag, value in flags.items() if value is not None]
         dropped += [flag for flag, value in (("--config", args.config), ("--type", args.type)) if value]
         if dropped:
             raise ValueError(f"--run takes the model and the input's shape from the run; drop {', '.join(dropped)}")
@@ -559,22 +560,9 @@ def cmd_model_profile(args) -> int:
         else:
             model = {"type": args.type or "hglnet"}
         defaults = {"layout": "ntu25", "frames": 64, "bodies": 2, "channels": 3, "classes": 60}
-        given = {name: defaults[name] if value is None else value for name, value in flags.items()}
-        sizes = {
-            "in_channels": given["channels"],
-            "num_classes": given["classes"],
-            "layout": given["layout"],
-            "num_frames": given["frames"],
-            "num_bodies": given["bodies"],
-        }
+        sizes = {names[flag]: defaults[flag] if value is None else value for flag, value in flags.items()}
     stats = profile(model, **sizes)
-    shapes = {
-        "layout": sizes["layout"],
-        "frames": sizes["num_frames"],
-        "bodies": sizes["num_bodies"],
-        "channels": sizes["in_channels"],
-        "classes": sizes["num_classes"],
-    }
+    shapes = {flag: sizes[keyword] for flag, keyword in names.items()}
     if args.step is not None:
         import torch
 

@@ -38,11 +38,9 @@ def _save(figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     buffer = io.BytesIO()
     kind = path.suffix.lstrip(".").lower() or "png"
-    known = figure.canvas.get_supported_filetypes()
-    if kind not in known:
-        _pyplot().close(figure)
-        raise ValueError(f"{path}: matplotlib writes no .{kind} figures; name a .png, .pdf or .svg file")
     try:
+        if kind not in figure.canvas.get_supported_filetypes():
+            raise ValueError(f"{path}: matplotlib writes no .{kind} figures; name a .png, .pdf or .svg file")
         figure.savefig(buffer, format=kind, dpi=120, bbox_inches="tight")
     finally:
         _pyplot().close(figure)
