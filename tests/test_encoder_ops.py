@@ -65,6 +65,22 @@ def test_composite_aggregate_same_result_for_any_thread_count():
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("shape", ((3, 3, 5, 7, 6, 4), (4, 1, 16, 13, 20, 8), (2, 0, 4, 5, 6, 3)))
+def test_composite_aggregate_bfloat16_is_float32_arithmetic_sample_by_sample(shape):
+    # The CPU kernel converts bfloat16 one sample at a time: the results are, bit for bit,
+    # those of the float32 op on converted inputs, rounded to bfloat16 (K = 0: none at all).
+    N, K, C, T, V, R = shape
+    inputs = [t.detach().bfloat16() for t in composite_inputs(N, K, C, T, V, R, dtype=torch.float32, seed=5)]
+    grad_y = torch.randn(N, C, T, V, generator=torch.Generator().manual_seed(6)).bfloat16()
+    y = torch.ops.skelang.composite_aggregate.default(*inputs)
+    grads = torch.ops.skelang.composite_aggregate_backward.default(grad_y, *inputs)
+    y32 = torch.ops.skelang.composite_aggregate.default(*[t.float() for t in inputs])
+    grads32 = torch.ops.skelang.composite_aggregate_backward.default(grad_y.float(), *[t.float() for t in inputs])
+    assert y.dtype == torch.bfloat16 and torch.equal(y, y32.bfloat16())
+    for grad, grad32 in zip(grads, grads32):
+        assert grad.dtype == torch.bfloat16 and torch.equal(grad, grad32.bfloat16())
+
+
 # --- axis_attention -----------------------------------------------------------------------
 
 

@@ -42,20 +42,23 @@ AxisAttentionShape axis_attention_shape(const char* op, const at::Tensor& qkv,
 
 namespace {
 
-// (N, 3C, T, V) -> (3, S, H, L, D) and back; (N, C, T, V) <-> (S, H, L, D). Any strides in
-// (autograd may pass an expanded gradient); one copy out.
+// (N, 3C, T, V) -> (3, S, H, D, L) and back; (N, C, T, V) <-> (S, H, D, L). The sequence axis
+// stays innermost (as V or T is in the features), so that these copies move rows of L values
+// rather than gathering single values, and the products below read q, k, v and the gradients
+// as transposed matrices where they need (L, D) (GEMMs take either, without a copy). Any
+// strides in (autograd may pass an expanded gradient); one copy out.
 at::Tensor to_sequences(const at::Tensor& t, const AxisAttentionShape& s, int64_t parts) {
   const at::Tensor split = t.reshape({s.N, parts, s.heads, s.D, s.T, s.V});
-  const at::Tensor moved = s.axis == 3 ? split.permute({1, 0, 4, 2, 5, 3})   // (P, N, T, H, V, D)
-                                       : split.permute({1, 0, 5, 2, 4, 3});  // (P, N, V, H, T, D)
-  return moved.reshape({parts, s.sequences, s.heads, s.L, s.D});
+  const at::Tensor moved = s.axis == 3 ? split.permute({1, 0, 4, 2, 3, 5})   // (P, N, T, H, D, V)
+                                       : split.permute({1, 0, 5, 2, 3, 4});  // (P, N, V, H, D, T)
+  return moved.reshape({parts, s.sequences, s.heads, s.D, s.L});
 }
 
 // Always contiguous: a reshape that happens to be a view would give shape-dependent strides.
 at::Tensor from_sequences(const at::Tensor& t, const AxisAttentionShape& s, int64_t parts) {
   const at::Tensor moved =
-      s.axis == 3 ? t.view({parts, s.N, s.T, s.heads, s.V, s.D}).permute({1, 0, 3, 5, 2, 4})
-                  : t.view({parts, s.N, s.V, s.heads, s.T, s.D}).permute({1, 0, 3, 5, 4, 2});
+      s.axis == 3 ? t.view({parts, s.N, s.T, s.heads, s.D, s.V}).permute({1, 0, 3, 4, 2, 5})
+                  : t.view({parts, s.N, s.V, s.heads, s.D, s.T}).permute({1, 0, 3, 4, 5, 2});
   return moved.reshape({s.N, parts * s.C, s.T, s.V}).contiguous();
 }
 
@@ -64,11 +67,11 @@ int64_t chunk_size(const AxisAttentionShape& s) {
   return std::max<int64_t>(1, (int64_t{1} << 24) / std::max<int64_t>(1, s.heads * s.L * s.L));
 }
 
-// P (B, H, L, L) = softmax(q_scaled k^T + bias) of one chunk of sequences; q_scaled = q / sqrt(D).
-at::Tensor attention_probabilities(const at::Tensor& q_scaled, const at::Tensor& k,
-                                   const at::Tensor& bias) {
-  at::Tensor scores = at::matmul(q_scaled, k.transpose(-1, -2));
-  return at::softmax(scores.add_(bias), -1);
+// P (B, H, L, L) = softmax(q^T k / sqrt(D) + bias) of one chunk of sequences, q and k (B, H, D, L).
+at::Tensor attention_probabilities(const at::Tensor& q, const at::Tensor& k, const at::Tensor& bias,
+                                   double scale) {
+  at::Tensor scores = at::matmul(q.transpose(-1, -2), k);
+  return at::softmax(scores.mul_(scale).add_(bias), -1);
 }
 
 }  // namespace
@@ -76,23 +79,23 @@ at::Tensor attention_probabilities(const at::Tensor& q_scaled, const at::Tensor&
 at::Tensor axis_attention_aten(const at::Tensor& qkv, const at::Tensor& bias, int64_t heads,
                                int64_t axis) {
   const auto s = axis_attention_shape("skelang::axis_attention", qkv, bias, heads, axis);
-  const at::Tensor qkv_seq = to_sequences(qkv, s, 3);  // (3, S, H, L, D)
-  if (qkv.is_cuda()) {                                 // ATen's fused attention kernels
-    const at::Tensor out =
-        at::scaled_dot_product_attention(qkv_seq[0], qkv_seq[1], qkv_seq[2], bias);
-    return from_sequences(out.unsqueeze(0), s, 1);
+  const at::Tensor qkv_seq = to_sequences(qkv, s, 3);  // (3, S, H, D, L)
+  if (qkv.is_cuda()) {  // ATen's fused attention kernels, on (S, H, L, D) with unit-stride rows
+    const auto rows = [&](int64_t part) { return qkv_seq[part].transpose(-1, -2).contiguous(); };
+    const at::Tensor out = at::scaled_dot_product_attention(rows(0), rows(1), rows(2), bias);
+    return from_sequences(out.transpose(-1, -2).unsqueeze(0), s, 1);
   }
   // CPU: ATen's attention would take its blocked kernel, slower than batched products at
   // these short lengths (L = V or T, tens of positions).
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.D));
-  at::Tensor out = at::empty({1, s.sequences, s.heads, s.L, s.D}, qkv.options());
+  at::Tensor out = at::empty({1, s.sequences, s.heads, s.D, s.L}, qkv.options());
   const int64_t chunk = chunk_size(s);
   for (int64_t begin = 0; begin < s.sequences; begin += chunk) {
     const int64_t end = std::min(s.sequences, begin + chunk);
-    const at::Tensor P = attention_probabilities(qkv_seq[0].slice(0, begin, end) * scale,
-                                                 qkv_seq[1].slice(0, begin, end), bias);
+    const at::Tensor P = attention_probabilities(qkv_seq[0].slice(0, begin, end),
+                                                 qkv_seq[1].slice(0, begin, end), bias, scale);
     at::Tensor out_chunk = out[0].slice(0, begin, end);
-    at::matmul_out(out_chunk, P, qkv_seq[2].slice(0, begin, end));
+    at::matmul_out(out_chunk, qkv_seq[2].slice(0, begin, end), P.transpose(-1, -2));  // v P^T
   }
   return from_sequences(out, s, 1);
 }
@@ -101,11 +104,12 @@ std::tuple<at::Tensor, at::Tensor> axis_attention_with_probs_aten(const at::Tens
                                                                   const at::Tensor& bias,
                                                                   int64_t heads, int64_t axis) {
   const auto s = axis_attention_shape("skelang::axis_attention_with_probs", qkv, bias, heads, axis);
-  const at::Tensor qkv_seq = to_sequences(qkv, s, 3);  // (3, S, H, L, D)
+  const at::Tensor qkv_seq = to_sequences(qkv, s, 3);  // (3, S, H, D, L)
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.D));
   // All of P is returned, so there is nothing to gain from chunks here.
-  const at::Tensor probs = attention_probabilities(qkv_seq[0] * scale, qkv_seq[1], bias);
-  return {from_sequences(at::matmul(probs, qkv_seq[2]).unsqueeze(0), s, 1), probs};
+  const at::Tensor probs = attention_probabilities(qkv_seq[0], qkv_seq[1], bias, scale);
+  return {from_sequences(at::matmul(qkv_seq[2], probs.transpose(-1, -2)).unsqueeze(0), s, 1),
+          probs};
 }
 
 std::tuple<at::Tensor, at::Tensor> axis_attention_backward_aten(
@@ -126,29 +130,30 @@ std::tuple<at::Tensor, at::Tensor> axis_attention_backward_aten(
     check_same_device(op, "probs", *probs, "qkv", qkv);
   }
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.D));
-  const at::Tensor qkv_seq = to_sequences(qkv, s, 3);           // (3, S, H, L, D)
-  const at::Tensor grad_seq = to_sequences(grad_out, s, 1)[0];  // (S, H, L, D)
+  const at::Tensor qkv_seq = to_sequences(qkv, s, 3);           // (3, S, H, D, L)
+  const at::Tensor grad_seq = to_sequences(grad_out, s, 1)[0];  // (S, H, D, L)
   at::Tensor grad_qkv_seq = at::empty_like(qkv_seq);
   at::Tensor grad_bias = at::zeros_like(bias);
   const int64_t chunk = chunk_size(s);
   for (int64_t begin = 0; begin < s.sequences; begin += chunk) {
     const int64_t end = std::min(s.sequences, begin + chunk);
-    const at::Tensor q_scaled = qkv_seq[0].slice(0, begin, end) * scale;
-    const at::Tensor k = qkv_seq[1].slice(0, begin, end), v = qkv_seq[2].slice(0, begin, end);
-    const at::Tensor g = grad_seq.slice(0, begin, end);
+    const at::Tensor q = qkv_seq[0].slice(0, begin, end), k = qkv_seq[1].slice(0, begin, end);
+    const at::Tensor v = qkv_seq[2].slice(0, begin, end), g = grad_seq.slice(0, begin, end);
     const at::Tensor P = probs.has_value() ? probs->slice(0, begin, end)
-                                           : attention_probabilities(q_scaled, k, bias);
-    // dS = P (dP - rowsum(P dP)) with dP = g v^T: softmax's own backward
-    const at::Tensor dS = at::_softmax_backward_data(at::matmul(g, v.transpose(-1, -2)), P, -1,
+                                           : attention_probabilities(q, k, bias, scale);
+    // dS = P (dP - rowsum(P dP)) with dP = g^T v (the (L, D) g times v^T): softmax's own backward
+    const at::Tensor dS = at::_softmax_backward_data(at::matmul(g.transpose(-1, -2), v), P, -1,
                                                      P.scalar_type());  // (B, H, L, L)
     grad_bias += dS.sum(0);
+    // in the (D, L) layout: dq = k dS^T / sqrt(D), dk = q dS / sqrt(D), dv = g P
     at::Tensor grad_q = grad_qkv_seq[0].slice(0, begin, end);
     at::Tensor grad_k = grad_qkv_seq[1].slice(0, begin, end);
     at::Tensor grad_v = grad_qkv_seq[2].slice(0, begin, end);
-    at::matmul_out(grad_q, dS, k);
+    at::matmul_out(grad_q, k, dS.transpose(-1, -2));
     grad_q.mul_(scale);
-    at::matmul_out(grad_k, dS.transpose(-1, -2), q_scaled);
-    at::matmul_out(grad_v, P.transpose(-1, -2), g);
+    at::matmul_out(grad_k, q, dS);
+    grad_k.mul_(scale);
+    at::matmul_out(grad_v, g, P);
   }
   return {from_sequences(grad_qkv_seq, s, 3), grad_bias};
 }
