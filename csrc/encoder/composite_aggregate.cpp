@@ -108,12 +108,13 @@ void composite_aggregate_forward_chunk(const CompositeAggregateInputs& in, int64
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, CompositeAggregatePartials>
-composite_aggregate_grad_buffers(const CompositeAggregateInputs& in) {
+composite_aggregate_grad_buffers(const CompositeAggregateInputs& in,
+                                 std::optional<at::ScalarType> small_dtype) {
   const int64_t N = in.x.size(0), K = in.x.size(1), C = in.x.size(2), V = in.x.size(4);
   const int64_t R = in.phi.size(2);
-  const auto options = in.x.options();
+  const auto options = in.x.options().dtype(small_dtype.value_or(in.x.scalar_type()));
   return {
-      at::empty(in.x.sizes(), options), at::empty(in.phi.sizes(), options),
+      at::empty(in.x.sizes(), in.x.options()), at::empty(in.phi.sizes(), options),
       at::empty(in.psi.sizes(), options),
       CompositeAggregatePartials{at::empty({N, K, C, R}, options), at::empty({N, K, C}, options),
                                  at::empty({N, K, V, V}, options)}};

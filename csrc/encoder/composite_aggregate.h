@@ -19,6 +19,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <tuple>
 
 namespace skelang {
@@ -62,8 +63,10 @@ at::Tensor composite_aggregate_grad_y(const CompositeAggregateInputs& in, const 
 
 // Empty outputs of the right shapes.
 at::Tensor composite_aggregate_output(const CompositeAggregateInputs& in);
+// grad_x in x's dtype; grad_phi, grad_psi and the partial sums in `small_dtype` (default: x's).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, CompositeAggregatePartials>
-composite_aggregate_grad_buffers(const CompositeAggregateInputs& in);
+composite_aggregate_grad_buffers(const CompositeAggregateInputs& in,
+                                 std::optional<at::ScalarType> small_dtype = std::nullopt);
 
 // grad_x, grad_phi, grad_psi, grad_weight, grad_bias, grad_alpha, grad_topology from the
 // per-sample partials.

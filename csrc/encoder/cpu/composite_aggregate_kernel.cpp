@@ -79,14 +79,7 @@ CompositeAggregateGrads composite_aggregate_backward_reduced(const CompositeAggr
   const CompositeAggregateInputs whole = float32_parameters(in);
   const at::Tensor grad_y = composite_aggregate_grad_y(in, grad_y_in);
   // grad_x in the input's dtype; the small gradients and the partial sums in float32
-  const int64_t N = in.x.size(0), K = in.x.size(1), C = in.x.size(2), V = in.x.size(4);
-  const auto float32 = whole.phi.options();
-  at::Tensor grad_x = at::empty(in.x.sizes(), in.x.options());
-  at::Tensor grad_phi = at::empty(whole.phi.sizes(), float32);
-  at::Tensor grad_psi = at::empty(whole.psi.sizes(), float32);
-  CompositeAggregatePartials partials{at::empty({N, K, C, whole.phi.size(2)}, float32),
-                                      at::empty({N, K, C}, float32),
-                                      at::empty({N, K, V, V}, float32)};
+  auto [grad_x, grad_phi, grad_psi, partials] = composite_aggregate_grad_buffers(in, at::kFloat);
   at::parallel_for(0, in.x.size(0), 1, [&](int64_t begin, int64_t end) {
     SampleInputs one(whole, one_sample_buffer(in.x));
     at::Tensor grad_y_n = one_sample_buffer(grad_y), grad_x_n = one_sample_buffer(in.x);
